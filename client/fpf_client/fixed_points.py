@@ -1,0 +1,287 @@
+"""FixedPoints: the result container, numpy only, shared by the engine and the client.
+
+Field names are FixedPointFinder's (``xstar``, ``qstar``, ``J_xstar``, ...), so code
+written against the reference tool reads our results unchanged. The same container
+is returned in-process by the engine, decoded from ``.npz`` or JSON by the client,
+and saved and loaded with :meth:`FixedPoints.save` / :meth:`FixedPoints.load`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field, replace
+from os import PathLike
+from typing import IO, Any, Iterable
+
+import numpy as np
+
+#: Per-point array fields, in display order, with the trailing shape of one point.
+#: ``d`` is n_states, ``m`` is n_inputs.
+POINT_FIELDS: dict[str, str] = {
+    "xstar": "(d,) the fixed point",
+    "x_init": "(d,) the initial state it was found from",
+    "inputs": "(m,) the input it is a fixed point for",
+    "F_xstar": "(d,) F(xstar, inputs): the map (or vector field) at xstar",
+    "qstar": "() q = 0.5 * |G(xstar)|^2, G = F - x (discrete) or f (continuous)",
+    "dq": "() the last change of q",
+    "n_iters": "() solver iterations spent",
+    "step_norm": "() norm of the Newton step at xstar: an error estimate",
+    "certified": "() Newton converged quadratically to an isolated root",
+    "J_xstar": "(d, d) dF/dx at xstar",
+    "dFdu": "(d, m) dF/du at xstar",
+    "eigval_J_xstar": "(d,) eigenvalues, by decreasing |lambda| (real part for continuous)",
+    "eigvec_J_xstar": "(d, d) eigenvectors as columns, in eigval order",
+    "is_stable": "() all |lambda| < 1 (discrete) or Re lambda < 0 (continuous)",
+    "n_unstable": "() number of unstable modes: the saddle index",
+    "is_nonisolated": "() an eigenvalue within tol_nonisolated of 1 (or 0): part of a continuum?",
+    "cond_id": "() index of the input condition",
+}
+
+_META_KEY = "__meta__"
+_SLOW_PREFIX = "slow_points."
+
+
+@dataclass
+class FixedPoints:
+    """A set of fixed points of a recurrent map, with their analysis.
+
+    Every array field holds one row per point; fields that were not computed
+    (e.g. ``J_xstar`` with ``do_compute_jacobians=False``) are ``None``.
+
+    Attributes
+    ----------
+    xstar : ndarray, (k, n_states)
+    x_init, inputs, F_xstar, qstar, dq, n_iters, step_norm, certified,
+    J_xstar, dFdu, eigval_J_xstar, eigvec_J_xstar, is_stable, n_unstable,
+    is_nonisolated, cond_id : ndarray or None
+        See :data:`POINT_FIELDS`.
+    dynamics : {"discrete", "continuous"}
+        Whether stability is judged against the unit circle or the imaginary axis.
+    tol_q, tol_unique : float
+        The tolerances the points were found and de-duplicated with.
+    info : dict
+        JSON-serialisable run information: counts of converged, stalled and capped
+        samples, timings, the discovery curve.
+    slow_points : FixedPoints or None
+        Unconverged minima of q below ``q_slow``, never counted as fixed points.
+    """
+
+    xstar: np.ndarray
+    x_init: np.ndarray | None = None
+    inputs: np.ndarray | None = None
+    F_xstar: np.ndarray | None = None
+    qstar: np.ndarray | None = None
+    dq: np.ndarray | None = None
+    n_iters: np.ndarray | None = None
+    step_norm: np.ndarray | None = None
+    certified: np.ndarray | None = None
+    J_xstar: np.ndarray | None = None
+    dFdu: np.ndarray | None = None
+    eigval_J_xstar: np.ndarray | None = None
+    eigvec_J_xstar: np.ndarray | None = None
+    is_stable: np.ndarray | None = None
+    n_unstable: np.ndarray | None = None
+    is_nonisolated: np.ndarray | None = None
+    cond_id: np.ndarray | None = None
+    dynamics: str = "discrete"
+    tol_q: float = 1e-12
+    tol_unique: float = 1e-3
+    info: dict[str, Any] = field(default_factory=dict)
+    slow_points: "FixedPoints | None" = None
+
+    def __post_init__(self) -> None:
+        self.xstar = np.atleast_2d(np.asarray(self.xstar))
+        k = self.xstar.shape[0]
+        for name in POINT_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value)
+            if value.shape[:1] != (k,):
+                raise ValueError(f"{name} has {value.shape[:1]} rows, xstar has {k}")
+            setattr(self, name, value)
+
+    # --- sizes ---------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """Number of fixed points."""
+        return int(self.xstar.shape[0])
+
+    @property
+    def n_states(self) -> int:
+        return int(self.xstar.shape[1])
+
+    @property
+    def n_inputs(self) -> int | None:
+        return None if self.inputs is None else int(self.inputs.shape[1])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-point fields that are present, by name."""
+        return {name: getattr(self, name) for name in POINT_FIELDS if getattr(self, name) is not None}
+
+    # --- selection -----------------------------------------------------------------
+    def __getitem__(self, index: Any) -> "FixedPoints":
+        """Select points by integer, slice, index array or boolean mask."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        selected = {name: value[index] for name, value in self.arrays().items()}
+        return replace(self, **selected, slow_points=self.slow_points)
+
+    def __iter__(self):
+        return (self[i] for i in range(self.n))
+
+    def __contains__(self, state: Any) -> bool:
+        """Whether ``state`` (n_states,) lies within ``tol_unique`` (max-norm) of a point."""
+        state = np.asarray(state, dtype=float).reshape(-1)
+        if state.shape[0] != self.n_states or self.n == 0:
+            return False
+        return bool(np.any(np.max(np.abs(self.xstar - state), axis=1) <= self.tol_unique))
+
+    @property
+    def stable(self) -> "FixedPoints":
+        """The stable fixed points."""
+        return self[self._require("is_stable")]
+
+    @property
+    def unstable(self) -> "FixedPoints":
+        """The unstable fixed points (saddles and repellers)."""
+        return self[~self._require("is_stable")]
+
+    def _require(self, name: str) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"{name} was not computed (run with do_decompose_jacobians=True)")
+        return value
+
+    @classmethod
+    def concatenate(cls, parts: Iterable["FixedPoints"]) -> "FixedPoints":
+        """Join point sets; fields missing from any part are dropped."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        shared = set.intersection(*(set(p.arrays()) for p in parts))
+        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
+        empty = {name: None for name in POINT_FIELDS if name not in shared}
+        return replace(parts[0], **empty, **joined, info={}, slow_points=None)
+
+    def unique(self, tol: float | None = None) -> "FixedPoints":
+        """Merge points closer than ``tol`` (default ``tol_unique``), keeping the lowest q."""
+        tol = self.tol_unique if tol is None else tol
+        order = np.argsort(self.qstar) if self.qstar is not None else np.arange(self.n)
+        kept: list[int] = []
+        for i in order:
+            if not kept or np.max(np.abs(self.xstar[kept] - self.xstar[i]), axis=1).min() > tol:
+                kept.append(int(i))
+        return self[np.sort(np.asarray(kept, dtype=int))]
+
+    # --- serialisation -------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {"dynamics": self.dynamics, "tol_q": self.tol_q, "tol_unique": self.tol_unique, "info": self.info}
+
+    def to_npz_arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``name -> array`` mapping as stored in ``.npz`` (no pickled objects)."""
+        out = dict(self.arrays())
+        out[_META_KEY] = np.array(json.dumps(self._meta()))
+        if self.slow_points is not None:
+            out.update({_SLOW_PREFIX + k: v for k, v in self.slow_points.to_npz_arrays().items()})
+        return out
+
+    @classmethod
+    def from_npz_arrays(cls, arrays: dict[str, np.ndarray]) -> "FixedPoints":
+        meta = json.loads(str(arrays[_META_KEY])) if _META_KEY in arrays else {}
+        slow = {k[len(_SLOW_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
+        own = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
+        return cls(**own, **meta, slow_points=cls.from_npz_arrays(slow) if slow else None)
+
+    def save(self, file: str | PathLike | IO[bytes]) -> None:
+        """Write to ``.npz`` (compressed, loadable with ``allow_pickle=False``)."""
+        np.savez_compressed(file, **self.to_npz_arrays())
+
+    def to_npz_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, file: str | PathLike | IO[bytes] | bytes) -> "FixedPoints":
+        """Read a file written by :meth:`save` (or the service's npz result)."""
+        if isinstance(file, (bytes, bytearray)):
+            file = io.BytesIO(file)
+        with np.load(file, allow_pickle=False) as data:
+            return cls.from_npz_arrays({k: data[k] for k in data.files})
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: arrays as nested lists, complex ones as ``{"real", "imag"}``."""
+        out: dict[str, Any] = {"n": self.n, "n_states": self.n_states, **self._meta()}
+        out["fields"] = {name: _array_to_json(value) for name, value in self.arrays().items()}
+        out["slow_points"] = None if self.slow_points is None else self.slow_points.to_json_dict()
+        return out
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "FixedPoints":
+        arrays = {name: _array_from_json(value) for name, value in data["fields"].items()}
+        slow = data.get("slow_points")
+        return cls(
+            **arrays,
+            dynamics=data.get("dynamics", "discrete"),
+            tol_q=data.get("tol_q", 1e-12),
+            tol_unique=data.get("tol_unique", 1e-3),
+            info=data.get("info", {}),
+            slow_points=None if slow is None else cls.from_json_dict(slow),
+        )
+
+    # --- display -------------------------------------------------------------------
+    def summary(self) -> str:
+        """A short, human-readable summary."""
+        lines = [f"{self.n} fixed point{'s' if self.n != 1 else ''} in {self.n_states} dimensions ({self.dynamics})"]
+        if self.is_stable is not None and self.n:
+            n_stable = int(self.is_stable.sum())
+            lines.append(f"  {n_stable} stable, {self.n - n_stable} unstable")
+            if self.n_unstable is not None:
+                counts = np.bincount(self.n_unstable.astype(int))
+                index_text = ", ".join(f"{c} with {i}" for i, c in enumerate(counts) if c and i)
+                if index_text:
+                    lines.append(f"  unstable modes: {index_text}")
+        if self.qstar is not None and self.n:
+            lines.append(f"  q: max {self.qstar.max():.2e}, median {np.median(self.qstar):.2e}")
+        if self.certified is not None and self.n:
+            lines.append(f"  certified (quadratic convergence): {int(self.certified.sum())} of {self.n}")
+        if self.is_nonisolated is not None and self.is_nonisolated.any():
+            lines.append(f"  possibly non-isolated (eigenvalue near 1): {int(self.is_nonisolated.sum())}")
+        if self.slow_points is not None:
+            lines.append(f"  slow points (not fixed points): {self.slow_points.n}")
+        for key in ("n_samples", "n_converged", "n_stalled", "n_capped", "wall_time_s"):
+            if key in self.info:
+                lines.append(f"  {key}: {self.info[key]}")
+        return "\n".join(lines)
+
+    def print_summary(self) -> None:
+        print(self.summary())
+
+    def __repr__(self) -> str:
+        return f"FixedPoints(n={self.n}, n_states={self.n_states}, dynamics={self.dynamics!r})"
+
+    def plot(self, *args: Any, **kwargs: Any):
+        """Plot in the top-3 PCA space of trajectories; see :func:`fpf_client.plotting.plot_fixed_points`."""
+        from .plotting import plot_fixed_points
+
+        return plot_fixed_points(self, *args, **kwargs)
+
+
+def _array_to_json(value: np.ndarray) -> Any:
+    if np.iscomplexobj(value):
+        return {"real": value.real.tolist(), "imag": value.imag.tolist()}
+    return value.tolist()
+
+
+def _array_from_json(value: Any) -> np.ndarray:
+    if isinstance(value, dict) and set(value) == {"real", "imag"}:
+        return np.asarray(value["real"]) + 1j * np.asarray(value["imag"])
+    return np.asarray(value)
+
+
+__all__ = ["FixedPoints", "POINT_FIELDS"]

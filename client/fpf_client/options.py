@@ -1,0 +1,73 @@
+"""Job options: the one definition shared by the engine, the gateway, gRPC and the client.
+
+Names and defaults follow FixedPointFinder (Golub & Sussillo 2018) where an option
+exists there; the rest are fpf's own. The model is strict: an unknown option is an
+error, never silently ignored (the reference tool ignores some of its own options).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["newton", "adam"]
+Dynamics = Literal["discrete", "continuous"]
+
+
+class FinderOptions(BaseModel):
+    """Options of a fixed-point search.
+
+    Attributes are grouped as: solver choice and stopping, uniqueness and outliers,
+    Jacobians and their decomposition, numerics and execution.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- solver and stopping -------------------------------------------------------
+    method: Method = Field("newton", description="Solver: batched damped Newton/LM, or the reference's Adam.")
+    tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
+    tol_dq: float = Field(1e-20, ge=0, description="Adam stops when |dq| < tol_dq * learning rate.")
+    max_iters: int = Field(5000, ge=1, le=1_000_000, description="Iteration cap per sample.")
+    lr_init: float = Field(1.0, gt=0, description="Adam's initial learning rate.")
+    lr_factor: float = Field(0.95, gt=0, lt=1, description="Adam's learning-rate decrease on plateau.")
+    lr_patience: int = Field(5, ge=0, description="Adam: iterations without improvement before decreasing.")
+    lr_cooldown: int = Field(0, ge=0, description="Adam: iterations to wait after a decrease.")
+    completeness: Literal["none", "deflation"] = Field(
+        "deflation",
+        description="Newton: after the first pass, restart with found roots deflated to find roots it missed.",
+    )
+    q_slow: float | None = Field(
+        None, gt=0, description="Also return slow points: unconverged minima with q below this value."
+    )
+
+    # --- uniqueness and outliers ---------------------------------------------------
+    tol_unique: float = Field(1e-3, gt=0, description="Points closer than this (max-norm) are one fixed point.")
+    max_n_unique: int | None = Field(None, ge=1, description="Keep at most this many unique points.")
+    do_exclude_distance_outliers: bool = True
+    outlier_distance_scale: float = Field(10.0, gt=0)
+    do_rerun_q_outliers: bool = False
+    outlier_q_scale: float = Field(10.0, gt=0)
+
+    # --- Jacobians ---------------------------------------------------------------
+    do_compute_jacobians: bool = True
+    do_compute_input_jacobians: bool = True
+    do_decompose_jacobians: bool = True
+    tol_nonisolated: float = Field(
+        1e-3, gt=0, description="Flag a point as non-isolated when an eigenvalue lies this close to 1 (or 0)."
+    )
+
+    # --- numerics and execution ------------------------------------------------------
+    dtype: Literal["float32", "float64"] = "float32"
+    random_seed: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, ge=1, description="Initial states solved at once; None picks by memory.")
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    dynamics: Dynamics | None = Field(None, description="Override the model's own dynamics type.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "FinderOptions":
+        if self.q_slow is not None and self.q_slow <= self.tol_q:
+            raise ValueError("q_slow must be larger than tol_q")
+        if self.do_decompose_jacobians and not self.do_compute_jacobians:
+            raise ValueError("do_decompose_jacobians requires do_compute_jacobians")
+        return self
