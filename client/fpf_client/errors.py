@@ -15,6 +15,8 @@ class ErrorCode(str, Enum):
     """Stable error codes and the HTTP status each maps to."""
 
     INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     INVALID_ARRAY = "invalid_array"
     SHAPE_MISMATCH = "shape_mismatch"
     NON_FINITE = "non_finite"
@@ -47,6 +49,8 @@ class ErrorCode(str, Enum):
 
 _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.INVALID_ARRAY: 422,
     ErrorCode.SHAPE_MISMATCH: 422,
     ErrorCode.NON_FINITE: 422,
@@ -143,6 +147,8 @@ PayloadTooLarge = _error_class("PayloadTooLarge", ErrorCode.PAYLOAD_TOO_LARGE, I
 UnsupportedMediaType = _error_class("UnsupportedMediaType", ErrorCode.UNSUPPORTED_MEDIA_TYPE, InvalidRequest)
 InvalidModel = _error_class("InvalidModel", ErrorCode.INVALID_MODEL, InvalidRequest)
 IdempotencyConflict = _error_class("IdempotencyConflict", ErrorCode.IDEMPOTENCY_CONFLICT, InvalidRequest)
+NotFound = _error_class("NotFound", ErrorCode.NOT_FOUND)
+MethodNotAllowed = _error_class("MethodNotAllowed", ErrorCode.METHOD_NOT_ALLOWED)
 ModelNotFound = _error_class("ModelNotFound", ErrorCode.MODEL_NOT_FOUND)
 ModelNotReady = _error_class("ModelNotReady", ErrorCode.MODEL_NOT_READY)
 JobNotFound = _error_class("JobNotFound", ErrorCode.JOB_NOT_FOUND)
@@ -156,7 +162,7 @@ ServiceUnavailable = _error_class("ServiceUnavailable", ErrorCode.SERVICE_UNAVAI
 ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
     cls.code: cls
     for cls in (
-        InvalidRequest, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
+        InvalidRequest, NotFound, MethodNotAllowed, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
         UnsupportedMediaType, InvalidModel, IdempotencyConflict, ModelNotFound, ModelNotReady,
         JobNotFound, JobNotFinished, JobFailed, JobCancelled, Unauthenticated, QuotaExceeded,
         ServiceUnavailable,
