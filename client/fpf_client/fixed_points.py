@@ -42,7 +42,7 @@ _META_KEY = "__meta__"
 _SLOW_PREFIX = "slow_points."
 
 
-@dataclass
+@dataclass(eq=False)
 class FixedPoints:
     """A set of fixed points of a recurrent map, with their analysis.
 
@@ -123,6 +123,20 @@ class FixedPoints:
         """The per-point fields that are present, by name."""
         return {name: getattr(self, name) for name in POINT_FIELDS if getattr(self, name) is not None}
 
+    def __eq__(self, other: object) -> bool:
+        """Exact equality: same fields, dtypes, shapes and values (NaN equals NaN), same metadata."""
+        if not isinstance(other, FixedPoints):
+            return NotImplemented
+        mine, theirs = self.arrays(), other.arrays()
+        return (
+            mine.keys() == theirs.keys()
+            and all(_arrays_identical(mine[name], theirs[name]) for name in mine)
+            and self._meta() == other._meta()
+            and self.slow_points == other.slow_points
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable container
+
     # --- selection -----------------------------------------------------------------
     def __getitem__(self, index: Any) -> "FixedPoints":
         """Select points by integer, slice, index array or boolean mask."""
@@ -144,12 +158,12 @@ class FixedPoints:
     @property
     def stable(self) -> "FixedPoints":
         """The stable fixed points."""
-        return self[self._require("is_stable")]
+        return self[self._require("is_stable").astype(bool)]
 
     @property
     def unstable(self) -> "FixedPoints":
         """The unstable fixed points (saddles and repellers)."""
-        return self[~self._require("is_stable")]
+        return self[~self._require("is_stable").astype(bool)]
 
     def _require(self, name: str) -> np.ndarray:
         value = getattr(self, name)
@@ -185,7 +199,7 @@ class FixedPoints:
     def to_npz_arrays(self) -> dict[str, np.ndarray]:
         """Flat ``name -> array`` mapping as stored in ``.npz`` (no pickled objects)."""
         out = dict(self.arrays())
-        out[_META_KEY] = np.array(json.dumps(self._meta()))
+        out[_META_KEY] = np.array(json.dumps(self._meta(), default=_json_default))
         if self.slow_points is not None:
             out.update({_SLOW_PREFIX + k: v for k, v in self.slow_points.to_npz_arrays().items()})
         return out
@@ -215,15 +229,26 @@ class FixedPoints:
             return cls.from_npz_arrays({k: data[k] for k in data.files})
 
     def to_json_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: arrays as nested lists, complex ones as ``{"real", "imag"}``."""
+        """Strict-JSON-ready dict (no NaN tokens), read back exactly by :meth:`from_json_dict`.
+
+        Arrays are nested lists, complex ones ``{"real", "imag"}``; non-finite values are the
+        strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; ``array_specs`` keeps each array's
+        dtype and shape so that float32 stays float32 and empty sets keep their shape.
+        """
         out: dict[str, Any] = {"n": self.n, "n_states": self.n_states, **self._meta()}
+        out["info"] = json.loads(json.dumps(self.info, default=_json_default))
         out["fields"] = {name: _array_to_json(value) for name, value in self.arrays().items()}
+        out["array_specs"] = {
+            name: {"dtype": value.dtype.name, "shape": list(value.shape)} for name, value in self.arrays().items()
+        }
         out["slow_points"] = None if self.slow_points is None else self.slow_points.to_json_dict()
         return out
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> "FixedPoints":
-        arrays = {name: _array_from_json(value) for name, value in data["fields"].items()}
+        """Rebuild from :meth:`to_json_dict` output (``array_specs`` optional for hand-written JSON)."""
+        specs = data.get("array_specs", {})
+        arrays = {name: _array_from_json(value, specs.get(name)) for name, value in data["fields"].items()}
         slow = data.get("slow_points")
         return cls(
             **arrays,
@@ -272,16 +297,43 @@ class FixedPoints:
         return plot_fixed_points(self, *args, **kwargs)
 
 
+_NON_FINITE_JSON = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
+
+
 def _array_to_json(value: np.ndarray) -> Any:
     if np.iscomplexobj(value):
-        return {"real": value.real.tolist(), "imag": value.imag.tolist()}
-    return value.tolist()
+        return {"real": _array_to_json(value.real), "imag": _array_to_json(value.imag)}
+    if value.dtype.kind != "f" or np.isfinite(value).all():
+        return value.tolist()
+    text = np.where(np.isnan(value), "NaN", np.where(value > 0, "Infinity", "-Infinity"))
+    return np.where(np.isfinite(value), value.astype(object), text.astype(object)).tolist()
 
 
-def _array_from_json(value: Any) -> np.ndarray:
+def _array_from_json(value: Any, spec: dict[str, Any] | None = None) -> np.ndarray:
     if isinstance(value, dict) and set(value) == {"real", "imag"}:
-        return np.asarray(value["real"]) + 1j * np.asarray(value["imag"])
-    return np.asarray(value)
+        array = _array_from_json(value["real"]) + 1j * _array_from_json(value["imag"])
+    else:
+        array = np.asarray(value)
+        if array.dtype.kind in "OU":  # non-finite floats spelled as strings
+            array = np.vectorize(lambda v: _NON_FINITE_JSON.get(v, v), otypes=[float])(np.array(value, dtype=object))
+    if spec is not None:
+        array = array.astype(np.dtype(spec["dtype"])).reshape(spec["shape"])
+    return array
+
+
+def _arrays_identical(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _json_default(value: Any) -> Any:
+    """Let run information carry numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 __all__ = ["FixedPoints", "POINT_FIELDS"]

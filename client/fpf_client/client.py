@@ -1,0 +1,295 @@
+"""The synchronous client: :class:`Client` and the :class:`Job` handle it returns."""
+
+from __future__ import annotations
+
+import os
+import time
+from os import PathLike
+from typing import Any, Iterator
+
+import httpx
+
+from . import protocol
+from .events import SSEDecoder
+from .fixed_points import FixedPoints
+from .payloads import arrays_payload, is_local_model, model_file, model_id, options_payload
+from .progress import ProgressArg, ProgressReporter
+from .protocol import Call, T
+from .records import JobRecord, Model
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def default_url(url: str | None) -> str:
+    """``url``, else the ``FPF_URL`` environment variable, else the local default."""
+    return url or os.environ.get("FPF_URL") or DEFAULT_URL
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class Client:
+    """A connection to an fpf service.
+
+    Parameters
+    ----------
+    url : str, optional
+        The gateway's base URL; defaults to ``$FPF_URL``, else ``http://127.0.0.1:8000``.
+    api_key : str, optional
+        Sent as ``Authorization: Bearer <api_key>``.
+    timeout : float
+        Seconds to wait for any one answer (waiting for a job has its own ``timeout``).
+
+    Examples
+    --------
+    >>> with Client() as client:                                   # doctest: +SKIP
+    ...     fps = client.find_fixed_points("rnn.pt", states, inputs)
+    """
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.url = default_url(url).rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=auth_headers(api_key), timeout=timeout)
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, **call.request_kwargs())
+        except httpx.TransportError as exc:
+            raise protocol.unreachable(self.url, exc) from exc
+        return call.read(response)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    # --- models --------------------------------------------------------------------------
+    def upload_model(
+        self,
+        model: str | PathLike | Any,
+        *,
+        format: str | None = None,
+        n_states: int | None = None,
+        n_inputs: int | None = None,
+        dynamics: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Model:
+        """Upload a model file or a torch module (scripted to TorchScript) and wait until it is ready.
+
+        Parameters
+        ----------
+        model : path or torch.nn.Module
+            A file the service reads (TorchScript for now), or a module with the step signature
+            ``forward(u: (n, m), h: (n, d)) -> h_next``.
+        format, n_states, n_inputs, dynamics : optional
+            Hints the service checks with a dry run (see docs/api.md).
+        wait : bool
+            Return only once the service has validated the model.
+        timeout : float, optional
+            Give up waiting after this many seconds (``TimeoutError``).
+
+        Raises
+        ------
+        InvalidModel
+            With the service's reason, when it cannot use the model.
+        """
+        call = protocol.upload_model(
+            model_file(model), format=format, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics
+        )
+        record = self._send(call)
+        return self._await_model(record, timeout) if wait else record
+
+    def _await_model(self, record: Model, timeout: float | None) -> Model:
+        deadline, delays = protocol.deadline_after(timeout), protocol.poll_delays()
+        while record.status == "validating":
+            if protocol.seconds_left(deadline) <= 0:
+                raise protocol.timed_out(f"model {record.id[:12]} still validating", timeout)
+            time.sleep(min(next(delays), protocol.seconds_left(deadline)))
+            record = self.get_model(record.id)
+        return protocol.check_model_usable(record)
+
+    def get_model(self, model: Model | str) -> Model:
+        """The model record of an id (or refresh a :class:`Model`)."""
+        return self._send(protocol.get_model(model_id(model)))
+
+    def list_models(self) -> list[Model]:
+        """Every model on the service."""
+        return self._send(protocol.list_models())
+
+    def delete_model(self, model: Model | str) -> None:
+        """Delete a model and its file."""
+        self._send(protocol.delete_model(model_id(model)))
+
+    # --- jobs ----------------------------------------------------------------------------
+    def submit(
+        self,
+        model: Model | str | PathLike | Any,
+        initial_states: Any,
+        inputs: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> "Job":
+        """Queue a fixed-point search and return its :class:`Job` at once.
+
+        Parameters
+        ----------
+        model : Model, str, path or torch.nn.Module
+            A model id or record, or a file or module to upload first (with the arrays'
+            shapes as hints).
+        initial_states : array-like, (n, n_states)
+            Where the searches start (numpy, nested lists or torch tensors).
+        inputs : array-like, (1 | n, n_inputs), optional
+            The constant input of each search; zeros when absent.
+        idempotency_key : str, optional
+            Retrying with the same key and arrays returns the same job instead of a new one.
+        **options
+            :class:`~fpf_client.FinderOptions` fields, checked here before anything is sent.
+        """
+        option_values = options_payload(options)
+        arrays = arrays_payload(initial_states, inputs)
+        if is_local_model(model):
+            model = self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
+        record = self._send(protocol.submit_job(model_id(model), arrays.npz, option_values, idempotency_key))
+        return Job(self, record)
+
+    def get_job(self, job_id: str) -> "Job":
+        """A handle on an existing job."""
+        return Job(self, self._send(protocol.get_job(job_id)))
+
+    def list_jobs(self, status: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first, optionally only those with ``status``."""
+        return self._send(protocol.list_jobs(status))
+
+    def find_fixed_points(
+        self,
+        model: Model | str | PathLike | Any,
+        initial_states: Any,
+        inputs: Any = None,
+        *,
+        progress: ProgressArg = True,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> FixedPoints:
+        """Submit, wait (with a progress bar in a terminal) and return the :class:`FixedPoints`."""
+        job = self.submit(model, initial_states, inputs, **options)
+        job.wait(progress=progress, timeout=timeout)
+        return job.result()
+
+    def _job_events(self, job_id: str, deadline: float) -> Iterator[JobRecord]:
+        """Job records from the event stream until it ends, fails or the deadline passes.
+
+        A silent stream is reopened; any other trouble ends the stream and the caller polls.
+        """
+        while protocol.seconds_left(deadline) > 0:
+            timeout = protocol.stream_timeout(self._http.timeout, deadline)
+            try:
+                with self._http.stream(
+                    "GET", protocol.job_events_path(job_id), headers={"Accept": "text/event-stream"}, timeout=timeout
+                ) as response:
+                    if not protocol.is_event_stream(response):
+                        return
+                    decoder = SSEDecoder()
+                    for line in response.iter_lines():
+                        event = decoder.feed(line)
+                        if event is None:
+                            continue
+                        record = protocol.event_record(event)
+                        if record is not None:
+                            yield record
+                        if event.event == "end":
+                            yield self._send(protocol.get_job(job_id))
+                    return
+            except httpx.ReadTimeout:
+                continue
+            except httpx.TransportError:
+                return
+
+
+class Job:
+    """A submitted job: follow it, fetch its result, cancel or delete it.
+
+    ``record`` is the last :class:`JobRecord` seen; :attr:`status` asks the service again.
+    """
+
+    def __init__(self, client: Client, record: JobRecord) -> None:
+        self._client = client
+        self.record = record
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def refresh(self) -> JobRecord:
+        """Fetch the job's current record."""
+        self.record = self._client._send(protocol.get_job(self.id))
+        return self.record
+
+    @property
+    def status(self) -> str:
+        """The current status: queued, running, succeeded, failed or cancelled (asks the service)."""
+        return self.refresh().status
+
+    def wait(self, progress: ProgressArg = True, timeout: float | None = None) -> JobRecord:
+        """Block until the job stops and return its final record.
+
+        Parameters
+        ----------
+        progress : bool or callable
+            ``True`` draws a tqdm bar (only on a terminal); a callable gets every new
+            :class:`JobRecord`. Updates come from the server-sent event stream, or from
+            polling when the stream is unavailable.
+        timeout : float, optional
+            Raise ``TimeoutError`` after this many seconds (the job keeps running).
+        """
+        deadline = protocol.deadline_after(timeout)
+        with ProgressReporter(progress, self.id) as report:
+            for record in self._updates(deadline):
+                self.record = record
+                report(record)
+                if record.is_final:
+                    return record
+        raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
+
+    def _updates(self, deadline: float) -> Iterator[JobRecord]:
+        yield self.refresh()
+        yield from self._client._job_events(self.id, deadline)
+        for delay in protocol.poll_delays(longest=2.0):
+            if protocol.seconds_left(deadline) <= 0:
+                return
+            time.sleep(min(delay, protocol.seconds_left(deadline)))
+            yield self.refresh()
+
+    def result(self, timeout: float | None = None) -> FixedPoints:
+        """The fixed points, waiting (without a bar) until the job stops.
+
+        Raises
+        ------
+        JobFailed, JobCancelled
+            When the job did not succeed.
+        """
+        record = self.record if self.record.is_final else self.wait(progress=False, timeout=timeout)
+        protocol.check_succeeded(record)
+        return self._client._send(protocol.job_result(self.id))
+
+    def cancel(self) -> JobRecord:
+        """Ask the service to stop the job (a running one stops within seconds); returns its record."""
+        self._client._send(protocol.cancel_job(self.id))
+        return self.refresh()
+
+    def delete(self) -> None:
+        """Remove the job and its files (a running job is cancelled first)."""
+        self._client._send(protocol.delete_job(self.id))
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, status={self.record.status!r})"

@@ -1,0 +1,54 @@
+"""Show a job's progress: a tqdm bar of converged initial states, or a callback of the user's."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+from tqdm.auto import tqdm
+
+from .records import JobRecord
+
+#: ``True`` for a bar (shown only when stderr is a terminal), ``False`` for nothing, or a callable.
+ProgressArg = Union[bool, Callable[[JobRecord], Any]]
+
+
+class ProgressReporter:
+    """Called with each new :class:`JobRecord` while a job is followed; a context manager closing the bar."""
+
+    def __init__(self, progress: ProgressArg, job_id: str) -> None:
+        self._callback = progress if callable(progress) else None
+        self._job_id = job_id
+        self._show_bar = progress is True
+        self._bar: tqdm | None = None
+
+    def __call__(self, record: JobRecord) -> None:
+        if self._callback is not None:
+            self._callback(record)
+        if self._show_bar:
+            self._update_bar(record)
+
+    def _update_bar(self, record: JobRecord) -> None:
+        progress = record.progress
+        total = (progress.n_total if progress else None) or record.n_initial_states
+        if self._bar is None:
+            # disable=None: draw only on a terminal, so logs and CI output stay clean.
+            self._bar = tqdm(total=total, desc=f"job {self._job_id[:8]}", unit="state", disable=None)
+        if total and self._bar.total != total:
+            self._bar.total = total
+        postfix: dict[str, Any] = {"status": record.status}
+        if progress is not None:
+            if progress.n_converged is not None:
+                self._bar.n = progress.n_converged
+            if progress.phase:
+                postfix["phase"] = progress.phase
+            if progress.q_median is not None:
+                postfix["q_median"] = f"{progress.q_median:.1e}"
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.refresh()
+
+    def __enter__(self) -> "ProgressReporter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
