@@ -68,6 +68,7 @@ class JobRecord(_Record):
     finished_at: datetime | None = None
     timings: JobTimings | None = None
     attempts: int | None = None
+    cancel_requested: bool | None = None
     error: dict[str, Any] | None = None
 
     @property
