@@ -1,0 +1,68 @@
+"""The gateway: ``create_app`` builds the FastAPI application (``uvicorn --factory service.app:create_app``).
+
+It validates requests, stores models and arrays, queues work for the Celery workers
+and serves status, events and results. It never imports torch nor the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from workers.celery_app import make_celery
+
+from .artifacts import ArtifactStore
+from .dispatch import Dispatcher
+from .janitor import Janitor
+from .limits import BodySizeLimit
+from .metrics import JobMetrics
+from .problems import install_problem_handlers
+from .routes import health, jobs, models
+from .settings import Settings, get_settings
+from .store import JobStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway application for ``settings`` (default: from ``FPF_*`` environment variables)."""
+    settings = settings or get_settings()
+    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    artifacts = ArtifactStore(settings.data_dir)
+    dispatcher = Dispatcher(make_celery(settings), settings.queue)
+    janitor = Janitor(store, artifacts, dispatcher, settings.max_attempts)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        sweeping = asyncio.create_task(janitor.run(settings.janitor_interval_s))
+        try:
+            yield
+        finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
+            await app.state.async_redis.aclose()
+
+    app = FastAPI(
+        title="fpf",
+        summary="Fixed points of recurrent neural networks, as a service",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.artifacts = artifacts
+    app.state.dispatcher = dispatcher
+    app.state.metrics_registry = CollectorRegistry()
+    app.state.metrics_registry.register(JobMetrics(store, settings.queue))
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_problem_handlers(app)
+    for router in (models.router, jobs.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,33 @@
+"""Sending work to the Celery workers, and asking whether any are listening."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+log = logging.getLogger(__name__)
+
+VALIDATE_MODEL = "fpf.validate_model"
+RUN_JOB = "fpf.run_job"
+
+
+class Dispatcher:
+    """The gateway's side of the queue: it sends tasks by name and never imports their code."""
+
+    def __init__(self, celery: Celery, queue: str) -> None:
+        self.celery = celery
+        self.queue = queue
+
+    def validate_model(self, model_id: str) -> None:
+        self.celery.send_task(VALIDATE_MODEL, args=(model_id,), queue=self.queue)
+
+    def run_job(self, job_id: str, dispatch: int) -> None:
+        """Queue delivery number ``dispatch`` of a job; a worker runs it only if it is still current."""
+        self.celery.send_task(RUN_JOB, args=(job_id, dispatch), queue=self.queue)
+        log.info("job %s: queued (dispatch %d)", job_id, dispatch)
+
+    def ping_workers(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The replies of the workers that answered a control ping within ``timeout_s``."""
+        return self.celery.control.ping(timeout=timeout_s) or []

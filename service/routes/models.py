@@ -1,0 +1,70 @@
+"""``/v1/models``: upload a model, follow its validation, list and delete models."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+from fpf_client.errors import ErrorCode
+
+from ..deps import ArtifactsDep, DispatcherDep, ModelDep, StoreDep
+from ..problems import problem_responses
+from ..records import Model, ModelStatus
+from ..schemas import ModelOut
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("", status_code=202, response_model=ModelOut,
+             responses={200: {"model": ModelOut, "description": "The same bytes were uploaded before"},
+                        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE)})
+def upload_model(
+    response: Response,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    dispatcher: DispatcherDep,
+    file: Annotated[UploadFile, File(description="The model file")],
+    format: Annotated[str | None, Form(description="torchscript, ...; detected when absent")] = None,
+    n_states: Annotated[int | None, Form(ge=1, description="Hint, checked by a dry run")] = None,
+    n_inputs: Annotated[int | None, Form(ge=0, description="Hint, checked by a dry run")] = None,
+    dynamics: Annotated[Literal["discrete", "continuous"], Form()] = "discrete",
+) -> ModelOut:
+    """Store a model by the sha256 of its bytes and have a worker validate it.
+
+    A new upload answers 202 (status ``validating``); the same bytes again answer 200
+    with the existing model, except that an ``invalid`` one is validated again with
+    the new hints.
+    """
+    model_id, size = artifacts.put_model(file.file)
+    hints = {"format": format, "n_states": n_states, "n_inputs": n_inputs, "dynamics": dynamics}
+    model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
+                  filename=file.filename, **hints)
+    if store.create_model(model):
+        dispatcher.validate_model(model_id)
+        return ModelOut.of(model)
+    if store.update_model(model_id, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None, **hints):
+        dispatcher.validate_model(model_id)
+    else:
+        response.status_code = 200
+    existing = store.get_model(model_id)
+    return ModelOut.of(existing if existing is not None else model)
+
+
+@router.get("", response_model=list[ModelOut])
+def list_models(store: StoreDep) -> list[ModelOut]:
+    """All models, newest first."""
+    return [ModelOut.of(m) for m in store.list_models()]
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(ErrorCode.MODEL_NOT_FOUND))
+def get_model(model: ModelDep) -> ModelOut:
+    return ModelOut.of(model)
+
+
+@router.delete("/{model_id}", status_code=204, responses=problem_responses(ErrorCode.MODEL_NOT_FOUND))
+def delete_model(model: ModelDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+    """Remove a model and its file; jobs already queued with it will fail."""
+    store.delete_model(model.id)
+    artifacts.delete_model(model.id)
+    return Response(status_code=204)

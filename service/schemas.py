@@ -1,0 +1,101 @@
+"""The gateway's request and response bodies (see docs/api.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .records import Job, JobStatus, Model, ModelStatus
+
+
+def _iso(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class ModelOut(BaseModel):
+    id: str = Field(description="sha256 of the model file's bytes")
+    status: ModelStatus
+    format: str | None
+    filename: str | None
+    size_bytes: int
+    n_states: int | None
+    n_inputs: int | None
+    dynamics: str
+    created_at: datetime
+    error: dict[str, Any] | None = Field(None, description="The problem document when status is invalid")
+
+    @classmethod
+    def of(cls, model: Model) -> "ModelOut":
+        return cls(id=model.id, status=model.status, format=model.format, filename=model.filename,
+                   size_bytes=model.size_bytes, n_states=model.n_states, n_inputs=model.n_inputs,
+                   dynamics=model.dynamics, created_at=_iso(model.created_at), error=model.error)
+
+
+class JobRequest(BaseModel):
+    """A job as JSON; the same fields travel as multipart form fields with an ``.npz`` of the arrays."""
+
+    model_config = {"extra": "forbid"}
+
+    model_id: str
+    initial_states: list[list[float]] = Field(description="(n, n_states)")
+    inputs: list[list[float]] | None = Field(None, description="(1 | n, n_inputs); zeros when absent")
+    options: dict[str, Any] = Field(default_factory=dict, description="FinderOptions")
+
+
+class Progress(BaseModel):
+    phase: str
+    iteration: int
+    n_total: int
+    n_converged: int
+    fraction_converged: float
+    q_median: float | None
+    q_max: float | None
+
+
+class Timings(BaseModel):
+    queued_s: float | None = Field(description="From submission to the start of the last attempt")
+    engine_s: float | None = Field(description="Time spent in the engine")
+    total_s: float | None = Field(description="From submission to the end")
+
+
+class JobOut(BaseModel):
+    id: str
+    model_id: str
+    status: JobStatus
+    n_initial_states: int
+    options: dict[str, Any]
+    progress: Progress | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: Timings
+    attempts: int
+    cancel_requested: bool
+    error: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobOut":
+        started, finished = job.started_at, job.finished_at
+        return cls(
+            id=job.id, model_id=job.model_id, status=job.status, n_initial_states=job.n_initial_states,
+            options=job.options, progress=_progress(job.progress), created_at=_iso(job.created_at),
+            started_at=_iso(started), finished_at=_iso(finished),
+            timings=Timings(
+                queued_s=None if started is None else started - job.created_at,
+                engine_s=job.engine_s,
+                total_s=None if finished is None else finished - job.created_at,
+            ),
+            attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error,
+        )
+
+
+def _progress(raw: dict[str, Any] | None) -> Progress | None:
+    if raw is None:
+        return None
+    n_total = int(raw.get("n_total", 0))
+    n_converged = int(raw.get("n_converged", 0))
+    return Progress(phase=str(raw.get("phase", "")), iteration=int(raw.get("iteration", 0)), n_total=n_total,
+                    n_converged=n_converged, fraction_converged=n_converged / n_total if n_total else 0.0,
+                    q_median=raw.get("q_median"), q_max=raw.get("q_max"))

@@ -1,0 +1,67 @@
+"""Settings shared by the gateway and the workers, read from ``FPF_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, with its default; ``FPF_REDIS_URL`` sets ``redis_url`` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="FPF_", extra="ignore")
+
+    # --- where things live ------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Job store and Celery broker.")
+    redis_prefix: str = Field("fpf", description="Prefix of every Redis key (and broker key) fpf writes.")
+    data_dir: Path = Field(Path("var/data"), description="Models, job arrays and results (shared volume).")
+    queue: str = Field("gpu", description="Celery queue the jobs are sent to.")
+
+    # --- request limits ---------------------------------------------------------------
+    max_body_bytes: int = Field(256 * 2**20, ge=1024, description="Largest request body (uploads included).")
+    max_initial_states: int = Field(1_000_000, ge=1, description="Most initial states in one job.")
+    max_array_elements: int = Field(50_000_000, ge=1, description="Most elements in one uploaded array.")
+
+    # --- execution --------------------------------------------------------------------
+    soft_time_limit_s: float = Field(3600.0, gt=0, description="A job fails with a time-limit error after this.")
+    hard_time_limit_s: float = Field(3660.0, gt=0, description="The pool process is killed after this.")
+    worker_torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per worker process; default: CPU cores / worker concurrency."
+    )
+
+    # --- recovery and retention -------------------------------------------------------
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="How often a running job refreshes its heartbeat.")
+    heartbeat_ttl_s: float = Field(6.0, gt=0, description="A running job whose heartbeat is older is lost.")
+    janitor_interval_s: float = Field(1.0, gt=0, description="How often the gateway looks for lost and expired jobs.")
+    max_attempts: int = Field(3, ge=1, description="Runs of one job (lost workers included) before it fails.")
+    result_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="Finished jobs and their files are kept this long.")
+    worker_ping_timeout_s: float = Field(1.0, gt=0, description="/readyz waits this long for a worker to answer.")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> "Settings":
+        if self.hard_time_limit_s <= self.soft_time_limit_s:
+            raise ValueError("hard_time_limit_s must exceed soft_time_limit_s")
+        if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be more than twice heartbeat_interval_s")
+        return self
+
+    @property
+    def broker_visibility_timeout_s(self) -> int:
+        """Redis redelivers an unacknowledged message after this; kept above the hard time limit."""
+        return int(self.hard_time_limit_s) + 600
+
+    def torch_threads(self, concurrency: int) -> int:
+        """Threads per pool process, so that the pool does not oversubscribe the cores."""
+        if self.worker_torch_threads is not None:
+            return self.worker_torch_threads
+        return max(1, (os.cpu_count() or 1) // max(1, concurrency))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

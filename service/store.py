@@ -1,0 +1,358 @@
+"""The job store: job and model records in Redis, shared by the gateway and the workers.
+
+Every status change is a compare-and-set (WATCH/MULTI) on the record, so the gateway
+(cancel, reaper) and the workers (claim, progress, finish) never overwrite each other,
+and a stale or duplicate task delivery can tell that the job is no longer its own.
+Each change is announced on a per-job pub/sub channel for the event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import redis
+from fpf_client.errors import FpfError
+
+from .records import Job, JobStatus, Model, ModelStatus, encode_field
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds (seconds) of the job-duration histogram served on /metrics.
+#: kombu's separator between a queue name and its priority step.
+_PRIORITY_SEP = "\x06\x16"
+
+DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names of every Redis key fpf uses, all under one prefix."""
+
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set of job ids by creation time."""
+        return f"{self.prefix}:jobs"
+
+    def jobs_in(self, status: JobStatus) -> str:
+        """Set of the ids of the jobs in ``status``."""
+        return f"{self.prefix}:jobs:{status.value}"
+
+    def heartbeat(self, job_id: str, dispatch: int) -> str:
+        return f"{self.prefix}:heartbeat:{job_id}:{dispatch}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:events:{job_id}"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set of finished job ids by the time their results expire."""
+        return f"{self.prefix}:expiry"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idempotency:{key}"
+
+    def model(self, model_id: str) -> str:
+        return f"{self.prefix}:model:{model_id}"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}:models"
+
+    @property
+    def durations(self) -> str:
+        """Hash of job-duration histogram counters (bucket bounds, ``+Inf``, ``sum``)."""
+        return f"{self.prefix}:metrics:job_duration"
+
+    @property
+    def broker(self) -> str:
+        """The global key prefix given to the Celery broker."""
+        return f"{self.prefix}:broker:"
+
+
+@dataclass(frozen=True)
+class ProgressAck:
+    """What a running task learns when it reports progress."""
+
+    owned: bool
+    cancel_requested: bool
+
+
+class JobStore:
+    """Job and model records over a Redis connection.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A client created with ``decode_responses=True``.
+    prefix : str
+        Prefix of every key, so that several deployments (or test sessions) share one Redis.
+    result_ttl_s : float
+        Finished jobs are scheduled for deletion this long after they finish.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, *, result_ttl_s: float) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.result_ttl_s = result_ttl_s
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> "JobStore":
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix, result_ttl_s=result_ttl_s)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # --- models ----------------------------------------------------------------------
+    def create_model(self, model: Model) -> bool:
+        """Store a new model record; False (and nothing written) when the id exists."""
+        return self._create(self.keys.model(model.id), self.keys.models, model.id, model.created_at, model.to_fields())
+
+    def get_model(self, model_id: str) -> Model | None:
+        raw = self.redis.hgetall(self.keys.model(model_id))
+        return Model.from_fields(raw) if raw else None
+
+    def list_models(self) -> list[Model]:
+        ids = self.redis.zrevrange(self.keys.models, 0, -1)
+        return [m for m in (self.get_model(i) for i in ids) if m is not None]
+
+    def update_model(self, model_id: str, expect: Iterable[ModelStatus], **changes: Any) -> bool:
+        """Change a model whose status is in ``expect``; False when it is not (or is gone)."""
+        allowed = {s.value for s in expect}
+        key = self.keys.model(model_id)
+
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.hget(key, "status") not in allowed:
+                return False
+            pipe.multi()
+            _write_fields(pipe, key, changes)
+            return True
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
+
+    def delete_model(self, model_id: str) -> bool:
+        pipe = self.redis.pipeline()
+        pipe.delete(self.keys.model(model_id))
+        pipe.zrem(self.keys.models, model_id)
+        return bool(pipe.execute()[0])
+
+    # --- jobs: creation and reading ---------------------------------------------------
+    def create_job(self, job: Job) -> bool:
+        """Store a new job record (and index it by status); False when the id exists."""
+        created = self._create(self.keys.job(job.id), self.keys.jobs, job.id, job.created_at, job.to_fields())
+        if created:
+            self.redis.sadd(self.keys.jobs_in(job.status), job.id)
+        return created
+
+    def get_job(self, job_id: str) -> Job | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return Job.from_fields(raw) if raw else None
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        """Jobs newest first, optionally only those in ``status``."""
+        if status is None:
+            ids = self.redis.zrevrange(self.keys.jobs, 0, limit - 1)
+        else:
+            ids = list(self.redis.smembers(self.keys.jobs_in(status)))
+        jobs = [j for j in (self.get_job(i) for i in ids) if j is not None]
+        jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return jobs[:limit]
+
+    def count_jobs(self) -> dict[JobStatus, int]:
+        pipe = self.redis.pipeline()
+        for status in JobStatus:
+            pipe.scard(self.keys.jobs_in(status))
+        return dict(zip(JobStatus, pipe.execute()))
+
+    def running_job_ids(self) -> list[str]:
+        return list(self.redis.smembers(self.keys.jobs_in(JobStatus.RUNNING)))
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove the record and its index entries (files are the artifact store's)."""
+        pipe = self.redis.pipeline()
+        pipe.delete(self.keys.job(job_id))
+        pipe.zrem(self.keys.jobs, job_id)
+        pipe.zrem(self.keys.expiry, job_id)
+        for status in JobStatus:
+            pipe.srem(self.keys.jobs_in(status), job_id)
+        pipe.publish(self.keys.events(job_id), "deleted")
+        pipe.execute()
+
+    # --- jobs: the state machine --------------------------------------------------------
+    def claim(self, job_id: str, dispatch: int, worker: str, heartbeat_ttl_s: float) -> Job | None:
+        """queued -> running for the delivery ``dispatch``; None when the message is stale."""
+        now = time.time()
+        return self._transition(
+            job_id,
+            lambda job: job.status is JobStatus.QUEUED and job.dispatch == dispatch and not job.cancel_requested,
+            lambda job: {"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1,
+                         "worker": worker, "progress": None},
+            heartbeat=(dispatch, heartbeat_ttl_s),
+        )
+
+    def beat(self, job_id: str, dispatch: int, ttl_s: float) -> None:
+        """Refresh the heartbeat of a running delivery."""
+        self.redis.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+
+    def is_alive(self, job: Job) -> bool:
+        return bool(self.redis.exists(self.keys.heartbeat(job.id, job.dispatch)))
+
+    def report_progress(self, job_id: str, dispatch: int, progress: dict[str, Any]) -> ProgressAck:
+        """Record progress of the running delivery ``dispatch`` and tell it whether to go on."""
+        key = self.keys.job(job_id)
+
+        def apply(pipe: redis.client.Pipeline) -> ProgressAck:
+            status, current, cancel = pipe.hmget(key, "status", "dispatch", "cancel_requested")
+            if status != JobStatus.RUNNING.value or current != str(dispatch):
+                return ProgressAck(owned=False, cancel_requested=cancel == "1")
+            pipe.multi()
+            pipe.hset(key, "progress", json.dumps(progress))
+            pipe.publish(self.keys.events(job_id), "progress")
+            return ProgressAck(owned=True, cancel_requested=cancel == "1")
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
+
+    def finish(self, job_id: str, dispatch: int, status: JobStatus, **changes: Any) -> Job | None:
+        """running -> a final status, for the delivery that owns the job; None otherwise."""
+        now = time.time()
+        return self._transition(
+            job_id,
+            lambda job: job.status is JobStatus.RUNNING and job.dispatch == dispatch,
+            lambda job: {"status": status, "finished_at": now, **changes},
+        )
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once, or ask a running one to stop; None when there is no such job."""
+        now = time.time()
+
+        def changes(job: Job) -> dict[str, Any]:
+            if job.status is JobStatus.QUEUED:
+                return {"status": JobStatus.CANCELLED, "finished_at": now, "cancel_requested": True}
+            return {"cancel_requested": True}
+
+        self._transition(job_id, lambda job: not job.status.is_final and not job.cancel_requested, changes)
+        return self.get_job(job_id)
+
+    def requeue_lost(self, job: Job, max_attempts: int) -> Job | None:
+        """Settle a running job whose heartbeat expired: re-queue it with a new dispatch number,
+        or end it (cancelled when asked to, failed after ``max_attempts``). None when it changed meanwhile."""
+        now = time.time()
+
+        def changes(current: Job) -> dict[str, Any]:
+            if current.cancel_requested:
+                return {"status": JobStatus.CANCELLED, "finished_at": now}
+            if current.attempts >= max_attempts:
+                detail = (f"the worker running this job was lost {current.attempts} times "
+                          f"(max_attempts={max_attempts}); last on {current.worker}")
+                return {"status": JobStatus.FAILED, "finished_at": now, "error": FpfError(detail).to_problem()}
+            return {"status": JobStatus.QUEUED, "dispatch": current.dispatch + 1, "progress": None,
+                    "started_at": None, "worker": None}
+
+        return self._transition(
+            job.id,
+            lambda current: current.status is JobStatus.RUNNING and current.dispatch == job.dispatch
+            and not self.is_alive(current),
+            changes,
+        )
+
+    def abandon(self, job_id: str, error: dict[str, Any]) -> Job | None:
+        """queued -> failed, for a job that could not be handed to the queue."""
+        now = time.time()
+        return self._transition(job_id, lambda job: job.status is JobStatus.QUEUED,
+                                lambda job: {"status": JobStatus.FAILED, "finished_at": now, "error": error})
+
+    def expired_job_ids(self, now: float | None = None) -> list[str]:
+        """Finished jobs whose results have outlived the TTL."""
+        return list(self.redis.zrangebyscore(self.keys.expiry, "-inf", time.time() if now is None else now))
+
+    # --- idempotency ---------------------------------------------------------------------
+    def remember_idempotency(self, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
+        """Bind ``key`` to (job_id, fingerprint) unless bound already; returns the binding in force."""
+        name = self.keys.idempotency(key)
+        value = json.dumps([job_id, fingerprint])
+        if not self.redis.set(name, value, nx=True, px=int(self.result_ttl_s * 1000)):
+            value = self.redis.get(name) or value
+        bound_id, bound_fingerprint = json.loads(value)
+        return bound_id, bound_fingerprint
+
+    # --- metrics ----------------------------------------------------------------------
+    def observe_duration(self, seconds: float) -> None:
+        """Count one finished job in the duration histogram (cumulative buckets)."""
+        pipe = self.redis.pipeline()
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(self.keys.durations, repr(float(bound)), 1)
+        pipe.hincrby(self.keys.durations, "+Inf", 1)
+        pipe.hincrbyfloat(self.keys.durations, "sum", seconds)
+        pipe.execute()
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in a Celery queue (kombu keeps one Redis list per priority step)."""
+        names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in (3, 6, 9)]
+        pipe = self.redis.pipeline()
+        for name in names:
+            pipe.llen(self.keys.broker + name)
+        return int(sum(pipe.execute()))
+
+    def durations(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
+
+    # --- internals ----------------------------------------------------------------------
+    def _create(self, key: str, index: str, item_id: str, score: float, mapping: dict[str, str]) -> bool:
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=mapping)
+            pipe.zadd(index, {item_id: score})
+            return True
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
+
+    def _transition(self, job_id: str, allowed, changes, *, heartbeat: tuple[int, float] | None = None) -> Job | None:
+        """Apply ``changes(job)`` when ``allowed(job)``, atomically; the new job, or None."""
+        key = self.keys.job(job_id)
+
+        def apply(pipe: redis.client.Pipeline) -> Job | None:
+            raw = pipe.hgetall(key)
+            if not raw:
+                return None
+            job = Job.from_fields(raw)
+            if not allowed(job):
+                return None
+            update = changes(job)
+            pipe.multi()
+            _write_fields(pipe, key, update)
+            new_status = update.get("status", job.status)
+            if new_status is not job.status:
+                pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
+                if new_status.is_final:
+                    pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
+                    pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
+            if heartbeat is not None:
+                dispatch, ttl_s = heartbeat
+                pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+            pipe.publish(self.keys.events(job_id), "status")
+            for name, value in update.items():
+                setattr(job, name, value)
+            return job
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
+
+
+def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]) -> None:
+    present = {k: encode_field(k, v) for k, v in changes.items() if v is not None}
+    absent = [k for k, v in changes.items() if v is None]
+    if present:
+        pipe.hset(key, mapping=present)
+    if absent:
+        pipe.hdel(key, *absent)
+
