@@ -28,11 +28,18 @@ class StepModel(ABC):
     dynamics : {"discrete", "continuous"}
         Discrete: fixed points solve F(h, u) = h, stable when all |lambda| < 1.
         Continuous: fixed points solve f(h, u) = 0, stable when all Re lambda < 0.
+    format : str
+        Where the model came from (``"torchscript"``, ``"torch"``, ``"callable"``, ...).
     """
 
     n_states: int
     n_inputs: int
     dynamics: Dynamics = "discrete"
+    format: str = "callable"
+
+    def describe(self) -> dict[str, str | int]:
+        """The summary a model record stores: format, n_states, n_inputs, dynamics."""
+        return {"format": self.format, "n_states": self.n_states, "n_inputs": self.n_inputs, "dynamics": self.dynamics}
 
     @property
     @abstractmethod
@@ -59,6 +66,10 @@ class StepModel(ABC):
     def jacobian_inputs(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """dF/du at each sample: (n, d, m)."""
         return torch.func.vmap(torch.func.jacrev(self._step_one, argnums=1))(h, u)
+
+    def jacobians(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dF/dh, dF/du) at each sample: (n, d, d), (n, d, m); subclasses share one forward pass."""
+        return self.jacobian_states(h, u), self.jacobian_inputs(h, u)
 
     def jvp(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(h, u), dF/dh @ v) for a batch of tangents ``v: (n, d)``, without forming dF/dh."""

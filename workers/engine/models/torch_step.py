@@ -1,0 +1,299 @@
+"""A torch step function as a StepModel, with fast exact batched derivatives.
+
+The wrapped function has the step signature ``fn(u: (n, m), h: (n, d)) -> (n, d)``
+(or a tuple whose last element is that tensor): a Python nn.Module, a TorchScript
+module, or any differentiable callable.
+
+Derivatives are computed by plain reverse-mode autograd on one forward pass. The
+Jacobian rows come either from one ``autograd.grad(..., is_grads_batched=True)``
+call (vmap over the backward pass) or from d ordinary backward passes; which is
+faster depends on the model (vmap has no batching rule for some fused cells), so
+the first large call times both on the same graph and keeps the winner. The batched
+result is checked against the loop before it is trusted. TorchScript runs under
+``torch.jit.optimized_execution(False)`` in every call: its optimised executor gives
+wrong or failing derivatives for traced graphs with in-place ops (FIELD-NOTES), and
+is no faster on these models. The setting is thread-local, so each call enters it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable, Literal
+
+import torch
+
+from .base import Dynamics, StepModel
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], Any]
+JacobianPath = Literal["batched", "loop"]
+JvpPath = Literal["forward", "double_backward", "jacobian"]
+
+_TUNE_MIN_BATCH = 128
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+class TorchStepModel(StepModel):
+    """A torch step function ``fn(u, h) -> h_next`` adapted to :class:`StepModel`.
+
+    Parameters
+    ----------
+    fn : nn.Module or callable
+        The step function. A module is used as given: callers that must not touch a
+        user's module pass a copy (see :func:`own_module`).
+    n_states, n_inputs : int
+        d and m.
+    dynamics : {"discrete", "continuous"}
+        Whether ``fn`` is a map F(h, u) or a vector field f(h, u).
+    format : str
+        Recorded in :meth:`describe`.
+    dtype, device : optional
+        For a callable without parameters: the dtype and device it computes in
+        (default: torch's default dtype, CPU). Modules report their parameters'.
+    """
+
+    def __init__(
+        self,
+        fn: StepFn,
+        *,
+        n_states: int,
+        n_inputs: int,
+        dynamics: Dynamics = "discrete",
+        format: str = "callable",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.n_states = int(n_states)
+        self.n_inputs = int(n_inputs)
+        self.dynamics = dynamics
+        self.format = format
+        self._dtype, self._device = placement(fn, dtype, device)
+        self._jacobian_path: JacobianPath | None = None
+        self._batched_checked = False
+        self._jvp_path: JvpPath | None = None
+        self._eye: torch.Tensor | None = None
+
+    # --- StepModel -------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TorchStepModel":
+        """A copy on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
+
+        A module is deep-copied before it is moved, so the original keeps its dtype.
+        """
+        if dtype is not None and dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype}")
+        device = torch.device(device) if device is not None else self._device
+        dtype = dtype or self._dtype
+        if device == self._device and dtype == self._dtype:
+            return self
+        fn = self.fn
+        if isinstance(fn, torch.nn.Module):
+            fn = own_module(fn).to(device=device, dtype=dtype)
+        return TorchStepModel(
+            fn, n_states=self.n_states, n_inputs=self.n_inputs, dynamics=self.dynamics,
+            format=self.format, dtype=dtype, device=device,
+        )
+
+    def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        with torch.jit.optimized_execution(False):
+            return self._call(h, _batch_inputs(h, u))
+
+    def jacobian_states(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self._jacobians(h, u, states=True, inputs=False)[0]
+
+    def jacobian_inputs(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self._jacobians(h, u, states=False, inputs=True)[0]
+
+    def jacobians(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dfdh, dfdu = self._jacobians(h, u, states=True, inputs=True)
+        return dfdh, dfdu
+
+    def jvp(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F(h, u), dF/dh @ v): forward mode where it works, else the double-backward trick.
+
+        The first call computes both and keeps forward mode only when they agree.
+        """
+        u = _batch_inputs(h, u)
+        with torch.jit.optimized_execution(False):
+            if self._jvp_path is not None:
+                return self._jvp_by(self._jvp_path, h, u, v)
+            reference = self._jvp_by("double_backward", h, u, v, fallback=True)
+            try:
+                candidate = self._jvp_by("forward", h, u, v)
+                agree = _close(candidate[1], reference[1])
+            except Exception:  # noqa: BLE001 - any failure of forward mode means: do not use it
+                agree = False
+            self._jvp_path = "forward" if agree else self._jvp_path or "double_backward"
+            return reference
+
+    def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F(h, u), w^T dF/dh): one forward and one backward pass."""
+        with torch.jit.optimized_execution(False), torch.enable_grad():
+            h = h.detach().requires_grad_(True)
+            out = self._call(h, _batch_inputs(h, u))
+            return out.detach(), _grads(out, (h,), w)[0]
+
+    # --- internals -------------------------------------------------------------------
+    def _call(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        out = self.fn(u, h)
+        return out[-1] if isinstance(out, (tuple, list)) else out
+
+    def _jacobians(self, h: torch.Tensor, u: torch.Tensor, *, states: bool, inputs: bool) -> list[torch.Tensor]:
+        u = _batch_inputs(h, u)
+        with torch.jit.optimized_execution(False), torch.enable_grad():
+            h = h.detach().requires_grad_(states)
+            u = u.detach().contiguous().requires_grad_(inputs) if inputs else u
+            out = self._call(h, u)
+            wrt = tuple(x for x, wanted in ((h, states), (u, inputs)) if wanted)
+            return self._rows(out, wrt)
+
+    def _rows(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The Jacobians of ``out`` with respect to each tensor of ``wrt``: (n, d, k) each."""
+        if not out.requires_grad:
+            return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
+        if self._jacobian_path is not None:
+            return self._rows_by(self._jacobian_path, out, wrt)
+        small = out.shape[0] < _TUNE_MIN_BATCH
+        if not self._batched_checked:
+            reference, trusted = self._check_batched(out, wrt)
+            if small or not trusted:
+                return reference
+        elif small:
+            return self._rows_by("batched", out, wrt)
+        self._jacobian_path = min(("loop", "batched"), key=lambda path: self._time_rows(path, out, wrt))
+        return self._rows_by(self._jacobian_path, out, wrt)
+
+    def _check_batched(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], bool]:
+        """Compare the batched rows with the loop once; settle on the loop when they differ."""
+        reference = self._rows_by("loop", out, wrt, retain_graph=True)
+        try:
+            batched = self._rows_by("batched", out, wrt, retain_graph=True)
+            trusted = all(_close(a, b) for a, b in zip(batched, reference))
+        except Exception:  # noqa: BLE001 - vmap over backward fails on some ops: use the loop
+            trusted = False
+        self._batched_checked = True
+        if not trusted:
+            self._jacobian_path = "loop"
+        return reference, trusted
+
+    def _time_rows(self, path: JacobianPath, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> float:
+        _synchronize(out.device)
+        start = time.perf_counter()
+        self._rows_by(path, out, wrt, retain_graph=True)
+        _synchronize(out.device)
+        return time.perf_counter() - start
+
+    def _rows_by(
+        self, path: JacobianPath, out: torch.Tensor, wrt: tuple[torch.Tensor, ...], retain_graph: bool = False
+    ) -> list[torch.Tensor]:
+        n, d = out.shape
+        if path == "batched":
+            grads = _grads(out, wrt, self._identity(out), retain_graph=retain_graph, is_grads_batched=True)
+            return [g.transpose(0, 1).contiguous() for g in grads]
+        ones = out.new_ones(n)
+        rows = [
+            _grads(out[:, i], wrt, ones, retain_graph=retain_graph or i < d - 1)
+            for i in range(d)
+        ]
+        return [torch.stack([row[k] for row in rows], dim=1) for k in range(len(wrt))]
+
+    def _identity(self, out: torch.Tensor) -> torch.Tensor:
+        """The batched cotangents e_i, broadcast over the batch: (d, n, d), cached."""
+        n, d = out.shape
+        eye = self._eye
+        if eye is None or eye.shape[0] != d or eye.dtype != out.dtype or eye.device != out.device:
+            eye = self._eye = torch.eye(d, dtype=out.dtype, device=out.device)
+        return eye.unsqueeze(1).expand(d, n, d)
+
+    def _jvp_by(
+        self, path: JvpPath, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fallback: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if path == "forward":
+            out, jv = torch.func.jvp(lambda x: self._call(x, u), (h.detach(),), (v,))
+            return out.detach(), jv.detach()
+        if path == "double_backward":
+            try:
+                return _double_backward_jvp(self._call, h, u, v)
+            except Exception:  # noqa: BLE001 - no double backward for some op: use the Jacobian
+                if not fallback:
+                    raise
+                self._jvp_path = "jacobian"
+        with torch.enable_grad():
+            h = h.detach().requires_grad_(True)
+            out = self._call(h, u)
+            jac = self._rows(out, (h,))[0]
+        return out.detach(), torch.einsum("nij,nj->ni", jac, v)
+
+
+def _double_backward_jvp(
+    call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """J v from reverse mode alone: g(w) = J^T w is linear in w, so dg/dw^T v = J v."""
+    with torch.enable_grad():
+        h = h.detach().requires_grad_(True)
+        out = call(h, u)
+        if not out.requires_grad:
+            return out.detach(), torch.zeros_like(out)
+        w = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, h, w, create_graph=True)
+        (jv,) = _grads(g, (w,), v)
+    return out.detach(), jv
+
+
+def _grads(
+    out: torch.Tensor, wrt: tuple[torch.Tensor, ...], cotangent: torch.Tensor, **kwargs: Any
+) -> tuple[torch.Tensor, ...]:
+    """``autograd.grad`` with zeros (not None) for inputs the output does not depend on."""
+    if not out.requires_grad:
+        return tuple(torch.zeros_like(x) for x in wrt)
+    return torch.autograd.grad(out, wrt, cotangent, materialize_grads=True, **kwargs)
+
+
+def _batch_inputs(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Broadcast inputs ``(1, m)`` to the batch ``(n, m)`` (a view)."""
+    if u.shape[0] != h.shape[0]:
+        return u.expand(h.shape[0], u.shape[1])
+    return u
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    tol = 1e-4 if a.dtype == torch.float32 else 1e-10
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=tol, atol=tol * max(scale, 1.0)))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def placement(
+    fn: Any, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> tuple[torch.dtype, torch.device]:
+    """(dtype, device) of a module's first floating parameter or buffer; the given defaults
+    (else torch's default dtype, CPU) for a callable or a module without one."""
+    if isinstance(fn, torch.nn.Module):
+        for tensor in [*fn.parameters(), *fn.buffers()]:
+            if tensor.is_floating_point():
+                return tensor.dtype, tensor.device
+    return dtype or torch.get_default_dtype(), torch.device(device or "cpu")
+
+
+def own_module(module: torch.nn.Module, *, copy_module: bool = True) -> torch.nn.Module:
+    """A module ready to serve as a step: a private copy (unless told not to), in eval mode,
+    with parameters that do not require grad (derivatives are taken w.r.t. h and u only)."""
+    if copy_module:
+        module = copy.deepcopy(module)
+    module.eval()
+    for parameter in module.parameters():
+        # A deep-copied TorchScript module holds clones (non-leaves) of its parameters.
+        parameter.detach_() if not parameter.is_leaf else parameter.requires_grad_(False)
+    return module
