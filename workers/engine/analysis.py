@@ -1,0 +1,158 @@
+"""What is done with roots once found: uniqueness, outliers, Jacobians, eigen-decomposition, stability.
+
+Uniqueness and outliers follow FixedPointFinder; the eigen-analysis adds what it lacks: the
+saddle index, the Newton step at each point (an error estimate), a certificate that the point
+is an isolated root, and a flag for points on a continuum (an eigenvalue at 1, or 0 in
+continuous time), where "many fixed points" are really one line or ring attractor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .models.base import Dynamics, StepModel
+
+
+def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.Tensor:
+    """Indices of representatives: greedily keep the lowest-q point, drop all within ``tol`` of it.
+
+    Parameters
+    ----------
+    points : Tensor, (n, k)
+        Points to de-duplicate (fixed points joined with their inputs), compared in max-norm.
+    q : Tensor, (n,)
+        Lower is better.
+    tol : float
+        Points closer than this are one point.
+
+    Returns
+    -------
+    Tensor of int64, sorted ascending.
+    """
+    order = torch.argsort(q)
+    candidates = points[order]
+    kept: list[torch.Tensor] = []
+    alive = torch.ones(len(order), dtype=torch.bool, device=points.device)
+    position = 0
+    while True:
+        remaining = torch.nonzero(alive[position:])
+        if remaining.numel() == 0:
+            break
+        position += int(remaining[0])
+        kept.append(order[position])
+        close = (candidates[position:] - candidates[position]).abs().amax(-1) <= tol
+        alive[position:] &= ~close
+    if not kept:
+        return torch.zeros(0, dtype=torch.int64, device=points.device)
+    return torch.sort(torch.stack(kept)).values
+
+
+def distance_inliers(xstar: np.ndarray, initial_states: np.ndarray, scale: float) -> np.ndarray:
+    """Mask of points within ``scale`` mean initial distances of the initial states' centroid.
+
+    The reference's rule: distances to the centroid of the initial states, normalised by the
+    mean distance of the initial states to it.
+    """
+    centroid = initial_states.mean(axis=0)
+    mean_dist = np.linalg.norm(initial_states - centroid, axis=1).mean()
+    if mean_dist == 0:
+        return np.ones(len(xstar), dtype=bool)
+    return np.linalg.norm(xstar - centroid, axis=1) / mean_dist < scale
+
+
+def q_outliers(q: np.ndarray, scale: float) -> np.ndarray:
+    """Mask of points whose q exceeds ``scale`` times the median q (the reference's rule)."""
+    if len(q) == 0:
+        return np.zeros(0, dtype=bool)
+    return q > scale * np.median(q)
+
+
+@dataclass
+class Linearization:
+    """Derivatives and their analysis at a set of points (numpy, float64 where computed here)."""
+
+    F_xstar: np.ndarray
+    J_xstar: np.ndarray
+    dFdu: np.ndarray | None
+    step_norm: np.ndarray
+    eigval: np.ndarray
+    eigvec: np.ndarray
+    is_stable: np.ndarray
+    n_unstable: np.ndarray
+    is_nonisolated: np.ndarray
+    certified: np.ndarray
+
+
+def linearize(
+    model: StepModel,
+    xstar: torch.Tensor,
+    inputs: torch.Tensor,
+    dynamics: Dynamics,
+    *,
+    tol_nonisolated: float,
+    tol_step: float,
+    with_input_jacobians: bool = True,
+) -> Linearization:
+    """Jacobians, eigen-decomposition and certificates at ``xstar: (k, d)`` with ``inputs: (k, m)``.
+
+    ``certified`` holds where dG/dx is nonsingular (no eigenvalue of dG/dx within
+    ``tol_nonisolated`` of 0) and the Newton step at the point is below ``tol_step``: Newton
+    has converged to an isolated root, located to within about the step.
+    """
+    with torch.no_grad():
+        fx = model.step(xstar, inputs)
+    jac = model.jacobian_states(xstar, inputs)
+    dfdu = model.jacobian_inputs(xstar, inputs) if with_input_jacobians else None
+    J = jac.detach().cpu().double().numpy()
+    F = fx.detach().cpu().double().numpy()
+    x = xstar.detach().cpu().double().numpy()
+    eye = np.eye(x.shape[1])
+    G, JG = (F - x, J - eye) if dynamics == "discrete" else (F, J)
+    eigval, eigvec = decompose(J, dynamics)
+    shift = eigval - 1 if dynamics == "discrete" else eigval
+    is_nonisolated = (np.abs(shift) < tol_nonisolated).any(axis=1)
+    step_norm = _newton_step_norm(JG, G)
+    if dynamics == "discrete":
+        unstable = np.abs(eigval) > 1
+    else:
+        unstable = eigval.real > 0
+    return Linearization(
+        F_xstar=F,
+        J_xstar=J,
+        dFdu=None if dfdu is None else dfdu.detach().cpu().double().numpy(),
+        step_norm=step_norm,
+        eigval=eigval,
+        eigvec=eigvec,
+        is_stable=~unstable.any(axis=1),
+        n_unstable=unstable.sum(axis=1),
+        is_nonisolated=is_nonisolated,
+        certified=~is_nonisolated & (step_norm < tol_step),
+    )
+
+
+def decompose(J: np.ndarray, dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors (columns) of each ``J: (k, d, d)``, in decreasing order of
+    |lambda| (discrete) or Re lambda (continuous): the least stable mode first."""
+    if len(J) == 0:
+        d = J.shape[-1]
+        return np.zeros((0, d), dtype=complex), np.zeros((0, d, d), dtype=complex)
+    eigval, eigvec = np.linalg.eig(J)
+    key = np.abs(eigval) if dynamics == "discrete" else eigval.real
+    order = np.argsort(-key, axis=1, kind="stable")
+    eigval = np.take_along_axis(eigval, order, axis=1).astype(complex)
+    eigvec = np.take_along_axis(eigvec, order[:, None, :], axis=2).astype(complex)
+    return eigval, eigvec
+
+
+def _newton_step_norm(JG: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """|dG/dx^-1 G| per point, by SVD (inf where dG/dx is numerically singular)."""
+    if len(G) == 0:
+        return np.zeros(0)
+    u, s, vh = np.linalg.svd(JG)
+    singular = s[:, -1] <= s[:, :1].squeeze(1) * JG.shape[1] * np.finfo(float).eps
+    coeffs = np.einsum("kji,kj->ki", u, G) / np.where(s > 0, s, np.inf)
+    norms = np.linalg.norm(coeffs, axis=1)  # vh is orthogonal: |vh^T c| = |c|
+    return np.where(singular, np.inf, norms)

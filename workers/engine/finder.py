@@ -1,0 +1,354 @@
+"""find_fixed_points: the engine's entry point, from arrays and a model to an analysed FixedPoints.
+
+Pipeline: check the arrays, solve in memory-sized chunks with the chosen method, (Newton)
+search for missed roots by deflated restarts, keep the converged samples, de-duplicate,
+drop distance outliers, optionally rerun q outliers, then linearise and decompose at each
+unique point. Unconverged minima of q below ``q_slow`` are returned as ``slow_points``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fpf_client.errors import NonFinite, ShapeMismatch
+from fpf_client.fixed_points import FixedPoints
+from fpf_client.options import FinderOptions
+
+from .analysis import distance_inliers, linearize, q_outliers, unique_indices
+from .models.base import StepModel
+from .solvers import Problem, SolveResult, Status, get_solver
+from .solvers.completeness import deflated_restarts
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+#: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
+MEMORY_FRACTION = 0.25
+MAX_CHUNK = 65536
+#: Minimum seconds between two progress reports within a phase.
+REPORT_INTERVAL = 0.2
+
+
+def find_fixed_points(
+    model: Any,
+    initial_states: Any,
+    inputs: Any = None,
+    options: FinderOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    **option_overrides: Any,
+) -> FixedPoints:
+    """Find and analyse the fixed points of ``model`` reachable from ``initial_states``.
+
+    Parameters
+    ----------
+    model
+        Anything :func:`workers.engine.as_step_model` accepts.
+    initial_states : array-like, (n, n_states)
+        Starting points (numpy or torch; never modified).
+    inputs : array-like, (1 | n, n_inputs), optional
+        Constant inputs; zeros when None.
+    options : FinderOptions, optional
+        Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
+    progress : callable, optional
+        Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at
+        least every ~0.5 s of work; an exception it raises propagates unchanged.
+
+    Returns
+    -------
+    FixedPoints
+        Unique fixed points with their analysis; ``info`` holds counts and timings.
+    """
+    started = time.perf_counter()
+    options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
+    device = _device(options.device)
+    dtype = getattr(torch, options.dtype)
+    step_model = _as_step_model(model).to(device, dtype)
+    dynamics = options.dynamics or step_model.dynamics
+    x0 = _as_tensor(initial_states, "initial_states", dtype, device)
+    n, d = _check_states(x0, step_model)
+    u = _check_inputs(inputs, n, step_model, dtype, device)
+    u_rows, group = _conditions(u, n)
+    reporter = _Reporter(progress, n)
+
+    result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
+    starts, sample_group = x0, group
+    completeness_passes = 0
+    if options.method == "newton" and options.completeness == "deflation":
+        roots_idx = _unique_converged(result, u_rows[group], options.tol_unique)
+        generator = torch.Generator().manual_seed(options.random_seed)
+        extra_starts, extra_group, extra, completeness_passes = deflated_restarts(
+            Problem(step_model, u_rows, dynamics), x0, group, result.x[roots_idx], group[roots_idx],
+            options, generator, progress=reporter.hook("completeness", n),
+        )
+        starts = torch.cat([x0, extra_starts])
+        sample_group = torch.cat([group, extra_group])
+        result = SolveResult.concatenate([result, extra])
+
+    fps = _analyse(step_model, result, starts, u_rows, sample_group, dynamics, options, reporter)
+    fps.info.update(
+        n_samples=n,
+        n_converged=int((result.status[:n] == Status.CONVERGED).sum()),
+        n_stalled=int((result.status[:n] == Status.STALLED).sum()),
+        n_capped=int((result.status[:n] == Status.CAPPED).sum()),
+        n_restarts=len(result.q) - n,
+        n_restarts_converged=int((result.status[n:] == Status.CONVERGED).sum()),
+        completeness_passes=completeness_passes,
+        method=options.method,
+        iterations=int(result.iterations),
+        device=str(device),
+        dtype=options.dtype,
+        wall_time_s=time.perf_counter() - started,
+    )
+    return fps
+
+
+def _solve_in_chunks(
+    model: StepModel,
+    x0: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    dynamics: str,
+    options: FinderOptions,
+    reporter: "_Reporter",
+) -> SolveResult:
+    """Run the chosen solver over chunks of the initial states that fit in memory."""
+    n, d = x0.shape
+    solver = get_solver(options.method)
+    size = options.batch_size or auto_chunk_size(d, u_rows.shape[1], x0.dtype, x0.device)
+    parts = []
+    for start in range(0, n, size):
+        part = slice(start, start + size)
+        inputs = u_rows if len(u_rows) == 1 else u_rows[group[part]]
+        problem = Problem(model, inputs, dynamics)
+        parts.append(solver(problem, x0[part], options, progress=reporter.hook("solve", start)))
+        reporter.finish_chunk(int((parts[-1].status == Status.CONVERGED).sum()))
+    return SolveResult.concatenate(parts)
+
+
+def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Initial states per chunk: what a dense Newton iteration fits in a quarter of free memory.
+
+    A Newton iteration holds about eight (d, d) matrices per sample (the Jacobian, J^T J, its
+    Cholesky factor and the autodiff intermediates) and a few dozen vectors.
+    """
+    itemsize = torch.finfo(dtype).bits // 8
+    per_sample = itemsize * (8 * d * d + 32 * d + 4 * m)
+    return int(min(MAX_CHUNK, max(1, MEMORY_FRACTION * _free_memory(device) // per_sample)))
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _analyse(
+    model: StepModel,
+    result: SolveResult,
+    starts: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    dynamics: str,
+    options: FinderOptions,
+    reporter: "_Reporter",
+) -> FixedPoints:
+    """Unique converged points, outlier handling and linearisation, as a FixedPoints."""
+    reporter.report("analysis", result.iterations, result.q, int(result.converged.sum()), force=True)
+    keep = _unique_converged(result, u_rows[group], options.tol_unique)
+    initial = starts[: len(group)].detach().cpu().double().numpy()
+    if options.do_exclude_distance_outliers and len(keep):
+        inliers = distance_inliers(result.x[keep].cpu().double().numpy(), initial, options.outlier_distance_scale)
+        keep = keep[torch.as_tensor(inliers, device=keep.device)]
+    if options.do_rerun_q_outliers and len(keep):
+        keep = _rerun_q_outliers(model, result, keep, u_rows, group, dynamics, options)
+    if options.max_n_unique is not None and len(keep) > options.max_n_unique:
+        rng = np.random.default_rng(options.random_seed)
+        chosen = np.sort(rng.choice(len(keep), options.max_n_unique, replace=False))
+        keep = keep[torch.as_tensor(chosen, device=keep.device)]
+    fps = _points(result, starts, u_rows, group, keep, dynamics, options)
+    if len(keep):
+        lin = linearize(
+            model, result.x[keep], u_rows[group[keep]], dynamics,
+            tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
+            with_input_jacobians=options.do_compute_input_jacobians,
+        )
+        fps.F_xstar, fps.step_norm = lin.F_xstar, lin.step_norm
+        fps.certified, fps.is_nonisolated = lin.certified, lin.is_nonisolated
+        if options.do_compute_jacobians:
+            fps.J_xstar = lin.J_xstar
+            fps.dFdu = lin.dFdu if options.do_compute_input_jacobians else None
+        if options.do_decompose_jacobians:
+            fps.eigval_J_xstar, fps.eigvec_J_xstar = lin.eigval, lin.eigvec
+            fps.is_stable, fps.n_unstable = lin.is_stable, lin.n_unstable
+    if options.q_slow is not None:
+        fps.slow_points = _slow_points(result, starts, u_rows, group, dynamics, options)
+    return fps
+
+
+def _unique_converged(result: SolveResult, inputs: torch.Tensor, tol: float) -> torch.Tensor:
+    """Indices of one representative per distinct converged root (and input)."""
+    converged = torch.nonzero(result.converged).squeeze(-1)
+    keys = torch.cat([result.x[converged], inputs[converged]], dim=1)
+    return converged[unique_indices(keys, result.q[converged], tol)]
+
+
+def _rerun_q_outliers(
+    model: StepModel,
+    result: SolveResult,
+    keep: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    dynamics: str,
+    options: FinderOptions,
+) -> torch.Tensor:
+    """Polish points whose q is far above the median from where they stopped; keep what improved."""
+    outliers = keep[torch.as_tensor(q_outliers(result.q[keep].cpu().numpy(), options.outlier_q_scale),
+                                    device=keep.device)]
+    if len(outliers) == 0:
+        return keep
+    problem = Problem(model, u_rows[group[outliers]], dynamics)
+    rerun = get_solver(options.method)(problem, result.x[outliers], options)
+    better = rerun.q < result.q[outliers]
+    result.update(outliers[better], rerun.select(better))
+    return keep[_unique_converged(result.select(keep), u_rows[group[keep]], options.tol_unique)]
+
+
+def _points(
+    result: SolveResult,
+    starts: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    keep: torch.Tensor,
+    dynamics: str,
+    options: FinderOptions,
+) -> FixedPoints:
+    """The per-sample fields of the samples ``keep``, as numpy."""
+    def pick(t: torch.Tensor) -> np.ndarray:
+        return t[keep].detach().cpu().numpy()
+
+    return FixedPoints(
+        xstar=pick(result.x).reshape(len(keep), -1),
+        x_init=pick(starts).reshape(len(keep), -1),
+        inputs=u_rows[group[keep]].detach().cpu().numpy().reshape(len(keep), -1),
+        qstar=pick(result.q),
+        dq=pick(result.dq),
+        n_iters=pick(result.n_iters),
+        step_norm=pick(result.step_norm),
+        cond_id=pick(group),
+        dynamics=dynamics,
+        tol_q=options.tol_q,
+        tol_unique=options.tol_unique,
+    )
+
+
+def _slow_points(
+    result: SolveResult,
+    starts: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    dynamics: str,
+    options: FinderOptions,
+) -> FixedPoints:
+    """Unique unconverged samples with q below ``q_slow``: slow regions, not fixed points."""
+    slow = torch.nonzero(~result.converged & (result.q < options.q_slow)).squeeze(-1)
+    keys = torch.cat([result.x[slow], u_rows[group[slow]]], dim=1)
+    keep = slow[unique_indices(keys, result.q[slow], options.tol_unique)]
+    return _points(result, starts, u_rows, group, keep, dynamics, options)
+
+
+class _Reporter:
+    """Turns solver hooks into the progress dicts of the public callback, throttled in time."""
+
+    def __init__(self, callback: ProgressCallback | None, n_total: int) -> None:
+        self.callback = callback
+        self.n_total = n_total
+        self.n_converged_before = 0
+        self.last = float("-inf")
+
+    def hook(self, phase: str, offset: int):
+        """A solver progress hook for ``phase``; ``offset`` samples were finished before it."""
+        if self.callback is None:
+            return None
+
+        def report(iteration: int, q: torch.Tensor, n_converged: int) -> None:
+            self.report(phase, iteration, q, self.n_converged_before + n_converged)
+
+        return report
+
+    def finish_chunk(self, n_converged: int) -> None:
+        self.n_converged_before += n_converged
+
+    def report(self, phase: str, iteration: int, q: torch.Tensor, n_converged: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.callback is None or (not force and now - self.last < REPORT_INTERVAL):
+            return
+        self.last = now
+        finite = q[torch.isfinite(q)]
+        self.callback({
+            "phase": phase,
+            "iteration": int(iteration),
+            "n_total": self.n_total,
+            "n_converged": int(n_converged),
+            "q_median": float(finite.median()) if finite.numel() else float("nan"),
+            "q_max": float(finite.max()) if finite.numel() else float("nan"),
+        })
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _as_step_model(model: Any) -> StepModel:
+    if isinstance(model, StepModel):
+        return model
+    from .models import as_step_model
+
+    return as_step_model(model)
+
+
+def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A fresh tensor (never a view of the caller's memory), checked to be finite."""
+    tensor = torch.as_tensor(np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array))
+    tensor = tensor.to(device=device, dtype=dtype, copy=True)
+    if not torch.isfinite(tensor).all():
+        raise NonFinite(f"{name} contains NaN or infinite values", field=name)
+    return tensor
+
+
+def _check_states(x0: torch.Tensor, model: StepModel) -> tuple[int, int]:
+    if x0.ndim != 2 or x0.shape[1] != model.n_states or x0.shape[0] == 0:
+        raise ShapeMismatch(
+            f"initial_states has shape {tuple(x0.shape)}; expected (n, {model.n_states}) with n >= 1",
+            field="initial_states",
+        )
+    return x0.shape[0], x0.shape[1]
+
+
+def _check_inputs(inputs: Any, n: int, model: StepModel, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if inputs is None:
+        return torch.zeros(1, model.n_inputs, dtype=dtype, device=device)
+    u = _as_tensor(inputs, "inputs", dtype, device)
+    if u.ndim != 2 or u.shape[1] != model.n_inputs or u.shape[0] not in (1, n):
+        raise ShapeMismatch(
+            f"inputs has shape {tuple(u.shape)}; expected (1 or {n}, {model.n_inputs})", field="inputs"
+        )
+    return u
+
+
+def _conditions(u: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct input rows (the input conditions) and each sample's condition index."""
+    if len(u) == 1:
+        return u, torch.zeros(n, dtype=torch.int64, device=u.device)
+    rows, group = torch.unique(u, dim=0, return_inverse=True)
+    return rows, group

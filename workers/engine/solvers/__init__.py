@@ -1,0 +1,32 @@
+"""Root-finding solvers for G(x) = F(x, u) - x (or f(x, u)), by method name.
+
+Each solver is a function ``(problem, x0, options, *, progress=None, **method_specific)
+-> SolveResult``; add one by writing a module and registering it in :data:`SOLVERS`.
+"""
+
+from __future__ import annotations
+
+from .adam import solve_adam
+from .base import Problem, ProgressHook, SolveResult, Solver, Status
+from .deflation import Deflation
+from .newton import solve_newton
+
+#: Method name (``FinderOptions.method``) -> solver function.
+SOLVERS: dict[str, Solver] = {
+    "newton": solve_newton,
+    "adam": solve_adam,
+}
+
+
+def get_solver(method: str) -> Solver:
+    """The solver registered for ``method``."""
+    try:
+        return SOLVERS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(SOLVERS)}") from None
+
+
+__all__ = [
+    "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "get_solver",
+    "solve_adam", "solve_newton",
+]

@@ -1,0 +1,144 @@
+"""What every solver sees and returns: the root-finding :class:`Problem` and the :class:`SolveResult`.
+
+A solver finds roots of G(x) = F(x, u) - x (discrete time) or G(x) = f(x, u) (continuous
+time) for a batch of starting points. It reaches the model only through the Problem, which
+offers the residual, its dense Jacobian and its Jacobian-vector product, so a dense Newton
+solver and a matrix-free Newton-Krylov solver can sit side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Protocol
+
+import torch
+
+from ..models.base import Dynamics, StepModel
+
+
+class Status(IntEnum):
+    """How a sample's search ended."""
+
+    CONVERGED = 0  #: q < tol_q
+    STALLED = 1  #: no further decrease of q is possible (a minimum of q that is not a root, or a floor)
+    CAPPED = 2  #: max_iters reached first
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Root finding for G on a batch: one row of ``inputs`` per sample (or one shared row).
+
+    Parameters
+    ----------
+    model : StepModel
+        The map F (discrete) or vector field f (continuous).
+    inputs : Tensor, (1 | n, m)
+        Constant inputs; one row is broadcast over the batch.
+    dynamics : {"discrete", "continuous"}
+        Chooses G = F - x or G = f.
+    """
+
+    model: StepModel
+    inputs: torch.Tensor
+    dynamics: Dynamics = "discrete"
+
+    def _u(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inputs.expand(x.shape[0], -1) if self.inputs.shape[0] == 1 else self.inputs
+
+    def subset(self, index: torch.Tensor) -> "Problem":
+        """The same problem restricted to the samples ``index`` (a shared input row stays shared)."""
+        inputs = self.inputs if self.inputs.shape[0] == 1 else self.inputs[index]
+        return Problem(self.model, inputs, self.dynamics)
+
+    def map(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x, u) (or f(x, u)): (n, d) -> (n, d)."""
+        return self.model.step(x, self._u(x))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x): (n, d) -> (n, d), without recording a graph."""
+        with torch.no_grad():
+            fx = self.map(x)
+        return fx - x if self.dynamics == "discrete" else fx
+
+    def jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        """dG/dx: (n, d) -> (n, d, d)."""
+        jac = self.model.jacobian_states(x, self._u(x))
+        if self.dynamics == "discrete":
+            jac = jac - torch.eye(x.shape[1], dtype=jac.dtype, device=jac.device)
+        return jac
+
+    def jvp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G(x), dG/dx @ v) for tangents ``v: (n, d)``, without forming dG/dx."""
+        fx, jv = self.model.jvp(x, self._u(x), v)
+        if self.dynamics == "discrete":
+            return fx - x, jv - v
+        return fx, jv
+
+
+@dataclass
+class SolveResult:
+    """A solver's answer for a batch, in the spirit of ``scipy.optimize.OptimizeResult``.
+
+    Attributes
+    ----------
+    x : Tensor, (n, d)
+        Final points.
+    q : Tensor, (n,)
+        0.5 * |G(x)|^2 at ``x``.
+    dq : Tensor, (n,)
+        The last change of q (absolute).
+    n_iters : Tensor, (n,) int
+        Iterations each sample took.
+    status : Tensor, (n,) int
+        :class:`Status` codes.
+    step_norm : Tensor, (n,)
+        Norm of the last step (Newton: the Newton step, an error estimate of x).
+    iterations : int
+        Iterations of the batch loop (the longest sample).
+    """
+
+    x: torch.Tensor
+    q: torch.Tensor
+    dq: torch.Tensor
+    n_iters: torch.Tensor
+    status: torch.Tensor
+    step_norm: torch.Tensor
+    iterations: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        return self.status == Status.CONVERGED
+
+    @classmethod
+    def concatenate(cls, parts: list["SolveResult"]) -> "SolveResult":
+        """Join the results of consecutive chunks."""
+        cat = {
+            name: torch.cat([getattr(p, name) for p in parts])
+            for name in ("x", "q", "dq", "n_iters", "status", "step_norm")
+        }
+        return cls(**cat, iterations=max(p.iterations for p in parts))
+
+    def select(self, index: torch.Tensor) -> "SolveResult":
+        """The samples ``index`` (indices or mask)."""
+        picked = {
+            name: getattr(self, name)[index] for name in ("x", "q", "dq", "n_iters", "status", "step_norm")
+        }
+        return SolveResult(**picked, iterations=self.iterations)
+
+    def update(self, index: torch.Tensor, other: "SolveResult") -> None:
+        """Overwrite the samples ``index`` with ``other`` (e.g. after a rerun)."""
+        for name in ("x", "q", "dq", "n_iters", "status", "step_norm"):
+            getattr(self, name)[index] = getattr(other, name)
+        self.iterations = max(self.iterations, other.iterations)
+
+
+class ProgressHook(Protocol):
+    """Called by a solver where it synchronises with the host anyway."""
+
+    def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None: ...
+
+
+#: A solver: (problem, x0, settings, progress hook) -> SolveResult. ``x0`` is never modified.
+Solver = Callable[..., SolveResult]
