@@ -1,0 +1,168 @@
+"""Client and AsyncClient against the live service: a real gateway, Redis and worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fpf_client import AsyncClient, Client, FixedPoints, JobRecord
+from fpf_client.errors import (IdempotencyConflict, InvalidModel, InvalidOptions, JobCancelled, JobNotFound,
+                               ModelNotFound, ShapeMismatch)
+
+pytestmark = pytest.mark.integration
+
+N_STATES, N_INPUTS = 8, 2
+#: Compared runs use float64 so that the service and the in-process engine agree to round-off.
+OPTIONS = {"method": "newton", "dtype": "float64", "device": "cpu"}
+
+
+class TanhStep(torch.nn.Module):
+    """h_next = tanh(W h + B u + b) with a gain that gives several fixed points."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.W = torch.nn.Parameter(1.6 * torch.randn(N_STATES, N_STATES, generator=generator) / N_STATES**0.5)
+        self.B = torch.nn.Parameter(torch.randn(N_STATES, N_INPUTS, generator=generator))
+        self.b = torch.nn.Parameter(torch.zeros(N_STATES))
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ self.W.T + u @ self.B.T + self.b)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tanh8.pt"
+    torch.jit.save(torch.jit.script(TanhStep()), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def states() -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, size=(128, N_STATES))
+
+
+@pytest.fixture
+def client(live_service):
+    with Client(live_service.url, timeout=30) as client:
+        yield client
+
+
+def sorted_rows(fps: FixedPoints) -> np.ndarray:
+    return np.argsort(fps.xstar[:, 0], kind="stable")
+
+
+def assert_same_fixed_points(got: FixedPoints, expected: FixedPoints) -> None:
+    """Same points and analysis up to order and round-off."""
+    assert len(got) == len(expected) > 0
+    g, e = sorted_rows(got), sorted_rows(expected)
+    np.testing.assert_allclose(got.xstar[g], expected.xstar[e], atol=1e-9)
+    np.testing.assert_allclose(got.J_xstar[g], expected.J_xstar[e], atol=1e-8)
+    np.testing.assert_array_equal(got.is_stable[g], expected.is_stable[e])
+    np.testing.assert_array_equal(got.n_unstable[g], expected.n_unstable[e])
+
+
+def test_upload_is_validated_and_addressed_by_content(client, model_path):
+    model = client.upload_model(model_path)
+    assert model.status == "ready" and (model.n_states, model.n_inputs) == (N_STATES, N_INPUTS)
+    assert model.filename == "tanh8.pt" and model.size_bytes == model_path.stat().st_size
+    assert client.upload_model(model_path).id == model.id  # the same bytes are the same model
+    assert client.get_model(model.id) == client.get_model(model)
+    assert model.id in {m.id for m in client.list_models()}
+
+
+def test_an_unusable_model_raises_invalid_model_with_the_reason(client, tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"this is not a TorchScript archive")
+    with pytest.raises(InvalidModel) as caught:
+        client.upload_model(path)
+    assert "garbage.pt" in caught.value.detail and len(caught.value.detail) > len("garbage.pt is invalid: ")
+
+
+def test_submit_wait_with_progress_and_the_result_equals_the_engine(client, model_path, states):
+    from workers.engine import find_fixed_points
+
+    inputs = np.array([[0.3, -0.2]])
+    job = client.submit(model_path, states, inputs, **OPTIONS)
+    seen: list[JobRecord] = []
+    final = job.wait(progress=seen.append, timeout=120)
+    assert final.status == "succeeded" and job.status == "succeeded"
+    assert seen[-1] == final and any(r.progress is not None and r.progress.n_total == len(states) for r in seen)
+
+    fps = job.result()
+    expected = find_fixed_points(TanhStep(), states, inputs, **OPTIONS)
+    assert_same_fixed_points(fps, expected)
+    assert fps.info["n_samples"] == len(states)
+
+
+def test_find_fixed_points_uploads_a_module_and_shows_a_bar(client, states, model_path):
+    fps = client.find_fixed_points(TanhStep(), states, progress=True, timeout=120, **OPTIONS)
+    assert_same_fixed_points(fps, client.find_fixed_points(model_path, states, progress=False, **OPTIONS))
+
+
+def test_cancel_stops_a_running_job(client, model_path):
+    endless = {"method": "adam", "max_iters": 1_000_000, "tol_q": 1e-300, "tol_dq": 0.0}
+    big = np.random.default_rng(1).uniform(-1, 1, size=(4096, N_STATES))
+    job = client.submit(model_path, big, **endless)
+    deadline = time.monotonic() + 60
+    while job.status != "running":
+        assert time.monotonic() < deadline, f"job still {job.record.status}"
+        time.sleep(0.1)
+    job.cancel()
+    assert job.wait(progress=False, timeout=30).status == "cancelled"
+    with pytest.raises(JobCancelled):
+        job.result()
+    job.delete()
+    with pytest.raises(JobNotFound):
+        job.refresh()
+
+
+def test_idempotency_key_returns_the_same_job_or_a_conflict(client, model_path, states):
+    first = client.submit(model_path, states, idempotency_key="client-test-key", **OPTIONS)
+    again = client.submit(model_path, states, idempotency_key="client-test-key", **OPTIONS)
+    assert again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        client.submit(model_path, states[:5], idempotency_key="client-test-key", **OPTIONS)
+
+
+def test_service_errors_arrive_as_their_exception_class(client, model_path, states):
+    model = client.upload_model(model_path)
+    with pytest.raises(ShapeMismatch):
+        client.submit(model, np.zeros((3, N_STATES + 1)))
+    with pytest.raises(ModelNotFound):
+        client.submit("0" * 64, states)
+    with pytest.raises(JobNotFound):
+        client.get_job("no-such-job")
+    with pytest.raises(ModelNotFound):
+        client.get_model("0" * 64)
+    with pytest.raises(InvalidOptions):  # caught locally, before the network
+        client.submit(model, states, methd="adam")
+
+
+def test_async_client_does_the_same(live_service, model_path, states):
+    async def scenario() -> tuple[FixedPoints, FixedPoints, list[str]]:
+        async with AsyncClient(live_service.url) as client:
+            model = await client.upload_model(model_path)
+            job = await client.submit(model, states, **OPTIONS)
+            statuses: list[str] = []
+            await job.wait(progress=lambda record: statuses.append(record.status), timeout=120)
+            fps = await job.result()
+            both = await asyncio.gather(
+                client.find_fixed_points(model.id, states, progress=False, **OPTIONS),
+                client.list_jobs(),
+            )
+            with pytest.raises(JobNotFound):
+                await client.get_job("no-such-job")
+            assert job.id in {record.id for record in both[1]}
+            return fps, both[0], statuses
+
+    fps, again, statuses = asyncio.run(scenario())
+    assert statuses[-1] == "succeeded"
+    assert_same_fixed_points(fps, again)
+    with Client(live_service.url) as client:
+        assert_same_fixed_points(fps, client.find_fixed_points(model_path, states, progress=False, **OPTIONS))
