@@ -165,7 +165,11 @@ def banner(config: LaunchConfig, data_dir: Path, redis_url: str, embedded: bool)
     ])
 
 
-def up(config: LaunchConfig, *, announce: Callable[[str], None] = print) -> int:
+def _print_now(text: str) -> None:
+    print(text, flush=True)
+
+
+def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) -> int:
     """Run the service until SIGINT/SIGTERM; returns the process exit code.
 
     Raises
