@@ -89,10 +89,15 @@ def test_submit_wait_with_progress_and_the_result_equals_the_engine(client, mode
 
     inputs = np.array([[0.3, -0.2]])
     job = client.submit(model_path, states, inputs, **OPTIONS)
+    requested: list[str] = []
+    client._http.event_hooks["request"].append(lambda request: requested.append(request.url.path))
     seen: list[JobRecord] = []
     final = job.wait(progress=seen.append, timeout=120)
     assert final.status == "succeeded" and job.status == "succeeded"
     assert seen[-1] == final and any(r.progress is not None and r.progress.n_total == len(states) for r in seen)
+    # Fed by the event stream, not by polling: one look before it and one after its end.
+    assert requested.count(f"/v1/jobs/{job.id}/events") == 1
+    assert requested.count(f"/v1/jobs/{job.id}") <= 3
 
     fps = job.result()
     expected = find_fixed_points(TanhStep(), states, inputs, **OPTIONS)
