@@ -8,6 +8,9 @@ from tqdm.auto import tqdm
 
 from .records import JobRecord
 
+#: Converged initial states out of all, elapsed time, then the phase (or status) and the median q.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} converged [{elapsed}{postfix}]"
+
 #: ``True`` for a bar (shown only when stderr is a terminal), ``False`` for nothing, or a callable.
 ProgressArg = Union[bool, Callable[[JobRecord], Any]]
 
@@ -32,18 +35,18 @@ class ProgressReporter:
         total = (progress.n_total if progress else None) or record.n_initial_states
         if self._bar is None:
             # disable=None: draw only on a terminal, so logs and CI output stay clean.
-            self._bar = tqdm(total=total, desc=f"job {self._job_id[:8]}", unit="state", disable=None)
+            self._bar = tqdm(total=total, desc=f"job {self._job_id[:8]}", bar_format=BAR_FORMAT, disable=None)
         if total and self._bar.total != total:
             self._bar.total = total
-        postfix: dict[str, Any] = {"status": record.status}
+        postfix = record.status
         if progress is not None:
             if progress.n_converged is not None:
                 self._bar.n = progress.n_converged
-            if progress.phase:
-                postfix["phase"] = progress.phase
+            if progress.phase and record.status == "running":
+                postfix = progress.phase
             if progress.q_median is not None:
-                postfix["q_median"] = f"{progress.q_median:.1e}"
-        self._bar.set_postfix(postfix, refresh=False)
+                postfix += f", q median {progress.q_median:.1e}"
+        self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.refresh()
 
     def __enter__(self) -> "ProgressReporter":
