@@ -1,0 +1,158 @@
+"""The harness of the integration tests: a real Celery worker and the gateway under uvicorn, as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_DB = int(os.environ.get("FPF_TEST_REDIS_DB", "11"))
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group this test started, then SIGKILL what is left."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid`` (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+@dataclass
+class LiveService:
+    """Handles on the running service: its URL, environment and processes."""
+
+    url: str
+    env: dict[str, str]
+    redis_url: str
+    prefix: str
+    data_dir: Path
+    log_dir: Path
+    gateway: subprocess.Popen | None = None
+    worker: subprocess.Popen | None = None
+    _workers_started: int = field(default=0)
+
+    # --- processes ----------------------------------------------------------------------
+    def start_worker(self) -> subprocess.Popen:
+        """Start a Celery worker (prefork, one pool process) and wait until it answers pings."""
+        self._workers_started += 1
+        name = f"{self.prefix}-{self._workers_started}@%h"
+        log = open(self.log_dir / f"worker-{self._workers_started}.log", "wb")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "-Q", "gpu",
+             "--pool", "prefork", "--concurrency", "1", "-n", name, "--loglevel", "info", "--without-mingle",
+             "--without-gossip"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.wait_ready()
+        return self.worker
+
+    def start_gateway(self, port: int) -> None:
+        log = open(self.log_dir / "gateway.log", "wb")
+        self.gateway = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Wait for /readyz (Redis and a worker) to answer 200 and the pool process to be up."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for process in (self.gateway, self.worker):
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(f"a service process exited early; see {self.log_dir}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200 and self.pool_children():
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the service was not ready within {timeout_s} s; see {self.log_dir}")
+
+    def pool_children(self) -> list[int]:
+        """PIDs of the worker's pool processes."""
+        return children_of(self.worker.pid) if self.worker is not None else []
+
+    def kill_worker(self) -> None:
+        """SIGKILL the whole worker: its main process and its pool, no chance to clean up."""
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(10)
+
+    def stop(self) -> None:
+        for process in (self.gateway, self.worker):
+            if process is not None:
+                _stop(process)
+
+    # --- HTTP helpers -----------------------------------------------------------------------
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def upload_model(self, path: Path, timeout_s: float = 60, **fields: Any) -> dict[str, Any]:
+        """Upload a model file and wait until its validation ends; the final model record."""
+        with self.client() as http:
+            with open(path, "rb") as f:
+                response = http.post("/v1/models", files={"file": (path.name, f)},
+                                     data={k: str(v) for k, v in fields.items()})
+            assert response.status_code in (200, 202), response.text
+            return self.wait_model(response.json()["id"], timeout_s)
+
+    def wait_model(self, model_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        return self._wait(f"/v1/models/{model_id}", {"ready", "invalid"}, timeout_s)
+
+    def wait_job(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        return self._wait(f"/v1/jobs/{job_id}", {"succeeded", "failed", "cancelled"}, timeout_s)
+
+    def wait_status(self, job_id: str, statuses: set[str], timeout_s: float = 60) -> dict[str, Any]:
+        return self._wait(f"/v1/jobs/{job_id}", statuses, timeout_s)
+
+    def _wait(self, path: str, statuses: set[str], timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        with self.client() as http:
+            while True:
+                body = http.get(path).raise_for_status().json()
+                if body["status"] in statuses:
+                    return body
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} still {body['status']} after {timeout_s} s: {body}")
+                time.sleep(0.05)
+
+
+#: Adam with a small learning rate on 1024 states: several seconds of steady progress reports.
+SLOW_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 20000}
+
+
+def random_states(n: int, d: int = 8, seed: int = 0) -> list[list[float]]:
+    import numpy as np
+
+    return np.random.default_rng(seed).normal(size=(n, d)).round(6).tolist()
