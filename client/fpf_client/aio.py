@@ -7,9 +7,10 @@ client; only sending and sleeping differ.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from os import PathLike
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -17,7 +18,13 @@ from . import protocol
 from .client import auth_headers, default_url
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
-from .payloads import arrays_payload, is_local_model, model_file, model_id, options_payload
+from .payloads import (
+    arrays_payload,
+    is_local_model,
+    model_file,
+    model_id,
+    options_payload,
+)
 from .progress import ProgressArg, ProgressReporter
 from .protocol import Call, T
 from .records import JobRecord, Model

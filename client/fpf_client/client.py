@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from os import PathLike
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
 from . import protocol
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
-from .payloads import arrays_payload, is_local_model, model_file, model_id, options_payload
+from .payloads import (
+    arrays_payload,
+    is_local_model,
+    model_file,
+    model_id,
+    options_payload,
+)
 from .progress import ProgressArg, ProgressReporter
 from .protocol import Call, T
 from .records import JobRecord, Model

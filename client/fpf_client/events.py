@@ -29,7 +29,7 @@ class SSEDecoder:
         if line.startswith(":"):  # a comment, e.g. a keep-alive
             return None
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if name == "event":
             self._event = value
         elif name == "data":

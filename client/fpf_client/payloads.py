@@ -168,9 +168,9 @@ def form_fields(**fields: Any) -> dict[str, str]:
 
 
 __all__ = [
+    "NPZ_MEDIA_TYPE",
     "ArraysPayload",
     "ModelFile",
-    "NPZ_MEDIA_TYPE",
     "arrays_payload",
     "as_state_array",
     "form_fields",

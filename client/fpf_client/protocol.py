@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from .errors import ErrorCode, FpfError, InvalidModel, InvalidRequest, JobCancelled, JobFailed, ServiceUnavailable
+from .errors import (
+    ErrorCode,
+    FpfError,
+    InvalidModel,
+    InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    ServiceUnavailable,
+)
 from .events import ServerSentEvent
 from .fixed_points import FixedPoints
 from .payloads import NPZ_MEDIA_TYPE, ModelFile, form_fields

@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fpf_client import AsyncClient, Client, FixedPoints, JobRecord
-from fpf_client.errors import (IdempotencyConflict, InvalidModel, InvalidOptions, JobCancelled, JobNotFound,
-                               ModelNotFound, ShapeMismatch)
+from fpf_client.errors import (
+    IdempotencyConflict,
+    InvalidModel,
+    InvalidOptions,
+    JobCancelled,
+    JobNotFound,
+    ModelNotFound,
+    ShapeMismatch,
+)
 
 pytestmark = pytest.mark.integration
 

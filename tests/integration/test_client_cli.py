@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fpf_client import Client, FixedPoints
 
 pytestmark = pytest.mark.integration

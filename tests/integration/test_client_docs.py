@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fpf_client import FixedPoints
 
 pytestmark = pytest.mark.integration

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fpf_client import FixedPoints
 from fpf_client.cli import COMMANDS, build_parser, main, option_pair, write_result
 

@@ -7,9 +7,19 @@ import io
 import numpy as np
 import pytest
 import torch
-
-from fpf_client.errors import InvalidArray, InvalidModel, InvalidOptions, NonFinite, ShapeMismatch
-from fpf_client.payloads import arrays_payload, is_local_model, model_file, options_payload
+from fpf_client.errors import (
+    InvalidArray,
+    InvalidModel,
+    InvalidOptions,
+    NonFinite,
+    ShapeMismatch,
+)
+from fpf_client.payloads import (
+    arrays_payload,
+    is_local_model,
+    model_file,
+    options_payload,
+)
 
 
 def test_options_keep_only_what_the_user_set_as_json():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from fpf_client import errors
 from fpf_client.errors import ErrorCode, FpfError
 from fpf_client.events import SSEDecoder

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from fpf_client import FixedPoints
 
 
@@ -112,7 +111,7 @@ def test_stable_and_unstable_follow_the_eigenvalues():
 
 def test_stable_without_decomposition_says_what_is_missing():
     with pytest.raises(ValueError, match="is_stable"):
-        FixedPoints(xstar=np.zeros((2, 3))).stable
+        _ = FixedPoints(xstar=np.zeros((2, 3))).stable
 
 
 def test_unique_merges_near_duplicates_keeping_the_lowest_q():

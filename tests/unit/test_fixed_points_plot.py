@@ -5,10 +5,9 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
-from matplotlib.colors import to_rgba
-
 from fpf_client import FixedPoints
 from fpf_client.plotting import principal_axes, unstable_modes
+from matplotlib.colors import to_rgba
 
 matplotlib.use("Agg")
 
@@ -42,7 +41,7 @@ def test_unstable_modes_are_the_eigenvectors_outside_the_stable_region(dynamics)
 def test_principal_axes_find_the_directions_of_largest_variance():
     rng = np.random.default_rng(0)
     states = rng.normal(size=(5000, 4)) * np.array([5.0, 3.0, 0.01, 1.0])
-    mean, axes = principal_axes(states)
+    _, axes = principal_axes(states)
     assert axes.shape == (4, 3)
     np.testing.assert_allclose(np.abs(axes), np.eye(4)[:, [0, 1, 3]], atol=0.02)
 
