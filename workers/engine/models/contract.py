@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from fpf_client.errors import FpfError, InvalidModel
 
-from .recurrent import recurrent_shape
+from .recurrent import recurrent_shape, shape_from_parameters
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], Any]
 
@@ -135,7 +135,7 @@ def shape_candidates(fn: object) -> list[tuple[int, int]]:
         return []
     candidates: list[tuple[int, int]] = []
     for module in fn.modules():
-        shape = recurrent_shape(module)
+        shape = recurrent_shape(module) or shape_from_parameters(module)
         if shape is not None:
             candidates.append((shape.n_states, shape.input_size))
     matrices = [tuple(p.shape) for p in fn.parameters() if p.dim() == 2]
@@ -163,11 +163,13 @@ def _call(fn: StepFn, h: torch.Tensor, u: torch.Tensor, what: str) -> Any:
 
 
 def _check_output(out: Any, shape: tuple[int, int], dtype: torch.dtype, what: str) -> None:
+    returned = type(out).__name__
     if isinstance(out, (tuple, list)) and out:
         out = out[-1]
+        returned += f" ending with {type(out).__name__}"
     if not isinstance(out, torch.Tensor):
         raise InvalidModel(
-            f"forward(u, h) returned {type(out).__name__} {what}; expected a tensor (n, n_states) "
+            f"forward(u, h) returned {returned} {what}; expected a tensor (n, n_states) "
             "or a tuple whose last element is one"
         )
     if tuple(out.shape) != shape:

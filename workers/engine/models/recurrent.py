@@ -61,6 +61,28 @@ def recurrent_shape(module: object) -> RecurrentShape | None:
     )
 
 
+def shape_from_parameters(module: torch.nn.Module) -> RecurrentShape | None:
+    """The sizes of a recurrent layer or cell read off its weights, for traced modules, which keep
+    the original class name and parameters but not the constants (input_size, ...)."""
+    kind = getattr(module, "original_name", type(module).__name__)
+    if kind not in _LAYERS + _CELLS:
+        return None
+    weights = dict(module.named_parameters(recurse=False))
+    suffix = "_l0" if kind in _LAYERS else ""
+    w_ih, w_hh = weights.get(f"weight_ih{suffix}"), weights.get(f"weight_hh{suffix}")
+    if w_ih is None or w_hh is None or w_ih.dim() != 2 or w_hh.dim() != 2:
+        return None
+    gates = {"GRU": 3, "LSTM": 4}.get(kind.removesuffix("Cell"), 1)
+    w_hr = weights.get("weight_hr_l0")
+    return RecurrentShape(
+        kind=kind,
+        input_size=w_ih.shape[1],
+        hidden_size=w_hh.shape[0] // gates,
+        num_layers=sum(name.startswith("weight_hh_l") for name in weights) if kind in _LAYERS else 1,
+        proj_size=w_hr.shape[0] if w_hr is not None else 0,
+    )
+
+
 def as_step_function(module: torch.nn.Module) -> torch.nn.Module:
     """A module with the step signature ``forward(u, h) -> h_next`` for a recurrent layer or cell.
 

@@ -244,7 +244,10 @@ def _double_backward_jvp(
             return out.detach(), torch.zeros_like(out)
         w = torch.zeros_like(out, requires_grad=True)
         (g,) = torch.autograd.grad(out, h, w, create_graph=True)
-        (jv,) = _grads(g, (w,), v)
+        if not g.requires_grad:
+            # J^T w is linear in w and cannot be constant: the backward pass left autograd.
+            raise RuntimeError("the model's backward pass is not differentiable")
+        (jv,) = torch.autograd.grad(g, w, v)
     return out.detach(), jv
 
 
