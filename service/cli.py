@@ -61,7 +61,7 @@ def run_up(args: argparse.Namespace) -> int:
     external = settings.redis_url if "redis_url" in settings.model_fields_set else None
     config = LaunchConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers,
-        redis_url=external, grace_s=args.grace,
+        redis_url=external, grace_s=args.grace, log_level=args.log_level,
     )
     try:
         return up(config)

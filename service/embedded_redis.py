@@ -59,15 +59,18 @@ def redis_server_argv(data_dir: Path, port: int, host: str = "127.0.0.1") -> lis
     ]
 
 
-def wait_until_ready(url: str, timeout_s: float) -> bool:
-    """Ping the Redis at ``url`` until it answers or ``timeout_s`` passes; True if it answered."""
+def wait_until_ready(url: str, timeout_s: float, pid: int | None = None) -> bool:
+    """Ping the Redis at ``url`` until it answers or ``timeout_s`` passes; True if it answered.
+
+    With ``pid``, only that server process counts (not another Redis that took the port first).
+    """
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             try:
                 if client.ping():
-                    return True
+                    return pid is None or int(client.info("server")["process_id"]) == pid
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 pass
             if time.monotonic() >= deadline:

@@ -54,6 +54,8 @@ class LaunchConfig:
         An external Redis to use; None starts the embedded one.
     grace_s
         How long each part may take to stop before it is killed.
+    log_level
+        Passed on to the gateway and workers.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +64,7 @@ class LaunchConfig:
     workers: int = 1
     redis_url: str | None = None
     grace_s: float = 10.0
+    log_level: str = "info"
 
     @property
     def base_url(self) -> str:
@@ -89,7 +92,7 @@ def child_environment(
 
 def service_specs(config: LaunchConfig, env: Mapping[str, str]) -> list[ProcessSpec]:
     """The worker and gateway processes, run through this same CLI as docker-compose runs them."""
-    cli = [sys.executable, "-m", "service.cli"]
+    cli = [sys.executable, "-m", "service.cli", "--log-level", config.log_level]
     specs = [
         ProcessSpec(f"worker-{i}", [*cli, "worker", "--name", f"worker{i}"], env, tier=1)
         for i in range(1, config.workers + 1)
@@ -207,9 +210,9 @@ def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) ->
 def _start_embedded_redis(supervisor: Supervisor, redis_dir: Path) -> str:
     """Start the embedded Redis on a free loopback port and wait until it answers; returns its URL."""
     port = embedded_redis.free_port()
-    supervisor.start(ProcessSpec("redis", embedded_redis.redis_server_argv(redis_dir, port), tier=0))
+    server = supervisor.start(ProcessSpec("redis", embedded_redis.redis_server_argv(redis_dir, port), tier=0))
     url = f"redis://127.0.0.1:{port}/0"
-    if not embedded_redis.wait_until_ready(url, REDIS_START_TIMEOUT_S):
+    if not embedded_redis.wait_until_ready(url, REDIS_START_TIMEOUT_S, pid=server.pid):
         raise LaunchError(f"the embedded Redis did not answer on port {port} within {REDIS_START_TIMEOUT_S:.0f} s")
     log.info("embedded Redis ready at %s (files in %s)", url, redis_dir)
     return url
