@@ -20,7 +20,7 @@ from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
 from .analysis import distance_inliers, linearize, q_outliers, unique_indices
-from .models.base import StepModel
+from .models import StepModel, as_step_model
 from .solvers import Problem, SolveResult, Status, get_solver
 from .solvers.completeness import deflated_restarts
 
@@ -67,7 +67,7 @@ def find_fixed_points(
     options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
     device = _device(options.device)
     dtype = getattr(torch, options.dtype)
-    step_model = _as_step_model(model).to(device, dtype)
+    step_model = as_step_model(model).to(device, dtype)
     dynamics = options.dynamics or step_model.dynamics
     x0 = _as_tensor(initial_states, "initial_states", dtype, device)
     n, d = _check_states(x0, step_model)
@@ -236,9 +236,9 @@ def _points(
         return t[keep].detach().cpu().numpy()
 
     return FixedPoints(
-        xstar=pick(result.x).reshape(len(keep), -1),
-        x_init=pick(starts).reshape(len(keep), -1),
-        inputs=u_rows[group[keep]].detach().cpu().numpy().reshape(len(keep), -1),
+        xstar=pick(result.x).reshape(len(keep), result.x.shape[1]),
+        x_init=pick(starts).reshape(len(keep), starts.shape[1]),
+        inputs=u_rows[group[keep]].detach().cpu().numpy().reshape(len(keep), u_rows.shape[1]),
         qstar=pick(result.q),
         dq=pick(result.dq),
         n_iters=pick(result.n_iters),
@@ -307,14 +307,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _as_step_model(model: Any) -> StepModel:
-    if isinstance(model, StepModel):
-        return model
-    from .models import as_step_model
-
-    return as_step_model(model)
 
 
 def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

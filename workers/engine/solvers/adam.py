@@ -4,7 +4,8 @@ Reproduces FixedPointFinderTorch (Golub & Sussillo): ``torch.optim.Adam`` on all
 once, minimising mean(q) with q = 0.5 * |F(x) - x|^2 (|f(x)|^2 for continuous time),
 ``ReduceLROnPlateau`` driven by mean(q), and a stop once every sample has q < tol_q or
 |dq| < tol_dq * learning rate, or after max_iters. Unlike the reference it honours the
-learning-rate options, never writes into the caller's array, and reports q at the returned x.
+learning-rate options, never writes into the caller's array, and returns the states q was
+evaluated at (the reference returns the states after one more step, with the older q).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def solve_adam(
     with torch.enable_grad():
         while True:
             iteration += 1
+            x_evaluated = x.detach().clone()
             fx = problem.model.step(x, u)
             g = fx - x if problem.dynamics == "discrete" else fx
             q = 0.5 * (g * g).sum(-1)
@@ -65,9 +67,7 @@ def solve_adam(
             if (iteration > 1 and bool(finished.all())) or iteration >= options.max_iters:
                 break
             q_prev = q
-    x = x.detach()
-    g = problem.residual(x)
-    q_final = 0.5 * (g * g).sum(-1)
+    x, q_final = x_evaluated, q
     status = torch.where(
         q_final < options.tol_q,
         torch.tensor(int(Status.CONVERGED), device=x.device),

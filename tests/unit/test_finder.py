@@ -1,0 +1,117 @@
+"""find_fixed_points as callers use it: arrays, options, progress, chunking, flip-flop completeness."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fpf_client.errors import NonFinite, ShapeMismatch
+from workers.engine import find_fixed_points, load_model, sample_states
+
+from test_solvers import Tanh, grid, roll_weights
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_caller_arrays_are_never_modified():
+    x0 = grid(3).astype(np.float32)
+    x0_torch = torch.tensor(x0)
+    before = x0.copy()
+    find_fixed_points(Tanh(roll_weights(3)), x0, method="adam", device="cpu")
+    find_fixed_points(Tanh(roll_weights(3)), x0_torch, method="newton", device="cpu")
+    np.testing.assert_array_equal(x0, before)
+    np.testing.assert_array_equal(x0_torch.numpy(), before)
+
+
+@pytest.mark.parametrize("method", ["newton", "adam"])
+def test_a_batch_of_one_works(method):
+    fps = find_fixed_points(Tanh(roll_weights(2)), np.array([[0.9, -0.9]]), method=method, device="cpu")
+    assert fps.n == 1 and fps.info["n_samples"] == 1
+    for key in ("n_samples", "n_converged", "n_stalled", "n_capped", "wall_time_s", "method", "iterations"):
+        assert key in fps.info
+
+
+def test_progress_reports_and_its_exceptions_propagate():
+    reports = []
+    find_fixed_points(Tanh(roll_weights(4)), grid(4), device="cpu", progress=reports.append)
+    assert reports and set(reports[-1]) == {"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}
+    assert reports[-1]["n_total"] == 81
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(report):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        find_fixed_points(Tanh(roll_weights(4)), grid(4), device="cpu", progress=cancel)
+
+
+def test_shapes_and_values_are_checked():
+    model = Tanh(roll_weights(3))
+    with pytest.raises(ShapeMismatch):
+        find_fixed_points(model, np.zeros((4, 2)), device="cpu")
+    with pytest.raises(ShapeMismatch):
+        find_fixed_points(model, np.zeros((4, 3)), np.zeros((2, 1)), device="cpu")
+    with pytest.raises(NonFinite):
+        find_fixed_points(model, np.full((4, 3), np.nan), device="cpu")
+
+
+def test_chunks_give_the_same_points_as_one_batch():
+    x0 = np.random.default_rng(0).uniform(-1, 1, (200, 4))
+    whole = find_fixed_points(Tanh(roll_weights(4)), x0, dtype="float64", device="cpu")
+    chunked = find_fixed_points(Tanh(roll_weights(4)), x0, dtype="float64", device="cpu", batch_size=7)
+    assert whole.n == chunked.n == 9
+    assert all(x in chunked for x in whole.xstar)
+
+
+def test_slow_points_are_returned_apart_from_fixed_points():
+    class Ghost(Tanh):  # a saddle-node ghost: G = 0.01 + h^2 (no root), plus a second, stable axis
+        def step(self, h, u):
+            return torch.stack([h[:, 0] + 0.01 + h[:, 0] ** 2, 0.5 * h[:, 1]], dim=1)
+
+    fps = find_fixed_points(Ghost(np.eye(2)), np.array([[0.5, 1.0], [-0.4, 0.2]]), device="cpu",
+                            dtype="float64", q_slow=1e-3)
+    assert fps.n == 0
+    assert fps.slow_points.n == 1
+    np.testing.assert_allclose(fps.slow_points.xstar[0], [0.0, 0.0], atol=1e-3)
+    assert fps.info["n_stalled"] == 2
+
+
+def test_the_example_in_docs_engine_md_runs():
+    text = (ROOT / "docs" / "engine.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/engine.md", "exec"), namespace)
+    assert namespace["fps"].n == 9
+
+
+@pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
+def test_newton_finds_every_flip_flop_point_adam_finds(kind):
+    path = ROOT / "tests" / "data" / f"flipflop_{kind}.pt"
+    if not path.exists():
+        pytest.skip(f"{path.name} not shipped yet")
+    model = load_model(path)
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, (1024, model.n_states)).astype(np.float32)
+    adam = find_fixed_points(model, x0, method="adam", device="cpu")
+    newton = find_fixed_points(model, x0, method="newton", device="cpu")
+    missing = [x for x in adam.xstar if x not in newton]
+    assert not missing, f"newton missed {len(missing)} of {adam.n} points adam found"
+
+
+@pytest.mark.slow
+def test_hundred_thousand_states_in_64_dimensions_run_in_chunks():
+    rng = np.random.default_rng(0)
+    W = 0.9 * rng.standard_normal((64, 64)) / 8.0
+    traj = rng.uniform(-0.5, 0.5, (100, 50, 64))
+    x0 = sample_states(traj, 100_000, noise_scale=0.1, rng=0)
+    fps = find_fixed_points(Tanh(W), x0, device="cpu", batch_size=None, completeness="none")
+    assert fps.info["n_samples"] == 100_000
+    assert fps.info["n_converged"] == 100_000
+    assert fps.n == 1 and np.abs(fps.xstar).max() < 1e-5
