@@ -28,18 +28,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a server could bind ``host:port`` now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def redis_server_argv(data_dir: Path, port: int, host: str = "127.0.0.1") -> list[str]:
     """The command line of an embedded Redis on ``host:port`` keeping its files in ``data_dir``.
 

@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -106,11 +107,12 @@ def service_specs(config: LaunchConfig, env: Mapping[str, str]) -> list[ProcessS
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the data directory, so two launchers never share one Redis file."""
-    with open(lock_path, "w") as handle:
+    with open(lock_path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LaunchError(f"another fpf-server is already running with data dir {lock_path.parent.parent}")
+        handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         try:
@@ -144,6 +146,18 @@ class _StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    """Whether a server could bind ``host:port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _gateway_healthy(base_url: str) -> bool:
@@ -185,7 +199,7 @@ def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) ->
     artifacts, redis_dir, run_dir = root / "data", root / "redis", root / "run"
     for directory in (artifacts, redis_dir, run_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    if not embedded_redis.port_is_free(config.host, config.port):
+    if not _port_is_free(config.host, config.port):
         raise LaunchError(f"port {config.port} on {config.host} is in use; choose another with --port")
 
     with _exclusive(run_dir / "fpf-server.lock"), _StopSignals() as signals:

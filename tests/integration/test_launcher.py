@@ -6,9 +6,11 @@ started is remembered by (pid, start time) and checked (or killed) by pid afterw
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -249,3 +251,23 @@ def test_with_fpf_redis_url_it_uses_that_redis_and_starts_none(tmp_path):
         for key in external.scan_iter(match=f"{prefix}*"):
             external.delete(key)
         external.close()
+
+
+def test_up_refuses_a_taken_port_and_a_data_dir_in_use(tmp_path):
+    def up(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--data-dir",
+                               str(data_dir)], capture_output=True, text=True, timeout=60)
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refused = up(taken.getsockname()[1], tmp_path / "a")
+    assert refused.returncode == 1 and "is in use" in refused.stderr
+
+    run_dir = tmp_path / "b" / "run"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "fpf-server.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refused = up(free_port(), tmp_path / "b")
+    assert refused.returncode == 1 and "already running" in refused.stderr
+    assert not (tmp_path / "b" / "redis" / "appendonly.aof").exists(), "no Redis was started"
