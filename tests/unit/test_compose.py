@@ -184,10 +184,6 @@ def _install_set(pip_args: list[str]) -> set[str]:
     return names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml lists torch in the base dependencies; proposed: move torch and scipy to a `worker` extra",
-)
 def test_gateway_image_installs_no_torch():
     text = (ROOT / "docker/Dockerfile.gateway").read_text()
     gateway_stage = text.split("FROM gateway AS flower")[0]
