@@ -86,6 +86,16 @@ def test_derivatives_match_finite_differences(case: str, tmp_path: Path) -> None
         f, wj = model.vjp(h, u, w)
         torch.testing.assert_close(f, model.step(h, u))
         torch.testing.assert_close(wj, torch.einsum("ni,nij->nj", w, dfdh_fd), atol=TOL, rtol=TOL)
+    assert None not in model.derivative_paths.values()  # chosen at this batch size
+
+
+def test_numpy_backward_falls_back_to_plain_backward_passes() -> None:
+    """vmap, forward mode and double backward all fail through a numpy backward."""
+    model = as_step_model(NumpyBackwardStep().double())
+    h, u = random_batch(N, model.n_states, model.n_inputs)
+    model.jacobian_states(h, u)
+    model.jvp(h, u, h)
+    assert model.derivative_paths == {"jacobian": "loop", "jvp": "jacobian"}
 
 
 def test_lambda_step_function() -> None:

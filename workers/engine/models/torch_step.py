@@ -4,12 +4,11 @@ The wrapped function has the step signature ``fn(u: (n, m), h: (n, d)) -> (n, d)
 (or a tuple whose last element is that tensor): a Python nn.Module, a TorchScript
 module, or any differentiable callable.
 
-Derivatives are computed by plain reverse-mode autograd on one forward pass. The
-Jacobian rows come either from one ``autograd.grad(..., is_grads_batched=True)``
-call (vmap over the backward pass) or from d ordinary backward passes; which is
-faster depends on the model (vmap has no batching rule for some fused cells), so
-the first large call times both on the same graph and keeps the winner. The batched
-result is checked against the loop before it is trusted. TorchScript runs under
+Jacobians come from one forward pass and either one ``autograd.grad(...,
+is_grads_batched=True)`` call (vmap over the backward pass) or d ordinary backward
+passes; Jacobian-vector products from forward mode, the double-backward trick or the
+Jacobian itself. Which is correct and fastest depends on the model, so each model
+checks and times its options once (:class:`~.paths.PathChoice`). TorchScript runs under
 ``torch.jit.optimized_execution(False)`` in every call: its optimised executor gives
 wrong or failing derivatives for traced graphs with in-place ops (FIELD-NOTES), and
 is no faster on these models. The setting is thread-local, so each call enters it.
@@ -18,18 +17,17 @@ is no faster on these models. The setting is thread-local, so each call enters i
 from __future__ import annotations
 
 import copy
-import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 
 from .base import Dynamics, StepModel
+from .paths import PathChoice
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], Any]
-JacobianPath = Literal["batched", "loop"]
-JvpPath = Literal["forward", "double_backward", "jacobian"]
+Rows = list[torch.Tensor]
+Pair = tuple[torch.Tensor, torch.Tensor]
 
-_TUNE_MIN_BATCH = 128
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
@@ -69,9 +67,8 @@ class TorchStepModel(StepModel):
         self.dynamics = dynamics
         self.format = format
         self._dtype, self._device = placement(fn, dtype, device)
-        self._jacobian_path: JacobianPath | None = None
-        self._batched_checked = False
-        self._jvp_path: JvpPath | None = None
+        self._jacobian_path: PathChoice[Rows] = PathChoice(("batched",), reference="loop")
+        self._jvp_path: PathChoice[Pair] = PathChoice(("forward", "double_backward"), reference="jacobian")
         self._eye: torch.Tensor | None = None
 
     # --- StepModel -------------------------------------------------------------------
@@ -82,6 +79,11 @@ class TorchStepModel(StepModel):
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def derivative_paths(self) -> dict[str, str | None]:
+        """How this model computes Jacobians and jvps (None until a large batch has chosen)."""
+        return {"jacobian": self._jacobian_path.chosen, "jvp": self._jvp_path.chosen}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TorchStepModel":
         """A copy on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
@@ -117,22 +119,15 @@ class TorchStepModel(StepModel):
         return dfdh, dfdu
 
     def jvp(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(F(h, u), dF/dh @ v): forward mode where it works, else the double-backward trick.
-
-        The first call computes both and keeps forward mode only when they agree.
-        """
+        """(F(h, u), dF/dh @ v): forward mode or double backward, whichever is correct and faster."""
         u = _batch_inputs(h, u)
         with torch.jit.optimized_execution(False):
-            if self._jvp_path is not None:
-                return self._jvp_by(self._jvp_path, h, u, v)
-            reference = self._jvp_by("double_backward", h, u, v, fallback=True)
-            try:
-                candidate = self._jvp_by("forward", h, u, v)
-                agree = _close(candidate[1], reference[1])
-            except Exception:  # noqa: BLE001 - any failure of forward mode means: do not use it
-                agree = False
-            self._jvp_path = "forward" if agree else self._jvp_path or "double_backward"
-            return reference
+            return self._jvp_path.run(
+                lambda path: self._jvp_by(path, h, u, v),
+                lambda a, b: _close(a[1], b[1]),
+                batch=h.shape[0],
+                device=h.device,
+            )
 
     def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(h, u), w^T dF/dh): one forward and one backward pass."""
@@ -155,45 +150,21 @@ class TorchStepModel(StepModel):
             wrt = tuple(x for x, wanted in ((h, states), (u, inputs)) if wanted)
             return self._rows(out, wrt)
 
-    def _rows(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    def _rows(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> Rows:
         """The Jacobians of ``out`` with respect to each tensor of ``wrt``: (n, d, k) each."""
         if not out.requires_grad:
             return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
-        if self._jacobian_path is not None:
-            return self._rows_by(self._jacobian_path, out, wrt)
-        small = out.shape[0] < _TUNE_MIN_BATCH
-        if not self._batched_checked:
-            reference, trusted = self._check_batched(out, wrt)
-            if small or not trusted:
-                return reference
-        elif small:
-            return self._rows_by("batched", out, wrt)
-        self._jacobian_path = min(("loop", "batched"), key=lambda path: self._time_rows(path, out, wrt))
-        return self._rows_by(self._jacobian_path, out, wrt)
+        choice = self._jacobian_path
+        if choice.chosen is not None:
+            return self._rows_by(choice.chosen, out, wrt)
+        return choice.run(
+            lambda path: self._rows_by(path, out, wrt, retain_graph=True),
+            lambda a, b: all(_close(x, y) for x, y in zip(a, b)),
+            batch=out.shape[0],
+            device=out.device,
+        )
 
-    def _check_batched(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], bool]:
-        """Compare the batched rows with the loop once; settle on the loop when they differ."""
-        reference = self._rows_by("loop", out, wrt, retain_graph=True)
-        try:
-            batched = self._rows_by("batched", out, wrt, retain_graph=True)
-            trusted = all(_close(a, b) for a, b in zip(batched, reference))
-        except Exception:  # noqa: BLE001 - vmap over backward fails on some ops: use the loop
-            trusted = False
-        self._batched_checked = True
-        if not trusted:
-            self._jacobian_path = "loop"
-        return reference, trusted
-
-    def _time_rows(self, path: JacobianPath, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> float:
-        _synchronize(out.device)
-        start = time.perf_counter()
-        self._rows_by(path, out, wrt, retain_graph=True)
-        _synchronize(out.device)
-        return time.perf_counter() - start
-
-    def _rows_by(
-        self, path: JacobianPath, out: torch.Tensor, wrt: tuple[torch.Tensor, ...], retain_graph: bool = False
-    ) -> list[torch.Tensor]:
+    def _rows_by(self, path: str, out: torch.Tensor, wrt: tuple[torch.Tensor, ...], retain_graph: bool = False) -> Rows:
         n, d = out.shape
         if path == "batched":
             grads = _grads(out, wrt, self._identity(out), retain_graph=retain_graph, is_grads_batched=True)
@@ -213,19 +184,12 @@ class TorchStepModel(StepModel):
             eye = self._eye = torch.eye(d, dtype=out.dtype, device=out.device)
         return eye.unsqueeze(1).expand(d, n, d)
 
-    def _jvp_by(
-        self, path: JvpPath, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor, fallback: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _jvp_by(self, path: str, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> Pair:
         if path == "forward":
             out, jv = torch.func.jvp(lambda x: self._call(x, u), (h.detach(),), (v,))
             return out.detach(), jv.detach()
         if path == "double_backward":
-            try:
-                return _double_backward_jvp(self._call, h, u, v)
-            except Exception:  # noqa: BLE001 - no double backward for some op: use the Jacobian
-                if not fallback:
-                    raise
-                self._jvp_path = "jacobian"
+            return _double_backward_jvp(self._call, h, u, v)
         with torch.enable_grad():
             h = h.detach().requires_grad_(True)
             out = self._call(h, u)
@@ -271,11 +235,6 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     tol = 1e-4 if a.dtype == torch.float32 else 1e-10
     scale = float(b.abs().max()) if b.numel() else 0.0
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=tol, atol=tol * max(scale, 1.0)))
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def placement(
