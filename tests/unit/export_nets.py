@@ -109,17 +109,19 @@ def export_onnx(module: torch.nn.Module, kind: str, path: Path, *, dynamo: bool)
     return path
 
 
-def tf_module(kind: str, w: dict[str, np.ndarray]):  # noqa: ANN201 - a tf.Module; TF is imported lazily
+def tf_module(kind: str, w: dict[str, np.ndarray], dtype: str = "float32"):  # noqa: ANN201 - TF is imported lazily
     """The network in TensorFlow, with ``step(u, h) -> {"h_next": ...}`` traced for any batch size."""
     import tensorflow as tf
+
+    w = {name: value.astype(dtype) for name, value in w.items()}
 
     class Step(tf.Module):
         def __init__(self) -> None:
             super().__init__()
             self.w = {name: tf.Variable(value, name=name) for name, value in w.items()}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
-                                      tf.TensorSpec([None, n_states(kind)], tf.float32, name="h")])
+        @tf.function(input_signature=[tf.TensorSpec([None, N_INPUTS], dtype, name="u"),
+                                      tf.TensorSpec([None, n_states(kind)], dtype, name="h")])
         def step(self, u: tf.Tensor, h: tf.Tensor) -> dict[str, tf.Tensor]:
             w = self.w
             gi = tf.matmul(u, w["w_ih"], transpose_b=True) + w["b_ih"]
@@ -141,9 +143,9 @@ def tf_module(kind: str, w: dict[str, np.ndarray]):  # noqa: ANN201 - a tf.Modul
     return Step()
 
 
-def export_savedmodel(kind: str, w: dict[str, np.ndarray], directory: Path) -> Path:
+def export_savedmodel(kind: str, w: dict[str, np.ndarray], directory: Path, dtype: str = "float32") -> Path:
     import tensorflow as tf
 
-    module = tf_module(kind, w)
+    module = tf_module(kind, w, dtype)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.step})
     return directory

@@ -25,12 +25,10 @@ from fpf_client.errors import InvalidModel
 
 from .archive import archive_kind, extract_archive
 from .base import Dynamics
+from .naming import assign_roles, check_size_hints, pick_output
 from .onnx_ops import import_onnx2torch
 from .torch_step import TorchStepModel, own_module
 
-INPUT_NAMES = ("u", "inputs", "input")
-STATE_NAMES = ("h", "state", "hidden")
-OUTPUT_NAMES = ("h_next", "state_next", "next_state")
 STANDARD_DOMAINS = ("", "ai.onnx")
 DEFAULT_TOLERANCE = 1e-4
 _FLOAT_TYPES = {TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64}
@@ -96,8 +94,7 @@ def load_onnx(
     ----------
     path : the upload.
     input_name, state_name, output_name : graph tensors playing u, h and the next state;
-        found by name (u/inputs/input, h/state/hidden, h_next/state_next/next_state)
-        when None, or by elimination.
+        found by name when None (see :mod:`.naming`), or by elimination.
     dynamics : "discrete" (a map) or "continuous" (a vector field).
     n_states, n_inputs : optional hints, checked against the sizes the graph declares.
     tolerance : accepted max difference from onnxruntime, relative to ``1 + max|output|``.
@@ -126,13 +123,6 @@ def load_onnx(
         own_module(step, copy_module=False), n_states=signature.n_states, n_inputs=signature.n_inputs,
         dynamics=dynamics, format="onnx",
     )
-
-
-def check_size_hints(actual_states: int, actual_inputs: int, *, n_states: int | None, n_inputs: int | None) -> None:
-    """Refuse upload hints that contradict the sizes a model declares."""
-    for name, hint, actual in (("n_states", n_states, actual_states), ("n_inputs", n_inputs, actual_inputs)):
-        if hint is not None and hint != actual:
-            raise InvalidModel(f"{name}={hint} was given, but the model declares {actual}")
 
 
 def looks_like_onnx(path: str | Path) -> bool:
@@ -222,30 +212,14 @@ def resolve_signature(
     """Find u, h and the next state among the graph's inputs and outputs and check their shapes."""
     initializers = {t.name for t in proto.graph.initializer}
     inputs = {v.name: v for v in proto.graph.input if v.name not in initializers}
-    outputs = {v.name: v for v in proto.graph.output}
-    described = ", ".join(f"{name!r} {_shape_text(v)}" for name, v in inputs.items())
     how = (
         "Name the graph inputs u (n, n_inputs) and h (n, n_states), e.g. torch.onnx.export(..., "
         "input_names=['u', 'h'], output_names=['h_next']), or name them at upload (input_name=, state_name=)."
     )
-    for given in (input_name, state_name):
-        if given is not None and given not in inputs:
-            raise InvalidModel(f"the graph has no input {given!r}; its inputs are {described}")
-    state_name = state_name or _by_alias(inputs, STATE_NAMES, exclude=input_name)
-    input_name = input_name or _by_alias(inputs, INPUT_NAMES, exclude=state_name)
-    if len(inputs) == 2:
-        state_name = state_name or (next(n for n in inputs if n != input_name) if input_name else None)
-        input_name = input_name or (next(n for n in inputs if n != state_name) if state_name else None)
-    elif len(inputs) == 1 and input_name is None:
-        state_name = state_name or next(iter(inputs))
-    if state_name is None or len(inputs) > 2 or input_name == state_name or (len(inputs) == 2 and not input_name):
-        raise InvalidModel(f"cannot tell the input u from the state h among the graph inputs {described}. {how}")
-
-    if output_name is None:
-        output_name = _pick_output(outputs)
-    elif output_name not in outputs:
-        raise InvalidModel(f"the graph has no output {output_name!r}; its outputs are {', '.join(map(repr, outputs))}")
-
+    shapes = {name: _shape_text(value) for name, value in inputs.items()}
+    input_name, state_name = assign_roles(shapes, input_name=input_name, state_name=state_name, how=how)
+    # Ordered outputs follow the torch convention: of a tuple, the last is the next state.
+    output_name = pick_output([v.name for v in proto.graph.output], output_name, last_by_default=True)
     dtype, n_states = _matrix(inputs[state_name], "state")
     n_inputs = 0
     if input_name is not None:
@@ -254,21 +228,6 @@ def resolve_signature(
             raise InvalidModel(f"input {input_name!r} and state {state_name!r} have different dtypes")
     order = tuple("h" if name == state_name else "u" for name in inputs)
     return StepSignature(input_name, state_name, output_name, n_inputs, n_states, order, dtype)
-
-
-def _by_alias(values: dict[str, Any], aliases: tuple[str, ...], exclude: str | None) -> str | None:
-    matches = [name for name in values if name.lower() in aliases and name != exclude]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _pick_output(outputs: dict[str, Any]) -> str:
-    if len(outputs) == 1:
-        return next(iter(outputs))
-    named = [name for name in outputs if name.lower() in OUTPUT_NAMES]
-    if len(named) == 1:
-        return named[0]
-    # Same convention as for torch modules: of a tuple of outputs, the last is the next state.
-    return list(outputs)[-1]
 
 
 def _matrix(value: onnx.ValueInfoProto, role: str) -> tuple[torch.dtype, int]:
@@ -372,5 +331,5 @@ def validate_against_onnxruntime(
     return report
 
 
-__all__ = ["OnnxStep", "StepSignature", "check_size_hints", "load_onnx", "looks_like_onnx", "resolve_signature",
+__all__ = ["OnnxStep", "StepSignature", "load_onnx", "looks_like_onnx", "resolve_signature",
            "validate_against_onnxruntime"]

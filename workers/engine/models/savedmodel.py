@@ -1,0 +1,422 @@
+"""TensorFlow SavedModel step models: scanned against an op allow-list, then run by TF for F and its Jacobians.
+
+A SavedModel arrives as a directory or a ``.zip`` / ``.tar.gz`` of one. Its signature
+(``serving_default`` unless named) takes u ``(n, m)`` and h ``(n, d)`` and returns the next
+state. Before TF loads anything, every op the model can run is checked against
+:data:`ALLOWED_OPS`: a SavedModel can read and write the server's files, start
+processes or reach the network (``ReadFile``, ``WriteFile``, ``PyFunc``, ...) when it is
+called. The solvers are shared with torch: only F and its derivatives run in TF,
+inside ``tf.function``s with a fixed input signature (traced once; eager calls would
+retrace every time), and cross over as torch tensors.
+
+TensorFlow is imported here only when a SavedModel is loaded, so torch-only workers
+start fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from fpf_client.errors import InvalidModel
+
+from .archive import archive_kind, extract_archive, list_members
+from .base import Dynamics, StepModel
+from .naming import assign_roles, check_size_hints, pick_output
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads.
+#: Anything else (file, network, process, Python or printing ops, variable writes) is refused.
+ALLOWED_OPS = frozenset(
+    """
+    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient
+    CheckNumerics EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp
+    StatefulPartitionedCall PartitionedCall If StatelessIf While StatelessWhile Case StatelessCase
+    Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan FloorDiv FloorMod Mod Neg Reciprocal Inv
+    Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs Sign Maximum Minimum Floor Ceil
+    Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh Acosh Atanh Erf Erfc
+    Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue
+    MatMul BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod
+    Sum Mean Max Min Prod All Any ArgMax ArgMin EuclideanNorm FusedBatchNormV3
+    Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot
+    Select SelectV2 IsFinite IsNan IsInf Where
+    Reshape Shape ShapeN Size Rank Squeeze ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice
+    Pack Unpack Transpose Fill ZerosLike OnesLike Cast Tile Gather GatherV2 GatherNd Range
+    BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3 MatrixDiagPartV3 MatrixBandPart
+    Pad PadV2 MirrorPad OneHot TensorScatterUpdate
+    TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack
+    TensorListLength TensorListElementShape
+    """.split()
+)
+_FLOAT_DTYPES = {1: torch.float32, 2: torch.float64}  # tensorflow.DataType DT_FLOAT, DT_DOUBLE
+
+
+def load_savedmodel(
+    path_or_archive: str | Path,
+    *,
+    signature: str = "serving_default",
+    input_name: str | None = None,
+    state_name: str | None = None,
+    output_name: str | None = None,
+    dynamics: Dynamics = "discrete",
+    n_states: int | None = None,
+    n_inputs: int | None = None,
+) -> "SavedModelStep":
+    """Load a SavedModel directory, or a ``.zip`` / ``.tar.gz`` of one, as a step model.
+
+    Parameters
+    ----------
+    path_or_archive : the directory or the uploaded archive.
+    signature : the signature to run.
+    input_name, state_name, output_name : the signature's arguments and output playing
+        u, h and the next state; found by name when None (see :mod:`.naming`), or by elimination.
+    dynamics : "discrete" (a map) or "continuous" (a vector field).
+    n_states, n_inputs : optional hints, checked against the signature's shapes.
+
+    Raises
+    ------
+    InvalidModel
+        An unsafe archive; no SavedModel inside; an op outside the allow-list; no such
+        signature; arguments that cannot be told apart or have the wrong shapes.
+    """
+    with _unpacked(Path(path_or_archive)) as directory:
+        meta_graph = _read_meta_graph(directory)
+        scan_ops(meta_graph)
+        step_signature = resolve_signature(
+            meta_graph, signature, input_name=input_name, state_name=state_name, output_name=output_name
+        )
+        check_size_hints(step_signature.n_states, step_signature.n_inputs, n_states=n_states, n_inputs=n_inputs)
+        import tensorflow as tf
+
+        try:
+            loaded = tf.saved_model.load(str(directory))
+        except Exception as exc:  # noqa: BLE001 - a corrupt model may make TF raise anything
+            raise InvalidModel(f"TensorFlow cannot load the SavedModel: {type(exc).__name__}: {exc}") from None
+    model = SavedModelStep(loaded, step_signature, dynamics)
+    _dry_run(model)
+    return model
+
+
+def looks_like_savedmodel(path: str | Path) -> bool:
+    """Whether ``path`` is a SavedModel directory or an archive holding a ``saved_model.pb``."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / SAVED_MODEL_FILE).is_file()
+    if archive_kind(path) is None:
+        return False
+    return any(name.replace("\\", "/").rsplit("/", 1)[-1] == SAVED_MODEL_FILE for name in list_members(path))
+
+
+@dataclass(frozen=True)
+class SavedModelSignature:
+    """The signature's argument and output names playing u, h and F(h, u), and the sizes."""
+
+    name: str
+    input_name: str | None
+    state_name: str
+    output_name: str
+    n_inputs: int
+    n_states: int
+    dtype: torch.dtype
+
+
+class SavedModelStep(StepModel):
+    """F and its derivatives computed by TensorFlow, on torch tensors.
+
+    Each method is a ``tf.function`` with a fixed input signature around the loaded
+    signature: ``batch_jacobian`` for Jacobians, a forward accumulator for ``jvp``, a
+    tape for ``vjp``. Tensors cross via numpy on the CPU and via DLPack on a GPU.
+    """
+
+    def __init__(self, loaded: Any, signature: SavedModelSignature, dynamics: Dynamics = "discrete") -> None:
+        import tensorflow as tf
+
+        self.signature = signature
+        self.n_states = signature.n_states
+        self.n_inputs = signature.n_inputs
+        self.dynamics = dynamics
+        self._loaded = loaded  # keeps the variables the concrete function reads alive
+        self._dtype = signature.dtype
+        self._device = torch.device("cuda" if tf.config.list_physical_devices("GPU") else "cpu")
+        self._functions = _tf_functions(loaded.signatures[signature.name], signature)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "SavedModelStep":
+        """``self``: a SavedModel computes in its signature's dtype, on the device TF chose."""
+        if dtype is not None and dtype != self._dtype:
+            raise InvalidModel(
+                f"this SavedModel computes in {str(self._dtype).removeprefix('torch.')}: export it with "
+                f"{str(dtype).removeprefix('torch.')} input signatures to analyse it in that precision"
+            )
+        if device is not None and torch.device(device).type != self._device.type:
+            raise InvalidModel(f"TensorFlow runs this SavedModel on {self._device.type}, not {torch.device(device)}")
+        return self
+
+    def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self._call("step", h, u)
+
+    def jacobian_states(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self._call("jacobian_states", h, u)
+
+    def jacobian_inputs(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self.n_inputs == 0:
+            return h.new_zeros(h.shape[0], self.n_states, 0)
+        return self._call("jacobian_inputs", h, u)
+
+    def jvp(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._call("jvp", h, u, v)
+
+    def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._call("vjp", h, u, w)
+
+    def _call(self, name: str, h: torch.Tensor, u: torch.Tensor, *extra: torch.Tensor) -> Any:
+        if u.shape[0] != h.shape[0]:
+            u = u.expand(h.shape[0], u.shape[1])
+        out = self._functions[name](*(_to_tf(t, self._dtype) for t in (h, u, *extra)))
+        if isinstance(out, tuple):
+            return tuple(_to_torch(t, h.device) for t in out)
+        return _to_torch(out, h.device)
+
+
+def _tf_functions(concrete: Any, signature: SavedModelSignature) -> dict[str, Any]:
+    """The traced-once tf.functions F, dF/dh, dF/du, jvp and vjp, all taking (h, u[, tangent])."""
+    import tensorflow as tf
+
+    dtype = tf.float32 if signature.dtype == torch.float32 else tf.float64
+    spec_h = tf.TensorSpec([None, signature.n_states], dtype)
+    spec_u = tf.TensorSpec([None, signature.n_inputs], dtype)
+    zero = tf.UnconnectedGradients.ZERO
+
+    def call(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        arguments = {signature.state_name: h}
+        if signature.input_name is not None:
+            arguments[signature.input_name] = u
+        return concrete(**arguments)[signature.output_name]
+
+    @tf.function(input_signature=[spec_h, spec_u])
+    def step(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        return call(h, u)
+
+    @tf.function(input_signature=[spec_h, spec_u])
+    def jacobian_states(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            out = call(h, u)
+        return tape.batch_jacobian(out, h, unconnected_gradients=zero)
+
+    @tf.function(input_signature=[spec_h, spec_u])
+    def jacobian_inputs(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(u)
+            out = call(h, u)
+        return tape.batch_jacobian(out, u, unconnected_gradients=zero)
+
+    @tf.function(input_signature=[spec_h, spec_u, spec_h])
+    def jvp(h: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.autodiff.ForwardAccumulator(h, v) as accumulator:
+            out = call(h, u)
+        return out, accumulator.jvp(out, unconnected_gradients=zero)
+
+    @tf.function(input_signature=[spec_h, spec_u, spec_h])
+    def vjp(h: tf.Tensor, u: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            out = call(h, u)
+        return out, tape.gradient(out, h, output_gradients=w, unconnected_gradients=zero)
+
+    return {"step": step, "jacobian_states": jacobian_states, "jacobian_inputs": jacobian_inputs,
+            "jvp": jvp, "vjp": vjp}
+
+
+def _to_tf(tensor: torch.Tensor, dtype: torch.dtype) -> Any:
+    import tensorflow as tf
+
+    tensor = tensor.detach().to(dtype).contiguous()
+    if tensor.device.type == "cuda":
+        return tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(tensor))
+    return tf.convert_to_tensor(tensor.numpy())
+
+
+def _to_torch(tensor: Any, device: torch.device) -> torch.Tensor:
+    import tensorflow as tf
+
+    if device.type == "cuda":
+        return torch.utils.dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(tensor))
+    return torch.from_numpy(np.array(tensor))
+
+
+def _dry_run(model: SavedModelStep) -> None:
+    """Call F on a small batch: catches signatures whose output is not (n, n_states)."""
+    h = torch.zeros(3, model.n_states, dtype=model.dtype)
+    u = torch.zeros(3, model.n_inputs, dtype=model.dtype)
+    try:
+        out = model.step(h, u)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidModel(f"the SavedModel fails on a batch of 3 states: {type(exc).__name__}: {exc}") from None
+    if tuple(out.shape) != (3, model.n_states):
+        raise InvalidModel(
+            f"output {model.signature.output_name!r} has shape {tuple(out.shape)} for 3 states; "
+            f"a step model returns the next state, shape (3, {model.n_states})"
+        )
+
+
+@contextmanager
+def _unpacked(path: Path) -> Iterator[Path]:
+    """Yield the SavedModel directory: ``path`` itself, or found inside the extracted archive."""
+    if path.is_dir():
+        yield path
+        return
+    if archive_kind(path) is None:
+        raise InvalidModel(f"{path.name} is neither a SavedModel directory nor a .zip/.tar.gz of one")
+    workdir = Path(tempfile.mkdtemp(prefix="fpf-savedmodel-"))
+    try:
+        root = extract_archive(path, workdir / "upload")
+        found = sorted(p.parent for p in root.rglob(SAVED_MODEL_FILE) if p.is_file())
+        if len(found) != 1:
+            raise InvalidModel(f"the archive must hold exactly one SavedModel ({SAVED_MODEL_FILE}); it holds {len(found)}")
+        yield found[0]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _read_meta_graph(directory: Path) -> Any:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = directory / SAVED_MODEL_FILE
+    if not pb.is_file():
+        raise InvalidModel(f"no {SAVED_MODEL_FILE} in the SavedModel directory")
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString(pb.read_bytes())
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidModel(f"{SAVED_MODEL_FILE} is not a readable SavedModel: {exc}") from None
+    if len(saved_model.meta_graphs) != 1:
+        raise InvalidModel(f"the SavedModel has {len(saved_model.meta_graphs)} meta graphs; fpf reads exactly one")
+    return saved_model.meta_graphs[0]
+
+
+def scan_ops(meta_graph: Any) -> None:
+    """Refuse a graph that can run an op outside :data:`ALLOWED_OPS`.
+
+    Everything is scanned: the top-level graph and every function of its library,
+    following calls and control-flow branches. Only TF's own checkpoint functions (the
+    saver's save and restore, which TF runs with paths it chooses) may use file ops,
+    and nothing else may call them.
+    """
+    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+    saver_nodes = {
+        name.split(":")[0]
+        for name in (meta_graph.saver_def.save_tensor_name, meta_graph.saver_def.restore_op_name)
+        if name
+    }
+    saver_functions: set[str] = set()
+    for node in meta_graph.graph_def.node:
+        if node.name in saver_nodes:
+            _collect_calls(node, library, saver_functions)
+    forbidden: list[str] = []
+    checked = [("the graph", n) for n in meta_graph.graph_def.node if n.name not in saver_nodes]
+    checked += [(f"function {name}", n) for name, f in library.items() if name not in saver_functions
+                for n in f.node_def]
+    for where, node in checked:
+        if node.op in library:
+            callees = {node.op}
+        else:
+            callees = set(_called_functions(node))
+            if node.op not in ALLOWED_OPS:
+                forbidden.append(f"{node.op} (in {where})")
+        if callees & saver_functions:
+            forbidden.append(f"a call of TF's checkpoint function (in {where})")
+    if forbidden:
+        unique = sorted(set(forbidden))
+        raise InvalidModel(
+            "the SavedModel contains ops a step model may not run (file, network, process or other "
+            f"side effects): {', '.join(unique[:10])}{' ...' if len(unique) > 10 else ''}"
+        )
+
+
+def _called_functions(node: Any) -> Iterator[str]:
+    for value in node.attr.values():
+        if value.HasField("func"):
+            yield value.func.name
+        for func in value.list.func:
+            yield func.name
+
+
+def _collect_calls(node: Any, library: dict[str, Any], found: set[str]) -> None:
+    names = [node.op] if node.op in library else list(_called_functions(node))
+    for name in names:
+        if name in library and name not in found:
+            found.add(name)
+            for inner in library[name].node_def:
+                _collect_calls(inner, library, found)
+
+
+def resolve_signature(
+    meta_graph: Any,
+    name: str,
+    *,
+    input_name: str | None = None,
+    state_name: str | None = None,
+    output_name: str | None = None,
+) -> SavedModelSignature:
+    """Find u, h and the next state among the signature's arguments and outputs; check shapes."""
+    available = [key for key in meta_graph.signature_def if not key.startswith("__")]
+    if name not in meta_graph.signature_def:
+        raise InvalidModel(f"the SavedModel has no signature {name!r}; it has {', '.join(map(repr, available))}")
+    signature_def = meta_graph.signature_def[name]
+    inputs, outputs = dict(signature_def.inputs), dict(signature_def.outputs)
+    how = (
+        "Name the signature's arguments u (n, n_inputs) and h (n, n_states), e.g. tf.function(input_signature="
+        "[tf.TensorSpec([None, m], name='u'), tf.TensorSpec([None, d], name='h')]), or name them at upload."
+    )
+    shapes = {key: _shape_text(info) for key, info in inputs.items()}
+    input_name, state_name = assign_roles(shapes, input_name=input_name, state_name=state_name, how=how)
+    output_name = pick_output(list(outputs), output_name)
+    dtype, n_states = _matrix(inputs[state_name], state_name, "state")
+    n_inputs = 0
+    if input_name is not None:
+        input_dtype, n_inputs = _matrix(inputs[input_name], input_name, "input")
+        if input_dtype != dtype:
+            raise InvalidModel(f"input {input_name!r} and state {state_name!r} have different dtypes")
+    return SavedModelSignature(name, input_name, state_name, output_name, n_inputs, n_states, dtype)
+
+
+def _matrix(info: Any, key: str, role: str) -> tuple[torch.dtype, int]:
+    if info.dtype not in _FLOAT_DTYPES:
+        raise InvalidModel(f"{role} {key!r} must be float32 or float64")
+    dims = [d.size for d in info.tensor_shape.dim]
+    if info.tensor_shape.unknown_rank or len(dims) != 2:
+        raise InvalidModel(f"{role} {key!r} must be a matrix (n, size); it is {_shape_text(info)}")
+    if dims[0] != -1:
+        raise InvalidModel(
+            f"{role} {key!r} has a fixed batch size {dims[0]}: trace the signature with TensorSpec([None, size]) "
+            "so that many states are solved at once"
+        )
+    if dims[1] < 1:
+        raise InvalidModel(f"{role} {key!r} must have a fixed size in its second dimension")
+    return _FLOAT_DTYPES[info.dtype], int(dims[1])
+
+
+def _shape_text(info: Any) -> str:
+    if info.tensor_shape.unknown_rank:
+        return "(unknown rank)"
+    return "(" + ", ".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + ")"
+
+
+__all__ = ["ALLOWED_OPS", "SavedModelSignature", "SavedModelStep", "load_savedmodel", "looks_like_savedmodel",
+           "resolve_signature", "scan_ops"]
