@@ -30,8 +30,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
-        self.store.beat(self.job_id, self.dispatch, self.ttl_s)
-        self._thread.start()
+        self._thread.start()  # the first beat was set with the claim, atomically
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -9,50 +9,18 @@ through its ``url``.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import redis
-from service_harness import REDIS_DB, SLOW_OPTIONS, LiveService, free_port, random_states
+from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
 
 @pytest.fixture(scope="session")
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The whole service, started once per test session and torn down by PID."""
-    root = tmp_path_factory.mktemp("fpf-live")
-    prefix = f"fpftest-{uuid.uuid4().hex[:8]}"
-    redis_url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    port = free_port()
-    env = {
-        **os.environ,
-        "FPF_REDIS_URL": redis_url,
-        "FPF_REDIS_PREFIX": prefix,
-        "FPF_DATA_DIR": str(root / "data"),
-        "FPF_MAX_BODY_BYTES": str(8 * 2**20),
-        "FPF_HEARTBEAT_INTERVAL_S": "0.3",
-        "FPF_HEARTBEAT_TTL_S": "1.5",
-        "FPF_JANITOR_INTERVAL_S": "0.3",
-        "FPF_WORKER_TORCH_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    (root / "logs").mkdir()
-    service = LiveService(url=f"http://127.0.0.1:{port}", env=env, redis_url=redis_url, prefix=prefix,
-                          data_dir=root / "data", log_dir=root / "logs")
-    try:
-        service.start_gateway(port)
-        service.start_worker()
+    with start_service(tmp_path_factory.mktemp("fpf-live")) as service:
         yield service
-    finally:
-        service.stop()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.fixture(scope="session")

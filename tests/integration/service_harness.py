@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_DB = int(os.environ.get("FPF_TEST_REDIS_DB", "11"))
@@ -146,6 +149,43 @@ class LiveService:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{path} still {body['status']} after {timeout_s} s: {body}")
                 time.sleep(0.05)
+
+
+@contextmanager
+def start_service(root: Path, **settings: str) -> Iterator[LiveService]:
+    """Run the gateway and one worker with their own Redis prefix and data directory under ``root``;
+    ``settings`` add or override ``FPF_*`` variables. Stopped by PID, keys deleted, on exit."""
+    prefix = f"fpftest-{uuid.uuid4().hex[:8]}"
+    redis_url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "FPF_REDIS_URL": redis_url,
+        "FPF_REDIS_PREFIX": prefix,
+        "FPF_DATA_DIR": str(root / "data"),
+        "FPF_MAX_BODY_BYTES": str(8 * 2**20),
+        "FPF_HEARTBEAT_INTERVAL_S": "0.3",
+        "FPF_HEARTBEAT_TTL_S": "1.5",
+        "FPF_JANITOR_INTERVAL_S": "0.3",
+        "FPF_WORKER_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
+    (root / "logs").mkdir(exist_ok=True)
+    service = LiveService(url=f"http://127.0.0.1:{port}", env=env, redis_url=redis_url, prefix=prefix,
+                          data_dir=root / "data", log_dir=root / "logs")
+    try:
+        service.start_gateway(port)
+        service.start_worker()
+        yield service
+    finally:
+        service.stop()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 #: Adam with a small learning rate on 1024 states: several seconds of steady progress reports.
