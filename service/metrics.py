@@ -7,7 +7,6 @@ from typing import Iterator
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .records import JobStatus
 from .store import DURATION_BUCKETS, JobStore
 
 
