@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fpf_client.errors import ErrorCode
 
 from ..deps import ArtifactsDep, DispatcherDep, ModelDep, StoreDep
+from ..operations import remove_model, store_model
 from ..problems import problem_responses
-from ..records import Model, ModelStatus
 from ..schemas import ModelOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -36,19 +35,11 @@ def upload_model(
     with the existing model, except that an ``invalid`` one is validated again with
     the new hints.
     """
-    model_id, size = artifacts.put_model(file.file)
     hints = {"format": format, "n_states": n_states, "n_inputs": n_inputs, "dynamics": dynamics}
-    model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
-                  filename=file.filename, **hints)
-    if store.create_model(model):
-        dispatcher.validate_model(model_id)
-        return ModelOut.of(model)
-    if store.update_model(model_id, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None, **hints):
-        dispatcher.validate_model(model_id)
-    else:
+    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename, hints=hints)
+    if not queued:
         response.status_code = 200
-    existing = store.get_model(model_id)
-    return ModelOut.of(existing if existing is not None else model)
+    return ModelOut.of(model)
 
 
 @router.get("", response_model=list[ModelOut])
@@ -65,6 +56,5 @@ def get_model(model: ModelDep) -> ModelOut:
 @router.delete("/{model_id}", status_code=204, responses=problem_responses(ErrorCode.MODEL_NOT_FOUND))
 def delete_model(model: ModelDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
     """Remove a model and its file; jobs already queued with it will fail."""
-    store.delete_model(model.id)
-    artifacts.delete_model(model.id)
+    remove_model(model, store, artifacts)
     return Response(status_code=204)

@@ -1,0 +1,127 @@
+"""What the gateway does for each request, independent of the transport (REST or gRPC).
+
+The HTTP routes and the gRPC servicer both call these functions, so the two APIs share one
+validation path, one job store and one set of error codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from fpf_client.errors import (
+    IdempotencyConflict,
+    InvalidModel,
+    JobCancelled,
+    JobFailed,
+    JobNotFinished,
+    ModelNotFound,
+    ModelNotReady,
+    ServiceUnavailable,
+)
+
+from .arrays import check_job_arrays, fingerprint
+from .artifacts import ArtifactStore
+from .dispatch import Dispatcher
+from .records import Job, JobStatus, Model, ModelStatus
+from .settings import Settings
+from .store import JobStore
+from .submission import Submission
+
+log = logging.getLogger(__name__)
+
+
+def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, source: BinaryIO, *,
+                filename: str | None, hints: dict[str, Any]) -> tuple[Model, bool]:
+    """Store a model by the sha256 of its bytes and have a worker validate it; (model, validation queued).
+
+    The same bytes again give the existing model, except that an ``invalid`` one is validated
+    again with the new ``hints`` (format, n_states, n_inputs, dynamics).
+    """
+    model_id, size = artifacts.put_model(source)
+    model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
+                  filename=filename, **hints)
+    if store.create_model(model):
+        dispatcher.validate_model(model_id)
+        return model, True
+    queued = store.update_model(model_id, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None, **hints)
+    if queued:
+        dispatcher.validate_model(model_id)
+    existing = store.get_model(model_id)
+    return (existing if existing is not None else model), queued
+
+
+def remove_model(model: Model, store: JobStore, artifacts: ArtifactStore) -> None:
+    """Remove a model and its file; jobs already queued with it will fail."""
+    store.delete_model(model.id)
+    artifacts.delete_model(model.id)
+
+
+def enqueue_job(submission: Submission, idempotency_key: str | None, settings: Settings, store: JobStore,
+                artifacts: ArtifactStore, dispatcher: Dispatcher) -> tuple[Job, bool]:
+    """Check the arrays against the model, store the job and queue it; (job, created)."""
+    model = store.get_model(submission.model_id)
+    if model is None:
+        raise ModelNotFound(f"no model {submission.model_id}", field="model_id")
+    if model.status is ModelStatus.VALIDATING:
+        raise ModelNotReady(f"model {model.id} is still being validated; retry when its status is ready")
+    if model.status is ModelStatus.INVALID:
+        reason = (model.error or {}).get("detail", "it failed validation")
+        raise InvalidModel(f"model {model.id} is invalid: {reason}", field="model_id")
+    initial_states, inputs = check_job_arrays(
+        submission.initial_states, submission.inputs, n_states=model.n_states, n_inputs=model.n_inputs,
+        max_initial_states=settings.max_initial_states)
+    options = submission.options.model_dump(mode="json")
+    digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs)
+
+    job = Job(id=uuid.uuid4().hex, model_id=model.id, status=JobStatus.QUEUED,
+              n_initial_states=int(initial_states.shape[0]), options=options, created_at=time.time())
+    with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
+        np.savez(out, initial_states=initial_states, inputs=inputs)
+    store.create_job(job)
+    if idempotency_key is not None:
+        bound_id, bound_digest = store.remember_idempotency(idempotency_key, job.id, digest)
+        if bound_id != job.id:  # a replay: drop the copy, answer with the original
+            store.delete_job(job.id)
+            artifacts.delete_job(job.id)
+            if bound_digest != digest:
+                raise _idempotency_conflict(idempotency_key)
+            original = store.get_job(bound_id)
+            if original is None:
+                raise _idempotency_conflict(idempotency_key, "its job has been deleted")
+            return original, False
+    try:
+        dispatcher.run_job(job.id, job.dispatch)
+    except Exception as exc:
+        log.exception("job %s: could not be queued", job.id)
+        error = ServiceUnavailable(f"the job queue is unavailable: {exc}")
+        store.abandon(job.id, error.to_problem())
+        raise error from exc
+    return job, True
+
+
+def _idempotency_conflict(key: str, why: str = "with another request body") -> IdempotencyConflict:
+    return IdempotencyConflict(f"Idempotency-Key {key!r} was used before {why}")
+
+
+def result_path(job: Job, artifacts: ArtifactStore) -> Path:
+    """The result file of a succeeded job; job_failed, job_cancelled or job_not_finished otherwise."""
+    if job.status is JobStatus.FAILED:
+        raise JobFailed(f"job {job.id} failed: {(job.error or {}).get('detail', 'unknown error')}", error=job.error)
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job.id} was cancelled")
+    if job.status is not JobStatus.SUCCEEDED:
+        raise JobNotFinished(f"job {job.id} is {job.status.value}")
+    return artifacts.result_path(job.id)
+
+
+def remove_job(job: Job, store: JobStore, artifacts: ArtifactStore) -> None:
+    """Remove a job and its files; a running job is asked to stop first."""
+    store.cancel(job.id)
+    store.delete_job(job.id)
+    artifacts.delete_job(job.id)
