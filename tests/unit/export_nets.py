@@ -30,16 +30,22 @@ def dynamics(kind: str) -> str:
 
 
 def weights(kind: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights in torch's layout; gains chosen so that the tanh networks have several fixed points."""
+    """Weights in torch's layout; gains chosen so that the tanh networks have several isolated fixed points."""
     rng = np.random.default_rng(seed)
     rows = _GATES[kind] * N_UNITS
     gain = 1.8 if kind in ("rnn", "rate") else 1.0
-    return {
+    w = {
         "w_ih": rng.normal(0, 1 / np.sqrt(N_INPUTS), (rows, N_INPUTS)).astype(np.float32),
         "w_hh": rng.normal(0, gain / np.sqrt(N_UNITS), (rows, N_UNITS)).astype(np.float32),
         "b_ih": rng.normal(0, 0.1, rows).astype(np.float32),
         "b_hh": rng.normal(0, 0.1, rows).astype(np.float32),
     }
+    if kind == "gru":
+        # Open update gates and a strong candidate: isolated roots, not the saturated near-continuum
+        # (z -> 1, F(h) ~ h) that a default GRU drifts into.
+        w["b_hh"][N_UNITS:2 * N_UNITS] -= 1.0
+        w["w_hh"][2 * N_UNITS:] *= 2.0
+    return w
 
 
 class Cell(torch.nn.Module):

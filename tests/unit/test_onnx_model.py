@@ -173,7 +173,8 @@ def _zip_folder(folder: Path, path: Path) -> Path:
 
 def test_external_data_inside_an_archive_loads(tmp_path: Path) -> None:
     folder = _with_external_data(tmp_path, "weights.bin")
-    model = load_onnx(_zip_folder(folder, tmp_path / "model.zip"))
+    assert looks_like_onnx(_zip_folder(folder, tmp_path / "model.zip")) and not looks_like_onnx(folder)
+    model = load_onnx(tmp_path / "model.zip")
     h, u = _states("rnn")
     torch.testing.assert_close(model.step(h, u), nets.Cell("rnn", nets.weights("rnn"))(u, h))
 

@@ -23,7 +23,7 @@ from onnx import TensorProto, external_data_helper
 
 from fpf_client.errors import InvalidModel
 
-from .archive import archive_kind, extract_archive
+from .archive import archive_kind, extract_archive, list_members
 from .base import Dynamics
 from .naming import assign_roles, check_size_hints, pick_output
 from .onnx_ops import import_onnx2torch
@@ -126,8 +126,13 @@ def load_onnx(
 
 
 def looks_like_onnx(path: str | Path) -> bool:
-    """Whether ``path`` parses as an ONNX model with a graph (cheap header check first)."""
+    """Whether ``path`` parses as an ONNX model with a graph (cheap header check first),
+    or is a zip/tar archive holding a ``.onnx`` file (a model with external data)."""
     path = Path(path)
+    if not path.is_file():
+        return False
+    if archive_kind(path) is not None:
+        return any(name.lower().endswith(".onnx") for name in list_members(path))
     with open(path, "rb") as f:
         if f.read(1) != b"\x08":  # field 1 (ir_version, varint) opens every serialised ModelProto
             return False
