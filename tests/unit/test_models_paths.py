@@ -19,8 +19,10 @@ def _paths(calls: list[str], slow: str | None = None):
         calls.append(path)
         if path == "raises":
             raise RuntimeError("no batching rule")
-        if path == slow:
-            time.sleep(0.05)
+        if path == slow:  # busy, not asleep: the choice measures CPU time
+            start = time.process_time()
+            while time.process_time() - start < 0.05:
+                pass
         return values[path]
 
     return compute
@@ -59,3 +61,13 @@ def test_the_faster_correct_path_is_kept() -> None:
         calls.clear()
         choice.run(_paths(calls, slow=slow), _agree, batch=BIG, device=CPU)
         assert calls == [expected]
+
+
+def test_a_decisive_path_is_taken_without_timing() -> None:
+    calls: list[str] = []
+    choice: PathChoice[float] = PathChoice(("good",), reference="reference", decisive=("good",))
+    choice.run(_paths(calls), _agree, batch=SMALL, device=CPU)
+    assert choice.chosen == "good"
+    calls.clear()
+    choice.run(_paths(calls), _agree, batch=BIG, device=CPU)
+    assert calls == ["good"]

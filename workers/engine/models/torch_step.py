@@ -4,7 +4,8 @@ The wrapped function has the step signature ``fn(u: (n, m), h: (n, d)) -> (n, d)
 (or a tuple whose last element is that tensor): a Python nn.Module, a TorchScript
 module, or any differentiable callable.
 
-Jacobians come from one forward pass and either one ``autograd.grad(...,
+Jacobians come from closed forms for single-layer torch RNN/GRU/LSTM steps
+(:mod:`.analytic`), or from one forward pass and either one ``autograd.grad(...,
 is_grads_batched=True)`` call (vmap over the backward pass) or d ordinary backward
 passes; Jacobian-vector products from forward mode, the double-backward trick or the
 Jacobian itself. Which is correct and fastest depends on the model, so each model
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from .analytic import analytic_jacobians
 from .base import Dynamics, StepModel
 from .paths import PathChoice
 
@@ -67,7 +69,9 @@ class TorchStepModel(StepModel):
         self.dynamics = dynamics
         self.format = format
         self._dtype, self._device = placement(fn, dtype, device)
-        self._jacobian_path: PathChoice[Rows] = PathChoice(("batched",), reference="loop")
+        self._analytic = analytic_jacobians(fn)
+        candidates = ("analytic", "batched") if self._analytic is not None else ("batched",)
+        self._jacobian_path: PathChoice[Rows] = PathChoice(candidates, reference="loop", decisive=("analytic",))
         self._jvp_path: PathChoice[Pair] = PathChoice(("forward", "double_backward"), reference="jacobian")
         self._eye: torch.Tensor | None = None
 
@@ -141,28 +145,35 @@ class TorchStepModel(StepModel):
         out = self.fn(u, h)
         return out[-1] if isinstance(out, (tuple, list)) else out
 
-    def _jacobians(self, h: torch.Tensor, u: torch.Tensor, *, states: bool, inputs: bool) -> list[torch.Tensor]:
+    def _jacobians(self, h: torch.Tensor, u: torch.Tensor, *, states: bool, inputs: bool) -> Rows:
         u = _batch_inputs(h, u)
-        with torch.jit.optimized_execution(False), torch.enable_grad():
-            h = h.detach().requires_grad_(states)
-            u = u.detach().contiguous().requires_grad_(inputs) if inputs else u
-            out = self._call(h, u)
-            wrt = tuple(x for x, wanted in ((h, states), (u, inputs)) if wanted)
-            return self._rows(out, wrt)
-
-    def _rows(self, out: torch.Tensor, wrt: tuple[torch.Tensor, ...]) -> Rows:
-        """The Jacobians of ``out`` with respect to each tensor of ``wrt``: (n, d, k) each."""
-        if not out.requires_grad:
-            return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
         choice = self._jacobian_path
-        if choice.chosen is not None:
-            return self._rows_by(choice.chosen, out, wrt)
-        return choice.run(
-            lambda path: self._rows_by(path, out, wrt, retain_graph=True),
-            lambda a, b: all(_close(x, y) for x, y in zip(a, b)),
-            batch=out.shape[0],
-            device=out.device,
-        )
+        if choice.chosen == "analytic":
+            return self._closed_form(h, u, states, inputs)
+        with torch.jit.optimized_execution(False), torch.enable_grad():
+            hx = h.detach().requires_grad_(states)
+            ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
+            out = self._call(hx, ux)
+            wrt = tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
+            if not out.requires_grad:
+                return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
+            if choice.chosen is not None:
+                return self._rows_by(choice.chosen, out, wrt)
+            return choice.run(
+                lambda path: (
+                    self._closed_form(h, u, states, inputs)
+                    if path == "analytic"
+                    else self._rows_by(path, out, wrt, retain_graph=True)
+                ),
+                lambda a, b: all(_close(x, y) for x, y in zip(a, b)),
+                batch=out.shape[0],
+                device=out.device,
+            )
+
+    def _closed_form(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
+        assert self._analytic is not None
+        with torch.no_grad():
+            return self._analytic(h, u, states, inputs)
 
     def _rows_by(self, path: str, out: torch.Tensor, wrt: tuple[torch.Tensor, ...], retain_graph: bool = False) -> Rows:
         n, d = out.shape
@@ -190,11 +201,8 @@ class TorchStepModel(StepModel):
             return out.detach(), jv.detach()
         if path == "double_backward":
             return _double_backward_jvp(self._call, h, u, v)
-        with torch.enable_grad():
-            h = h.detach().requires_grad_(True)
-            out = self._call(h, u)
-            jac = self._rows(out, (h,))[0]
-        return out.detach(), torch.einsum("nij,nj->ni", jac, v)
+        jac = self._jacobians(h, u, states=True, inputs=False)[0]
+        return self._call(h.detach(), u).detach(), torch.einsum("nij,nj->ni", jac, v)
 
 
 def _double_backward_jvp(

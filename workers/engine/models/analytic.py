@@ -1,0 +1,150 @@
+"""Closed-form Jacobians of single-layer torch RNN, GRU and LSTM steps.
+
+Reverse-mode autograd needs d backward passes of O(n·d²) flops each for one batch of
+Jacobians; the closed forms below cost a few O(n·d²) element-wise products (each
+Jacobian is a sum of diagonally scaled weight matrices). They are offered to
+:class:`~.torch_step.TorchStepModel` as one more candidate path, checked against
+autograd on every model before use. Multi-layer layers and projected LSTMs have no
+closed form here and use autograd.
+
+Gate conventions are torch's: GRU rows (r, z, n), LSTM rows (i, f, g, o).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .recurrent import LayerStep, LSTMCellStep, recurrent_shape
+
+# (h, u, want_states, want_inputs) -> [dF/dh, dF/du] (only the wanted ones, in that order)
+JacobianFn = Callable[[torch.Tensor, torch.Tensor, bool, bool], list[torch.Tensor]]
+
+
+def analytic_jacobians(fn: object) -> JacobianFn | None:
+    """The closed-form Jacobians of a step function, when it is a single-layer recurrent step."""
+    layer, suffix = _single_layer(fn)
+    if layer is None:
+        return None
+    kind = recurrent_shape(layer).kind.removesuffix("Cell")
+    if kind == "RNN":
+        relu = getattr(layer, "nonlinearity", None) == "relu" or getattr(layer, "mode", "") == "RNN_RELU"
+        return lambda h, u, s, i: _rnn(_weights(layer, suffix), h, u, s, i, relu)
+    if kind == "GRU":
+        return lambda h, u, s, i: _gru(_weights(layer, suffix), h, u, s, i)
+    return lambda h, u, s, i: _lstm(_weights(layer, suffix), h, u, s, i)
+
+
+def _single_layer(fn: object) -> tuple[torch.nn.Module | None, str]:
+    """The torch layer or cell inside a step function, with its parameter-name suffix."""
+    if isinstance(fn, LayerStep):
+        shape = recurrent_shape(fn.layer)
+        if shape is not None and shape.num_layers == 1 and shape.proj_size == 0:
+            return fn.layer, "_l0"
+        return None, ""
+    if isinstance(fn, LSTMCellStep):
+        return fn.cell, ""
+    shape = recurrent_shape(fn)
+    if shape is not None and shape.kind in ("RNNCell", "GRUCell"):
+        return fn, ""  # type: ignore[return-value]
+    return None, ""
+
+
+class _Weights:
+    """A layer's input and recurrent weights and the sum of its biases, split by gate."""
+
+    def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
+        self.w_ih, self.w_hh, self.b_ih, self.b_hh = w_ih, w_hh, b_ih, b_hh
+
+    def input_part(self, u: torch.Tensor) -> torch.Tensor:
+        x = u @ self.w_ih.T
+        return x + self.b_ih if self.b_ih is not None else x
+
+    def hidden_part(self, h: torch.Tensor) -> torch.Tensor:
+        x = h @ self.w_hh.T
+        return x + self.b_hh if self.b_hh is not None else x
+
+
+def _weights(layer: torch.nn.Module, suffix: str) -> _Weights:
+    return _Weights(
+        getattr(layer, f"weight_ih{suffix}"),
+        getattr(layer, f"weight_hh{suffix}"),
+        getattr(layer, f"bias_ih{suffix}", None),
+        getattr(layer, f"bias_hh{suffix}", None),
+    )
+
+
+def _scaled(terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """sum_k diag(c_k) W_k for a batch: (n, d, k) from coefficients (n, d) and weights (d, k)."""
+    (c, w), *rest = terms
+    out = c.unsqueeze(2) * w
+    for c, w in rest:
+        out.addcmul_(c.unsqueeze(2), w)
+    return out
+
+
+def _add_diagonal(jac: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    jac.diagonal(dim1=1, dim2=2).add_(values)
+    return jac
+
+
+def _rnn(w: _Weights, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool, relu: bool) -> list[torch.Tensor]:
+    """h' = phi(W_ih u + b_ih + W_hh h + b_hh)."""
+    a = w.input_part(u) + w.hidden_part(h)
+    slope = (a > 0).to(a.dtype) if relu else 1 - torch.tanh(a) ** 2
+    wanted = [(states, w.w_hh), (inputs, w.w_ih)]
+    return [_scaled([(slope, weight)]) for want, weight in wanted if want]
+
+
+def _gru(w: _Weights, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> list[torch.Tensor]:
+    """h' = (1 - z) n + z h, n = tanh(i_n + r (W_hn h + b_hn)), r, z = sigmoid(i + W_h h + b_h)."""
+    gi, gh = w.input_part(u).chunk(3, dim=1), w.hidden_part(h).chunk(3, dim=1)
+    r = torch.sigmoid(gi[0] + gh[0])
+    z = torch.sigmoid(gi[1] + gh[1])
+    n = torch.tanh(gi[2] + r * gh[2])
+    dn = (1 - z) * (1 - n * n)  # dh'/d(pre-activation of n)
+    c_r = dn * gh[2] * r * (1 - r)
+    c_z = (h - n) * z * (1 - z)
+    out = []
+    if states:
+        w_r, w_z, w_n = w.w_hh.chunk(3, dim=0)
+        out.append(_add_diagonal(_scaled([(c_r, w_r), (c_z, w_z), (dn * r, w_n)]), z))
+    if inputs:
+        w_r, w_z, w_n = w.w_ih.chunk(3, dim=0)
+        out.append(_scaled([(c_r, w_r), (c_z, w_z), (dn, w_n)]))
+    return out
+
+
+def _lstm(w: _Weights, state: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> list[torch.Tensor]:
+    """[h', c'] with c' = f c + i g, h' = o tanh(c'), gates from W_ih u + W_hh h + biases."""
+    hidden = w.w_hh.shape[1]
+    h, c = state[:, :hidden], state[:, hidden:]
+    gates = (w.input_part(u) + w.hidden_part(h)).chunk(4, dim=1)
+    i, f, o = torch.sigmoid(gates[0]), torch.sigmoid(gates[1]), torch.sigmoid(gates[3])
+    g = torch.tanh(gates[2])
+    tanh_c = torch.tanh(f * c + i * g)
+    k = o * (1 - tanh_c * tanh_c)  # dh'/dc'
+    coefficients = (g * i * (1 - i), c * f * (1 - f), i * (1 - g * g))  # dc'/d(pre-activations i, f, g)
+    c_o = tanh_c * o * (1 - o)
+
+    def through_gates(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w_i, w_f, w_g, w_o = weights.chunk(4, dim=0)
+        dc = _scaled(list(zip(coefficients, (w_i, w_f, w_g))))
+        dh = torch.addcmul(c_o.unsqueeze(2) * w_o, k.unsqueeze(2), dc)
+        return dh, dc
+
+    out = []
+    if states:
+        dh_dh, dc_dh = through_gates(w.w_hh)
+        n = state.shape[0]
+        jac = state.new_zeros(n, 2 * hidden, 2 * hidden)
+        jac[:, :hidden, :hidden] = dh_dh
+        jac[:, hidden:, :hidden] = dc_dh
+        jac[:, :hidden, hidden:].diagonal(dim1=1, dim2=2).copy_(k * f)
+        jac[:, hidden:, hidden:].diagonal(dim1=1, dim2=2).copy_(f)
+        out.append(jac)
+    if inputs:
+        dh_du, dc_du = through_gates(w.w_ih)
+        out.append(torch.cat([dh_du, dc_du], dim=1))
+    return out
