@@ -1,0 +1,1 @@
+"""Worked examples of fpf: small trained networks with known fixed-point structure."""
