@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ./client -e '.[worker,dev]'
+	$(BIN)/python -m pip install --quiet -e ./client -e '.[worker,onnx,tf,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps onnx2torch==1.5.15
 	touch $@
 
 serve: setup
