@@ -14,14 +14,16 @@ from workers.engine.models import load_model
 DOC = Path(__file__).resolve().parents[2] / "docs" / "model-contract.md"
 
 
-def _python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+def _python_blocks(text: str, section: str) -> list[str]:
+    """The python code blocks of the ``## {section}`` part of a markdown text."""
+    part = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, flags=re.DOTALL)
 
 
 def test_export_recipe_runs_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
-    blocks = _python_blocks(DOC.read_text())
-    assert len(blocks) == 1, "the doc's one recipe should be the code this test runs"
+    blocks = _python_blocks(DOC.read_text(), "Recipe: export a step module")
+    assert len(blocks) == 1, "the TorchScript recipe should be one block: the code this test runs"
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "recipe.py"  # a real file: torch.jit.script reads the class's source
     script.write_text(blocks[0])
