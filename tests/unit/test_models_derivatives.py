@@ -152,6 +152,7 @@ def test_to_copies_and_leaves_the_callers_module_alone() -> None:
     model = as_step_model(gru)
     assert model.to() is model and model.to(dtype=torch.float32) is model
     wide = model.to(dtype=torch.float64)
+    assert model.to("cpu", torch.float64) is wide  # one copy per (device, dtype), reused by every job
     assert (wide.dtype, model.dtype, gru.weight_hh_l0.dtype) == (torch.float64, torch.float32, torch.float32)
     assert gru.training and gru.weight_hh_l0.requires_grad
     h, u = random_batch(4, HIDDEN, N_IN)

@@ -39,6 +39,13 @@ class PathChoice(Generic[T]):
         self.correct: list[str] | None = None
         self.chosen: str | None = None
 
+    def copy(self) -> "PathChoice[T]":
+        """A choice that starts from what this one has found so far."""
+        twin: PathChoice[T] = PathChoice(self.candidates, self.reference, self.decisive)
+        twin.correct = list(self.correct) if self.correct is not None else None
+        twin.chosen = self.chosen
+        return twin
+
     def run(
         self,
         compute: Callable[[str], T],

@@ -13,12 +13,15 @@ checks and times its options once (:class:`~.paths.PathChoice`). TorchScript run
 ``torch.jit.optimized_execution(False)`` in every call: its optimised executor gives
 wrong or failing derivatives for traced graphs with in-place ops (FIELD-NOTES), and
 is no faster on these models. The setting is thread-local, so each call enters it.
+On a GPU, cuDNN is switched off around each call: its RNN kernels refuse backward passes
+in eval mode and have no double backward.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -74,6 +77,7 @@ class TorchStepModel(StepModel):
         self._jacobian_path: PathChoice[Rows] = PathChoice(candidates, reference="loop", decisive=("analytic",))
         self._jvp_path: PathChoice[Pair] = PathChoice(("forward", "double_backward"), reference="jacobian")
         self._eye: torch.Tensor | None = None
+        self._casts: dict[tuple[torch.device, torch.dtype], TorchStepModel] = {}
 
     # --- StepModel -------------------------------------------------------------------
     @property
@@ -90,26 +94,33 @@ class TorchStepModel(StepModel):
         return {"jacobian": self._jacobian_path.chosen, "jvp": self._jvp_path.chosen}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TorchStepModel":
-        """A copy on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
+        """The model on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
 
-        A module is deep-copied before it is moved, so the original keeps its dtype.
+        A module is deep-copied before it is moved, so the original keeps its dtype. Copies
+        are kept, so every job casting a cached model reuses one copy; on the same device the
+        copy inherits which derivative paths were found correct and fast.
         """
         if dtype is not None and dtype not in _FLOAT_DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype}")
-        device = torch.device(device) if device is not None else self._device
+        device = _full_device(device) if device is not None else self._device
         dtype = dtype or self._dtype
         if device == self._device and dtype == self._dtype:
             return self
-        fn = self.fn
-        if isinstance(fn, torch.nn.Module):
-            fn = own_module(fn).to(device=device, dtype=dtype)
-        return TorchStepModel(
-            fn, n_states=self.n_states, n_inputs=self.n_inputs, dynamics=self.dynamics,
-            format=self.format, dtype=dtype, device=device,
-        )
+        cast = self._casts.get((device, dtype))
+        if cast is None:
+            fn = own_module(self.fn).to(device=device, dtype=dtype) if isinstance(self.fn, torch.nn.Module) else self.fn
+            cast = TorchStepModel(
+                fn, n_states=self.n_states, n_inputs=self.n_inputs, dynamics=self.dynamics,
+                format=self.format, dtype=dtype, device=device,
+            )
+            if device == self._device:
+                cast._jacobian_path = self._jacobian_path.copy()
+                cast._jvp_path = self._jvp_path.copy()
+            self._casts[(device, dtype)] = cast
+        return cast
 
     def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        with torch.jit.optimized_execution(False):
+        with self._plain():
             return self._call(h, _batch_inputs(h, u))
 
     def jacobian_states(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -125,7 +136,7 @@ class TorchStepModel(StepModel):
     def jvp(self, h: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(h, u), dF/dh @ v): forward mode or double backward, whichever is correct and faster."""
         u = _batch_inputs(h, u)
-        with torch.jit.optimized_execution(False):
+        with self._plain():
             return self._jvp_path.run(
                 lambda path: self._jvp_by(path, h, u, v),
                 lambda a, b: _close(a[1], b[1]),
@@ -135,12 +146,16 @@ class TorchStepModel(StepModel):
 
     def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(h, u), w^T dF/dh): one forward and one backward pass."""
-        with torch.jit.optimized_execution(False), torch.enable_grad():
+        with self._plain(), torch.enable_grad():
             h = h.detach().requires_grad_(True)
             out = self._call(h, _batch_inputs(h, u))
             return out.detach(), _grads(out, (h,), w)[0]
 
     # --- internals -------------------------------------------------------------------
+    def _plain(self) -> AbstractContextManager[None]:
+        """Plain interpreter execution for TorchScript, and on a GPU torch's own RNN kernels."""
+        return _without_cudnn() if self._device.type == "cuda" else torch.jit.optimized_execution(False)
+
     def _call(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         out = self.fn(u, h)
         return out[-1] if isinstance(out, (tuple, list)) else out
@@ -150,7 +165,7 @@ class TorchStepModel(StepModel):
         choice = self._jacobian_path
         if choice.chosen == "analytic":
             return self._closed_form(h, u, states, inputs)
-        with torch.jit.optimized_execution(False), torch.enable_grad():
+        with self._plain(), torch.enable_grad():
             hx = h.detach().requires_grad_(states)
             ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
             out = self._call(hx, ux)
@@ -230,6 +245,21 @@ def _grads(
     if not out.requires_grad:
         return tuple(torch.zeros_like(x) for x in wrt)
     return torch.autograd.grad(out, wrt, cotangent, materialize_grads=True, **kwargs)
+
+
+@contextmanager
+def _without_cudnn() -> Iterator[None]:
+    # cudnn.flags sets process-wide flags (restored on exit); workers run one job per process.
+    with torch.jit.optimized_execution(False), torch.backends.cudnn.flags(enabled=False):
+        yield
+
+
+def _full_device(device: torch.device | str) -> torch.device:
+    """``cuda`` as ``cuda:<current>``, the form a module's parameters report."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _batch_inputs(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
