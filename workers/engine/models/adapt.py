@@ -90,7 +90,7 @@ def module_step_model(
 
 
 def check_derivatives(model: StepModel) -> None:
-    """Take every derivative once on a small random batch (this also settles the fast paths).
+    """Take every derivative once on a small random batch (this also checks the fast paths).
 
     Raises
     ------

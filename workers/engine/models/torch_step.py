@@ -294,6 +294,8 @@ def own_module(module: torch.nn.Module, *, copy_module: bool = True) -> torch.nn
         module = copy.deepcopy(module)
     module.eval()
     for parameter in module.parameters():
-        # A deep-copied TorchScript module holds clones (non-leaves) of its parameters.
-        parameter.detach_() if not parameter.is_leaf else parameter.requires_grad_(False)
+        if parameter.is_leaf:
+            parameter.requires_grad_(False)
+        else:  # a deep-copied TorchScript module holds clones of its parameters
+            parameter.detach_()
     return module
