@@ -18,11 +18,14 @@ from prometheus_client import CollectorRegistry
 from workers.celery_app import make_celery
 
 from .artifacts import ArtifactStore
+from .auth import Authenticator
 from .dispatch import Dispatcher
 from .janitor import Janitor
+from .keys import KeyStore
 from .limits import BodySizeLimit
 from .metrics import JobMetrics
 from .problems import install_problem_handlers
+from .quotas import QuotaLimits, Quotas
 from .routes import health, jobs, models
 from .settings import Settings, get_settings
 from .store import JobStore
@@ -58,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.artifacts = artifacts
     app.state.dispatcher = dispatcher
+    app.state.authenticator = Authenticator(KeyStore(settings.keys_file))
+    app.state.quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobMetrics(store, settings.queue))
 

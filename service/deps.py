@@ -1,15 +1,18 @@
-"""FastAPI dependencies: the app's settings, stores and dispatcher, built once in :func:`service.app.create_app`."""
+"""FastAPI dependencies: the app's settings, stores and dispatcher (built once in :func:`service.app.create_app`),
+the caller (:class:`~service.auth.Principal`) and the records it may see."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fpf_client.errors import JobNotFound, ModelNotFound
 
 from .artifacts import ArtifactStore
+from .auth import Principal
 from .dispatch import Dispatcher
+from .quotas import Quotas
 from .records import Job, Model
+from .scoping import find_job, find_model
 from .settings import Settings
 from .store import JobStore
 
@@ -36,20 +39,27 @@ ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
-def require_job(job_id: str, store: StoreDep) -> Job:
-    """The job named in the path, or 404 ``job_not_found``."""
-    job = store.get_job(job_id)
-    if job is None:
-        raise JobNotFound(f"no job {job_id}")
-    return job
+def get_principal(request: Request) -> Principal:
+    """The caller, from the ``Authorization`` header; 401 ``unauthenticated`` once keys exist and none fits."""
+    return request.app.state.authenticator(request.headers.get("authorization"))
 
 
-def require_model(model_id: str, store: StoreDep) -> Model:
-    """The model named in the path, or 404 ``model_not_found``."""
-    model = store.get_model(model_id)
-    if model is None:
-        raise ModelNotFound(f"no model {model_id}")
-    return model
+def get_quotas(request: Request) -> Quotas:
+    return request.app.state.quotas
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+QuotasDep = Annotated[Quotas, Depends(get_quotas)]
+
+
+def require_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> Job:
+    """The job named in the path, or 404 ``job_not_found`` (also when it is another tenant's)."""
+    return find_job(store, principal, job_id)
+
+
+def require_model(model_id: str, store: StoreDep, principal: PrincipalDep) -> Model:
+    """The model named in the path, or 404 ``model_not_found`` (also when it is another tenant's)."""
+    return find_model(store, principal, model_id)
 
 
 JobDep = Annotated[Job, Depends(require_job)]

@@ -20,8 +20,9 @@ class Dispatcher:
         self.celery = celery
         self.queue = queue
 
-    def validate_model(self, model_id: str) -> None:
-        self.celery.send_task(VALIDATE_MODEL, args=(model_id,), queue=self.queue)
+    def validate_model(self, model_id: str, tenant: str) -> None:
+        """Queue the validation of ``tenant``'s record of a model."""
+        self.celery.send_task(VALIDATE_MODEL, args=(model_id, tenant), queue=self.queue)
 
     def run_job(self, job_id: str, dispatch: int) -> None:
         """Queue delivery number ``dispatch`` of a job; a worker runs it only if it is still current."""

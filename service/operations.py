@@ -22,12 +22,15 @@ from fpf_client.errors import (
     JobNotFinished,
     ModelNotFound,
     ModelNotReady,
+    QuotaExceeded,
     ServiceUnavailable,
 )
 
 from .arrays import check_job_arrays, fingerprint
 from .artifacts import ArtifactStore
+from .auth import Principal
 from .dispatch import Dispatcher
+from .quotas import Quotas
 from .records import Job, JobStatus, Model, ModelStatus
 from .settings import Settings
 from .store import JobStore
@@ -37,35 +40,53 @@ log = logging.getLogger(__name__)
 
 
 def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, source: BinaryIO, *,
-                filename: str | None, hints: dict[str, Any]) -> tuple[Model, bool]:
+                filename: str | None, hints: dict[str, Any], principal: Principal,
+                quotas: Quotas) -> tuple[Model, bool]:
     """Store a model by the sha256 of its bytes and have a worker validate it; (model, validation queued).
 
-    The same bytes again give the existing model, except that an ``invalid`` one is validated
-    again with the new ``hints`` (format, n_states, n_inputs, dynamics).
+    Each tenant has its own record (status, hints, validation) of the bytes, so nobody learns
+    whether another tenant uploaded them; the file itself is kept once. The same bytes again
+    give the tenant's existing model, except that an ``invalid`` one is validated again with
+    the new ``hints`` (format, n_states, n_inputs, dynamics).
     """
+    tenant = principal.tenant
     model_id, size = artifacts.put_model(source)
     model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
-                  filename=filename, **hints)
+                  filename=filename, tenant=tenant, **hints)
+    if store.get_model(model_id, tenant) is None:
+        try:
+            quotas.check_storage(tenant, size)
+        except QuotaExceeded:
+            if not store.model_tenants(model_id):
+                artifacts.delete_model(model_id)
+            raise
     if store.create_model(model):
-        dispatcher.validate_model(model_id)
+        dispatcher.validate_model(model_id, tenant)
         return model, True
-    queued = store.update_model(model_id, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None, **hints)
+    queued = store.update_model(model_id, tenant, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None,
+                                **hints)
     if queued:
-        dispatcher.validate_model(model_id)
-    existing = store.get_model(model_id)
+        dispatcher.validate_model(model_id, tenant)
+    existing = store.get_model(model_id, tenant)
     return (existing if existing is not None else model), queued
 
 
 def remove_model(model: Model, store: JobStore, artifacts: ArtifactStore) -> None:
-    """Remove a model and its file; jobs already queued with it will fail."""
-    store.delete_model(model.id)
-    artifacts.delete_model(model.id)
+    """Remove a tenant's model, and its file when no other tenant holds the same bytes; jobs queued with it fail."""
+    _, holders = store.delete_model(model.id, model.tenant)
+    if holders == 0:
+        artifacts.delete_model(model.id)
 
 
 def enqueue_job(submission: Submission, idempotency_key: str | None, settings: Settings, store: JobStore,
-                artifacts: ArtifactStore, dispatcher: Dispatcher) -> tuple[Job, bool]:
-    """Check the arrays against the model, store the job and queue it; (job, created)."""
-    model = store.get_model(submission.model_id)
+                artifacts: ArtifactStore, dispatcher: Dispatcher, *, principal: Principal,
+                quotas: Quotas) -> tuple[Job, bool]:
+    """Check the arrays against the model, store the job and queue it; (job, created).
+
+    A job runs one of the caller's own models (admins included) and belongs to the caller's tenant.
+    """
+    tenant = principal.tenant
+    model = store.get_model(submission.model_id, tenant)
     if model is None:
         raise ModelNotFound(f"no model {submission.model_id}", field="model_id")
     if model.status is ModelStatus.VALIDATING:
@@ -79,13 +100,14 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
     options = submission.options.model_dump(mode="json")
     digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs)
 
-    job = Job(id=uuid.uuid4().hex, model_id=model.id, status=JobStatus.QUEUED,
+    quotas.check_job(tenant, initial_states.nbytes + inputs.nbytes)
+    job = Job(id=uuid.uuid4().hex, model_id=model.id, status=JobStatus.QUEUED, tenant=tenant,
               n_initial_states=int(initial_states.shape[0]), options=options, created_at=time.time())
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
         np.savez(out, initial_states=initial_states, inputs=inputs)
     store.create_job(job)
     if idempotency_key is not None:
-        bound_id, bound_digest = store.remember_idempotency(idempotency_key, job.id, digest)
+        bound_id, bound_digest = store.remember_idempotency(tenant, idempotency_key, job.id, digest)
         if bound_id != job.id:  # a replay: drop the copy, answer with the original
             store.delete_job(job.id)
             artifacts.delete_job(job.id)

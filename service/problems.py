@@ -33,6 +33,15 @@ def problem_response(error: FpfError, instance: str | None = None, *, status: in
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
 
 
+def error_headers(error: FpfError) -> dict[str, str] | None:
+    """HTTP headers an error calls for: ``WWW-Authenticate`` on 401, ``Retry-After`` when it says when to retry."""
+    if error.code is ErrorCode.UNAUTHENTICATED:
+        return {"WWW-Authenticate": 'Bearer realm="fpf"'}
+    if "retry_after_s" in error.extra:
+        return {"Retry-After": str(int(error.extra["retry_after_s"]))}
+    return None
+
+
 def problem_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problem documents a route may answer with."""
     out: dict[int | str, dict[str, Any]] = {}
@@ -62,7 +71,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(FpfError)
     async def _fpf_error(request: Request, exc: FpfError) -> JSONResponse:
-        return problem_response(exc, request.url.path)
+        return problem_response(exc, request.url.path, headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -31,6 +31,8 @@ class ModelStatus(str, Enum):
 
 
 _JSON_FIELDS = {"options", "progress", "error"}
+#: The tenant of records written while a server had no API keys (and before tenants existed).
+DEFAULT_TENANT = "local"
 R = TypeVar("R", bound="_Record")
 
 
@@ -102,11 +104,13 @@ class Job(_Record):
     engine_s: float | None = None
     worker: str | None = None
     error: dict[str, Any] | None = None
+    #: The tenant that submitted the job; only it (and admins) can see it.
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass
 class Model(_Record):
-    """An uploaded model file, stored by the sha256 of its bytes."""
+    """A tenant's record of an uploaded model file; the file is stored (once) by the sha256 of its bytes."""
 
     id: str
     status: ModelStatus
@@ -118,3 +122,5 @@ class Model(_Record):
     n_inputs: int | None = None
     dynamics: str = "discrete"
     error: dict[str, Any] | None = None
+    #: The tenant that uploaded it; each tenant uploading the same bytes has its own record.
+    tenant: str = DEFAULT_TENANT

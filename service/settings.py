@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     max_initial_states: int = Field(1_000_000, ge=1, description="Most initial states in one job.")
     max_array_elements: int = Field(50_000_000, ge=1, description="Most elements in one uploaded array.")
 
+    # --- access and quotas -------------------------------------------------------------
+    keys_file: Path = Field(Path("var/keys.json"), description="API-key hashes; keep it out of data_dir.")
+    quota_queued_jobs: int = Field(100, ge=1, description="Most queued jobs per tenant.")
+    quota_stored_bytes: int = Field(20 * 2**30, ge=0, description="Most bytes of models, arrays and results per tenant.")
+    quota_retry_after_s: int = Field(30, ge=1, description="Retry-After of a 429 quota_exceeded answer.")
+
     # --- execution --------------------------------------------------------------------
     soft_time_limit_s: float = Field(3600.0, gt=0, description="A job fails with a time-limit error after this.")
     hard_time_limit_s: float = Field(3660.0, gt=0, description="The pool process is killed after this.")

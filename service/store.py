@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import redis
 from fpf_client.errors import FpfError
 
-from .records import Job, JobStatus, Model, ModelStatus, encode_field
+from .records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,33 @@ class Keys:
         """Sorted set of finished job ids by the time their results expire."""
         return f"{self.prefix}:expiry"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idempotency:{key}"
+    def tenant_jobs(self, tenant: str) -> str:
+        """Sorted set of one tenant's job ids by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
 
-    def model(self, model_id: str) -> str:
-        return f"{self.prefix}:model:{model_id}"
+    def tenant_jobs_in(self, tenant: str, status: JobStatus) -> str:
+        """Set of the ids of one tenant's jobs in ``status`` (for quotas)."""
+        return f"{self.prefix}:tenant:{tenant}:jobs:{status.value}"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{tenant}:{key}"
+
+    def model(self, tenant: str, model_id: str) -> str:
+        """A tenant's record of a model (each tenant has its own record of the same bytes)."""
+        return f"{self.prefix}:model:{tenant}:{model_id}"
+
+    def models(self, tenant: str) -> str:
+        """Sorted set of one tenant's model ids by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:models"
 
     @property
-    def models(self) -> str:
+    def all_models(self) -> str:
+        """Sorted set of ``tenant:model_id`` of every model record, for admins."""
         return f"{self.prefix}:models"
+
+    def model_holders(self, model_id: str) -> str:
+        """Set of the tenants holding a record of the model file ``model_id``."""
+        return f"{self.prefix}:model-holders:{model_id}"
 
     @property
     def durations(self) -> str:
@@ -113,21 +131,42 @@ class JobStore:
 
     # --- models ----------------------------------------------------------------------
     def create_model(self, model: Model) -> bool:
-        """Store a new model record; False (and nothing written) when the id exists."""
-        return self._create(self.keys.model(model.id), self.keys.models, model.id, model.created_at, model.to_fields())
+        """Store a tenant's new model record; False (and nothing written) when that tenant has it."""
+        key = self.keys.model(model.tenant, model.id)
 
-    def get_model(self, model_id: str) -> Model | None:
-        raw = self.redis.hgetall(self.keys.model(model_id))
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=model.to_fields())
+            pipe.zadd(self.keys.models(model.tenant), {model.id: model.created_at})
+            pipe.zadd(self.keys.all_models, {f"{model.tenant}:{model.id}": model.created_at})
+            pipe.sadd(self.keys.model_holders(model.id), model.tenant)
+            return True
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
+
+    def get_model(self, model_id: str, tenant: str) -> Model | None:
+        """``tenant``'s record of a model."""
+        raw = self.redis.hgetall(self.keys.model(tenant, model_id))
         return Model.from_fields(raw) if raw else None
 
-    def list_models(self) -> list[Model]:
-        ids = self.redis.zrevrange(self.keys.models, 0, -1)
-        return [m for m in (self.get_model(i) for i in ids) if m is not None]
+    def model_tenants(self, model_id: str) -> list[str]:
+        """The tenants holding a record of the model file ``model_id``, sorted."""
+        return sorted(self.redis.smembers(self.keys.model_holders(model_id)))
 
-    def update_model(self, model_id: str, expect: Iterable[ModelStatus], **changes: Any) -> bool:
-        """Change a model whose status is in ``expect``; False when it is not (or is gone)."""
+    def list_models(self, tenant: str | None) -> list[Model]:
+        """A tenant's models (every tenant's for None), newest first."""
+        if tenant is None:
+            refs = [ref.split(":", 1) for ref in self.redis.zrevrange(self.keys.all_models, 0, -1)]
+        else:
+            refs = [(tenant, i) for i in self.redis.zrevrange(self.keys.models(tenant), 0, -1)]
+        return [m for m in (self.get_model(i, t) for t, i in refs) if m is not None]
+
+    def update_model(self, model_id: str, tenant: str, expect: Iterable[ModelStatus], **changes: Any) -> bool:
+        """Change ``tenant``'s model whose status is in ``expect``; False when it is not (or is gone)."""
         allowed = {s.value for s in expect}
-        key = self.keys.model(model_id)
+        key = self.keys.model(tenant, model_id)
 
         def apply(pipe: redis.client.Pipeline) -> bool:
             if pipe.hget(key, "status") not in allowed:
@@ -138,38 +177,60 @@ class JobStore:
 
         return self.redis.transaction(apply, key, value_from_callable=True)
 
-    def delete_model(self, model_id: str) -> bool:
+    def delete_model(self, model_id: str, tenant: str) -> tuple[bool, int]:
+        """Remove ``tenant``'s record; (whether it existed, how many tenants still hold the file)."""
         pipe = self.redis.pipeline()
-        pipe.delete(self.keys.model(model_id))
-        pipe.zrem(self.keys.models, model_id)
-        return bool(pipe.execute()[0])
+        pipe.delete(self.keys.model(tenant, model_id))
+        pipe.zrem(self.keys.models(tenant), model_id)
+        pipe.zrem(self.keys.all_models, f"{tenant}:{model_id}")
+        pipe.srem(self.keys.model_holders(model_id), tenant)
+        pipe.scard(self.keys.model_holders(model_id))
+        results = pipe.execute()
+        return bool(results[0]), int(results[-1])
 
     # --- jobs: creation and reading ---------------------------------------------------
     def create_job(self, job: Job) -> bool:
         """Store a new job record (and index it by status); False when the id exists."""
-        created = self._create(self.keys.job(job.id), self.keys.jobs, job.id, job.created_at, job.to_fields())
-        if created:
-            self.redis.sadd(self.keys.jobs_in(job.status), job.id)
-        return created
+        key = self.keys.job(job.id)
+
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=job.to_fields())
+            pipe.zadd(self.keys.jobs, {job.id: job.created_at})
+            pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: job.created_at})
+            pipe.sadd(self.keys.jobs_in(job.status), job.id)
+            pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
+            return True
+
+        return self.redis.transaction(apply, key, value_from_callable=True)
 
     def get_job(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
         return Job.from_fields(raw) if raw else None
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        """Jobs newest first, optionally only those in ``status``."""
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100, *, tenant: str | None = None) -> list[Job]:
+        """A tenant's jobs (every tenant's for None) newest first, optionally only those in ``status``."""
         if status is None:
-            ids = self.redis.zrevrange(self.keys.jobs, 0, limit - 1)
+            index = self.keys.jobs if tenant is None else self.keys.tenant_jobs(tenant)
+            ids = self.redis.zrevrange(index, 0, limit - 1)
         else:
-            ids = list(self.redis.smembers(self.keys.jobs_in(status)))
+            index = self.keys.jobs_in(status) if tenant is None else self.keys.tenant_jobs_in(tenant, status)
+            ids = list(self.redis.smembers(index))
         jobs = [j for j in (self.get_job(i) for i in ids) if j is not None]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return jobs[:limit]
 
-    def count_jobs(self) -> dict[JobStatus, int]:
+    def job_ids(self, tenant: str) -> list[str]:
+        """Every job id of one tenant."""
+        return list(self.redis.zrange(self.keys.tenant_jobs(tenant), 0, -1))
+
+    def count_jobs(self, tenant: str | None = None) -> dict[JobStatus, int]:
+        """Jobs by status, of one tenant or (None) of all."""
         pipe = self.redis.pipeline()
         for status in JobStatus:
-            pipe.scard(self.keys.jobs_in(status))
+            pipe.scard(self.keys.jobs_in(status) if tenant is None else self.keys.tenant_jobs_in(tenant, status))
         return dict(zip(JobStatus, pipe.execute()))
 
     def running_job_ids(self) -> list[str]:
@@ -177,12 +238,15 @@ class JobStore:
 
     def delete_job(self, job_id: str) -> None:
         """Remove the record and its index entries (files are the artifact store's)."""
+        tenant = self.redis.hget(self.keys.job(job_id), "tenant") or DEFAULT_TENANT
         pipe = self.redis.pipeline()
         pipe.delete(self.keys.job(job_id))
         pipe.zrem(self.keys.jobs, job_id)
+        pipe.zrem(self.keys.tenant_jobs(tenant), job_id)
         pipe.zrem(self.keys.expiry, job_id)
         for status in JobStatus:
             pipe.srem(self.keys.jobs_in(status), job_id)
+            pipe.srem(self.keys.tenant_jobs_in(tenant, status), job_id)
         pipe.publish(self.keys.events(job_id), "deleted")
         pipe.execute()
 
@@ -274,9 +338,9 @@ class JobStore:
         return list(self.redis.zrangebyscore(self.keys.expiry, "-inf", time.time() if now is None else now))
 
     # --- idempotency ---------------------------------------------------------------------
-    def remember_idempotency(self, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
-        """Bind ``key`` to (job_id, fingerprint) unless bound already; returns the binding in force."""
-        name = self.keys.idempotency(key)
+    def remember_idempotency(self, tenant: str, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
+        """Bind ``tenant``'s ``key`` to (job_id, fingerprint) unless bound already; returns the binding in force."""
+        name = self.keys.idempotency(tenant, key)
         value = json.dumps([job_id, fingerprint])
         if not self.redis.set(name, value, nx=True, px=int(self.result_ttl_s * 1000)):
             value = self.redis.get(name) or value
@@ -306,17 +370,6 @@ class JobStore:
         return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
 
     # --- internals ----------------------------------------------------------------------
-    def _create(self, key: str, index: str, item_id: str, score: float, mapping: dict[str, str]) -> bool:
-        def apply(pipe: redis.client.Pipeline) -> bool:
-            if pipe.exists(key):
-                return False
-            pipe.multi()
-            pipe.hset(key, mapping=mapping)
-            pipe.zadd(index, {item_id: score})
-            return True
-
-        return self.redis.transaction(apply, key, value_from_callable=True)
-
     def _transition(self, job_id: str, allowed, changes, *, heartbeat: tuple[int, float] | None = None) -> Job | None:
         """Apply ``changes(job)`` when ``allowed(job)``, atomically; the new job, or None."""
         key = self.keys.job(job_id)
@@ -334,6 +387,8 @@ class JobStore:
             new_status = update.get("status", job.status)
             if new_status is not job.status:
                 pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
+                pipe.smove(self.keys.tenant_jobs_in(job.tenant, job.status),
+                           self.keys.tenant_jobs_in(job.tenant, new_status), job_id)
                 if new_status.is_final:
                     pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
                     pipe.delete(self.keys.heartbeat(job_id, job.dispatch))

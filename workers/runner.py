@@ -61,24 +61,26 @@ class ProgressReporter:
 
 
 class ModelCache:
-    """Loaded StepModels by model id (ids are content hashes, so an entry never goes stale)."""
+    """Loaded StepModels by tenant and model id (ids are content hashes, so an entry never goes stale;
+    the tenant is part of the key because each tenant's record carries its own format hints)."""
 
     def __init__(self, store: JobStore, artifacts: ArtifactStore, size: int = 4) -> None:
         self.store = store
         self.artifacts = artifacts
         self.size = size
-        self._models: OrderedDict[str, "StepModel"] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], "StepModel"] = OrderedDict()
 
-    def get(self, model_id: str) -> "StepModel":
-        if model_id in self._models:
-            self._models.move_to_end(model_id)
-            return self._models[model_id]
-        record = self.store.get_model(model_id)
+    def get(self, model_id: str, tenant: str) -> "StepModel":
+        key = (tenant, model_id)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        record = self.store.get_model(model_id, tenant)
         path = self.artifacts.model_path(model_id)
         if record is None or not path.exists():
             raise ModelNotFound(f"model {model_id} was deleted")
         model = load(path, record)
-        self._models[model_id] = model
+        self._models[key] = model
         if len(self._models) > self.size:
             self._models.popitem(last=False)
         return model
@@ -143,7 +145,7 @@ class JobRunner:
     def _solve(self, job: Job) -> tuple[FixedPoints, float]:
         from workers.engine import find_fixed_points
 
-        model = self.models.get(job.model_id)
+        model = self.models.get(job.model_id, job.tenant)
         with np.load(self.artifacts.arrays_path(job.id), allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
         options = FinderOptions.model_validate(job.options)
@@ -153,9 +155,10 @@ class JobRunner:
         return fixed_points, time.perf_counter() - start
 
 
-def validate_model(store: JobStore, artifacts: ArtifactStore, model_id: str) -> None:
-    """Load a freshly uploaded model: ``ready`` with its shapes, or ``invalid`` with the loader's reason."""
-    record = store.get_model(model_id)
+def validate_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> None:
+    """Load a freshly uploaded model: ``tenant``'s record becomes ``ready`` with its shapes, or ``invalid``
+    with the loader's reason."""
+    record = store.get_model(model_id, tenant)
     if record is None or record.status is not ModelStatus.VALIDATING:
         return
     try:
@@ -166,10 +169,12 @@ def validate_model(store: JobStore, artifacts: ArtifactStore, model_id: str) -> 
         log.info("model %s: cannot be loaded", model_id, exc_info=True)
         error = InvalidModel(f"the model cannot be loaded: {type(exc).__name__}: {exc}")
     else:
-        store.update_model(model_id, [ModelStatus.VALIDATING], status=ModelStatus.READY, error=None, **described)
+        store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.READY, error=None,
+                           **described)
         log.info("model %s: ready %s", model_id, described)
         return
-    store.update_model(model_id, [ModelStatus.VALIDATING], status=ModelStatus.INVALID, error=error.to_problem())
+    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
+                       error=error.to_problem())
     log.info("model %s: invalid: %s", model_id, error.detail)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from service.artifacts import ArtifactStore
+from service.records import DEFAULT_TENANT
 from service.dispatch import RUN_JOB, VALIDATE_MODEL
 from service.settings import get_settings
 from service.store import JobStore
@@ -23,10 +24,10 @@ def _runner() -> runner.JobRunner:
 
 
 @app.task(name=VALIDATE_MODEL)
-def validate_model(model_id: str) -> None:
-    """Load an uploaded model and mark it ready or invalid."""
+def validate_model(model_id: str, tenant: str = DEFAULT_TENANT) -> None:
+    """Load an uploaded model and mark ``tenant``'s record of it ready or invalid."""
     job_runner = _runner()
-    runner.validate_model(job_runner.store, job_runner.artifacts, model_id)
+    runner.validate_model(job_runner.store, job_runner.artifacts, model_id, tenant)
 
 
 @app.task(name=RUN_JOB)

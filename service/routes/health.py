@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fpf_client.errors import ErrorCode, ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..deps import DispatcherDep, SettingsDep, StoreDep
+from ..deps import DispatcherDep, SettingsDep, StoreDep, get_principal
 from ..problems import problem_responses
 
 router = APIRouter(tags=["health"])
@@ -31,7 +31,8 @@ def readyz(store: StoreDep, dispatcher: DispatcherDep, settings: SettingsDep) ->
     return {"status": "ready", "workers": sorted(name for reply in replies for name in reply)}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get("/metrics", response_class=Response, dependencies=[Depends(get_principal)],
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **problem_responses(ErrorCode.UNAUTHENTICATED)})
 def metrics(request: Request) -> Response:
-    """Prometheus text: jobs by state, queue depth, job durations."""
+    """Prometheus text: jobs by state, queue depth, job durations (any API key, once keys exist)."""
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

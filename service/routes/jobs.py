@@ -4,21 +4,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fpf_client.errors import ErrorCode
 from fpf_client.fixed_points import FixedPoints
 
-from ..deps import ArtifactsDep, DispatcherDep, JobDep, SettingsDep, StoreDep, require_job
+from ..deps import (
+    ArtifactsDep,
+    DispatcherDep,
+    JobDep,
+    PrincipalDep,
+    QuotasDep,
+    SettingsDep,
+    StoreDep,
+    get_principal,
+    require_job,
+)
 from ..events import job_events
 from ..operations import enqueue_job, remove_job, result_path
 from ..problems import problem_responses
 from ..records import JobStatus
+from ..scoping import visible_jobs
 from ..schemas import JobOut, JobRequest
 from ..submission import read_submission
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(get_principal)],
+                   responses=problem_responses(ErrorCode.UNAUTHENTICATED))
 
 NPZ = "application/x-npz"
 _SUBMIT_BODY = {
@@ -47,28 +59,30 @@ _SUBMIT_BODY = {
                                             ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                                             ErrorCode.INVALID_MODEL, ErrorCode.MODEL_NOT_FOUND,
                                             ErrorCode.MODEL_NOT_READY, ErrorCode.IDEMPOTENCY_CONFLICT,
-                                            ErrorCode.SERVICE_UNAVAILABLE)})
+                                            ErrorCode.QUOTA_EXCEEDED, ErrorCode.SERVICE_UNAVAILABLE)})
 async def submit_job(
     request: Request,
     settings: SettingsDep,
     store: StoreDep,
     artifacts: ArtifactsDep,
     dispatcher: DispatcherDep,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Check a job completely, store its arrays and queue it (202 + ``Location``)."""
     submission = await read_submission(request, settings.max_array_elements)
     job, created = await run_in_threadpool(enqueue_job, submission, idempotency_key, settings, store, artifacts,
-                                           dispatcher)
+                                           dispatcher, principal=principal, quotas=quotas)
     return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202 if created else 200,
                         headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.get("", response_model=list[JobOut])
-def list_jobs(store: StoreDep, status: JobStatus | None = None,
+def list_jobs(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
-    """Jobs newest first, optionally only those with ``status``."""
-    return [JobOut.of(j) for j in store.list_jobs(status, limit)]
+    """The caller's jobs (everyone's for an admin) newest first, optionally only those with ``status``."""
+    return [JobOut.of(j) for j in visible_jobs(store, principal, status, limit)]
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(ErrorCode.JOB_NOT_FOUND))
@@ -86,9 +100,10 @@ def cancel_job(job: JobDep, store: StoreDep) -> JobOut:
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}},
                        **problem_responses(ErrorCode.JOB_NOT_FOUND)})
-async def stream_job_events(job_id: str, request: Request, store: StoreDep) -> StreamingResponse:
+async def stream_job_events(job_id: str, request: Request, store: StoreDep,
+                            principal: PrincipalDep) -> StreamingResponse:
     """Server-sent events: ``progress`` with the job whenever it changes, then ``end`` at a final status."""
-    await run_in_threadpool(require_job, job_id, store)
+    await run_in_threadpool(require_job, job_id, store, principal)
     return StreamingResponse(job_events(request.app.state.async_redis, store, job_id),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

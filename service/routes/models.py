@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fpf_client.errors import ErrorCode
 
-from ..deps import ArtifactsDep, DispatcherDep, ModelDep, StoreDep
+from ..deps import ArtifactsDep, DispatcherDep, ModelDep, PrincipalDep, QuotasDep, StoreDep, get_principal
 from ..operations import remove_model, store_model
 from ..problems import problem_responses
 from ..schemas import ModelOut
+from ..scoping import visible_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(get_principal)],
+                   responses=problem_responses(ErrorCode.UNAUTHENTICATED))
 
 
 @router.post("", status_code=202, response_model=ModelOut,
-             responses={200: {"model": ModelOut, "description": "The same bytes were uploaded before"},
-                        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE)})
+             responses={200: {"model": ModelOut, "description": "The same bytes were uploaded before by this tenant"},
+                        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE,
+                                           ErrorCode.QUOTA_EXCEEDED)})
 def upload_model(
     response: Response,
     store: StoreDep,
     artifacts: ArtifactsDep,
     dispatcher: DispatcherDep,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
     file: Annotated[UploadFile, File(description="The model file")],
     format: Annotated[str | None, Form(description="torchscript, ...; detected when absent")] = None,
     n_states: Annotated[int | None, Form(ge=1, description="Hint, checked by a dry run")] = None,
@@ -31,21 +36,22 @@ def upload_model(
 ) -> ModelOut:
     """Store a model by the sha256 of its bytes and have a worker validate it.
 
-    A new upload answers 202 (status ``validating``); the same bytes again answer 200
-    with the existing model, except that an ``invalid`` one is validated again with
+    A new upload answers 202 (status ``validating``); the same bytes again from the same
+    tenant answer 200 with its existing model, except that an ``invalid`` one is validated again with
     the new hints.
     """
     hints = {"format": format, "n_states": n_states, "n_inputs": n_inputs, "dynamics": dynamics}
-    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename, hints=hints)
+    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename, hints=hints,
+                                principal=principal, quotas=quotas)
     if not queued:
         response.status_code = 200
     return ModelOut.of(model)
 
 
 @router.get("", response_model=list[ModelOut])
-def list_models(store: StoreDep) -> list[ModelOut]:
-    """All models, newest first."""
-    return [ModelOut.of(m) for m in store.list_models()]
+def list_models(store: StoreDep, principal: PrincipalDep) -> list[ModelOut]:
+    """The caller's models (everyone's for an admin), newest first."""
+    return [ModelOut.of(m) for m in visible_models(store, principal)]
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(ErrorCode.MODEL_NOT_FOUND))

@@ -163,6 +163,7 @@ def start_service(root: Path, **settings: str) -> Iterator[LiveService]:
         "FPF_REDIS_URL": redis_url,
         "FPF_REDIS_PREFIX": prefix,
         "FPF_DATA_DIR": str(root / "data"),
+        "FPF_KEYS_FILE": str(root / "keys.json"),
         "FPF_MAX_BODY_BYTES": str(8 * 2**20),
         "FPF_HEARTBEAT_INTERVAL_S": "0.3",
         "FPF_HEARTBEAT_TTL_S": "1.5",

@@ -126,8 +126,9 @@ def test_expired_results_are_deleted_with_their_files(store: JobStore, tmp_path:
 
 
 def test_idempotency_binding_keeps_the_first_job(store: JobStore) -> None:
-    assert store.remember_idempotency("k", "job-1", "digest-1") == ("job-1", "digest-1")
-    assert store.remember_idempotency("k", "job-2", "digest-2") == ("job-1", "digest-1")
+    assert store.remember_idempotency("lab", "k", "job-1", "digest-1") == ("job-1", "digest-1")
+    assert store.remember_idempotency("lab", "k", "job-2", "digest-2") == ("job-1", "digest-1")
+    assert store.remember_idempotency("other", "k", "job-3", "digest-3") == ("job-3", "digest-3")
 
 
 def test_concurrent_claims_let_exactly_one_win(store: JobStore) -> None:
