@@ -43,7 +43,7 @@ class InPlaceLSTMStep(torch.nn.Module):
 
     def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         hidden, cell = h[:, :HIDDEN], h[:, HIDDEN:]
-        z = [x(u) + r(hidden) for x, r in zip(self.x, self.r)]
+        z = [x(u) + r(hidden) for x, r in zip(self.x, self.r, strict=True)]
         i, f, g, o = z[0].sigmoid_(), z[1].sigmoid_(), z[2].tanh_(), z[3].sigmoid_()
         cell = f * cell + i * g
         return torch.cat([o * torch.tanh(cell), cell], dim=1)

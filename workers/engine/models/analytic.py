@@ -130,7 +130,7 @@ def _lstm(w: _Weights, state: torch.Tensor, u: torch.Tensor, states: bool, input
 
     def through_gates(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w_i, w_f, w_g, w_o = weights.chunk(4, dim=0)
-        dc = _scaled(list(zip(coefficients, (w_i, w_f, w_g))))
+        dc = _scaled(list(zip(coefficients, (w_i, w_f, w_g), strict=True)))
         dh = torch.addcmul(c_o.unsqueeze(2) * w_o, k.unsqueeze(2), dc)
         return dh, dc
 

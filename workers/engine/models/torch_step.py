@@ -180,7 +180,7 @@ class TorchStepModel(StepModel):
                     if path == "analytic"
                     else self._rows_by(path, out, wrt, retain_graph=True)
                 ),
-                lambda a, b: all(_close(x, y) for x, y in zip(a, b)),
+                lambda a, b: all(_close(x, y) for x, y in zip(a, b, strict=True)),
                 batch=out.shape[0],
                 device=out.device,
             )
