@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from service.keys_cli import add_keys_command, keys_file
 from service.settings import get_settings
 
 GATEWAY_APP = "service.app:create_app"
@@ -33,10 +34,25 @@ def celery_worker_argv(queue: str, name: str, loglevel: str = "info") -> list[st
     ]
 
 
+def bind_allowed(host: str, keys_file: Path) -> bool:
+    """Whether the API may listen on ``host``: beyond loopback only once an API key exists (logged either way)."""
+    from service.auth import UnsafeBind, check_bind
+    from service.keys import KeyStore
+
+    try:
+        check_bind(host, KeyStore(keys_file))
+    except UnsafeBind as exc:
+        logging.getLogger("fpf-server").error("%s", exc)
+        return False
+    return True
+
+
 def run_gateway(host: str, port: int, log_level: str) -> int:
     """Serve the gateway with uvicorn in this process until it is stopped."""
     import uvicorn
 
+    if not bind_allowed(host, get_settings().keys_file):
+        return 1
     uvicorn.run(GATEWAY_APP, factory=True, host=host, port=port, log_level=log_level)
     return 0
 
@@ -59,6 +75,10 @@ def run_up(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     external = settings.redis_url if "redis_url" in settings.model_fields_set else None
+    keys = settings.keys_file if "keys_file" in settings.model_fields_set else keys_file(args.data_dir)
+    if not bind_allowed(args.host, keys):
+        return 1
+    os.environ["FPF_KEYS_FILE"] = str(keys.resolve())  # the parts inherit it
     config = LaunchConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers,
         redis_url=external, grace_s=args.grace, log_level=args.log_level,
@@ -102,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--gpu", type=int, default=None, help="pin to this GPU (sets CUDA_VISIBLE_DEVICES)")
     worker.add_argument("--name", default=None, help="Celery node name before '@host' (default: gpuN or worker)")
     worker.set_defaults(handler=lambda a: exec_worker(a.gpu, a.name, a.log_level))
+
+    add_keys_command(commands)
     return parser
 
 
