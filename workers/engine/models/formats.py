@@ -1,8 +1,8 @@
 """Model files: which format a file is, and loading it as a StepModel.
 
 Each format registers a detector (``path -> bool``) and a loader; ``detect_format``
-tries the detectors in order. TorchScript is built in; ONNX and SavedModel register
-here when their adapters exist.
+tries the detectors in order. ONNX and SavedModel are imported only when a file is
+checked against them, so a torch-only worker never pays for TensorFlow or onnx.
 """
 
 from __future__ import annotations
@@ -30,7 +30,36 @@ class Format(NamedTuple):
     load: Loader
 
 
-FORMATS: dict[str, Format] = {"torchscript": Format(is_torchscript, load_torchscript)}
+def _detect_savedmodel(path: Path) -> bool:
+    from .savedmodel import looks_like_savedmodel
+
+    return looks_like_savedmodel(path)
+
+
+def _load_savedmodel(path: str | Path, **kwargs) -> StepModel:
+    from .savedmodel import load_savedmodel
+
+    return load_savedmodel(path, **kwargs)
+
+
+def _detect_onnx(path: Path) -> bool:
+    from .onnx_model import looks_like_onnx
+
+    return looks_like_onnx(path)
+
+
+def _load_onnx(path: str | Path, **kwargs) -> StepModel:
+    from .onnx_model import load_onnx
+
+    return load_onnx(path, **kwargs)
+
+
+# Order matters: a SavedModel archive is recognised before an archive holding an .onnx file.
+FORMATS: dict[str, Format] = {
+    "torchscript": Format(is_torchscript, load_torchscript),
+    "savedmodel": Format(_detect_savedmodel, _load_savedmodel),
+    "onnx": Format(_detect_onnx, _load_onnx),
+}
 
 
 def register_format(name: str, detect: Callable[[Path], bool], load: Loader) -> None:
@@ -69,7 +98,7 @@ def load_model(
     Parameters
     ----------
     path : the model file.
-    format : ``"torchscript"``; detected from the file when None.
+    format : ``"torchscript"``, ``"onnx"`` or ``"savedmodel"``; detected from the file when None.
     n_states, n_inputs : hints, checked by a dry run; needed when the file does not
         declare its shapes and they cannot be read off its parameters.
     dynamics : ``"discrete"`` (a map F) or ``"continuous"`` (a vector field f).
