@@ -311,7 +311,9 @@ def _array_to_json(value: np.ndarray) -> Any:
 
 def _array_from_json(value: Any, spec: dict[str, Any] | None = None) -> np.ndarray:
     if isinstance(value, dict) and set(value) == {"real", "imag"}:
-        array = _array_from_json(value["real"]) + 1j * _array_from_json(value["imag"])
+        real, imag = _array_from_json(value["real"]), _array_from_json(value["imag"])
+        array = np.empty(real.shape, dtype=np.result_type(real, imag, np.complex64))
+        array.real, array.imag = real, imag  # not real + 1j * imag, which loses the sign of -0.0 parts
     else:
         array = np.asarray(value)
         if array.dtype.kind in "OU":  # non-finite floats spelled as strings
