@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from . import protocol
-from .client import auth_headers, default_url
+from .client import default_url
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
 from .payloads import (
@@ -28,6 +28,7 @@ from .payloads import (
 from .progress import ProgressArg, ProgressReporter
 from .protocol import Call, T
 from .records import JobRecord, Model
+from .transport import auth_headers, transport_kind
 
 
 class AsyncClient:
@@ -41,6 +42,8 @@ class AsyncClient:
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.url = default_url(url).rstrip("/")
+        if transport_kind(self.url, None) == "grpc":
+            raise ValueError(f"AsyncClient speaks REST only; for {self.url} use Client (gRPC is synchronous)")
         self._http = httpx.AsyncClient(base_url=self.url, headers=auth_headers(api_key), timeout=timeout)
 
     async def _send(self, call: Call[T]) -> T:

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 
 from . import protocol
-from .events import SSEDecoder
 from .fixed_points import FixedPoints
 from .payloads import (
     arrays_payload,
@@ -21,19 +20,16 @@ from .payloads import (
     options_payload,
 )
 from .progress import ProgressArg, ProgressReporter
-from .protocol import Call, T
 from .records import JobRecord, Model
+from .transport import DEFAULT_GRPC_TARGET, HttpTransport, Transport, open_transport, transport_kind
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def default_url(url: str | None) -> str:
-    """``url``, else the ``FPF_URL`` environment variable, else the local default."""
-    return url or os.environ.get("FPF_URL") or DEFAULT_URL
+def default_url(url: str | None, transport: str | None = None) -> str:
+    """``url``, else the ``FPF_URL`` environment variable, else the local default (of ``transport``)."""
+    return url or os.environ.get("FPF_URL") or (DEFAULT_GRPC_TARGET if transport == "grpc" else DEFAULT_URL)
 
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 class Client:
@@ -43,10 +39,15 @@ class Client:
     ----------
     url : str, optional
         The gateway's base URL; defaults to ``$FPF_URL``, else ``http://127.0.0.1:8000``.
+        ``grpc://host:port`` (or ``grpcs://`` for TLS) talks to the gRPC server instead.
     api_key : str, optional
-        Sent as ``Authorization: Bearer <api_key>``.
+        Sent as ``Authorization: Bearer <api_key>`` (gRPC: ``authorization`` metadata).
     timeout : float
         Seconds to wait for any one answer (waiting for a job has its own ``timeout``).
+    transport : {"http", "grpc"}, optional
+        Overrides the URL's scheme; with ``"grpc"`` the URL may be a bare ``host:port``.
+        Both give the same records, the same exceptions and bit-identical results
+        (gRPC needs ``pip install 'fpf-client[grpc]'``).
 
     Examples
     --------
@@ -54,21 +55,22 @@ class Client:
     ...     fps = client.find_fixed_points("rnn.pt", states, inputs)
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
-        self.url = default_url(url).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=auth_headers(api_key), timeout=timeout)
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
+                 transport: str | None = None) -> None:
+        self.url = default_url(url, transport).rstrip("/")
+        self.transport = transport_kind(self.url, transport)
+        self._transport: Transport = open_transport(self.url, self.transport, api_key, timeout)
 
-    # --- plumbing ------------------------------------------------------------------------
-    def _send(self, call: Call[T]) -> T:
-        try:
-            response = self._http.request(call.method, call.path, **call.request_kwargs())
-        except httpx.TransportError as exc:
-            raise protocol.unreachable(self.url, exc) from exc
-        return call.read(response)
+    @property
+    def _http(self) -> httpx.Client:
+        """The httpx client of the REST transport (for event hooks)."""
+        if not isinstance(self._transport, HttpTransport):
+            raise AttributeError(f"a {self.transport} client has no HTTP connection")
+        return self._transport.http
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pool (or channel)."""
+        self._transport.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -77,7 +79,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(url={self.url!r})"
+        return f"Client(url={self.url!r}, transport={self.transport!r})"
 
     # --- models --------------------------------------------------------------------------
     def upload_model(
@@ -110,10 +112,9 @@ class Client:
         InvalidModel
             With the service's reason, when it cannot use the model.
         """
-        call = protocol.upload_model(
+        record = self._transport.upload_model(
             model_file(model), format=format, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics
         )
-        record = self._send(call)
         return self._await_model(record, timeout) if wait else record
 
     def _await_model(self, record: Model, timeout: float | None) -> Model:
@@ -127,15 +128,15 @@ class Client:
 
     def get_model(self, model: Model | str) -> Model:
         """The model record of an id (or refresh a :class:`Model`)."""
-        return self._send(protocol.get_model(model_id(model)))
+        return self._transport.get_model(model_id(model))
 
     def list_models(self) -> list[Model]:
         """Every model on the service."""
-        return self._send(protocol.list_models())
+        return self._transport.list_models()
 
     def delete_model(self, model: Model | str) -> None:
         """Delete a model and its file."""
-        self._send(protocol.delete_model(model_id(model)))
+        self._transport.delete_model(model_id(model))
 
     # --- jobs ----------------------------------------------------------------------------
     def submit(
@@ -167,16 +168,16 @@ class Client:
         arrays = arrays_payload(initial_states, inputs)
         if is_local_model(model):
             model = self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
-        record = self._send(protocol.submit_job(model_id(model), arrays.npz, option_values, idempotency_key))
+        record = self._transport.submit_job(model_id(model), arrays, option_values, idempotency_key)
         return Job(self, record)
 
     def get_job(self, job_id: str) -> "Job":
         """A handle on an existing job."""
-        return Job(self, self._send(protocol.get_job(job_id)))
+        return Job(self, self._transport.get_job(job_id))
 
     def list_jobs(self, status: str | None = None) -> list[JobRecord]:
         """Jobs, newest first, optionally only those with ``status``."""
-        return self._send(protocol.list_jobs(status))
+        return self._transport.list_jobs(status)
 
     def find_fixed_points(
         self,
@@ -192,35 +193,6 @@ class Client:
         job = self.submit(model, initial_states, inputs, **options)
         job.wait(progress=progress, timeout=timeout)
         return job.result()
-
-    def _job_events(self, job_id: str, deadline: float) -> Iterator[JobRecord]:
-        """Job records from the event stream until it ends, fails or the deadline passes.
-
-        A silent stream is reopened; any other trouble ends the stream and the caller polls.
-        """
-        while protocol.seconds_left(deadline) > 0:
-            timeout = protocol.stream_timeout(self._http.timeout, deadline)
-            try:
-                with self._http.stream(
-                    "GET", protocol.job_events_path(job_id), headers={"Accept": "text/event-stream"}, timeout=timeout
-                ) as response:
-                    if not protocol.is_event_stream(response):
-                        return
-                    decoder = SSEDecoder()
-                    for line in response.iter_lines():
-                        event = decoder.feed(line)
-                        if event is None:
-                            continue
-                        record = protocol.event_record(event)
-                        if record is not None:
-                            yield record
-                        if event.event == "end":
-                            yield self._send(protocol.get_job(job_id))
-                    return
-            except httpx.ReadTimeout:
-                continue
-            except httpx.TransportError:
-                return
 
 
 class Job:
@@ -239,7 +211,7 @@ class Job:
 
     def refresh(self) -> JobRecord:
         """Fetch the job's current record."""
-        self.record = self._client._send(protocol.get_job(self.id))
+        self.record = self._client._transport.get_job(self.id)
         return self.record
 
     @property
@@ -270,7 +242,7 @@ class Job:
 
     def _updates(self, deadline: float) -> Iterator[JobRecord]:
         yield self.refresh()
-        yield from self._client._job_events(self.id, deadline)
+        yield from self._client._transport.job_events(self.id, deadline)
         for delay in protocol.poll_delays(longest=2.0):
             if protocol.seconds_left(deadline) <= 0:
                 return
@@ -287,16 +259,16 @@ class Job:
         """
         record = self.record if self.record.is_final else self.wait(progress=False, timeout=timeout)
         protocol.check_succeeded(record)
-        return self._client._send(protocol.job_result(self.id))
+        return self._client._transport.job_result(self.id)
 
     def cancel(self) -> JobRecord:
         """Ask the service to stop the job (a running one stops within seconds); returns its record."""
-        self._client._send(protocol.cancel_job(self.id))
+        self._client._transport.cancel_job(self.id)
         return self.refresh()
 
     def delete(self) -> None:
         """Remove the job and its files (a running job is cancelled first)."""
-        self._client._send(protocol.delete_job(self.id))
+        self._client._transport.delete_job(self.id)
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, status={self.record.status!r})"

@@ -81,15 +81,23 @@ def as_state_array(value: Any, name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ArraysPayload:
-    """The ``.npz`` of a job's arrays and the shapes it holds (hints for a model uploaded with it)."""
+    """A job's checked arrays (``initial_states`` and, when given, ``inputs``) and the shapes they hold
+    (hints for a model uploaded with them)."""
 
-    npz: bytes
+    arrays: dict[str, np.ndarray]
     n_states: int
     n_inputs: int | None
 
+    @property
+    def npz(self) -> bytes:
+        """The arrays as an ``.npz`` file, the REST upload format."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.arrays)
+        return buffer.getvalue()
+
 
 def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
-    """Check ``initial_states: (n, n_states)`` and ``inputs: (1 | n, n_inputs)`` and pack them as ``.npz``."""
+    """Check ``initial_states: (n, n_states)`` and ``inputs: (1 | n, n_inputs)``."""
     arrays = {"initial_states": as_state_array(initial_states, "initial_states")}
     n, n_states = arrays["initial_states"].shape
     if n == 0:
@@ -100,9 +108,7 @@ def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
             raise ShapeMismatch(
                 f"inputs has {arrays['inputs'].shape[0]} rows; expected 1 or {n} (one per initial state)"
             )
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return ArraysPayload(buffer.getvalue(), n_states, arrays["inputs"].shape[1] if inputs is not None else None)
+    return ArraysPayload(arrays, n_states, arrays["inputs"].shape[1] if inputs is not None else None)
 
 
 def is_local_model(model: Any) -> bool:

@@ -1,0 +1,4 @@
+"""The gRPC side of fpf-client (``pip install fpf-client[grpc]``): stubs, codecs and the transport.
+
+Nothing here is imported unless a client is asked for ``grpc://``, so the base install needs no grpcio.
+"""
