@@ -1,6 +1,6 @@
-"""``fpf-server``: run the fpf service, whole (``up``) or part by part (``gateway``, ``worker``).
+"""``fpf-server``: run the fpf service, whole (``up``) or part by part (``gateway``, ``grpc``, ``worker``).
 
-``up`` is the one-command default for a laptop or a single server; ``gateway`` and
+``up`` is the one-command default for a laptop or a single server; ``gateway``, ``grpc`` and
 ``worker`` are what docker-compose (or systemd, or a cluster) runs, one process each.
 Settings come from ``FPF_*`` environment variables (:mod:`service.settings`).
 """
@@ -57,6 +57,13 @@ def run_gateway(host: str, port: int, log_level: str) -> int:
     return 0
 
 
+def run_grpc(host: str, port: int, threads: int) -> int:
+    """Serve the gRPC API in this process until it is stopped."""
+    from service.grpc.server import serve
+
+    return serve(host, port, threads=threads)
+
+
 def exec_worker(gpu: int | None, name: str | None, loglevel: str) -> NoReturn:
     """Replace this process with a Celery worker, pinned to one GPU when ``gpu`` is given.
 
@@ -81,7 +88,7 @@ def run_up(args: argparse.Namespace) -> int:
     os.environ["FPF_KEYS_FILE"] = str(keys.resolve())  # the parts inherit it
     config = LaunchConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers,
-        redis_url=external, grace_s=args.grace, log_level=args.log_level,
+        redis_url=external, grace_s=args.grace, log_level=args.log_level, grpc_port=args.grpc_port or None,
     )
     try:
         return up(config)
@@ -98,7 +105,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fpf-server`` argument parser with its three subcommands."""
+    """The ``fpf-server`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="fpf-server", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="gateway port (default: %(default)s)")
     up.add_argument("--data-dir", type=Path, default=Path("var"),
                     help="models, results, Redis files and pid files (default: ./%(default)s)")
+    up.add_argument("--grpc-port", type=int, default=50051,
+                    help="gRPC port, on the gateway's address; 0 serves no gRPC (default: %(default)s)")
     up.add_argument("--workers", type=_positive_int, default=1, help="Celery worker processes (default: 1)")
     up.add_argument("--grace", type=float, default=10.0,
                     help="seconds each part may take to stop before it is killed (default: %(default)s)")
@@ -117,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     gateway.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     gateway.set_defaults(handler=lambda a: run_gateway(a.host, a.port, a.log_level))
+
+    grpc = commands.add_parser("grpc", help="run the gRPC server alone (beside or instead of the gateway)")
+    grpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    grpc.add_argument("--port", type=int, default=50051, help="port to listen on (default: %(default)s)")
+    grpc.add_argument("--threads", type=_positive_int, default=32,
+                      help="concurrent calls; each WatchJob holds one (default: %(default)s)")
+    grpc.set_defaults(handler=lambda a: run_grpc(a.host, a.port, a.threads))
 
     worker = commands.add_parser("worker", help="run one Celery worker process (queue from FPF_QUEUE)")
     worker.add_argument("--gpu", type=int, default=None, help="pin to this GPU (sets CUDA_VISIBLE_DEVICES)")

@@ -57,6 +57,8 @@ class LaunchConfig:
         How long each part may take to stop before it is killed.
     log_level
         Passed on to the gateway and workers.
+    grpc_port
+        Where the gRPC server listens, on the gateway's host; None runs none.
     """
 
     host: str = "127.0.0.1"
@@ -66,12 +68,21 @@ class LaunchConfig:
     redis_url: str | None = None
     grace_s: float = 10.0
     log_level: str = "info"
+    grpc_port: int | None = 50051
 
     @property
     def base_url(self) -> str:
         """The gateway's URL as a client on this machine reaches it."""
+        return f"http://{self._local_host()}:{self.port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        """The gRPC server's address as a client on this machine reaches it (None when not served)."""
+        return None if self.grpc_port is None else f"grpc://{self._local_host()}:{self.grpc_port}"
+
+    def _local_host(self) -> str:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return f"[{host}]" if ":" in host else host
 
 
 def child_environment(
@@ -101,6 +112,9 @@ def service_specs(config: LaunchConfig, env: Mapping[str, str]) -> list[ProcessS
     specs.append(
         ProcessSpec("gateway", [*cli, "gateway", "--host", config.host, "--port", str(config.port)], env, tier=1)
     )
+    if config.grpc_port is not None:
+        specs.append(ProcessSpec("grpc", [*cli, "grpc", "--host", config.host, "--port", str(config.grpc_port)],
+                                 env, tier=1))
     return specs
 
 
@@ -175,6 +189,7 @@ def banner(config: LaunchConfig, data_dir: Path, redis_url: str, embedded: bool)
         "fpf is running",
         f"  API:      {config.base_url}",
         f"  Docs:     {config.base_url}/docs",
+        *([f"  gRPC:     {config.grpc_url}"] if config.grpc_url else []),
         f"  Data dir: {data_dir}",
         f"  Redis:    {redis_url} ({redis_note})",
         f"  Workers:  {config.workers}",
@@ -201,6 +216,9 @@ def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) ->
         directory.mkdir(parents=True, exist_ok=True)
     if not _port_is_free(config.host, config.port):
         raise LaunchError(f"port {config.port} on {config.host} is in use; choose another with --port")
+    if config.grpc_port is not None and not _port_is_free(config.host, config.grpc_port):
+        raise LaunchError(f"gRPC port {config.grpc_port} on {config.host} is in use; choose another with "
+                          "--grpc-port (0 serves no gRPC)")
 
     with _exclusive(run_dir / "fpf-server.lock"), _StopSignals() as signals:
         supervisor = Supervisor(run_dir, grace_s=config.grace_s)

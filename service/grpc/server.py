@@ -1,0 +1,132 @@
+"""The gRPC server: FixedPointService, the standard health service and server reflection.
+
+It runs beside the REST gateway (``fpf-server grpc``, or with the rest from ``fpf-server up``)
+over the same Redis job store and data directory, and like the gateway it sweeps lost and
+expired jobs, so that it can also serve alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from fpf_client.rpc.stubs import SERVICE_NAME, load
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from workers.celery_app import make_celery
+
+from ..artifacts import ArtifactStore
+from ..auth import Authenticator, UnsafeBind, check_bind
+from ..dispatch import Dispatcher
+from ..janitor import Janitor
+from ..keys import KeyStore
+from ..quotas import QuotaLimits, Quotas
+from ..settings import Settings, get_settings
+from ..store import JobStore
+from .servicer import Authenticate, FixedPointServicer
+
+log = logging.getLogger(__name__)
+
+#: Concurrent calls served (each WatchJob holds one thread while it follows its job).
+DEFAULT_THREADS = 32
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class GrpcServer:
+    """A started server and the housekeeping thread beside it; :meth:`stop` ends both."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    _stop: threading.Event
+    _housekeeping: threading.Thread
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        self.server.wait_for_termination()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Report NOT_SERVING, let calls in flight finish for ``grace_s`` seconds, then stop."""
+        self.health.enter_graceful_shutdown()
+        self._stop.set()
+        self.server.stop(grace_s).wait()
+        self._housekeeping.join(timeout=grace_s)
+
+
+def start_server(address: str, settings: Settings | None = None, *, threads: int = DEFAULT_THREADS,
+                 authenticate: Authenticate | None = None) -> GrpcServer:
+    """Serve on ``address`` (``host:port``; port 0 picks a free one) and return at once.
+
+    Callers are authenticated by ``authenticate`` (default: the API keys of ``FPF_KEYS_FILE``,
+    as the REST gateway does), and messages up to ``FPF_MAX_BODY_BYTES`` are accepted, the
+    gateway's body limit.
+    """
+    settings = settings or get_settings()
+    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    artifacts = ArtifactStore(settings.data_dir)
+    dispatcher = Dispatcher(make_celery(settings), settings.queue)
+    janitor = Janitor(store, artifacts, dispatcher, settings.max_attempts)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fpf-grpc"),
+        options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
+    )
+    authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
+    quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
+    load().pb2_grpc.add_FixedPointServiceServicer_to_server(
+        FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+
+    stop = threading.Event()
+    housekeeping = threading.Thread(target=_housekeeping, args=(store, janitor, health_servicer, settings, stop),
+                                    name="fpf-grpc-housekeeping", daemon=True)
+    housekeeping.start()
+    log.info("gRPC server listening on %s", address.rsplit(":", 1)[0] + f":{port}")
+    return GrpcServer(server, port, health_servicer, stop, housekeeping)
+
+
+def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings,
+                  stop: threading.Event) -> None:
+    """Sweep lost and expired jobs, and serve FixedPointService's health as whether Redis answers."""
+    health_servicer.set("", SERVING)
+    while not stop.is_set():
+        try:
+            store.ping()
+            janitor.sweep()
+            health_servicer.set(SERVICE_NAME, SERVING)
+        except Exception:
+            log.exception("housekeeping failed; reporting %s as NOT_SERVING", SERVICE_NAME)
+            health_servicer.set(SERVICE_NAME, NOT_SERVING)
+        stop.wait(settings.janitor_interval_s)
+
+
+def serve(host: str, port: int, *, threads: int = DEFAULT_THREADS) -> int:
+    """Run the server in this process until SIGINT or SIGTERM.
+
+    Like the gateway, it refuses an address beyond loopback while no API key exists.
+    """
+    try:
+        check_bind(host, KeyStore(get_settings().keys_file))
+    except UnsafeBind as exc:
+        log.error("%s", exc)
+        return 1
+    running = start_server(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", threads=threads)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    log.info("stopping the gRPC server")
+    running.stop()
+    return 0

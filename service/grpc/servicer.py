@@ -1,0 +1,244 @@
+"""The RPCs of ``fpf.v1.FixedPointService``: each one is the REST route of the same name, over gRPC.
+
+Validation, storage and queueing are :mod:`service.operations` and :mod:`service.submission`,
+the functions the HTTP routes call; records are rendered through the same ``ModelOut`` /
+``JobOut`` schemas, then converted by :mod:`fpf_client.rpc.codec`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import io
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import redis
+from google.protobuf import empty_pb2
+from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
+from fpf_client.rpc import codec
+from fpf_client.rpc.stubs import load
+
+from ..artifacts import ArtifactStore
+from ..auth import Principal
+from ..dispatch import Dispatcher
+from ..operations import enqueue_job, remove_job, remove_model, result_path, store_model
+from ..quotas import Quotas
+from ..records import JobStatus
+from ..schemas import JobOut, ModelOut
+from ..scoping import find_job, find_model, visible_jobs, visible_models
+from ..settings import Settings
+from ..store import JobStore
+from ..submission import Submission, parse_options
+from .results import result_chunks
+
+log = logging.getLogger(__name__)
+pb2, pb2_grpc = load().pb2, load().pb2_grpc
+
+#: The caller of the ``authorization`` metadata (``Bearer KEY``, or None when absent), or
+#: :class:`~fpf_client.errors.Unauthenticated`: :class:`service.auth.Authenticator`, which the REST
+#: gateway calls with its ``Authorization`` header.
+Authenticate = Callable[[str | None], Principal]
+
+#: How long WatchJob waits on the job's notices before it looks at the job (and the client) again.
+WATCH_POLL_S = 1.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Run an RPC for the caller its API key names, answering :class:`FpfError` with its status and details.
+
+    The decorated method gets the :class:`~service.auth.Principal` as a fourth argument.
+    """
+
+    def fail(context: grpc.ServicerContext, exc: Exception) -> None:
+        if not isinstance(exc, FpfError):
+            log.exception("unhandled error in %s", method.__name__)
+            exc = FpfError("internal server error")
+        context.abort_with_status(codec.status_of_problem(exc.to_problem()))
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def streaming(self: "FixedPointServicer", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context, self.caller(context))
+            except Exception as exc:
+                fail(context, exc)
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: "FixedPointServicer", request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context, self.caller(context))
+        except Exception as exc:
+            fail(context, exc)
+
+    return unary  # type: ignore[return-value]
+
+
+class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
+    """The gRPC face of the gateway, over the same store, artifacts and queue."""
+
+    def __init__(self, settings: Settings, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher,
+                 authenticate: Authenticate, quotas: Quotas) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.dispatcher = dispatcher
+        self.authenticate = authenticate
+        self.quotas = quotas
+
+    def caller(self, context: grpc.ServicerContext) -> Principal:
+        """Who is calling, from the ``authorization`` metadata (REST: the ``Authorization`` header)."""
+        return self.authenticate(dict(context.invocation_metadata()).get("authorization"))
+
+    # --- models ------------------------------------------------------------------------
+    @rpc
+    def UploadModel(self, request_iterator: Iterator[Any], context: grpc.ServicerContext, caller: Principal) -> Any:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequest("the first UploadModel message must be the header")
+        header = first.header
+        dynamics = header.dynamics if header.HasField("dynamics") else "discrete"
+        hints = {"format": header.format if header.HasField("format") else None,
+                 "n_states": _hint(header, "n_states", minimum=1), "n_inputs": _hint(header, "n_inputs", minimum=0),
+                 "dynamics": dynamics}
+        if dynamics not in ("discrete", "continuous"):
+            raise InvalidRequest(f"dynamics must be discrete or continuous, not {dynamics!r}", field="dynamics")
+        source = _ChunkReader(request_iterator, self.settings.max_body_bytes)
+        model, _ = store_model(self.store, self.artifacts, self.dispatcher, source,
+                               filename=header.filename or None, hints=hints, principal=caller, quotas=self.quotas)
+        return codec.model_message(ModelOut.of(model).model_dump())
+
+    @rpc
+    def GetModel(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        return codec.model_message(ModelOut.of(find_model(self.store, caller, request.model_id)).model_dump())
+
+    @rpc
+    def ListModels(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        return pb2.ListModelsResponse(models=[codec.model_message(ModelOut.of(m).model_dump())
+                                              for m in visible_models(self.store, caller)])
+
+    @rpc
+    def DeleteModel(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        remove_model(find_model(self.store, caller, request.model_id), self.store, self.artifacts)
+        return empty_pb2.Empty()
+
+    # --- jobs ----------------------------------------------------------------------------
+    @rpc
+    def SubmitJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        if not request.model_id:
+            raise InvalidRequest("model_id is required", field="model_id")
+        if not request.HasField("initial_states"):
+            raise InvalidArray("initial_states is required", field="initial_states")
+        limit = self.settings.max_array_elements
+        submission = Submission(
+            model_id=request.model_id,
+            options=parse_options(request.options_json or "{}"),
+            initial_states=codec.array_of_message(request.initial_states, "initial_states", max_elements=limit),
+            inputs=(codec.array_of_message(request.inputs, "inputs", max_elements=limit)
+                    if request.HasField("inputs") else None),
+        )
+        job, _ = enqueue_job(submission, request.idempotency_key or None, self.settings, self.store,
+                             self.artifacts, self.dispatcher, principal=caller, quotas=self.quotas)
+        return _job_message(job)
+
+    @rpc
+    def GetJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        return _job_message(find_job(self.store, caller, request.job_id))
+
+    @rpc
+    def ListJobs(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        limit = request.limit or 100
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest(f"limit must be between 1 and 1000, not {limit}", field="limit")
+        status = JobStatus(codec.job_status_text(request.status)) if request.HasField("status") else None
+        return pb2.ListJobsResponse(jobs=[_job_message(j) for j in visible_jobs(self.store, caller, status, limit)])
+
+    @rpc
+    def WatchJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Iterator[Any]:
+        find_job(self.store, caller, request.job_id)
+        pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.store.keys.events(request.job_id))  # before reading: no change is missed
+        try:
+            last = None
+            while context.is_active():
+                job = self.store.get_job(request.job_id)
+                if job is None:
+                    return
+                message = _job_message(job)
+                if message != last:
+                    yield message
+                    last = message
+                if job.status.is_final:
+                    return
+                pubsub.get_message(timeout=WATCH_POLL_S)
+        except redis.ConnectionError as exc:
+            raise FpfError(f"lost the job store while watching: {exc}") from exc
+        finally:
+            pubsub.close()
+
+    @rpc
+    def CancelJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        job = find_job(self.store, caller, request.job_id)
+        cancelled = self.store.cancel(job.id)
+        return _job_message(cancelled if cancelled is not None else job)
+
+    @rpc
+    def GetResult(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Iterator[Any]:
+        path = result_path(find_job(self.store, caller, request.job_id), self.artifacts)
+        for chunk in result_chunks(path):
+            yield pb2.ResultChunk(name=chunk.name, dtype=chunk.dtype, shape=chunk.shape, offset=chunk.offset,
+                                  data=chunk.data)
+
+    @rpc
+    def DeleteJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
+        remove_job(find_job(self.store, caller, request.job_id), self.store, self.artifacts)
+        return empty_pb2.Empty()
+
+
+def _job_message(job: Any) -> Any:
+    return codec.job_message(JobOut.of(job).model_dump())
+
+
+def _hint(header: Any, name: str, *, minimum: int) -> int | None:
+    """An optional integer hint of the upload header, checked like the REST form field."""
+    if not header.HasField(name):
+        return None
+    value = getattr(header, name)
+    if value < minimum:
+        raise InvalidRequest(f"{name} must be at least {minimum}, not {value}", field=name)
+    return value
+
+
+class _ChunkReader(io.RawIOBase):
+    """The bytes of an upload stream's chunks as a file, refused past ``max_bytes`` (REST's body limit)."""
+
+    def __init__(self, messages: Iterator[Any], max_bytes: int) -> None:
+        self._messages = messages
+        self._max_bytes = max_bytes
+        self._pending = memoryview(b"")
+        self._total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            message = next(self._messages, None)
+            if message is None:
+                return 0
+            if message.WhichOneof("part") != "chunk":
+                raise InvalidRequest("only the first UploadModel message may be a header")
+            self._pending = memoryview(message.chunk)
+            self._total += len(self._pending)
+            if self._total > self._max_bytes:
+                raise PayloadTooLarge(f"the model exceeds {self._max_bytes} bytes", limit=self._max_bytes)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
