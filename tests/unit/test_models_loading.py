@@ -207,8 +207,10 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(InvalidModel, match="does not exist"):
         load_model(tmp_path / "nope.pt")
     path = _script_to(tmp_path / "m.pt", GRUCellStep())
-    with pytest.raises(InvalidModel, match="unsupported model format 'onnx'"):
-        load_model(path, format="onnx")
+    with pytest.raises(InvalidModel, match="unsupported model format 'keras'"):
+        load_model(path, format="keras")
+    with pytest.raises(InvalidModel):
+        load_model(path, format="onnx")  # a TorchScript file named as ONNX
     with pytest.raises(InvalidModel, match="dynamics must be"):
         load_model(path, dynamics="chaotic")  # type: ignore[arg-type]
 
