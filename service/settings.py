@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,17 @@ class Settings(BaseSettings):
     worker_torch_threads: int | None = Field(
         None, ge=1, description="torch threads per worker process; default: CPU cores / worker concurrency."
     )
+
+    # --- model sandbox (workers/sandbox) ----------------------------------------------
+    sandbox: Literal["on", "off"] = Field(
+        "on", description="Run every model in a bubblewrap sandbox; off only where all models are trusted."
+    )
+    sandbox_memory_bytes: int = Field(16 * 2**30, ge=2**28, description="Private memory of one model sandbox.")
+    sandbox_cpu_s: float | None = Field(
+        None, gt=0, description="CPU seconds one job may use; default: soft time limit x torch threads."
+    )
+    sandbox_disk_bytes: int = Field(2**30, ge=2**20, description="Size of a sandbox's /tmp, and its largest file.")
+    sandbox_spare: bool = Field(True, description="Keep a spare sandbox started, so that a new tenant waits for none.")
 
     # --- recovery and retention -------------------------------------------------------
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often a running job refreshes its heartbeat.")

@@ -1,7 +1,9 @@
 """What a worker does with a job or a model: load, run the engine, report, store the outcome.
 
 The Celery tasks (workers/tasks.py) are thin wrappers around :class:`JobRunner` and
-:func:`validate_model`. torch and the engine are imported on first use, never at import.
+:func:`validate_model`. Models load and run where :class:`Models` says: in a sandboxed
+child (:class:`SandboxedModels`, the default) or, for trusted models only, in this process
+(:class:`InProcessModels`). torch and the engine are imported on first use, never at import.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -28,11 +31,14 @@ from .heartbeat import Heartbeat
 
 if TYPE_CHECKING:
     from workers.engine import StepModel
+    from workers.sandbox import SandboxPool
 
 log = logging.getLogger(__name__)
 
 #: Progress reports closer together than this are dropped (the engine may report every few iterations).
 PROGRESS_MIN_INTERVAL_S = 0.1
+#: Without progress reports, whether a job is still wanted (not cancelled) is looked up this often.
+IDLE_CHECK_S = 1.0
 
 
 class StopJob(Exception):
@@ -40,64 +46,114 @@ class StopJob(Exception):
 
 
 class ProgressReporter:
-    """The engine's progress callback: write progress to the store, stop when the job is no longer wanted."""
+    """Follows a running job: writes its progress to the store, stops it when it is no longer wanted."""
 
     def __init__(self, store: JobStore, job_id: str, dispatch: int) -> None:
         self.store = store
         self.job_id = job_id
         self.dispatch = dispatch
-        self._last = 0.0
+        self._last_report = 0.0
+        self._last_check = time.monotonic()
 
-    def __call__(self, progress: dict[str, Any]) -> None:
+    def progress(self, report: dict[str, Any]) -> None:
+        """The engine's progress callback."""
         now = time.monotonic()
-        if now - self._last < PROGRESS_MIN_INTERVAL_S:
+        if now - self._last_report < PROGRESS_MIN_INTERVAL_S:
             return
-        self._last = now
-        ack = self.store.report_progress(self.job_id, self.dispatch, _plain(progress))
-        if ack.cancel_requested:
+        self._last_report = self._last_check = now
+        ack = self.store.report_progress(self.job_id, self.dispatch, _plain(report))
+        self._stop_unless(ack.owned, ack.cancel_requested)
+
+    def idle(self) -> None:
+        """Called while the engine is busy without reports (loading, a long phase): still wanted?"""
+        now = time.monotonic()
+        if now - self._last_check < IDLE_CHECK_S:
+            return
+        self._last_check = now
+        job = self.store.get_job(self.job_id)
+        owned = job is not None and job.status is JobStatus.RUNNING and job.dispatch == self.dispatch
+        self._stop_unless(owned, job is not None and job.cancel_requested)
+
+    @staticmethod
+    def _stop_unless(owned: bool, cancel_requested: bool) -> None:
+        if cancel_requested:
             raise StopJob("cancelled on request")
-        if not ack.owned:
+        if not owned:
             raise StopJob("the job was deleted or handed to another worker")
 
 
-class ModelCache:
-    """Loaded StepModels by tenant and model id (ids are content hashes, so an entry never goes stale;
-    the tenant is part of the key because each tenant's record carries its own format hints)."""
+class Models(Protocol):
+    """Where models are loaded and the engine runs: a sandbox, or (trusted models only) in-process."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, size: int = 4) -> None:
-        self.store = store
-        self.artifacts = artifacts
+    def describe(self, record: Model, path: Path) -> dict[str, Any]:
+        """Load the model file at ``path`` for its record's tenant; its format, shapes and dynamics."""
+
+    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
+              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
+        """Find the fixed points of a job of the record's tenant; the result and the engine's seconds."""
+
+
+class SandboxedModels:
+    """Models load and run in a bubblewrap child that serves one tenant at a time (workers/sandbox)."""
+
+    def __init__(self, pool: "SandboxPool") -> None:
+        self.pool = pool
+
+    def describe(self, record: Model, path: Path) -> dict[str, Any]:
+        return self.pool.get(record.tenant).describe(_wire(record), path.read_bytes)
+
+    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
+              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
+        sandbox = self.pool.get(record.tenant)
+        result, engine_s = sandbox.solve(_wire(record), path.read_bytes, arrays_path.read_bytes(),
+                                         options.model_dump(mode="json"), reporter)
+        return FixedPoints.load(result), engine_s  # parsed (no pickles), so only known fields are kept
+
+
+class InProcessModels:
+    """``FPF_SANDBOX=off``: StepModels loaded in the worker process itself, cached by tenant and model id.
+
+    Ids are content hashes, so an entry never goes stale; the tenant is part of the key
+    because each tenant's record carries its own format hints.
+    """
+
+    def __init__(self, size: int = 4) -> None:
         self.size = size
         self._models: OrderedDict[tuple[str, str], "StepModel"] = OrderedDict()
 
-    def get(self, model_id: str, tenant: str) -> "StepModel":
-        key = (tenant, model_id)
+    def describe(self, record: Model, path: Path) -> dict[str, Any]:
+        return self._get(record, path).describe()
+
+    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
+              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
+        from workers.engine import find_fixed_points
+
+        model = self._get(record, path)
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+        start = time.perf_counter()
+        fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress)
+        return fixed_points, time.perf_counter() - start
+
+    def _get(self, record: Model, path: Path) -> "StepModel":
+        from workers.engine import load_model
+
+        key = (record.tenant, record.id)
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        record = self.store.get_model(model_id, tenant)
-        path = self.artifacts.model_path(model_id)
-        if record is None or not path.exists():
-            raise ModelNotFound(f"model {model_id} was deleted")
-        model = load(path, record)
+        model = load_model(path, format=record.format, n_states=record.n_states, n_inputs=record.n_inputs,
+                           dynamics=record.dynamics)
         self._models[key] = model
         if len(self._models) > self.size:
             self._models.popitem(last=False)
         return model
 
 
-def load(path: os.PathLike, record: Model) -> "StepModel":
-    """The StepModel of a stored model file, with the record's format, shapes and dynamics."""
-    from workers.engine import load_model
-
-    return load_model(path, format=record.format, n_states=record.n_states, n_inputs=record.n_inputs,
-                      dynamics=record.dynamics)
-
-
 class JobRunner:
     """Run one delivery of a job, from claim to stored result."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: ModelCache) -> None:
+    def __init__(self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models) -> None:
         self.store = store
         self.artifacts = artifacts
         self.settings = settings
@@ -143,28 +199,22 @@ class JobRunner:
         return JobStatus.SUCCEEDED, {"engine_s": engine_s}
 
     def _solve(self, job: Job) -> tuple[FixedPoints, float]:
-        from workers.engine import find_fixed_points
-
-        model = self.models.get(job.model_id, job.tenant)
-        with np.load(self.artifacts.arrays_path(job.id), allow_pickle=False) as arrays:
-            initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+        record, path = _stored_model(self.store, self.artifacts, job.model_id, job.tenant)
         options = FinderOptions.model_validate(job.options)
-        progress = ProgressReporter(self.store, job.id, job.dispatch)
-        start = time.perf_counter()
-        fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=progress)
-        return fixed_points, time.perf_counter() - start
+        reporter = ProgressReporter(self.store, job.id, job.dispatch)
+        return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter)
 
 
-def validate_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> None:
+def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, model_id: str, tenant: str) -> None:
     """Load a freshly uploaded model: ``tenant``'s record becomes ``ready`` with its shapes, or ``invalid``
     with the loader's reason."""
     record = store.get_model(model_id, tenant)
     if record is None or record.status is not ModelStatus.VALIDATING:
         return
     try:
-        described = load(artifacts.model_path(model_id), record).describe()
+        described = models.describe(record, artifacts.model_path(model_id))
     except FpfError as exc:
-        error = exc if isinstance(exc, InvalidModel) else InvalidModel(exc.detail)
+        error = exc if isinstance(exc, InvalidModel) else InvalidModel(f"the model cannot be loaded: {exc.detail}")
     except Exception as exc:
         log.info("model %s: cannot be loaded", model_id, exc_info=True)
         error = InvalidModel(f"the model cannot be loaded: {type(exc).__name__}: {exc}")
@@ -176,6 +226,21 @@ def validate_model(store: JobStore, artifacts: ArtifactStore, model_id: str, ten
     store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
                        error=error.to_problem())
     log.info("model %s: invalid: %s", model_id, error.detail)
+
+
+def _stored_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:
+    """``tenant``'s record and the file of a model a job names."""
+    record = store.get_model(model_id, tenant)
+    path = artifacts.model_path(model_id)
+    if record is None or not path.exists():
+        raise ModelNotFound(f"model {model_id} was deleted")
+    return record, path
+
+
+def _wire(record: Model) -> dict[str, Any]:
+    """What the sandboxed child needs to know of a model record."""
+    return {"id": record.id, "format": record.format, "n_states": record.n_states, "n_inputs": record.n_inputs,
+            "dynamics": record.dynamics}
 
 
 def _plain(progress: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""The sandboxed child: loads models and runs the engine for its worker, over frames on stdin/stdout.
+
+Run by :func:`workers.sandbox.command.child_command` inside bubblewrap. Before anything
+untrusted arrives it caps its own resources (an unprivileged process can lower its limits
+but never raise them again), moves the protocol off fds 0 and 1 (so that a model's prints
+cannot corrupt it), then imports torch and the engine and says ``ready``.
+
+Requests (worker -> child): ``describe`` and ``solve`` name a model record; when the child
+does not hold that model it answers ``need_model`` and the worker sends ``model`` with the
+file's bytes. Answers (child -> worker): ``progress`` while solving, then one of
+``described``, ``result`` (payload: the result ``.npz``) or ``error`` (a problem document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import signal
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .frames import FrameError, read_frame, write_frame
+
+#: Loaded models kept per child.
+CACHED_MODELS = 4
+#: The worker is trusted; this only bounds a corrupted stream.
+MAX_REQUEST_BYTES = 1 << 40
+MODEL_DIR = Path("/tmp/models")
+
+
+def limit_resources(memory_bytes: int, disk_bytes: int, open_files: int) -> None:
+    """Set soft = hard limits on private memory, file size, descriptors and core dumps."""
+    for limit, value in ((resource.RLIMIT_DATA, memory_bytes), (resource.RLIMIT_FSIZE, disk_bytes),
+                         (resource.RLIMIT_NOFILE, open_files), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+    # A write past the size limit fails with EFBIG instead of killing the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def protocol_streams() -> tuple[BinaryIO, BinaryIO]:
+    """The worker's pipes, moved to fresh descriptors; fd 0 becomes /dev/null and fd 1 a copy of stderr."""
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return requests, answers
+
+
+class Child:
+    """Serve one request at a time until the worker closes the pipe."""
+
+    def __init__(self, requests: BinaryIO, answers: BinaryIO) -> None:
+        self.requests = requests
+        self.answers = answers
+        self.models: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def serve(self) -> None:
+        write_frame(self.answers, {"type": "ready"})
+        while True:
+            try:
+                request, payload = read_frame(self.requests, MAX_REQUEST_BYTES)
+            except FrameError:
+                return
+            self.answer(request, payload)
+
+    def answer(self, request: dict[str, Any], payload: bytes) -> None:
+        """Handle one request; every failure becomes an ``error`` frame with a problem document."""
+        from fpf_client.errors import FpfError
+
+        try:
+            model = self.model(request["model"])
+            if request["op"] == "describe":
+                write_frame(self.answers, {"type": "described", "model": model.describe()})
+            elif request["op"] == "solve":
+                result, engine_s = self.solve(model, payload, request["options"])
+                write_frame(self.answers, {"type": "result", "engine_s": engine_s}, result)
+            else:
+                raise FpfError(f"unknown request {request['op']!r}")
+        except FpfError as exc:
+            write_frame(self.answers, {"type": "error", "problem": exc.to_problem()})
+        except Exception as exc:  # noqa: BLE001 - model code may raise anything
+            problem = FpfError(f"{type(exc).__name__}: {exc}").to_problem()
+            write_frame(self.answers, {"type": "error", "problem": problem})
+
+    def model(self, record: dict[str, Any]) -> Any:
+        """The loaded StepModel of ``record``, asking the worker for its bytes the first time.
+
+        Cached by model id and dynamics: within one tenant, later records of a model differ
+        from the first only by the shapes that validating it found.
+        """
+        from workers.engine import load_model
+
+        key = (record["id"], record.get("dynamics", "discrete"))
+        if key in self.models:
+            self.models.move_to_end(key)
+            return self.models[key]
+        write_frame(self.answers, {"type": "need_model", "id": record["id"]})
+        header, data = read_frame(self.requests, MAX_REQUEST_BYTES)
+        if header.get("op") != "model" or header.get("id") != record["id"]:
+            raise FrameError(f"expected the bytes of model {record['id']}, got {header}")
+        MODEL_DIR.mkdir(exist_ok=True)
+        path = MODEL_DIR / record["id"]
+        path.write_bytes(data)
+        try:
+            model = load_model(path, format=record.get("format"), n_states=record.get("n_states"),
+                               n_inputs=record.get("n_inputs"), dynamics=key[1])
+        finally:
+            path.unlink()  # loaders read the whole file (archives are extracted elsewhere)
+        self.models[key] = model
+        if len(self.models) > CACHED_MODELS:
+            self.models.popitem(last=False)
+        return model
+
+    def solve(self, model: Any, arrays_npz: bytes, options: dict[str, Any]) -> tuple[bytes, float]:
+        """Run the engine on the job's arrays; the result as ``.npz`` bytes and the engine's seconds."""
+        import numpy as np
+        from fpf_client.options import FinderOptions
+
+        from workers.engine import find_fixed_points
+
+        with np.load(io.BytesIO(arrays_npz), allow_pickle=False) as arrays:
+            initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+        start = time.perf_counter()
+        fixed_points = find_fixed_points(model, initial_states, inputs, FinderOptions.model_validate(options),
+                                         progress=self.report)
+        engine_s = time.perf_counter() - start
+        out = io.BytesIO()
+        np.savez(out, **fixed_points.to_npz_arrays())  # uncompressed: floats hardly compress
+        return out.getvalue(), engine_s
+
+    def report(self, progress: dict[str, Any]) -> None:
+        """The engine's progress callback: forward the report (numpy scalars as Python numbers)."""
+        plain = {k: v.item() if hasattr(v, "item") else v for k, v in progress.items()}
+        write_frame(self.answers, {"type": "progress", "progress": plain})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="workers.sandbox.child")
+    parser.add_argument("--memory-bytes", type=int, required=True)
+    parser.add_argument("--disk-bytes", type=int, required=True)
+    parser.add_argument("--open-files", type=int, required=True)
+    args = parser.parse_args(argv)
+    limit_resources(args.memory_bytes, args.disk_bytes, args.open_files)
+    requests, answers = protocol_streams()
+    sys.stdout = sys.stderr
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    import workers.engine  # noqa: F401  (warm: the first job does not pay for the import)
+
+    Child(requests, answers).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The worker's handle on one sandboxed child: start it, exchange frames with it, watch it, kill it.
+
+Every exchange either ends cleanly (an answer, or an ``error`` frame: the child stays
+usable) or kills the child: a crash, a limit, a malformed frame, a cancel or a time
+limit raised in the worker all leave no half-finished child behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from fpf_client.errors import FpfError
+
+from .command import Limits, child_command
+from .frames import FrameError, read_frame, write_frame
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checks of a busy child (CPU time used, whether the job is still wanted).
+TICK_S = 0.25
+#: A child that has not said ``ready`` after this long is given up on.
+START_TIMEOUT_S = 300.0
+
+
+class Listener(Protocol):
+    """Who follows a job in the child; either method may raise to stop it (the child is then killed)."""
+
+    def progress(self, report: dict[str, Any]) -> None:
+        """A progress report from the engine."""
+
+    def idle(self) -> None:
+        """Called every :data:`TICK_S` of work without a report."""
+
+
+class SandboxFailure(FpfError):
+    """The child died or broke a limit; the job fails with this, the worker goes on."""
+
+
+class Sandbox:
+    """One child process under bubblewrap; requests run one at a time."""
+
+    def __init__(self, limits: Limits, *, data_dir: Path, bwrap: str | None = None) -> None:
+        self.limits = limits
+        info_read, info_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                child_command(limits, data_dir=data_dir, info_fd=info_write, bwrap=bwrap),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env={}, pass_fds=(info_write,),
+            )
+        except BaseException:
+            os.close(info_read)
+            raise
+        finally:
+            os.close(info_write)
+        self._info = os.fdopen(info_read, "rb")
+        self._init_pid: int | None = None
+        self._ready = False
+
+    # --- requests -----------------------------------------------------------------------
+    def describe(self, record: dict[str, Any], model_bytes: Callable[[], bytes]) -> dict[str, Any]:
+        """Load the model of ``record`` (a Model's id, format, shapes, dynamics) and describe it."""
+        header, _ = self._exchange({"op": "describe", "model": record}, b"", model_bytes, None)
+        return header["model"]
+
+    def solve(self, record: dict[str, Any], model_bytes: Callable[[], bytes], arrays_npz: bytes,
+              options: dict[str, Any], listener: Listener) -> tuple[bytes, float]:
+        """Run the engine on a job's arrays; the result ``.npz`` bytes and the engine's seconds."""
+        header, payload = self._exchange({"op": "solve", "model": record, "options": options}, arrays_npz,
+                                         model_bytes, listener)
+        return payload, float(header["engine_s"])
+
+    # --- life ---------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL bwrap; its child and everything in the sandbox die with it (``--die-with-parent``)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self._info):
+            stream.close()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Block until the child has imported the engine (the first request does this itself)."""
+        if self._ready:
+            return
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not self._readable(TICK_S):
+                if time.monotonic() > deadline:
+                    raise SandboxFailure(f"the sandbox did not start within {timeout_s:.0f} s")
+            header, _ = read_frame(self.process.stdout, 0)
+            if header.get("type") != "ready":
+                raise SandboxFailure(f"the sandbox started with {header} instead of ready")
+        except FrameError:
+            raise self._death() from None
+        except BaseException:
+            self.kill()
+            raise
+        self._init_pid = json.loads(self._info.read())["child-pid"]
+        self._ready = True
+
+    # --- the exchange -------------------------------------------------------------------
+    def _exchange(self, request: dict[str, Any], payload: bytes, model_bytes: Callable[[], bytes],
+                  listener: Listener | None) -> tuple[dict[str, Any], bytes]:
+        self.wait_ready()
+        try:
+            write_frame(self.process.stdin, request, payload)
+            cpu_start, checked = self.cpu_s(), time.monotonic()
+            while True:
+                if self._readable(TICK_S):
+                    header, data = read_frame(self.process.stdout, self.limits.memory_bytes)
+                    kind = header.get("type")
+                    if kind in ("described", "result"):
+                        return header, data
+                    if kind == "error":
+                        raise FpfError.from_problem(header["problem"])
+                    if kind == "need_model":
+                        write_frame(self.process.stdin, {"op": "model", "id": request["model"]["id"]},
+                                    model_bytes())
+                    elif kind == "progress":
+                        if listener is not None:
+                            listener.progress(header["progress"])
+                    else:
+                        raise FrameError(f"unexpected answer {kind!r}")
+                elif listener is not None:
+                    listener.idle()
+                if time.monotonic() - checked >= TICK_S:
+                    self._check_cpu(cpu_start)
+                    checked = time.monotonic()
+        except (FrameError, BrokenPipeError):
+            raise self._death() from None
+        except FpfError as exc:
+            if not isinstance(exc, SandboxFailure):
+                raise  # the model's or the engine's error: the child is still good
+            self.kill()
+            raise
+        except BaseException:
+            self.kill()  # cancelled, a time limit, or the worker itself failed
+            raise
+
+    def _readable(self, timeout_s: float) -> bool:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        return bool(ready)
+
+    def _check_cpu(self, start_s: float) -> None:
+        if self.cpu_s() - start_s > self.limits.cpu_s:
+            raise SandboxFailure(f"the job used more than its CPU-time limit of {self.limits.cpu_s:g} s",
+                                 limit="cpu_time")
+
+    def _death(self) -> SandboxFailure:
+        """Reap the child (killing what is left after a short grace) and say why it ended."""
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+        cause = _cause(self.process.returncode)
+        log.warning("sandbox child %s", cause)
+        return SandboxFailure(f"the model's sandboxed process {cause}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by every process in the sandbox."""
+        if self._init_pid is None:
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        return sum(_cpu_ticks(pid) for pid in _descendants(self._init_pid)) / ticks
+
+
+def _cause(returncode: int) -> str:
+    """Why bwrap ended, from its exit status (128 + N when its child died of signal N)."""
+    number = returncode - 128 if returncode > 128 else -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"exited with status {returncode}"
+    return {"SIGKILL": "was killed (out of memory?)", "SIGXFSZ": "went over its file-size limit",
+            "SIGSEGV": "crashed (segmentation fault)"}.get(name, f"was killed by {name}")
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Linux /proc)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, all its threads, in clock ticks; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
