@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..models.base import Dynamics, StepModel
+from .linearization import Linearized, linearize
 
 
 class Status(IntEnum):
@@ -75,6 +76,14 @@ class Problem:
             return fx - x, jv - v
         return fx, jv
 
+    def linearize(self, x: torch.Tensor) -> Linearized:
+        """G(x) and products with dG/dx at ``x``, for many vectors: the model's passes are
+        recorded once (:mod:`.linearization`), so each product costs about one tangent pass."""
+        lin = linearize(self.model, x, self._u(x))
+        if self.dynamics == "continuous":
+            return lin
+        return Linearized(lin.value - x, lambda v: lin.jvp(v) - v, lambda w: lin.vjp(w) - w)
+
 
 @dataclass
 class SolveResult:
@@ -132,6 +141,31 @@ class SolveResult:
         for name in ("x", "q", "dq", "n_iters", "status", "step_norm"):
             getattr(self, name)[index] = getattr(other, name)
         self.iterations = max(self.iterations, other.iterations)
+
+
+class ResultBuffers:
+    """Result arrays that finished samples are written into as they leave a compacted batch."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        self.x = torch.empty_like(x)
+        self.q = torch.empty(n, dtype=x.dtype, device=x.device)
+        self.dq = torch.empty_like(self.q)
+        self.step_norm = torch.empty_like(self.q)
+        self.n_iters = torch.empty(n, dtype=torch.int64, device=x.device)
+        self.status = torch.empty(n, dtype=torch.int64, device=x.device)
+
+    def write(self, index: torch.Tensor, iteration: int, **fields: torch.Tensor) -> None:
+        """Store ``x``, ``q``, ``dq``, ``status`` and ``step_norm`` of the samples ``index``."""
+        for name, value in fields.items():
+            getattr(self, name)[index] = value
+        self.n_iters[index] = iteration
+
+    def result(self, iterations: int) -> SolveResult:
+        return SolveResult(
+            x=self.x, q=self.q, dq=self.dq, n_iters=self.n_iters, status=self.status,
+            step_norm=self.step_norm, iterations=iterations,
+        )
 
 
 class ProgressHook(Protocol):
