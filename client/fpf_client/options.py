@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Method = Literal["newton", "adam"]
+Method = Literal["newton", "newton_krylov", "adam"]
 Dynamics = Literal["discrete", "continuous"]
 
 
@@ -25,7 +25,11 @@ class FinderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- solver and stopping -------------------------------------------------------
-    method: Method = Field("newton", description="Solver: batched damped Newton/LM, or the reference's Adam.")
+    method: Method = Field(
+        "newton",
+        description="Solver: batched damped Newton/LM (matrix-free Newton-Krylov for large networks), "
+        "Newton-Krylov explicitly, or the reference's Adam.",
+    )
     tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
     tol_dq: float = Field(1e-20, ge=0, description="Adam stops when |dq| < tol_dq * learning rate.")
     max_iters: int = Field(5000, ge=1, le=1_000_000, description="Iteration cap per sample.")

@@ -10,11 +10,13 @@ from .adam import solve_adam
 from .base import Problem, ProgressHook, SolveResult, Solver, Status
 from .deflation import Deflation
 from .newton import solve_newton
+from .newton_krylov import solve_newton_krylov
 
 #: Method name (``FinderOptions.method``) -> solver function.
 SOLVERS: dict[str, Solver] = {
     "newton": solve_newton,
     "adam": solve_adam,
+    "newton_krylov": solve_newton_krylov,
 }
 
 
@@ -28,5 +30,5 @@ def get_solver(method: str) -> Solver:
 
 __all__ = [
     "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "get_solver",
-    "solve_adam", "solve_newton",
+    "solve_adam", "solve_newton", "solve_newton_krylov",
 ]
