@@ -8,8 +8,10 @@ and is not isolated is written up in docs/operations.md ("Sandbox").
 Nothing here imports the gateway's modules or torch: the child imports this package too.
 """
 
-from .command import Limits, SandboxUnavailable, probe
+from .command import Limits, SandboxUnavailable, probe, spawn
 from .pool import SandboxPool
 from .process import Listener, Sandbox, SandboxFailure
 
-__all__ = ["Limits", "Listener", "Sandbox", "SandboxFailure", "SandboxPool", "SandboxUnavailable", "probe"]
+__all__ = [
+    "Limits", "Listener", "Sandbox", "SandboxFailure", "SandboxPool", "SandboxUnavailable", "probe", "spawn",
+]

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fpf_client
 import workers
@@ -81,17 +82,34 @@ def probe(bwrap: str | None = None) -> str:
     return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
 
 
-def child_command(limits: Limits, *, data_dir: Path, info_fd: int, bwrap: str | None = None) -> list[str]:
-    """The argv that runs :mod:`workers.sandbox.child` under bwrap with ``limits``.
+def sandbox_argv(limits: Limits, *, data_dir: Path, info_fd: int | None = None, bwrap: str | None = None) -> list[str]:
+    """bwrap and its options, up to and including ``--``: the walls, without the command inside them.
 
     ``data_dir`` is hidden behind an empty tmpfs should it lie inside a bound directory.
-    bwrap writes the host PID of the sandbox's init process, as JSON, to ``info_fd``.
+    With ``info_fd``, bwrap writes the host PID of the sandbox's init process there, as JSON.
     """
-    bwrap = bwrap or find_bwrap()
     hidden = [arg for d in _hidden(data_dir) for arg in ("--tmpfs", d)]
+    info = ["--info-fd", str(info_fd)] if info_fd is not None else []
     return [
-        bwrap, *_namespaces(), *_filesystem(), *_tmpfs(limits.disk_bytes), *_gpu_devices(), *hidden,
-        *_environment(), "--info-fd", str(info_fd), "--chdir", "/tmp", "--",
+        bwrap or find_bwrap(), *_namespaces(), *_filesystem(), *_tmpfs(limits.disk_bytes), *_gpu_devices(),
+        *hidden, *_environment(), *info, "--chdir", "/tmp", "--",
+    ]
+
+
+def spawn(command: list[str], limits: Limits, *, data_dir: Path, info_fd: int | None = None,
+          bwrap: str | None = None, **popen: Any) -> subprocess.Popen:
+    """Start ``command`` in a sandbox; ``popen`` are further :class:`subprocess.Popen` arguments.
+
+    bwrap itself gets an empty environment: the sandbox's init process (PID 1 inside,
+    readable there as /proc/1/environ) keeps bwrap's environment, not the child's.
+    """
+    argv = [*sandbox_argv(limits, data_dir=data_dir, info_fd=info_fd, bwrap=bwrap), *command]
+    return subprocess.Popen(argv, env={}, pass_fds=() if info_fd is None else (info_fd,), **popen)
+
+
+def child_command(limits: Limits) -> list[str]:
+    """The command, run inside the sandbox, of :mod:`workers.sandbox.child` under ``limits``."""
+    return [
         sys.executable, "-I", "-B", "-m", "workers.sandbox.child",
         "--memory-bytes", str(limits.memory_bytes), "--disk-bytes", str(limits.disk_bytes),
         "--open-files", str(limits.open_files),

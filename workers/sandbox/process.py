@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 
 from fpf_client.errors import FpfError
 
-from .command import Limits, child_command
+from .command import Limits, child_command, spawn
 from .frames import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,8 @@ class Sandbox:
         self.limits = limits
         info_read, info_write = os.pipe()
         try:
-            self.process = subprocess.Popen(
-                child_command(limits, data_dir=data_dir, info_fd=info_write, bwrap=bwrap),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env={}, pass_fds=(info_write,),
-            )
+            self.process = spawn(child_command(limits), limits, data_dir=data_dir, info_fd=info_write, bwrap=bwrap,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         except BaseException:
             os.close(info_read)
             raise
