@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import psutil
@@ -26,6 +27,7 @@ import pytest
 import redis
 import torch
 from fpf_client import FixedPoints
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.embedded_redis import free_port, redis_server_executable
 
@@ -42,6 +44,7 @@ class Launched:
 
     process: subprocess.Popen[bytes]
     base_url: str
+    grpc_port: int
     data_dir: Path
     log: Path
     seen: dict[int, float] = field(default_factory=dict)  # pid -> create_time
@@ -83,7 +86,7 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, launch
         try:
             if predicate():
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, grpc.RpcError):
             pass
         if launched.process.poll() is not None:
             raise AssertionError(f"fpf-server exited ({launched.process.returncode}) waiting for {what}:\n"
@@ -96,16 +99,16 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, launch
 def _launch(tmp: Path, **env_overrides: str) -> Launched:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_")}
     env.update(OMP_NUM_THREADS="1", FPF_WORKER_TORCH_THREADS="1", PYTHONUNBUFFERED="1", **env_overrides)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     data_dir = tmp / "var"
     log = tmp / "fpf-server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--port", str(port), "--data-dir", str(data_dir),
-             "--grace", "15"],
+            [sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grpc-port", str(grpc_port),
+             "--data-dir", str(data_dir), "--grace", "15"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-    launched = Launched(process, f"http://127.0.0.1:{port}", data_dir, log)
+    launched = Launched(process, f"http://127.0.0.1:{port}", grpc_port, data_dir, log)
     _wait_for(lambda: launched.get("/readyz").status_code == 200, READY_WITHIN_S, "/readyz 200", launched)
     launched.remember_descendants()
     return launched
@@ -143,7 +146,7 @@ def service(tmp_path_factory) -> Iterator[Launched]:
 
 def test_up_starts_embedded_redis_worker_and_gateway_and_says_where(service):
     assert len(_redis_children(service)) == 1
-    for part in ("redis", "worker-1", "gateway"):
+    for part in ("redis", "worker-1", "gateway", "grpc"):
         assert psutil.pid_exists(service.pid_of(part)), part
     out = service.output()
     assert f"API:      {service.base_url}" in out
@@ -152,6 +155,14 @@ def test_up_starts_embedded_redis_worker_and_gateway_and_says_where(service):
     assert "(embedded)" in out
     assert [name.split("@")[0] for name in service.get("/readyz").json()["workers"]] == ["worker1"]
     assert (service.data_dir / "redis" / "appendonly.aof").exists()
+    assert f"127.0.0.1:{service.grpc_port}" in out
+
+    def grpc_serving() -> bool:
+        with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    _wait_for(grpc_serving, 30.0, "gRPC health SERVING", service)
 
 
 def _tanh_rnn_torchscript(n_states: int, n_inputs: int) -> bytes:
@@ -255,8 +266,8 @@ def test_with_fpf_redis_url_it_uses_that_redis_and_starts_none(tmp_path):
 
 def test_up_refuses_a_taken_port_and_a_data_dir_in_use(tmp_path):
     def up(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--data-dir",
-                               str(data_dir)], capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grpc-port", "0",
+                               "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
