@@ -57,6 +57,11 @@ class FinderOptions(BaseModel):
     do_compute_jacobians: bool = True
     do_compute_input_jacobians: bool = True
     do_decompose_jacobians: bool = True
+    n_eigs: int | None = Field(
+        None, ge=1,
+        description="Decompose only the n_eigs least stable modes, by Arnoldi on Jacobian-vector products "
+        "(large networks); None: all, densely.",
+    )
     tol_nonisolated: float = Field(
         1e-3, gt=0, description="Flag a point as non-isolated when an eigenvalue lies this close to 1 (or 0)."
     )

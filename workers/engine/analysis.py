@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .eigs import leading_eigs
 from .models.base import Dynamics, StepModel
 
 
@@ -70,6 +71,45 @@ def q_outliers(q: np.ndarray, scale: float) -> np.ndarray:
     return q > scale * np.median(q)
 
 
+def discovery_curve(
+    sample_index: np.ndarray,
+    samples: np.ndarray,
+    points: np.ndarray,
+    certified: np.ndarray,
+    n_samples: int,
+    tol: float,
+) -> dict[str, list[int]]:
+    """How many distinct certified points the first N samples reach, at N = 1, 2, 4, ..., n.
+
+    A curve still rising at N = n says that more initial states would find more roots.
+
+    Parameters
+    ----------
+    sample_index : ndarray of int, (s,)
+        Order of each converged sample among all ``n_samples``.
+    samples : ndarray, (s, k)
+        Where each converged sample ended (joined with its input).
+    points : ndarray, (p, k)
+        The reported points (joined with their inputs); ``certified: (p,)`` which count.
+    tol : float
+        A sample reached a point when within ``tol`` of it (max-norm).
+
+    Returns
+    -------
+    dict with the JSON-ready lists ``n_initial_states`` and ``n_certified_roots``.
+    """
+    first = np.full(len(points), n_samples)
+    rows = max(1, 2**24 // max(1, points.size))  # bounds the (rows, p, k) distance block
+    if len(points) and len(samples):
+        for start in range(0, len(samples), rows):
+            dist = np.abs(samples[start : start + rows, None, :] - points[None, :, :]).max(-1)
+            index = np.where(dist <= tol, sample_index[start : start + rows, None], n_samples)
+            first = np.minimum(first, index.min(0))
+    first = first[np.asarray(certified, dtype=bool)]
+    sizes = sorted({*(2**i for i in range(int(np.log2(max(n_samples, 1))) + 1)), n_samples})
+    return {"n_initial_states": sizes, "n_certified_roots": [int((first < size).sum()) for size in sizes]}
+
+
 @dataclass
 class Linearization:
     """Derivatives and their analysis at a set of points (numpy, float64 where computed here)."""
@@ -95,12 +135,16 @@ def linearize(
     tol_nonisolated: float,
     tol_step: float,
     with_input_jacobians: bool = True,
+    n_eigs: int | None = None,
 ) -> Linearization:
     """Jacobians, eigen-decomposition and certificates at ``xstar: (k, d)`` with ``inputs: (k, m)``.
 
     ``certified`` holds where dG/dx is nonsingular (no eigenvalue of dG/dx within
     ``tol_nonisolated`` of 0) and the Newton step at the point is below ``tol_step``: Newton
-    has converged to an isolated root, located to within about the step.
+    has converged to an isolated root, located to within about the step. With ``n_eigs``
+    only the least stable modes are computed (:func:`workers.engine.eigs.leading_eigs`):
+    stability is still exact, ``n_unstable`` is a lower bound when it equals ``n_eigs``, and
+    ``is_nonisolated`` looks at those modes only.
     """
     with torch.no_grad():
         fx = model.step(xstar, inputs)
@@ -111,7 +155,10 @@ def linearize(
     x = xstar.detach().cpu().double().numpy()
     eye = np.eye(x.shape[1])
     G, JG = (F - x, J - eye) if dynamics == "discrete" else (F, J)
-    eigval, eigvec = decompose(J, dynamics)
+    if n_eigs is not None and n_eigs < x.shape[1] - 1:
+        eigval, eigvec = leading_eigs(model, xstar, inputs, dynamics, n_eigs)
+    else:
+        eigval, eigvec = decompose(J, dynamics)
     shift = eigval - 1 if dynamics == "discrete" else eigval
     is_nonisolated = (np.abs(shift) < tol_nonisolated).any(axis=1)
     step_norm = _newton_step_norm(JG, G)
