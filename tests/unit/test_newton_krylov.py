@@ -89,3 +89,32 @@ def test_agrees_with_dense_newton_on_a_random_64_unit_network():
     assert krylov.converged.all() and dense.converged.all()
     torch.testing.assert_close(krylov.x, dense.x, rtol=0, atol=1e-10)
     assert torch.equal(x0, before), "x0 must not be modified"
+
+
+def test_newton_runs_newton_krylov_for_large_networks():
+    d = 256
+    generator = torch.Generator().manual_seed(6)
+    model = Tanh(0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5,
+                 b=0.5 * torch.randn(d, generator=generator, dtype=torch.float64))
+    fps = find_fixed_points(model, torch.randn(8, d, generator=generator), device="cpu", n_eigs=4)
+    assert fps.info["method"] == "newton_krylov"
+    assert fps.n == 1 and fps.certified.all() and fps.is_stable.all()
+    assert fps.eigval_J_xstar.shape == (1, 4) and fps.eigvec_J_xstar.shape == (1, d, 4)
+    dense = np.linalg.eigvals(fps.J_xstar[0])
+    np.testing.assert_allclose(np.abs(fps.eigval_J_xstar[0]), np.sort(np.abs(dense))[::-1][:4], rtol=1e-4)
+
+
+def test_discovery_curve_counts_distinct_certified_roots_in_order_of_the_initial_states():
+    W = roll_weights(4)
+    x0 = grid(4)
+    fps = find_fixed_points(Tanh(W), x0, method="newton_krylov", dtype="float64", device="cpu")
+    curve = fps.info["discovery_curve"]
+    assert curve["n_initial_states"][-1] == len(x0) and curve["n_initial_states"][0] == 1
+    assert curve["n_certified_roots"][-1] == int(fps.certified.sum()) == fps.info["n_certified"]
+    assert np.all(np.diff(curve["n_certified_roots"]) >= 0)
+    # independent count: which true root each of the first 9 initial states converges to
+    truth = true_roots(W)
+    first9 = find_fixed_points(Tanh(W), x0[:9], method="newton_krylov", dtype="float64", device="cpu")
+    reached = {int(np.abs(truth - x).max(axis=1).argmin()) for x in first9.xstar}
+    assert curve["n_certified_roots"][curve["n_initial_states"].index(8)] <= len(reached)
+    assert curve["n_certified_roots"][curve["n_initial_states"].index(16)] >= len(reached)

@@ -19,16 +19,21 @@ from fpf_client.errors import NonFinite, ShapeMismatch
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
-from .analysis import distance_inliers, linearize, q_outliers, unique_indices
+from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
 from .models import StepModel, as_step_model
 from .solvers import Problem, SolveResult, Status, get_solver
 from .solvers.completeness import deflated_restarts
+from .solvers.newton_krylov import RESTART as KRYLOV_RESTART
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 #: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
+#: From this many states on, method="newton" runs matrix-free Newton-Krylov: forming and
+#: factoring n dense (d, d) Jacobians per step costs more than Krylov solves from here
+#: (measured: benchmarks/large_networks.py, docs/benchmarks.md).
+KRYLOV_MIN_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
 
@@ -73,6 +78,7 @@ def find_fixed_points(
     n, d = _check_states(x0, step_model)
     u = _check_inputs(inputs, n, step_model, dtype, device)
     u_rows, group = _conditions(u, n)
+    options = options.model_copy(update={"method": resolve_method(options.method, d)})
     reporter = _Reporter(progress, n)
 
     result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
@@ -90,7 +96,10 @@ def find_fixed_points(
         result = SolveResult.concatenate([result, extra])
 
     fps = _analyse(step_model, result, starts, u_rows, sample_group, dynamics, options, reporter)
+    fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
     fps.info.update(
+        n_fixed_points=fps.n,
+        n_certified=int(fps.certified.sum()) if fps.certified is not None else None,
         n_samples=n,
         n_converged=int((result.status[:n] == Status.CONVERGED).sum()),
         n_stalled=int((result.status[:n] == Status.STALLED).sum()),
@@ -107,6 +116,11 @@ def find_fixed_points(
     return fps
 
 
+def resolve_method(method: str, n_states: int) -> str:
+    """The solver that runs: ``newton`` means matrix-free ``newton_krylov`` for large networks."""
+    return "newton_krylov" if method == "newton" and n_states >= KRYLOV_MIN_STATES else method
+
+
 def _solve_in_chunks(
     model: StepModel,
     x0: torch.Tensor,
@@ -119,7 +133,7 @@ def _solve_in_chunks(
     """Run the chosen solver over chunks of the initial states that fit in memory."""
     n, d = x0.shape
     solver = get_solver(options.method)
-    size = options.batch_size or auto_chunk_size(d, u_rows.shape[1], x0.dtype, x0.device)
+    size = options.batch_size or auto_chunk_size(d, u_rows.shape[1], x0.dtype, x0.device, options.method)
     parts = []
     for start in range(0, n, size):
         part = slice(start, start + size)
@@ -130,14 +144,22 @@ def _solve_in_chunks(
     return SolveResult.concatenate(parts)
 
 
-def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device) -> int:
-    """Initial states per chunk: what a dense Newton iteration fits in a quarter of free memory.
+def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "newton") -> int:
+    """Initial states per chunk: what one solver iteration fits in a quarter of free memory.
 
-    A Newton iteration holds about eight (d, d) matrices per sample (the Jacobian, J^T J, its
-    Cholesky factor and the autodiff intermediates) and a few dozen vectors.
+    A dense Newton iteration holds about eight (d, d) matrices per sample (the Jacobian,
+    J^T J, its Cholesky factor and the autodiff intermediates) and a few dozen vectors; a
+    Newton-Krylov iteration its Krylov basis, cached directions and recorded passes, about
+    RESTART + 24 vectors; Adam a few dozen vectors.
     """
     itemsize = torch.finfo(dtype).bits // 8
-    per_sample = itemsize * (8 * d * d + 32 * d + 4 * m)
+    if method == "newton":
+        vectors = 8 * d * d + 32 * d
+    elif method == "newton_krylov":
+        vectors = (KRYLOV_RESTART + 24) * d
+    else:
+        vectors = 32 * d
+    per_sample = itemsize * (vectors + 4 * m)
     return int(min(MAX_CHUNK, max(1, MEMORY_FRACTION * _free_memory(device) // per_sample)))
 
 
@@ -179,7 +201,7 @@ def _analyse(
         lin = linearize(
             model, result.x[keep], u_rows[group[keep]], dynamics,
             tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
-            with_input_jacobians=options.do_compute_input_jacobians,
+            with_input_jacobians=options.do_compute_input_jacobians, n_eigs=options.n_eigs,
         )
         fps.F_xstar, fps.step_norm = lin.F_xstar, lin.step_norm
         fps.certified, fps.is_nonisolated = lin.certified, lin.is_nonisolated
@@ -192,6 +214,18 @@ def _analyse(
     if options.q_slow is not None:
         fps.slow_points = _slow_points(result, starts, u_rows, group, dynamics, options)
     return fps
+
+
+def _discovery_curve(
+    fps: FixedPoints, result: SolveResult, u_rows: torch.Tensor, group: torch.Tensor, options: FinderOptions
+) -> dict[str, list[int]]:
+    """Distinct certified roots reached from the first N initial states, for growing N."""
+    n = len(group)
+    converged = torch.nonzero(result.converged[:n]).squeeze(-1)
+    samples = torch.cat([result.x[converged], u_rows[group[converged]]], dim=1).cpu().double().numpy()
+    points = np.concatenate([fps.xstar, fps.inputs], axis=1).astype(np.float64) if fps.n else samples[:0]
+    certified = fps.certified if fps.certified is not None else np.ones(fps.n, dtype=bool)
+    return discovery_curve(converged.cpu().numpy(), samples, points, certified, n, options.tol_unique)
 
 
 def _unique_converged(result: SolveResult, inputs: torch.Tensor, tol: float) -> torch.Tensor:
