@@ -47,7 +47,7 @@ def validator() -> jsonschema.protocols.Validator:
 
 
 def _our_services(compose: dict) -> dict[str, dict]:
-    """Services built from this repository (the others run public images)."""
+    """Services built from this repository (the others run public images or reuse ours)."""
     return {name: svc for name, svc in compose["services"].items() if "build" in svc}
 
 
@@ -113,6 +113,19 @@ def test_services_share_one_data_volume_and_talk_to_the_compose_redis(compose):
             assert f"fpf-data:{env['FPF_DATA_DIR']}" in svc["volumes"], name
     redis = compose["services"]["redis"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+
+
+def test_key_store_is_mounted_where_requests_are_authenticated_and_never_in_workers(compose):
+    for name, svc in compose["services"].items():
+        if not svc.get("image", "").startswith("fpf-"):
+            continue
+        mounts_keys = any(volume.startswith("fpf-keys:") for volume in svc.get("volumes", []))
+        if name in ("gateway", "grpc"):
+            keys_dir = svc["environment"]["FPF_KEYS_FILE"].rsplit("/", 1)[0]
+            assert f"fpf-keys:{keys_dir}" in svc["volumes"], name
+        else:
+            assert not mounts_keys and "FPF_KEYS_FILE" not in svc["environment"], name
+    _assert_command_resolves(compose["services"]["grpc"]["command"])
 
 
 def test_each_gpu_worker_reserves_its_own_gpu_and_node_name(compose):
