@@ -57,6 +57,10 @@ class LSTMStep(nn.Module):
         return torch.cat([h_next, c_next], dim=1)
 
 
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_CELLS: dict[str, type[nn.RNNCellBase]] = {"tanh": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
+
+
 def step_module(network: FlipFlopNetwork) -> nn.Module:
     """The recurrent layer of ``network`` as a step map ``forward(u, h) -> h_next``.
 
@@ -65,13 +69,24 @@ def step_module(network: FlipFlopNetwork) -> nn.Module:
     its ``input_size`` and ``hidden_size``, so fpf reads the shapes off the saved file.
     """
     layer = network.rnn
-    cells: dict[str, type[nn.RNNCellBase]] = {"tanh": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
-    cell = cells[network.cell](layer.input_size, layer.hidden_size)
+    return step_from_weights(network.cell, {name: getattr(layer, f"{name}_l0") for name in WEIGHT_NAMES})
+
+
+def step_from_weights(cell: Cell, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """The step map of ``cell`` with the given ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (torch layout)."""
+    n_inputs, n_hidden = weights["weight_ih"].shape[1], weights["weight_hh"].shape[1]
+    step_cell = _CELLS[cell](n_inputs, n_hidden, dtype=weights["weight_hh"].dtype)
     with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(cell, name).copy_(getattr(layer, f"{name}_l0"))
-    cell.requires_grad_(False)
-    return (LSTMStep(cell) if network.cell == "lstm" else cell).to(layer.weight_hh_l0.dtype).eval()
+        for name in WEIGHT_NAMES:
+            getattr(step_cell, name).copy_(weights[name])
+    step_cell.requires_grad_(False)
+    return (LSTMStep(step_cell) if cell == "lstm" else step_cell).eval()
+
+
+def cell_weights(step: nn.Module) -> dict[str, torch.Tensor]:
+    """The four weights of a step map made by :func:`step_module`, eager or loaded from TorchScript."""
+    found = {key.rsplit(".", 1)[-1]: value.detach().clone() for key, value in step.state_dict().items()}
+    return {name: found[name] for name in WEIGHT_NAMES}
 
 
 def readout_arrays(network: FlipFlopNetwork) -> dict[str, torch.Tensor]:
