@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .client import Client
+from .demo import CELLS, run_demo
 from .errors import FpfError
 from .fixed_points import FixedPoints
 
@@ -183,6 +184,25 @@ def jobs(client: Client, args: argparse.Namespace) -> None:
     for record in client.list_jobs(args.status):
         created = record.created_at.isoformat(timespec="seconds") if record.created_at else "-"
         print(f"{record.id}\t{record.status}\t{created}\tmodel={record.model_id}\tn={record.n_initial_states}")
+
+
+@command(
+    "demo",
+    "the 3-bit flip-flop walkthrough on a shipped network: find its fixed points, draw figures, summarise",
+    arg("--url", default=argparse.SUPPRESS, help="service URL (as fpf --url; default the local server)"),
+    arg("--out", type=Path, default=Path("fpf-demo"), help="directory for the figures and the result "
+        "(default ./fpf-demo)"),
+    arg("--cell", choices=tuple(CELLS), default="tanh", help="which trained network: "
+        + ", ".join(f"{name} ({text})" for name, text in CELLS.items()) + "; default tanh"),
+    arg("--no-progress", action="store_true", help="do not draw a progress bar"),
+)
+def demo(client: Client, args: argparse.Namespace) -> None:
+    try:
+        import matplotlib  # noqa: F401 - checked before anything is uploaded
+    except ImportError:
+        raise SystemExit("fpf demo draws figures with matplotlib: pip install 'fpf-client[plot]'") from None
+    print(f"fpf demo: {CELLS[args.cell]} on {client.url}", file=sys.stderr)
+    print(run_demo(client, args.cell, args.out, progress=not args.no_progress).summary())
 
 
 # --- entry point -----------------------------------------------------------------------------
