@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import resource
 import signal
@@ -141,6 +142,21 @@ class Child:
         write_frame(self.answers, {"type": "progress", "progress": plain})
 
 
+def warm_up() -> None:
+    """Run the engine once on a tiny built-in map, so that its imports, lazy ones included (torch's
+    dynamo, 1-2 s), happen while the child starts and not in a tenant's first request."""
+    import numpy as np
+    import torch
+
+    from workers.engine import as_step_model, find_fixed_points
+
+    try:
+        model = as_step_model(lambda u, h: torch.tanh(0.5 * h + u), n_states=4, n_inputs=4)
+        find_fixed_points(model, np.full((4, 4), 0.5), np.zeros((1, 4)))
+    except Exception:  # noqa: BLE001 - only a head start: the first request pays instead
+        logging.getLogger(__name__).warning("sandbox warm-up failed", exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="workers.sandbox.child")
     parser.add_argument("--memory-bytes", type=int, required=True)
@@ -153,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    import workers.engine  # noqa: F401  (warm: the first job does not pay for the import)
-
+    warm_up()
     Child(requests, answers).serve()
 
 

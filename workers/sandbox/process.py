@@ -81,10 +81,22 @@ class Sandbox:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL bwrap; its child and everything in the sandbox die with it (``--die-with-parent``)."""
+        """SIGKILL the sandbox and wait until every process in it is gone.
+
+        Killing the sandbox's init (PID 1 inside) makes the kernel kill the rest of its PID
+        namespace, and init's exit waits for them; bwrap, its parent, then reaps it and exits.
+        Before init is known, bwrap itself is killed (``--die-with-parent`` does the rest).
+        """
         if self.process.poll() is None:
+            if self._init_pid is not None:
+                os.kill(self._init_pid, signal.SIGKILL)
+            else:
+                self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-        self.process.wait()
+            self.process.wait()
         for stream in (self.process.stdin, self.process.stdout, self._info):
             stream.close()
 

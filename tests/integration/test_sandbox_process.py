@@ -1,0 +1,169 @@
+"""The worker's handle on its sandboxed children (real bwrap processes, no Redis or HTTP): a child
+answers like the engine in-process, errors keep it, anything else kills it, and a pool keeps one
+warm child per tenant with a spare ready."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fpf_client.errors import FpfError
+from fpf_client.fixed_points import FixedPoints
+from fpf_client.options import FinderOptions
+
+from workers.engine import find_fixed_points, load_model
+from workers.sandbox import Limits, Sandbox, SandboxFailure, SandboxPool
+from workers.sandbox.process import _descendants
+
+pytestmark = pytest.mark.integration
+
+LIMITS = Limits(memory_bytes=2 << 30, cpu_s=30, disk_bytes=64 << 20)
+OPTIONS = {"method": "newton", "random_seed": 0}
+
+
+class TanhRNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(3)
+        self.W = torch.nn.Parameter(1.2 * torch.randn(8, 8, generator=generator) / 8**0.5)
+        self.B = torch.nn.Parameter(torch.randn(8, 2, generator=generator))
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h @ self.W.T + u @ self.B.T)
+
+
+class Follow:
+    """A listener that records reports and, when told, stops the job at the first one."""
+
+    def __init__(self, stop: bool = False) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.stop = stop
+
+    def progress(self, report: dict[str, Any]) -> None:
+        self.reports.append(report)
+        if self.stop:
+            raise KeyboardInterrupt("stop")  # anything the worker raises, as StopJob does
+
+    def idle(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], bytes, Path]:
+    path = tmp_path_factory.mktemp("model") / "tanh.pt"
+    torch.jit.script(TanhRNN()).save(str(path))
+    data = path.read_bytes()
+    record = {"id": hashlib.sha256(data).hexdigest(), "format": "torchscript", "n_states": None, "n_inputs": None,
+              "dynamics": "discrete"}
+    return record, data, path
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    box = Sandbox(LIMITS, data_dir=tmp_path / "data")
+    yield box
+    box.kill()
+
+
+def arrays(n: int = 32) -> bytes:
+    out = io.BytesIO()
+    rng = np.random.default_rng(1)
+    np.savez(out, initial_states=rng.normal(size=(n, 8)), inputs=np.zeros((1, 2)))
+    return out.getvalue()
+
+
+def test_a_child_describes_and_solves_like_the_engine_in_process(sandbox, model_file):
+    record, data, path = model_file
+    fetched: list[str] = []
+
+    def model_bytes() -> bytes:
+        fetched.append(record["id"])
+        return data
+
+    described = sandbox.describe(record, model_bytes)
+    follow = Follow()
+    result, engine_s = sandbox.solve(record, model_bytes, arrays(), OPTIONS, follow)
+
+    assert described == {"format": "torchscript", "n_states": 8, "n_inputs": 2, "dynamics": "discrete"}
+    assert fetched == [record["id"]]  # sent once, then kept loaded in the child
+    assert engine_s > 0 and follow.reports and follow.reports[-1]["n_total"] == 32
+    with np.load(io.BytesIO(arrays()), allow_pickle=False) as given:
+        expected = find_fixed_points(load_model(path), given["initial_states"], given["inputs"],
+                                     FinderOptions.model_validate(OPTIONS))
+    got = FixedPoints.load(result)
+    assert got.n == expected.n
+    np.testing.assert_allclose(got.xstar, expected.xstar, atol=1e-6)
+
+
+def test_a_model_error_is_reported_and_the_child_kept(sandbox, model_file):
+    record, data, _ = model_file
+    with pytest.raises(FpfError, match="invalid_model|not .*TorchScript|step contract"):
+        sandbox.describe({**record, "id": "0" * 64}, lambda: b"not a model")
+    assert sandbox.alive
+    assert sandbox.describe(record, lambda: data)["n_states"] == 8
+
+
+def test_stopping_a_job_kills_the_child_and_everything_in_it(sandbox, model_file):
+    record, data, _ = model_file
+    sandbox.wait_ready()
+    inside = _descendants(sandbox._init_pid)
+
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.solve(record, lambda: data, arrays(), {"method": "adam", "max_iters": 100000}, Follow(stop=True))
+
+    assert not sandbox.alive  # and, once kill() returns, no process of the sandbox is left:
+    assert [pid for pid in inside if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_a_child_killed_from_outside_is_reported_not_hung(sandbox, model_file):
+    record, data, _ = model_file
+    sandbox.wait_ready()
+    init, python = _descendants(sandbox._init_pid)[:2]
+    os.kill(python, signal.SIGKILL)  # as the kernel's OOM killer would
+
+    with pytest.raises(SandboxFailure, match="was killed"):
+        sandbox.describe(record, lambda: data)
+    assert not sandbox.alive
+
+
+def test_the_cpu_time_limit_kills_a_busy_child(tmp_path, model_file):
+    record, data, _ = model_file
+    box = Sandbox(Limits(memory_bytes=2 << 30, cpu_s=0.5, disk_bytes=64 << 20), data_dir=tmp_path)
+    try:
+        with pytest.raises(SandboxFailure, match="CPU-time limit of 0.5 s") as failure:
+            box.solve(record, lambda: data, arrays(1024), {"method": "adam", "lr_init": 1e-4, "max_iters": 10**6},
+                      Follow())
+        assert failure.value.extra == {"limit": "cpu_time"}
+        assert not box.alive
+    finally:
+        box.kill()
+
+
+def test_a_pool_keeps_a_child_per_tenant_and_switches_to_a_warm_spare(tmp_path, model_file):
+    record, data, _ = model_file
+    pool = SandboxPool(LIMITS, data_dir=tmp_path, spare=True)
+    try:
+        first = pool.get("lab-a")
+        first.describe(record, lambda: data)
+        assert pool.get("lab-a") is first
+        pool._spare.wait_ready()  # started with the first child; a worker runs jobs meanwhile
+
+        started = time.monotonic()
+        second = pool.get("lab-b")
+        second.describe(record, lambda: data)
+        switch_s = time.monotonic() - started
+
+        assert second is not first and not first.alive
+        assert switch_s < 1.0, switch_s  # no Python/torch start on the way
+        assert pool._spare is not None and pool._spare is not second
+    finally:
+        pool.close()
+    assert not second.alive
