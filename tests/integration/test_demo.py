@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -91,3 +92,33 @@ def test_walkthrough_analyses_the_lstm_exported_to_onnx(live_service, tmp_path: 
     assert "8 stable, one nearest each corner of the memory cube" in done.stdout, done.stdout
     assert (tmp_path / "flipflop_lstm.onnx").stat().st_size > 1000
     _check_memories("lstm", tmp_path / "flipflop_lstm_onnx_fixed_points.npz")
+
+
+#: Runs ``fpf`` from a wheel on sys.path (argv[1]) with torch blocked, as after ``pip install ./client``.
+FROM_WHEEL = textwrap.dedent("""
+    import sys
+
+    class BlockTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked: the client must not need it")
+
+    sys.meta_path.insert(0, BlockTorch())
+    wheel = sys.argv[1]
+    sys.path.insert(0, wheel)
+    import fpf_client
+    assert fpf_client.__file__.startswith(wheel), fpf_client.__file__
+    from fpf_client.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_demo_runs_from_the_client_wheel_without_torch(live_service, tmp_path: Path) -> None:
+    """The installed client alone (models and recordings as package data) runs the demo."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    str(REPO / "client"), "-w", str(tmp_path)], check=True, capture_output=True, timeout=120)
+    wheel = next(tmp_path.glob("fpf_client-*.whl"))
+    done, _ = _run([sys.executable, "-c", FROM_WHEEL, str(wheel), "demo", "--url", live_service.url, "--out", "out",
+                    "--cell", "gru", "--no-progress"], tmp_path)
+    assert "8 stable, one nearest each corner of the memory cube" in done.stdout, done.stdout
+    _check_memories("gru", tmp_path / "out" / "flipflop_gru_fixed_points.npz")
