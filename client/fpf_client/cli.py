@@ -20,7 +20,7 @@ import numpy as np
 
 from .client import Client
 from .demo import CELLS, run_demo
-from .errors import FpfError
+from .errors import FpfError, ServiceUnavailable
 from .fixed_points import FixedPoints
 
 RESULT_SUFFIXES = (".npz", ".json")
@@ -202,7 +202,12 @@ def demo(client: Client, args: argparse.Namespace) -> None:
     except ImportError:
         raise SystemExit("fpf demo draws figures with matplotlib: pip install 'fpf-client[plot]'") from None
     print(f"fpf demo: {CELLS[args.cell]} on {client.url}", file=sys.stderr)
-    print(run_demo(client, args.cell, args.out, progress=not args.no_progress).summary())
+    try:
+        walkthrough = run_demo(client, args.cell, args.out, progress=not args.no_progress)
+    except ServiceUnavailable:
+        print("fpf demo needs a running service: `make serve` (or `fpf-server up`) starts one here", file=sys.stderr)
+        raise
+    print(walkthrough.summary())
 
 
 # --- entry point -----------------------------------------------------------------------------

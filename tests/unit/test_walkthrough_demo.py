@@ -142,3 +142,13 @@ def test_the_walkthrough_analysis_finds_the_eight_memories(cell: str) -> None:
     stable = isolated(fps).stable
     assert stable.n == 8, f"{cell}: {stable.n} stable"
     assert sorted(nearest_corners(recording, stable.xstar).tolist()) == list(range(8))
+
+
+def test_demo_takes_the_url_before_or_after_its_name() -> None:
+    from fpf_client.cli import build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(["demo", "--url", "http://after:1", "--cell", "gru"])
+    before = parser.parse_args(["--url", "http://before:1", "demo"])
+    assert (after.url, after.cell, after.out) == ("http://after:1", "gru", Path("fpf-demo"))
+    assert (before.url, before.cell) == ("http://before:1", "tanh")
