@@ -4,9 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test clean
+.PHONY: setup system-deps serve test clean
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# bubblewrap sandboxes user models (docs/operations.md, Sandbox); Debian/Ubuntu package.
+system-deps:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	  else \
+	    echo "fpf needs bubblewrap (bwrap) to sandbox models: sudo apt-get install bubblewrap" >&2; exit 1; \
+	  fi; }
 
 # torch is pinned and installed first so nothing pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml client/pyproject.toml
