@@ -96,7 +96,7 @@ class Models(Protocol):
 class SandboxedModels:
     """Models load and run in a bubblewrap child that serves one tenant at a time (workers/sandbox)."""
 
-    def __init__(self, pool: "SandboxPool") -> None:
+    def __init__(self, pool: SandboxPool) -> None:
         self.pool = pool
 
     def describe(self, record: Model, path: Path) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class InProcessModels:
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self._models: OrderedDict[tuple[str, str], "StepModel"] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], StepModel] = OrderedDict()
 
     def describe(self, record: Model, path: Path) -> dict[str, Any]:
         return self._get(record, path).describe()
@@ -135,7 +135,7 @@ class InProcessModels:
         fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress)
         return fixed_points, time.perf_counter() - start
 
-    def _get(self, record: Model, path: Path) -> "StepModel":
+    def _get(self, record: Model, path: Path) -> StepModel:
         from workers.engine import load_model
 
         key = (record.tenant, record.id)

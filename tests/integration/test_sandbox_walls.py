@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -159,7 +160,8 @@ def test_limits_hold_and_cannot_be_raised(planted):
 def test_control_the_same_code_unconfined_gets_the_secrets(planted):
     """Without the sandbox the probe reads every planted file: the tests above can fail."""
     spec = {"read": planted["read"], "write": [], "limits": False}
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(spec)], capture_output=True, env=os.environ)
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(spec)], capture_output=True, env=os.environ,
+                         check=False)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     report = json.loads(out.stdout.decode().strip().splitlines()[-1])
     for path in planted["read"]:
@@ -213,3 +215,17 @@ def test_control_the_savedmodel_unconfined_reads_and_writes(planted, hostile_sav
     assert planted["secret"] in model.read(tf.constant(planted["read"][1])).numpy().decode()
     model.write(tf.constant(str(tmp_path / "escaped")))
     assert (tmp_path / "escaped").read_text() == "escaped"
+
+
+def test_a_data_directory_inside_a_bound_directory_is_covered(planted):
+    """Should FPF_DATA_DIR lie inside the virtualenv (bound read-only), the sandbox still sees it empty."""
+    data = Path(sys.prefix) / f"fpf-test-data-{secrets.token_hex(4)}"
+    (data / "models").mkdir(parents=True)
+    try:
+        artifact = data / "models" / "victim"
+        artifact.write_text(planted["secret"])
+        report = run_inside(PROBE, {**planted, "data_dir": data, "read": [str(artifact)], "write": []})
+    finally:
+        shutil.rmtree(data)
+    assert report["attempts"][f"read {artifact}"][0] == "refused"
+    assert planted["secret"] not in json.dumps(report)

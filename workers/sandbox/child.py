@@ -153,7 +153,7 @@ def warm_up() -> None:
     try:
         model = as_step_model(lambda u, h: torch.tanh(0.5 * h + u), n_states=4, n_inputs=4)
         find_fixed_points(model, np.full((4, 4), 0.5), np.zeros((1, 4)))
-    except Exception:  # noqa: BLE001 - only a head start: the first request pays instead
+    except Exception:  # only a head start: the first request pays instead
         logging.getLogger(__name__).warning("sandbox warm-up failed", exc_info=True)
 
 

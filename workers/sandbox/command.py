@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import fpf_client
+
 import workers
 
 #: The unprivileged user and group the child runs as inside its user namespace ("nobody").
@@ -76,10 +77,10 @@ def probe(bwrap: str | None = None) -> str:
     """
     bwrap = bwrap or find_bwrap()
     check = subprocess.run([bwrap, *_namespaces(), *_filesystem(), "--", "/bin/true"],
-                           env={}, capture_output=True, text=True, timeout=30)
+                           env={}, capture_output=True, text=True, timeout=30, check=False)
     if check.returncode != 0:
         raise SandboxUnavailable(f"bwrap cannot create a sandbox here: {check.stderr.strip()}")
-    return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
 
 
 def sandbox_argv(limits: Limits, *, data_dir: Path, info_fd: int | None = None, bwrap: str | None = None) -> list[str]:
