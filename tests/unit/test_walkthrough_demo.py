@@ -139,9 +139,12 @@ def test_the_walkthrough_analysis_finds_the_eight_memories(cell: str) -> None:
     recording = shipped_recording(cell)
     fps = find_fixed_points(torch.jit.load(str(DATA / f"flipflop_{cell}.pt")),
                             initial_states(recording, 1024, noise_scale=0.5), np.zeros((1, 3), dtype=np.float32))
-    stable = isolated(fps).stable
-    assert stable.n == 8, f"{cell}: {stable.n} stable"
-    assert sorted(nearest_corners(recording, stable.xstar).tolist()) == list(range(8))
+    points = isolated(fps)
+    assert points.stable.n == 8, f"{cell}: {points.stable.n} stable"
+    assert sorted(nearest_corners(recording, points.stable.xstar).tolist()) == list(range(8))
+    # A saddle with k unstable modes sits between memories: its readout is undecided (~0) on k bits.
+    undecided = (np.abs(recording.outputs(points.unstable.xstar)) < 0.5).sum(axis=1)
+    assert np.array_equal(undecided, points.unstable.n_unstable), cell
 
 
 def test_demo_takes_the_url_before_or_after_its_name() -> None:
