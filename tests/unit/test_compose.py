@@ -180,7 +180,8 @@ def test_worker_command_is_the_documented_celery_worker():
 def test_worker_image_pins_torch():
     text = (ROOT / "docker/Dockerfile.worker").read_text()
     assert re.search(r"^RUN pip install torch==2\.13\.0$", text, re.MULTILINE)
-    assert text.index("torch==2.13.0") < text.index('".[worker]"'), "torch must be installed before the rest"
+    assert text.index("torch==2.13.0") < text.index('".[worker,'), "torch must be installed before the rest"
+    assert "apt-get install -y --no-install-recommends bubblewrap" in text, "workers need bwrap for the sandbox"
 
 
 def _install_set(pip_args: list[str]) -> set[str]:
