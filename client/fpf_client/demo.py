@@ -78,7 +78,7 @@ class FlipFlopRecording:
         )
 
     @classmethod
-    def load(cls, path: str | PathLike) -> "FlipFlopRecording":
+    def load(cls, path: str | PathLike) -> FlipFlopRecording:
         """Read a file written by :meth:`save`; every array comes back as float32."""
         with np.load(path, allow_pickle=False) as data:
             return cls(**{name: data[name].astype(np.float32) for name in _RECORDING_FIELDS})
@@ -151,21 +151,25 @@ class Walkthrough:
         n_stable = int(points.is_stable.sum())
         lines = [
             f"{self.label}",
-            f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
-            f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s",
+            (f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
+             f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s"),
             f"  {points.n} fixed points: {n_stable} stable, {points.n - n_stable} unstable{_saddle_text(points)}",
         ]
-        if self.one_per_corner:
-            lines.append(f"  memories: {n_stable} stable, one nearest each corner of the memory cube")
-        else:
-            missing = sorted(set(range(len(CORNERS))) - set(self.memory_corners.tolist()))
-            corners = ", ".join(_corner_text(i) for i in missing) or "none"
-            lines.append(f"  memories: {n_stable} stable; corners without one: {corners}")
+        lines.append(f"  memories: {n_stable} stable, {self._corner_text()}")
         n_aside = self.fixed_points.n - points.n
         if n_aside:
             lines.append(f"  set aside: {n_aside} non-isolated points (an eigenvalue at 1: saturated gates)")
         lines += [f"  {name}: {path}" for name, path in self.files.items()]
         return "\n".join(lines)
+
+    def _corner_text(self) -> str:
+        if self.one_per_corner:
+            return "one nearest each corner of the memory cube"
+        counts = np.bincount(self.memory_corners, minlength=len(CORNERS))
+        missing = ", ".join(_corner_name(i) for i in np.flatnonzero(counts == 0))
+        shared = ", ".join(_corner_name(i) for i in np.flatnonzero(counts > 1))
+        return "; ".join(text for text in (missing and f"corners without one: {missing}",
+                                          shared and f"corners with several: {shared}") if text)
 
 
 def _saddle_text(points: FixedPoints) -> str:
@@ -176,7 +180,7 @@ def _saddle_text(points: FixedPoints) -> str:
     return f" (unstable modes: {', '.join(parts)})"
 
 
-def _corner_text(index: int) -> str:
+def _corner_name(index: int) -> str:
     return "(" + ", ".join(f"{int(v):+d}" for v in CORNERS[index]) + ")"
 
 

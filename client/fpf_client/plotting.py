@@ -27,7 +27,7 @@ def principal_axes(states: np.ndarray, n_components: int = 3) -> tuple[np.ndarra
     return mean, vt[: min(n_components, states.shape[1])].T
 
 
-def unstable_modes(fixed_points: "FixedPoints", index: int) -> np.ndarray:
+def unstable_modes(fixed_points: FixedPoints, index: int) -> np.ndarray:
     """Unit eigenvectors (d, r) of point ``index`` whose eigenvalues are unstable.
 
     Unstable means |lambda| > 1 for a discrete map, Re lambda > 0 for a continuous flow; a complex
@@ -42,14 +42,14 @@ def unstable_modes(fixed_points: "FixedPoints", index: int) -> np.ndarray:
 
 
 def plot_fixed_points(
-    fixed_points: "FixedPoints",
+    fixed_points: FixedPoints,
     trajectories: np.ndarray | None = None,
     *,
     mode_scale: float = 0.1,
     max_trajectories: int | None = 100,
     title: str | None = None,
     ax: Any = None,
-) -> "Figure":
+) -> Figure:
     """Draw fixed points (and trajectories) in the top-3 PCA space of the trajectories.
 
     Parameters
@@ -114,7 +114,7 @@ def plot_fixed_points(
     return figure
 
 
-def plot_eigenvalues(fixed_points: "FixedPoints", *, title: str | None = None) -> "Figure":
+def plot_eigenvalues(fixed_points: FixedPoints, *, title: str | None = None) -> Figure:
     """Eigenvalues of the Jacobians at the stable points and at the unstable ones, in two panels.
 
     For a discrete map the panels show the unit circle (stable: every |lambda| < 1), for a continuous
@@ -158,7 +158,7 @@ def plot_eigenvalues(fixed_points: "FixedPoints", *, title: str | None = None) -
 
 def plot_trial(
     inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, *, title: str | None = None
-) -> "Figure":
+) -> Figure:
     """One trial of a task: per channel, the input pulses, the target and the network's output.
 
     Parameters

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from fpf_client.demo import FlipFlopRecording
 
 from .export import load_readout, step_shapes
@@ -29,10 +28,10 @@ def record_trials(
     *,
     n_trials: int = 64,
     seed: int = RECORDING_SEED,
-    task: FlipFlopTask = FlipFlopTask(),
+    task: FlipFlopTask | None = None,
 ) -> FlipFlopRecording:
-    """Run ``n_trials`` fresh trials through ``step`` from the zero state and keep inputs, targets and states."""
-    inputs, targets = task.sample(n_trials, torch.Generator().manual_seed(seed))
+    """Run ``n_trials`` fresh trials (of ``task``, default the training task) through ``step`` from the zero state."""
+    inputs, targets = (task or FlipFlopTask()).sample(n_trials, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         states = run_steps(step, inputs, torch.zeros(n_trials, step_shapes(step)[1]))
     weight, bias = readout

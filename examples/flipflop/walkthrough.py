@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from fpf_client import Client
 from fpf_client.demo import CELLS as CELL_NAMES
 from fpf_client.demo import FlipFlopRecording, Walkthrough, run_walkthrough

@@ -129,7 +129,8 @@ def test_summary_names_a_corner_without_a_memory() -> None:
     memories[7, :3] = CORNERS[6]  # two points nearest (+1, +1, -1), none nearest (+1, +1, +1)
     walkthrough = _walkthrough(_points(memories, [True] * 8, [False] * 8))
     assert not walkthrough.one_per_corner
-    assert "memories: 8 stable; corners without one: (+1, +1, +1)" in walkthrough.summary()
+    assert ("memories: 8 stable, corners without one: (+1, +1, +1); corners with several: (+1, +1, -1)"
+            in walkthrough.summary())
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -34,7 +34,7 @@ def _reference(cell: str) -> torch.jit.ScriptModule:
 
 def _finite_difference_jacobian(step: torch.nn.Module, h: np.ndarray, u: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """dF/dh of ``step`` at each row of h, (n, d, d), by central differences in float64."""
-    n, d = h.shape
+    d = h.shape[1]
     u64 = torch.as_tensor(u, dtype=torch.float64)
     columns = []
     with torch.no_grad():
