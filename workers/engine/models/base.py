@@ -8,7 +8,7 @@ first dimension: states ``h: (n, n_states)``, inputs ``u: (n, n_inputs)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -30,16 +30,25 @@ class StepModel(ABC):
         Continuous: fixed points solve f(h, u) = 0, stable when all Re lambda < 0.
     format : str
         Where the model came from (``"torchscript"``, ``"torch"``, ``"callable"``, ...).
+    validation : dict or None
+        How a loader checked the model against an independent runtime (ONNX: onnxruntime's
+        ``max_abs_diff`` and the ``tolerance`` it was accepted with); None when nothing was compared.
     """
 
     n_states: int
     n_inputs: int
     dynamics: Dynamics = "discrete"
     format: str = "callable"
+    validation: dict[str, Any] | None = None
 
-    def describe(self) -> dict[str, str | int]:
-        """The summary a model record stores: format, n_states, n_inputs, dynamics."""
-        return {"format": self.format, "n_states": self.n_states, "n_inputs": self.n_inputs, "dynamics": self.dynamics}
+    def describe(self) -> dict[str, Any]:
+        """The summary a model record stores: format, n_states, n_inputs, dynamics (and validation, if any)."""
+        described: dict[str, Any] = {
+            "format": self.format, "n_states": self.n_states, "n_inputs": self.n_inputs, "dynamics": self.dynamics
+        }
+        if self.validation is not None:
+            described["validation"] = self.validation
+        return described
 
     @property
     @abstractmethod

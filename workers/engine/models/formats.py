@@ -1,8 +1,9 @@
 """Model files: which format a file is, and loading it as a StepModel.
 
-Each format registers a detector (``path -> bool``) and a loader; ``detect_format``
-tries the detectors in order. ONNX and SavedModel are imported only when a file is
-checked against them, so a torch-only worker never pays for TensorFlow or onnx.
+Each format registers a detector (``path -> bool``), a loader and the tensor-naming
+arguments its loader takes; ``detect_format`` tries the detectors in order. ONNX and
+SavedModel are imported only when a file is checked against them, so a torch-only
+worker never pays for TensorFlow or onnx.
 """
 
 from __future__ import annotations
@@ -17,17 +18,23 @@ from .contract import user_errors_as_invalid_model
 from .torchscript import is_torchscript, load_torchscript
 
 
+#: Upload fields naming a model's tensors: the SavedModel signature, and u, h and the next state.
+NAMING_FIELDS = ("signature", "input_name", "state_name", "output_name")
+
+
 class Loader(Protocol):
     def __call__(
-        self, path: str | Path, *, n_states: int | None, n_inputs: int | None, dynamics: Dynamics
+        self, path: str | Path, *, n_states: int | None, n_inputs: int | None, dynamics: Dynamics, **naming: str
     ) -> StepModel: ...
 
 
 class Format(NamedTuple):
-    """A model format: how to recognise its files and how to load them."""
+    """A model format: how to recognise its files, how to load them, and which naming arguments
+    (of :data:`NAMING_FIELDS`) its loader takes."""
 
     detect: Callable[[Path], bool]
     load: Loader
+    naming: frozenset[str] = frozenset()
 
 
 def _detect_savedmodel(path: Path) -> bool:
@@ -57,14 +64,22 @@ def _load_onnx(path: str | Path, **kwargs) -> StepModel:
 # Order matters: a SavedModel archive is recognised before an archive holding an .onnx file.
 FORMATS: dict[str, Format] = {
     "torchscript": Format(is_torchscript, load_torchscript),
-    "savedmodel": Format(_detect_savedmodel, _load_savedmodel),
-    "onnx": Format(_detect_onnx, _load_onnx),
+    "savedmodel": Format(_detect_savedmodel, _load_savedmodel, frozenset(NAMING_FIELDS)),
+    "onnx": Format(_detect_onnx, _load_onnx, frozenset({"input_name", "state_name", "output_name"})),
+}
+
+#: Why a format refuses the naming arguments it does not take.
+_WHY_UNNAMED = {
+    "torchscript": "a TorchScript module takes u and h by position, forward(u, h) -> h_next",
+    "onnx": "an ONNX graph has no signatures, only its named inputs and outputs",
 }
 
 
-def register_format(name: str, detect: Callable[[Path], bool], load: Loader) -> None:
-    """Add a model format (detectors run in registration order)."""
-    FORMATS[name] = Format(detect, load)
+def register_format(
+    name: str, detect: Callable[[Path], bool], load: Loader, naming: frozenset[str] = frozenset()
+) -> None:
+    """Add a model format (detectors run in registration order) whose loader takes the ``naming`` arguments."""
+    FORMATS[name] = Format(detect, load, naming)
 
 
 def detect_format(path: str | Path) -> str:
@@ -92,6 +107,10 @@ def load_model(
     n_states: int | None = None,
     n_inputs: int | None = None,
     dynamics: Dynamics = "discrete",
+    signature: str | None = None,
+    input_name: str | None = None,
+    state_name: str | None = None,
+    output_name: str | None = None,
 ) -> StepModel:
     """Load a model file as a checked StepModel.
 
@@ -102,15 +121,25 @@ def load_model(
     n_states, n_inputs : hints, checked by a dry run; needed when the file does not
         declare its shapes and they cannot be read off its parameters.
     dynamics : ``"discrete"`` (a map F) or ``"continuous"`` (a vector field f).
+    signature : the SavedModel signature to run (``serving_default`` when None).
+    input_name, state_name, output_name : the declared tensors playing u, h and the next
+        state (ONNX and SavedModel); found by name when None.
 
     Raises
     ------
     InvalidModel
-        For every way the file can fail to fit the step contract; nothing else escapes.
+        For every way the file can fail to fit the step contract, and for naming
+        arguments the format does not take; nothing else escapes.
     """
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
         raise InvalidModel(f"unsupported model format {format!r} (supported: {', '.join(FORMATS)})")
+    given = {"signature": signature, "input_name": input_name, "state_name": state_name, "output_name": output_name}
+    naming = {name: value for name, value in given.items() if value is not None}
+    refused = [name for name in naming if name not in FORMATS[format].naming]
+    if refused:
+        why = _WHY_UNNAMED.get(format, f"its loader takes {', '.join(sorted(FORMATS[format].naming)) or 'none'}")
+        raise InvalidModel(f"{', '.join(refused)} cannot be given for {format} models: {why}")
     with user_errors_as_invalid_model("the model file does not fit the step contract"):
-        return FORMATS[format].load(path, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics)
+        return FORMATS[format].load(path, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics, **naming)

@@ -102,7 +102,7 @@ def load_onnx(
     Returns
     -------
     TorchStepModel
-        Running the converted graph (format ``"onnx"``); ``model.fn.validation`` holds
+        Running the converted graph (format ``"onnx"``); ``model.validation`` holds
         the comparison with onnxruntime.
 
     Raises
@@ -119,10 +119,12 @@ def load_onnx(
     proto = _single_output(proto, signature)
     step = OnnxStep(_convert(proto), signature)
     step.validation = validate_against_onnxruntime(proto, step, tolerance=tolerance)
-    return TorchStepModel(
+    model = TorchStepModel(
         own_module(step, copy_module=False), n_states=signature.n_states, n_inputs=signature.n_inputs,
         dynamics=dynamics, format="onnx",
     )
+    model.validation = step.validation  # reported in the model record (describe())
+    return model
 
 
 def looks_like_onnx(path: str | Path) -> bool:

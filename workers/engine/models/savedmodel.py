@@ -136,6 +136,8 @@ class SavedModelStep(StepModel):
     tape for ``vjp``. Tensors cross via numpy on the CPU and via DLPack on a GPU.
     """
 
+    format = "savedmodel"
+
     def __init__(self, loaded: Any, signature: SavedModelSignature, dynamics: Dynamics = "discrete") -> None:
         import tensorflow as tf
 
