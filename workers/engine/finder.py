@@ -4,11 +4,15 @@ Pipeline: check the arrays, solve in memory-sized chunks with the chosen method,
 search for missed roots by deflated restarts, keep the converged samples, de-duplicate,
 drop distance outliers, optionally rerun q outliers, then linearise and decompose at each
 unique point. Unconverged minima of q below ``q_slow`` are returned as ``slow_points``.
+With a time limit the search stops where it stands when time is up, and the points found so
+far are analysed as a partial result (``info["partial"]``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import time
 from typing import Any, Callable
 
@@ -21,7 +25,7 @@ from fpf_client.options import FinderOptions
 
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
 from .models import StepModel, as_step_model
-from .solvers import Problem, SolveResult, Status, get_solver
+from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
 from .solvers.completeness import deflated_restarts
 from .solvers.newton_krylov import RESTART as KRYLOV_RESTART
 
@@ -45,6 +49,7 @@ def find_fixed_points(
     options: FinderOptions | None = None,
     *,
     progress: ProgressCallback | None = None,
+    time_limit_s: float | None = None,
     **option_overrides: Any,
 ) -> FixedPoints:
     """Find and analyse the fixed points of ``model`` reachable from ``initial_states``.
@@ -61,7 +66,12 @@ def find_fixed_points(
         Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
     progress : callable, optional
         Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at
-        least every ~0.5 s of work; an exception it raises propagates unchanged.
+        least every ~0.5 s of work; an exception it raises propagates unchanged, except
+        :class:`~workers.engine.solvers.TimeUp` during the search, which ends it like ``time_limit_s``.
+    time_limit_s : float, optional
+        Seconds the search may take. When they are over, the solvers stop where they are:
+        samples meeting ``tol_q`` are fixed points, the rest capped (slow points with ``q_slow``),
+        the analysis runs on what was found, and ``info["partial"]`` is True with ``info["partial_reason"]``.
 
     Returns
     -------
@@ -79,12 +89,13 @@ def find_fixed_points(
     u = _check_inputs(inputs, n, step_model, dtype, device)
     u_rows, group = _conditions(u, n)
     options = options.model_copy(update={"method": resolve_method(options.method, d)})
-    reporter = _Reporter(progress, n)
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+    reporter = _Reporter(progress, n, deadline)
 
     result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
     starts, sample_group = x0, group
     completeness_passes = 0
-    if options.method == "newton" and options.completeness == "deflation":
+    if options.method == "newton" and options.completeness == "deflation" and reporter.stopped is None:
         roots_idx = _unique_converged(result, u_rows[group], options.tol_unique)
         generator = torch.Generator().manual_seed(options.random_seed)
         extra_starts, extra_group, extra, completeness_passes = deflated_restarts(
@@ -108,6 +119,8 @@ def find_fixed_points(
         n_restarts_converged=int((result.status[n:] == Status.CONVERGED).sum()),
         completeness_passes=completeness_passes,
         method=options.method,
+        partial=reporter.stopped is not None,
+        partial_reason=reporter.stopped,
         iterations=int(result.iterations),
         device=str(device),
         dtype=options.dtype,
@@ -137,11 +150,22 @@ def _solve_in_chunks(
     parts = []
     for start in range(0, n, size):
         part = slice(start, start + size)
+        if reporter.stopped is not None:
+            parts.append(_not_started(x0[part]))
+            continue
         inputs = u_rows if len(u_rows) == 1 else u_rows[group[part]]
         problem = Problem(model, inputs, dynamics)
         parts.append(solver(problem, x0[part], options, progress=reporter.hook("solve", start)))
         reporter.finish_chunk(int((parts[-1].status == Status.CONVERGED).sum()))
     return SolveResult.concatenate(parts)
+
+
+def _not_started(x0: torch.Tensor) -> SolveResult:
+    """The outcome of samples the time limit left unsolved: capped at their start, q unknown (NaN)."""
+    nan = torch.full((x0.shape[0],), float("nan"), dtype=x0.dtype, device=x0.device)
+    zeros = torch.zeros(x0.shape[0], dtype=torch.int64, device=x0.device)
+    return SolveResult(x=x0.clone(), q=nan, dq=nan.clone(), n_iters=zeros, status=zeros + int(Status.CAPPED),
+                       step_norm=nan.clone())
 
 
 def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "newton") -> int:
@@ -164,13 +188,28 @@ def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, me
 
 
 def _free_memory(device: torch.device) -> int:
+    """Bytes a chunk may draw on: the device's free memory, or on the host the available memory
+    bounded by what this process's ``RLIMIT_DATA`` (the model sandbox's memory limit) leaves."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+                available = int(line.split()[1]) * 1024
+                break
+    return min(available, _data_limit_headroom())
+
+
+def _data_limit_headroom() -> int:
+    """Bytes of private memory this process may still allocate under its ``RLIMIT_DATA`` soft limit
+    (the kernel counts ``VmData`` against it); unbounded without a limit."""
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    if limit == resource.RLIM_INFINITY:
+        return 2**63 - 1
+    with open("/proc/self/status") as status:
+        used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmData:"))
+    return max(0, limit - used)
 
 
 def _analyse(
@@ -184,7 +223,7 @@ def _analyse(
     reporter: "_Reporter",
 ) -> FixedPoints:
     """Unique converged points, outlier handling and linearisation, as a FixedPoints."""
-    reporter.report("analysis", result.iterations, result.q, int(result.converged.sum()), force=True)
+    reporter.announce("analysis", result.iterations, result.q, int(result.converged.sum()))
     keep = _unique_converged(result, u_rows[group], options.tol_unique)
     initial = starts[: len(group)].detach().cpu().double().numpy()
     if options.do_exclude_distance_outliers and len(keep):
@@ -302,24 +341,44 @@ def _slow_points(
 class _Reporter:
     """Turns solver hooks into the progress dicts of the public callback, throttled in time."""
 
-    def __init__(self, callback: ProgressCallback | None, n_total: int) -> None:
+    def __init__(self, callback: ProgressCallback | None, n_total: int, deadline: float | None = None) -> None:
         self.callback = callback
         self.n_total = n_total
+        self.deadline = deadline
         self.n_converged_before = 0
         self.last = float("-inf")
+        #: Why the search was stopped early (the time limit), or None.
+        self.stopped: str | None = None
 
     def hook(self, phase: str, offset: int):
-        """A solver progress hook for ``phase``; ``offset`` samples were finished before it."""
-        if self.callback is None:
+        """A solver progress hook for ``phase``; ``offset`` samples were finished before it.
+
+        It raises :class:`TimeUp` once the deadline has passed (or the callback raised it),
+        and remembers why in :attr:`stopped`.
+        """
+        if self.callback is None and self.deadline is None:
             return None
 
         def report(iteration: int, q: torch.Tensor, n_converged: int) -> None:
-            self.report(phase, iteration, q, self.n_converged_before + n_converged)
+            try:
+                if self.stopped is not None:
+                    raise TimeUp(self.stopped)
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    raise TimeUp(f"the time limit ran out during the {phase} phase, at iteration {iteration}")
+                self.report(phase, iteration, q, self.n_converged_before + n_converged)
+            except TimeUp as stop:
+                self.stopped = str(stop) or f"stopped by the progress callback during the {phase} phase"
+                raise
 
         return report
 
     def finish_chunk(self, n_converged: int) -> None:
         self.n_converged_before += n_converged
+
+    def announce(self, phase: str, iteration: int, q: torch.Tensor, n_converged: int) -> None:
+        """Report the start of a phase that runs to its end: a TimeUp of the callback is ignored here."""
+        with contextlib.suppress(TimeUp):
+            self.report(phase, iteration, q, n_converged, force=True)
 
     def report(self, phase: str, iteration: int, q: torch.Tensor, n_converged: int, force: bool = False) -> None:
         now = time.perf_counter()

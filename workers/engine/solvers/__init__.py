@@ -1,13 +1,14 @@
 """Root-finding solvers for G(x) = F(x, u) - x (or f(x, u)), by method name.
 
 Each solver is a function ``(problem, x0, options, *, progress=None, **method_specific)
--> SolveResult``; add one by writing a module and registering it in :data:`SOLVERS`.
+-> SolveResult``; add one by writing a module and registering it in :data:`SOLVERS`. When its
+progress hook raises :class:`TimeUp`, a solver ends the running samples as ``CAPPED`` and returns.
 """
 
 from __future__ import annotations
 
 from .adam import solve_adam
-from .base import Problem, ProgressHook, SolveResult, Solver, Status
+from .base import Problem, ProgressHook, SolveResult, Solver, Status, TimeUp
 from .deflation import Deflation
 from .newton import solve_newton
 from .newton_krylov import solve_newton_krylov
@@ -29,6 +30,6 @@ def get_solver(method: str) -> Solver:
 
 
 __all__ = [
-    "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "get_solver",
+    "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "TimeUp", "get_solver",
     "solve_adam", "solve_newton", "solve_newton_krylov",
 ]

@@ -14,7 +14,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, SolveResult, Status
+from .base import Problem, ProgressHook, SolveResult, Status, time_up
 
 #: Iterations between progress reports (the stop test syncs every iteration, as the reference does).
 REPORT_EVERY = 20
@@ -35,7 +35,7 @@ def solve_adam(
         Uses ``lr_init``, ``lr_factor``, ``lr_patience``, ``lr_cooldown``, ``tol_q``, ``tol_dq``
         and ``max_iters``.
     progress : callable, optional
-        Called every ``REPORT_EVERY`` iterations.
+        Called every ``REPORT_EVERY`` iterations; when it raises ``TimeUp`` the states stop where they are.
     """
     x = x0.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=options.lr_init)
@@ -61,8 +61,8 @@ def solve_adam(
             scheduler.step(q_mean.item())
             lr = scheduler.get_last_lr()[0]
             q = q.detach()
-            if progress is not None and iteration % REPORT_EVERY == 0:
-                progress(iteration, q, int((q < options.tol_q).sum()))
+            if iteration % REPORT_EVERY == 0 and time_up(progress, iteration, q, int((q < options.tol_q).sum())):
+                break
             finished = (dq < options.tol_dq * lr) | (q < options.tol_q)
             if (iteration > 1 and bool(finished.all())) or iteration >= options.max_iters:
                 break

@@ -169,9 +169,28 @@ class ResultBuffers:
 
 
 class ProgressHook(Protocol):
-    """Called by a solver where it synchronises with the host anyway."""
+    """Called by a solver where it synchronises with the host anyway; may raise :class:`TimeUp`."""
 
     def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None: ...
+
+
+class TimeUp(Exception):
+    """Raised by a progress hook when the search's time is over.
+
+    The solver does not propagate it: it ends its running samples as ``CAPPED`` where they
+    stand and returns, so the caller can still build a (partial) result from them.
+    """
+
+
+def time_up(progress: ProgressHook | None, iteration: int, q: torch.Tensor, n_done: int) -> bool:
+    """Call ``progress`` (when given); True when it raised :class:`TimeUp`, i.e. the solver must stop."""
+    if progress is None:
+        return False
+    try:
+        progress(iteration, q, n_done)
+    except TimeUp:
+        return True
+    return False
 
 
 #: A solver: (problem, x0, settings, progress hook) -> SolveResult. ``x0`` is never modified.

@@ -13,7 +13,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, SolveResult, Status
+from .base import Problem, ProgressHook, SolveResult, Status, time_up
 from .deflation import Deflation
 
 #: Iterations between host synchronisations (status checks, compaction, progress).
@@ -52,7 +52,8 @@ def solve_newton(
     options : FinderOptions
         Uses ``tol_q``, ``tol_dq`` and ``max_iters``.
     progress : callable, optional
-        Called at each host synchronisation.
+        Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
+        as ``CAPPED`` where they are.
     deflation : Deflation, optional
         Roots to steer away from; convergence is still judged on the plain q.
     """
@@ -98,10 +99,10 @@ def solve_newton(
             g = torch.where(accept.unsqueeze(-1), g_try, g)
             q = torch.where(accept, q_try, q)
         status = _status(q, lam, slow, dq, iteration, options)
-        done = status >= 0
         n_converged += int((status == Status.CONVERGED).sum())
-        if progress is not None:
-            progress(iteration, q, n_converged)
+        if time_up(progress, iteration, q, n_converged):
+            status = torch.where(status < 0, int(Status.CAPPED), status)
+        done = status >= 0
         if done.any():
             out.write(index[done], x[done], q[done], dq[done], iteration, status[done], step_norm[done])
             keep = ~done
