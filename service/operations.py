@@ -47,7 +47,7 @@ def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatche
     Each tenant has its own record (status, hints, validation) of the bytes, so nobody learns
     whether another tenant uploaded them; the file itself is kept once. The same bytes again
     give the tenant's existing model, except that an ``invalid`` one is validated again with
-    the new ``hints`` (format, n_states, n_inputs, dynamics).
+    the new ``hints`` (format, n_states, n_inputs, dynamics and tensor names: ``UploadHints``).
     """
     tenant = principal.tenant
     model_id, size = artifacts.put_model(source)

@@ -1,7 +1,7 @@
 """The job and model records kept in Redis hashes, and their (de)serialisation.
 
 Each record is one Redis hash of strings; ``None`` means the field is absent. JSON
-members (options, progress, error) are stored as JSON text.
+members (options, progress, error, validation) are stored as JSON text.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ModelStatus(str, Enum):
     INVALID = "invalid"
 
 
-_JSON_FIELDS = {"options", "progress", "error"}
+_JSON_FIELDS = {"options", "progress", "error", "validation"}
 #: The tenant of records written while a server had no API keys (and before tenants existed).
 DEFAULT_TENANT = "local"
 R = TypeVar("R", bound="_Record")
@@ -121,6 +121,13 @@ class Model(_Record):
     n_states: int | None = None
     n_inputs: int | None = None
     dynamics: str = "discrete"
+    #: Tensor naming given at upload (ONNX and SavedModel): the signature, and the tensors of u, h and F.
+    signature: str | None = None
+    input_name: str | None = None
+    state_name: str | None = None
+    output_name: str | None = None
+    #: How the loader checked the model against an independent runtime (ONNX: onnxruntime's max difference).
+    validation: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     #: The tenant that uploaded it; each tenant uploading the same bytes has its own record.
     tenant: str = DEFAULT_TENANT

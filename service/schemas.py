@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from enum import Enum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,6 +13,48 @@ from .records import Job, JobStatus, Model, ModelStatus
 
 def _iso(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class ModelFormat(str, Enum):
+    """The model formats a worker loads (docs/model-contract.md)."""
+
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+    SAVEDMODEL = "savedmodel"
+
+
+#: A tensor or signature name given at upload.
+TensorName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class UploadHints(BaseModel):
+    """What an upload says about its model besides the bytes: REST form fields, the gRPC upload header.
+
+    All optional; the worker checks them when it loads the model (docs/model-contract.md).
+    """
+
+    format: ModelFormat | None = Field(None, description="Detected from the file when absent")
+    n_states: int | None = Field(None, ge=1, description="Hint, checked by a dry run")
+    n_inputs: int | None = Field(None, ge=0, description="Hint, checked by a dry run")
+    dynamics: Literal["discrete", "continuous"] = "discrete"
+    signature: TensorName | None = Field(None, description="SavedModel signature (serving_default when absent)")
+    input_name: TensorName | None = Field(None, description="ONNX/SavedModel input playing u")
+    state_name: TensorName | None = Field(None, description="ONNX/SavedModel input playing the state h")
+    output_name: TensorName | None = Field(None, description="ONNX/SavedModel output holding the next state")
+
+    def record_fields(self) -> dict[str, Any]:
+        """The model record's fields these set (None where not given, so a re-upload clears old ones)."""
+        return self.model_dump(mode="json")
+
+
+class ModelValidation(BaseModel):
+    """How the loaded model was checked against an independent runtime (ONNX: the converted graph
+    against onnxruntime on random states and inputs)."""
+
+    max_abs_diff: float = Field(description="Largest absolute difference of the next state")
+    tolerance: float = Field(description="The largest difference accepted for this model")
+    n_samples: int | None = Field(None, description="Random (h, u) pairs compared")
+    reference: str | None = Field(None, description="The runtime compared with, and its version")
 
 
 class ModelOut(BaseModel):
@@ -23,6 +66,11 @@ class ModelOut(BaseModel):
     n_states: int | None
     n_inputs: int | None
     dynamics: str
+    signature: str | None = Field(None, description="SavedModel signature named at upload")
+    input_name: str | None = Field(None, description="Tensor playing the input u, named at upload")
+    state_name: str | None = Field(None, description="Tensor playing the state h, named at upload")
+    output_name: str | None = Field(None, description="Output holding the next state, named at upload")
+    validation: ModelValidation | None = Field(None, description="Set for ONNX models once validated")
     created_at: datetime
     error: dict[str, Any] | None = Field(None, description="The problem document when status is invalid")
 
@@ -30,7 +78,9 @@ class ModelOut(BaseModel):
     def of(cls, model: Model) -> "ModelOut":
         return cls(id=model.id, status=model.status, format=model.format, filename=model.filename,
                    size_bytes=model.size_bytes, n_states=model.n_states, n_inputs=model.n_inputs,
-                   dynamics=model.dynamics, created_at=_iso(model.created_at), error=model.error)
+                   dynamics=model.dynamics, signature=model.signature, input_name=model.input_name,
+                   state_name=model.state_name, output_name=model.output_name, validation=model.validation,
+                   created_at=_iso(model.created_at), error=model.error)
 
 
 class JobRequest(BaseModel):

@@ -142,8 +142,7 @@ class InProcessModels:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        model = load_model(path, format=record.format, n_states=record.n_states, n_inputs=record.n_inputs,
-                           dynamics=record.dynamics)
+        model = load_model(path, **_load_arguments(record))
         self._models[key] = model
         if len(self._models) > self.size:
             self._models.popitem(last=False)
@@ -238,9 +237,15 @@ def _stored_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tena
 
 
 def _wire(record: Model) -> dict[str, Any]:
-    """What the sandboxed child needs to know of a model record."""
-    return {"id": record.id, "format": record.format, "n_states": record.n_states, "n_inputs": record.n_inputs,
-            "dynamics": record.dynamics}
+    """What the sandboxed child needs to know of a model record (the arguments of ``load_model``)."""
+    return {"id": record.id, **_load_arguments(record)}
+
+
+def _load_arguments(record: Model) -> dict[str, Any]:
+    """The keyword arguments of ``workers.engine.load_model`` for a record: format, hints, tensor names."""
+    return {"format": record.format, "n_states": record.n_states, "n_inputs": record.n_inputs,
+            "dynamics": record.dynamics, "signature": record.signature, "input_name": record.input_name,
+            "state_name": record.state_name, "output_name": record.output_name}
 
 
 def _plain(progress: dict[str, Any]) -> dict[str, Any]:

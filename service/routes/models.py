@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fpf_client.errors import ErrorCode
@@ -10,7 +10,7 @@ from fpf_client.errors import ErrorCode
 from ..deps import ArtifactsDep, DispatcherDep, ModelDep, PrincipalDep, QuotasDep, StoreDep, get_principal
 from ..operations import remove_model, store_model
 from ..problems import problem_responses
-from ..schemas import ModelOut
+from ..schemas import ModelOut, UploadHints
 from ..scoping import visible_models
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(get_principal)],
@@ -29,20 +29,16 @@ def upload_model(
     principal: PrincipalDep,
     quotas: QuotasDep,
     file: Annotated[UploadFile, File(description="The model file")],
-    format: Annotated[str | None, Form(description="torchscript, ...; detected when absent")] = None,
-    n_states: Annotated[int | None, Form(ge=1, description="Hint, checked by a dry run")] = None,
-    n_inputs: Annotated[int | None, Form(ge=0, description="Hint, checked by a dry run")] = None,
-    dynamics: Annotated[Literal["discrete", "continuous"], Form()] = "discrete",
+    hints: Annotated[UploadHints, Form()],
 ) -> ModelOut:
     """Store a model by the sha256 of its bytes and have a worker validate it.
 
     A new upload answers 202 (status ``validating``); the same bytes again from the same
     tenant answer 200 with its existing model, except that an ``invalid`` one is validated again with
-    the new hints.
+    the new hints and names.
     """
-    hints = {"format": format, "n_states": n_states, "n_inputs": n_inputs, "dynamics": dynamics}
-    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename, hints=hints,
-                                principal=principal, quotas=quotas)
+    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename,
+                                hints=hints.record_fields(), principal=principal, quotas=quotas)
     if not queued:
         response.status_code = 200
     return ModelOut.of(model)

@@ -60,7 +60,7 @@ class Child:
     def __init__(self, requests: BinaryIO, answers: BinaryIO) -> None:
         self.requests = requests
         self.answers = answers
-        self.models: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.models: OrderedDict[tuple[str | None, ...], Any] = OrderedDict()
 
     def serve(self) -> None:
         write_frame(self.answers, {"type": "ready"})
@@ -93,12 +93,14 @@ class Child:
     def model(self, record: dict[str, Any]) -> Any:
         """The loaded StepModel of ``record``, asking the worker for its bytes the first time.
 
-        Cached by model id and dynamics: within one tenant, later records of a model differ
-        from the first only by the shapes that validating it found.
+        Cached by model id, dynamics and tensor names: within one tenant, later records of a
+        model differ from the first only by the shapes that validating it found.
         """
         from workers.engine import load_model
+        from workers.engine.models.formats import NAMING_FIELDS
 
-        key = (record["id"], record.get("dynamics", "discrete"))
+        naming = {name: record.get(name) for name in NAMING_FIELDS}
+        key = (record["id"], record.get("dynamics", "discrete"), *naming.values())
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
@@ -111,7 +113,7 @@ class Child:
         path.write_bytes(data)
         try:
             model = load_model(path, format=record.get("format"), n_states=record.get("n_states"),
-                               n_inputs=record.get("n_inputs"), dynamics=key[1])
+                               n_inputs=record.get("n_inputs"), dynamics=key[1], **naming)
         finally:
             path.unlink()  # loaders read the whole file (archives are extracted elsewhere)
         self.models[key] = model
