@@ -19,6 +19,7 @@ from .client import default_url
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
 from .payloads import (
+    UploadHints,
     arrays_payload,
     is_local_model,
     model_file,
@@ -75,13 +76,16 @@ class AsyncClient:
         n_states: int | None = None,
         n_inputs: int | None = None,
         dynamics: str | None = None,
+        signature: str | None = None,
+        input_name: str | None = None,
+        state_name: str | None = None,
+        output_name: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> Model:
         """Upload a model file or torch module; see :meth:`fpf_client.Client.upload_model`."""
-        call = protocol.upload_model(
-            model_file(model), format=format, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics
-        )
+        hints = UploadHints(format, n_states, n_inputs, dynamics, signature, input_name, state_name, output_name)
+        call = protocol.upload_model(model_file(model), hints)
         record = await self._send(call)
         return await self._await_model(record, timeout) if wait else record
 

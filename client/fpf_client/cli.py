@@ -104,15 +104,21 @@ def _finish(fixed_points: FixedPoints, output: Path | None) -> None:
 @command(
     "upload",
     "upload a model file and wait until the service has validated it",
-    arg("model", help="the model file (TorchScript step module forward(u, h) -> h_next)"),
+    arg("model", help="the model: a TorchScript or ONNX file, a SavedModel .zip/.tar.gz or directory"),
     arg("--n-states", type=int, help="number of state units (checked by a dry run)"),
     arg("--n-inputs", type=int, help="number of inputs (checked by a dry run)"),
-    arg("--format", help="model format (detected when absent)"),
+    arg("--format", choices=("torchscript", "onnx", "savedmodel"), help="model format (detected when absent)"),
     arg("--dynamics", choices=("discrete", "continuous"), help="discrete map or continuous vector field"),
+    arg("--signature", help="SavedModel signature to run (serving_default when absent)"),
+    arg("--input-name", help="ONNX/SavedModel input that is u, when fpf cannot tell by name"),
+    arg("--state-name", help="ONNX/SavedModel input that is the state h"),
+    arg("--output-name", help="ONNX/SavedModel output that is the next state"),
 )
 def upload(client: Client, args: argparse.Namespace) -> None:
     model = client.upload_model(
-        args.model, format=args.format, n_states=args.n_states, n_inputs=args.n_inputs, dynamics=args.dynamics
+        args.model, format=args.format, n_states=args.n_states, n_inputs=args.n_inputs, dynamics=args.dynamics,
+        signature=args.signature, input_name=args.input_name, state_name=args.state_name,
+        output_name=args.output_name,
     )
     print(f"{model.id}\t{model.status}\tn_states={model.n_states}\tn_inputs={model.n_inputs}\t{model.filename}")
 

@@ -13,6 +13,7 @@ import httpx
 from . import protocol
 from .fixed_points import FixedPoints
 from .payloads import (
+    UploadHints,
     arrays_payload,
     is_local_model,
     model_file,
@@ -90,6 +91,10 @@ class Client:
         n_states: int | None = None,
         n_inputs: int | None = None,
         dynamics: str | None = None,
+        signature: str | None = None,
+        input_name: str | None = None,
+        state_name: str | None = None,
+        output_name: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> Model:
@@ -98,10 +103,13 @@ class Client:
         Parameters
         ----------
         model : path or torch.nn.Module
-            A file the service reads (TorchScript for now), or a module with the step signature
-            ``forward(u: (n, m), h: (n, d)) -> h_next``.
+            A TorchScript, ONNX or SavedModel file (a SavedModel directory is packed as ``.tar.gz``),
+            or a module with the step signature ``forward(u: (n, m), h: (n, d)) -> h_next``.
         format, n_states, n_inputs, dynamics : optional
             Hints the service checks with a dry run (see docs/api.md).
+        signature, input_name, state_name, output_name : optional
+            Which SavedModel signature to run and which ONNX/SavedModel tensors are u, h and
+            the next state, for models whose names fpf cannot tell (docs/model-contract.md).
         wait : bool
             Return only once the service has validated the model.
         timeout : float, optional
@@ -112,9 +120,8 @@ class Client:
         InvalidModel
             With the service's reason, when it cannot use the model.
         """
-        record = self._transport.upload_model(
-            model_file(model), format=format, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics
-        )
+        hints = UploadHints(format, n_states, n_inputs, dynamics, signature, input_name, state_name, output_name)
+        record = self._transport.upload_model(model_file(model), hints)
         return self._await_model(record, timeout) if wait else record
 
     def _await_model(self, record: Model, timeout: float | None) -> Model:

@@ -7,10 +7,12 @@ torch is never imported here: a tensor or module can only exist if the user impo
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import sys
-from dataclasses import dataclass
+import tarfile
+from dataclasses import asdict, dataclass
 from os import PathLike, fspath
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,24 @@ class ModelFile:
 
     filename: str
     content: bytes
+
+
+@dataclass(frozen=True)
+class UploadHints:
+    """What an upload says about its model besides the bytes (docs/api.md, docs/model-contract.md)."""
+
+    format: str | None = None
+    n_states: int | None = None
+    n_inputs: int | None = None
+    dynamics: str | None = None
+    signature: str | None = None
+    input_name: str | None = None
+    state_name: str | None = None
+    output_name: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields that were set."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 def options_payload(options: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +146,8 @@ def model_id(model: Model | str) -> str:
 
 
 def model_file(model: str | PathLike | Any) -> ModelFile:
-    """Read a model file, or script a torch module into TorchScript bytes.
+    """Read a model file, pack a directory (a SavedModel) as ``.tar.gz``, or script a torch module
+    into TorchScript bytes.
 
     Raises
     ------
@@ -139,8 +160,31 @@ def model_file(model: str | PathLike | Any) -> ModelFile:
         return ModelFile(f"{type(model).__name__}.pt", _script(model))
     if isinstance(model, (str, PathLike)):
         path = Path(fspath(model))
+        if path.is_dir():
+            return ModelFile(f"{path.resolve().name}.tar.gz", _tar_gz(path))
         return ModelFile(path.name, path.read_bytes())
     raise TypeError(f"expected a model id, a Model, a file path or a torch module, got {type(model).__name__}")
+
+
+def _tar_gz(directory: Path) -> bytes:
+    """The directory as a ``.tar.gz`` of regular files and folders, the same bytes for the same content
+    (sorted, no times or owners), so that uploading it twice gives the same model id."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path in [directory, *sorted(directory.rglob("*"))]:
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise InvalidModel(f"{path} is not a regular file or folder; a model upload cannot hold it")
+            info = tarfile.TarInfo(str(Path(directory.resolve().name) / path.relative_to(directory)))
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_dir():
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = path.stat().st_size
+                with open(path, "rb") as f:
+                    archive.addfile(info, f)
+    return out.getvalue()
 
 
 def _torch_module_type() -> type | None:
@@ -177,6 +221,7 @@ __all__ = [
     "NPZ_MEDIA_TYPE",
     "ArraysPayload",
     "ModelFile",
+    "UploadHints",
     "arrays_payload",
     "as_state_array",
     "form_fields",

@@ -26,7 +26,7 @@ from .errors import (
 )
 from .events import ServerSentEvent
 from .fixed_points import FixedPoints
-from .payloads import NPZ_MEDIA_TYPE, ModelFile, form_fields
+from .payloads import NPZ_MEDIA_TYPE, ModelFile, UploadHints, form_fields
 from .records import JobRecord, Model
 
 T = TypeVar("T")
@@ -106,14 +106,12 @@ def _nothing(response: httpx.Response) -> None:
 
 
 # --- models ----------------------------------------------------------------------------------
-def upload_model(
-    model: ModelFile, *, format: str | None, n_states: int | None, n_inputs: int | None, dynamics: str | None
-) -> Call[Model]:
+def upload_model(model: ModelFile, hints: UploadHints) -> Call[Model]:
     return Call(
         "POST",
         "/v1/models",
         lambda r: Model.model_validate_json(r.content),
-        data=form_fields(format=format, n_states=n_states, n_inputs=n_inputs, dynamics=dynamics),
+        data=form_fields(**hints.given()),
         files={"file": (model.filename, model.content, "application/octet-stream")},
     )
 

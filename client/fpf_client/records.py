@@ -30,6 +30,12 @@ class Model(_Record):
     n_states: int | None = None
     n_inputs: int | None = None
     dynamics: str | None = None
+    signature: str | None = None
+    input_name: str | None = None
+    state_name: str | None = None
+    output_name: str | None = None
+    #: ONNX: how the converted graph compared with onnxruntime (``max_abs_diff``, ``tolerance``, ...).
+    validation: dict[str, Any] | None = None
     created_at: datetime | None = None
     error: dict[str, Any] | None = None
 

@@ -16,7 +16,7 @@ import httpx
 from . import protocol
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
-from .payloads import ArraysPayload, ModelFile
+from .payloads import ArraysPayload, ModelFile, UploadHints
 from .protocol import Call, T
 from .records import JobRecord, Model
 
@@ -27,8 +27,7 @@ DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
 class Transport(Protocol):
     """The operations of the fpf API, whatever carries them."""
 
-    def upload_model(self, model: ModelFile, *, format: str | None, n_states: int | None, n_inputs: int | None,
-                     dynamics: str | None) -> Model: ...
+    def upload_model(self, model: ModelFile, hints: UploadHints) -> Model: ...
     def get_model(self, model_id: str) -> Model: ...
     def list_models(self) -> list[Model]: ...
     def delete_model(self, model_id: str) -> None: ...
@@ -73,10 +72,8 @@ class HttpTransport:
     def close(self) -> None:
         self.http.close()
 
-    def upload_model(self, model: ModelFile, *, format: str | None, n_states: int | None, n_inputs: int | None,
-                     dynamics: str | None) -> Model:
-        return self.send(protocol.upload_model(model, format=format, n_states=n_states, n_inputs=n_inputs,
-                                               dynamics=dynamics))
+    def upload_model(self, model: ModelFile, hints: UploadHints) -> Model:
+        return self.send(protocol.upload_model(model, hints))
 
     def get_model(self, model_id: str) -> Model:
         return self.send(protocol.get_model(model_id))

@@ -16,18 +16,20 @@ from typing import Any, TypeVar
 
 import grpc
 import redis
-from google.protobuf import empty_pb2
 from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
+from google.protobuf import empty_pb2
+from pydantic import ValidationError
 
 from ..artifacts import ArtifactStore
 from ..auth import Principal
 from ..dispatch import Dispatcher
 from ..operations import enqueue_job, remove_job, remove_model, result_path, store_model
+from ..problems import describe_validation_errors
 from ..quotas import Quotas
 from ..records import JobStatus
-from ..schemas import JobOut, ModelOut
+from ..schemas import JobOut, ModelOut, UploadHints
 from ..scoping import find_job, find_model, visible_jobs, visible_models
 from ..settings import Settings
 from ..store import JobStore
@@ -102,16 +104,10 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidRequest("the first UploadModel message must be the header")
-        header = first.header
-        dynamics = header.dynamics if header.HasField("dynamics") else "discrete"
-        hints = {"format": header.format if header.HasField("format") else None,
-                 "n_states": _hint(header, "n_states", minimum=1), "n_inputs": _hint(header, "n_inputs", minimum=0),
-                 "dynamics": dynamics}
-        if dynamics not in ("discrete", "continuous"):
-            raise InvalidRequest(f"dynamics must be discrete or continuous, not {dynamics!r}", field="dynamics")
+        hints = _upload_hints(first.header)
         source = _ChunkReader(request_iterator, self.settings.max_body_bytes)
-        model, _ = store_model(self.store, self.artifacts, self.dispatcher, source,
-                               filename=header.filename or None, hints=hints, principal=caller, quotas=self.quotas)
+        model, _ = store_model(self.store, self.artifacts, self.dispatcher, source, filename=first.header.filename or None,
+                               hints=hints.record_fields(), principal=caller, quotas=self.quotas)
         return codec.model_message(ModelOut.of(model).model_dump())
 
     @rpc
@@ -205,14 +201,14 @@ def _job_message(job: Any) -> Any:
     return codec.job_message(JobOut.of(job).model_dump())
 
 
-def _hint(header: Any, name: str, *, minimum: int) -> int | None:
-    """An optional integer hint of the upload header, checked like the REST form field."""
-    if not header.HasField(name):
-        return None
-    value = getattr(header, name)
-    if value < minimum:
-        raise InvalidRequest(f"{name} must be at least {minimum}, not {value}", field=name)
-    return value
+def _upload_hints(header: Any) -> UploadHints:
+    """The upload header's fields, checked by the model that checks REST's form fields."""
+    given = {name: getattr(header, name) for name in UploadHints.model_fields if header.HasField(name)}
+    try:
+        return UploadHints.model_validate(given)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation_errors(exc.errors()),
+                             field=str(exc.errors()[0]["loc"][0])) from exc
 
 
 class _ChunkReader(io.RawIOBase):

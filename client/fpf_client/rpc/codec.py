@@ -227,6 +227,8 @@ def model_message(model: Mapping[str, Any]) -> Any:
         format=model.get("format"), filename=model.get("filename"), size_bytes=model["size_bytes"],
         n_states=model.get("n_states"), n_inputs=model.get("n_inputs"), dynamics=model["dynamics"],
         created_at=_timestamp(model.get("created_at")), error_json=_json_or_empty(model.get("error")),
+        signature=model.get("signature"), input_name=model.get("input_name"), state_name=model.get("state_name"),
+        output_name=model.get("output_name"), validation_json=_json_or_empty(model.get("validation")),
     )
 
 
@@ -240,6 +242,9 @@ def model_fields(message: Any) -> dict[str, Any]:
         "n_inputs": _optional(message, "n_inputs"), "dynamics": message.dynamics,
         "created_at": _datetime(message, "created_at"),
         "error": json.loads(message.error_json) if message.error_json else None,
+        "signature": _optional(message, "signature"), "input_name": _optional(message, "input_name"),
+        "state_name": _optional(message, "state_name"), "output_name": _optional(message, "output_name"),
+        "validation": json.loads(message.validation_json) if message.validation_json else None,
     }
 
 

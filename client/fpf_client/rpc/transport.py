@@ -18,7 +18,7 @@ import grpc
 from .. import protocol
 from ..errors import InvalidRequest
 from ..fixed_points import FixedPoints
-from ..payloads import ArraysPayload, ModelFile
+from ..payloads import ArraysPayload, ModelFile, UploadHints
 from ..records import JobRecord, Model
 from . import codec
 from .stubs import load
@@ -69,10 +69,8 @@ class GrpcTransport:
         self.channel.close()
 
     # --- models -----------------------------------------------------------------------------
-    def upload_model(self, model: ModelFile, *, format: str | None, n_states: int | None, n_inputs: int | None,
-                     dynamics: str | None) -> Model:
-        header = self.pb2.ModelUploadHeader(filename=model.filename, format=format, n_states=n_states,
-                                            n_inputs=n_inputs, dynamics=dynamics)
+    def upload_model(self, model: ModelFile, hints: UploadHints) -> Model:
+        header = self.pb2.ModelUploadHeader(filename=model.filename, **hints.given())
 
         def messages() -> Iterator[Any]:
             yield self.pb2.UploadModelRequest(header=header)
