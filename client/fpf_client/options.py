@@ -37,9 +37,10 @@ class FinderOptions(BaseModel):
     lr_factor: float = Field(0.95, gt=0, lt=1, description="Adam's learning-rate decrease on plateau.")
     lr_patience: int = Field(5, ge=0, description="Adam: iterations without improvement before decreasing.")
     lr_cooldown: int = Field(0, ge=0, description="Adam: iterations to wait after a decrease.")
-    completeness: Literal["none", "deflation"] = Field(
-        "deflation",
-        description="Newton: after the first pass, restart with found roots deflated to find roots it missed.",
+    completeness: Literal["none", "midpoints"] = Field(
+        "midpoints",
+        description="Newton: after the first pass, restart from midpoints between the attractors found, "
+        "to find the saddles connecting them that it missed.",
     )
     q_slow: float | None = Field(
         None, gt=0, description="Also return slow points: unconverged minima with q below this value."

@@ -33,22 +33,31 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     -------
     Tensor of int64, sorted ascending.
     """
-    order = torch.argsort(q)
-    candidates = points[order]
-    kept: list[torch.Tensor] = []
-    alive = torch.ones(len(order), dtype=torch.bool, device=points.device)
+    device = points.device
+    points_np = points.detach().cpu().numpy()
+    order = np.argsort(q.detach().cpu().numpy(), kind="stable")
+    candidates = points_np[order]
+    # Points within tol in max-norm are within tol in the first coordinate: each
+    # representative is compared only with the candidates in that window (widened a little,
+    # so rounding cannot leave one out; the max-norm test decides).
+    by_first = np.argsort(candidates[:, 0], kind="stable") if len(order) else order
+    first = candidates[by_first, 0]
+    alive = np.ones(len(order), dtype=bool)
+    kept: list[int] = []
     position = 0
-    while True:
-        remaining = torch.nonzero(alive[position:])
-        if remaining.numel() == 0:
+    while position < len(order):
+        position += int(alive[position:].argmax())
+        if not alive[position]:
             break
-        position += int(remaining[0])
-        kept.append(order[position])
-        close = (candidates[position:] - candidates[position]).abs().amax(-1) <= tol
-        alive[position:] &= ~close
-    if not kept:
-        return torch.zeros(0, dtype=torch.int64, device=points.device)
-    return torch.sort(torch.stack(kept)).values
+        kept.append(int(order[position]))
+        centre = candidates[position]
+        lo = np.searchsorted(first, centre[0] - 2 * tol, side="left")
+        hi = np.searchsorted(first, centre[0] + 2 * tol, side="right")
+        near = by_first[lo:hi]
+        near = near[alive[near]]
+        alive[near[np.abs(candidates[near] - centre).max(-1) <= tol]] = False
+        alive[position] = False
+    return torch.as_tensor(np.sort(np.array(kept, dtype=np.int64)), device=device)
 
 
 def distance_inliers(xstar: np.ndarray, initial_states: np.ndarray, scale: float) -> np.ndarray:
@@ -146,10 +155,23 @@ def linearize(
     stability is still exact, ``n_unstable`` is a lower bound when it equals ``n_eigs``, and
     ``is_nonisolated`` looks at those modes only.
     """
+    k, d = xstar.shape
+    if k == 0:  # no model calls: some derivative paths cannot map over an empty batch
+        n_modes = n_eigs if n_eigs is not None and n_eigs < d - 1 else d
+        flags = np.zeros(0, dtype=bool)
+        return Linearization(
+            F_xstar=np.zeros((0, d)), J_xstar=np.zeros((0, d, d)),
+            dFdu=np.zeros((0, d, model.n_inputs)) if with_input_jacobians else None,
+            step_norm=np.zeros(0), eigval=np.zeros((0, n_modes), dtype=complex),
+            eigvec=np.zeros((0, d, n_modes), dtype=complex), is_stable=flags, n_unstable=np.zeros(0, dtype=int),
+            is_nonisolated=flags, certified=flags,
+        )
     with torch.no_grad():
         fx = model.step(xstar, inputs)
-    jac = model.jacobian_states(xstar, inputs)
-    dfdu = model.jacobian_inputs(xstar, inputs) if with_input_jacobians else None
+    if with_input_jacobians:
+        jac, dfdu = model.jacobians(xstar, inputs)
+    else:
+        jac, dfdu = model.jacobian_states(xstar, inputs), None
     J = jac.detach().cpu().double().numpy()
     F = fx.detach().cpu().double().numpy()
     x = xstar.detach().cpu().double().numpy()

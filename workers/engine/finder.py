@@ -26,7 +26,7 @@ from fpf_client.options import FinderOptions
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
 from .models import StepModel, as_step_model
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
-from .solvers.completeness import deflated_restarts
+from .solvers.completeness import midpoint_restarts
 from .solvers.newton_krylov import RESTART as KRYLOV_RESTART
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -93,20 +93,24 @@ def find_fixed_points(
     reporter = _Reporter(progress, n, deadline)
 
     result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
+    unique = _unique_converged(result, u_rows[group], options.tol_unique)
     starts, sample_group = x0, group
     completeness_passes = 0
-    if options.method == "newton" and options.completeness == "deflation" and reporter.stopped is None:
-        roots_idx = _unique_converged(result, u_rows[group], options.tol_unique)
-        generator = torch.Generator().manual_seed(options.random_seed)
-        extra_starts, extra_group, extra, completeness_passes = deflated_restarts(
-            Problem(step_model, u_rows, dynamics), x0, group, result.x[roots_idx], group[roots_idx],
-            options, generator, progress=reporter.hook("completeness", n),
+    if options.method == "newton" and options.completeness == "midpoints" and reporter.stopped is None:
+        restarts = midpoint_restarts(
+            Problem(step_model, u_rows, dynamics), result.x[unique], group[unique], options,
+            torch.Generator().manual_seed(options.random_seed), progress=reporter.hook("completeness", n),
         )
-        starts = torch.cat([x0, extra_starts])
-        sample_group = torch.cat([group, extra_group])
-        result = SolveResult.concatenate([result, extra])
+        starts = torch.cat([x0, restarts.starts])
+        sample_group = torch.cat([group, restarts.group])
+        result = SolveResult.concatenate([result, restarts.result])
+        completeness_passes = restarts.passes
+        # The first pass's representatives stand for all its converged samples.
+        candidates = torch.cat([unique, n + torch.nonzero(restarts.result.converged).squeeze(-1)])
+        unique = candidates[_unique_converged(result.select(candidates), u_rows[sample_group[candidates]],
+                                              options.tol_unique)]
 
-    fps = _analyse(step_model, result, starts, u_rows, sample_group, dynamics, options, reporter)
+    fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
     fps.info.update(
         n_fixed_points=fps.n,
@@ -215,6 +219,7 @@ def _data_limit_headroom() -> int:
 def _analyse(
     model: StepModel,
     result: SolveResult,
+    keep: torch.Tensor,
     starts: torch.Tensor,
     u_rows: torch.Tensor,
     group: torch.Tensor,
@@ -222,9 +227,8 @@ def _analyse(
     options: FinderOptions,
     reporter: "_Reporter",
 ) -> FixedPoints:
-    """Unique converged points, outlier handling and linearisation, as a FixedPoints."""
+    """Outlier handling and linearisation of the unique converged samples ``keep``, as a FixedPoints."""
     reporter.announce("analysis", result.iterations, result.q, int(result.converged.sum()))
-    keep = _unique_converged(result, u_rows[group], options.tol_unique)
     initial = starts[: len(group)].detach().cpu().double().numpy()
     if options.do_exclude_distance_outliers and len(keep):
         inliers = distance_inliers(result.x[keep].cpu().double().numpy(), initial, options.outlier_distance_scale)
@@ -236,20 +240,19 @@ def _analyse(
         chosen = np.sort(rng.choice(len(keep), options.max_n_unique, replace=False))
         keep = keep[torch.as_tensor(chosen, device=keep.device)]
     fps = _points(result, starts, u_rows, group, keep, dynamics, options)
-    if len(keep):
-        lin = linearize(
-            model, result.x[keep], u_rows[group[keep]], dynamics,
-            tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
-            with_input_jacobians=options.do_compute_input_jacobians, n_eigs=options.n_eigs,
-        )
-        fps.F_xstar, fps.step_norm = lin.F_xstar, lin.step_norm
-        fps.certified, fps.is_nonisolated = lin.certified, lin.is_nonisolated
-        if options.do_compute_jacobians:
-            fps.J_xstar = lin.J_xstar
-            fps.dFdu = lin.dFdu if options.do_compute_input_jacobians else None
-        if options.do_decompose_jacobians:
-            fps.eigval_J_xstar, fps.eigvec_J_xstar = lin.eigval, lin.eigvec
-            fps.is_stable, fps.n_unstable = lin.is_stable, lin.n_unstable
+    lin = linearize(
+        model, result.x[keep], u_rows[group[keep]], dynamics,
+        tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
+        with_input_jacobians=options.do_compute_input_jacobians, n_eigs=options.n_eigs,
+    )
+    fps.F_xstar, fps.step_norm = lin.F_xstar, lin.step_norm
+    fps.certified, fps.is_nonisolated = lin.certified, lin.is_nonisolated
+    if options.do_compute_jacobians:
+        fps.J_xstar = lin.J_xstar
+        fps.dFdu = lin.dFdu if options.do_compute_input_jacobians else None
+    if options.do_decompose_jacobians:
+        fps.eigval_J_xstar, fps.eigvec_J_xstar = lin.eigval, lin.eigvec
+        fps.is_stable, fps.n_unstable = lin.is_stable, lin.n_unstable
     if options.q_slow is not None:
         fps.slow_points = _slow_points(result, starts, u_rows, group, dynamics, options)
     return fps

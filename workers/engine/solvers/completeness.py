@@ -1,14 +1,19 @@
-"""Find roots that plain Newton missed: deflated restarts between the roots already found.
+"""Find roots the first Newton pass missed: restarts from midpoints between attractors.
 
 Newton's basins differ from those of gradient descent on q: from the same initial states,
-rare saddles that a slow descent stumbles on can be missed. Saddles of a recurrent network
-sit between its other fixed points (on the boundary of their basins), so each pass restarts
-Newton from midpoints of pairs of known roots of the same input condition, plus a few of the
-original initial states, with every known root deflated so Newton cannot fall back into
-them. Passes repeat while they find new roots.
+rare saddles that a slow descent stumbles on can be missed (on the 3-bit flip-flop, the
+saddles with 2 and 3 unstable modes). A saddle of a recurrent network sits on the boundary
+between the basins of the attractors its unstable manifold connects, close to the segment
+joining them, so Newton restarted from the midpoint of two attractors of the same input
+condition lands on the saddle between them: the classic way to find the saddles connecting
+attractors. Attractors are the stable, isolated roots found so far; a condition with fewer
+than two uses its isolated roots instead. A pass restarts from every pair not tried before
+and passes repeat while they add seeds, so each pair is solved once.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -16,104 +21,121 @@ from fpf_client.options import FinderOptions
 
 from ..analysis import unique_indices
 from .base import Problem, ProgressHook, SolveResult
-from .deflation import Deflation
 from .newton import solve_newton
 
-#: At most this many restarts per pass (midpoints first, then initial states).
-MAX_STARTS = 768
-#: Of which at most this many are original initial states.
-MAX_INITIAL_STARTS = 128
+#: At most this many restarts per pass (drawn at random from the untried pairs beyond it).
+MAX_STARTS = 1024
 MAX_PASSES = 3
 
 
-def deflated_restarts(
+@dataclass
+class Restarts:
+    """The restarts of a completeness search and what they found."""
+
+    starts: torch.Tensor  #: (s, d) starting points
+    group: torch.Tensor  #: (s,) input condition of each
+    result: SolveResult  #: their outcome (``x``: a root where converged, new or not)
+    passes: int  #: passes that ran restarts
+
+
+def midpoint_restarts(
     problem: Problem,
-    initial_states: torch.Tensor,
-    group: torch.Tensor,
     roots: torch.Tensor,
     root_group: torch.Tensor,
     options: FinderOptions,
     generator: torch.Generator,
     *,
     progress: ProgressHook | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, SolveResult, int]:
-    """Search for roots missing from ``roots``.
+) -> Restarts:
+    """Restart Newton between the roots found so far, until no new attractor turns up.
 
     Parameters
     ----------
     problem : Problem
         With one input row per input condition (``problem.inputs: (n_groups, m)``).
-    initial_states : Tensor, (n, d)
-        The first pass's starting points; ``group: (n,)`` their input conditions.
     roots : Tensor, (k, d)
         Unique roots found so far; ``root_group: (k,)`` their input conditions.
+    options : FinderOptions
+        Solver settings, ``tol_unique`` (what counts as a new root) and ``tol_nonisolated``.
     generator : torch.Generator
-        Draws the restarts when there are more candidates than ``MAX_STARTS``.
-
-    Returns
-    -------
-    starts : Tensor, (s, d)
-        Starting points of all restarts; ``start_group: (s,)`` their input conditions.
-    result : SolveResult
-        Their outcome (``x``: new roots where converged).
-    passes : int
-        Passes run.
+        Draws the restarts when a pass has more than ``MAX_STARTS`` candidates.
     """
-    starts_all: list[torch.Tensor] = []
-    groups_all: list[torch.Tensor] = []
-    results: list[SolveResult] = []
-    new_roots, new_group = roots, root_group
-    passes = 0
-    for passes in range(1, MAX_PASSES + 1):
-        starts, start_group = _restarts(
-            initial_states, group, roots, root_group, new_roots, new_group, generator
-        )
+    seeds = _Seeds(problem, options)
+    seeds.add(roots, root_group)
+    starts_all, groups_all, results = [], [], []
+    for _ in range(MAX_PASSES):
+        starts, start_group = seeds.untried_midpoints(generator)
         if len(starts) == 0:
-            passes -= 1
             break
-        deflation = Deflation(roots, root_group, start_group)
-        result = solve_newton(
-            problem.subset(start_group), starts, options, progress=progress, deflation=deflation
-        )
+        result = solve_newton(problem.subset(start_group), starts, options, progress=progress)
         starts_all.append(starts)
         groups_all.append(start_group)
         results.append(result)
-        found = result.converged & _far_from(result.x, start_group, roots, root_group, options.tol_unique)
-        if not found.any():
-            break
-        keys = torch.cat([result.x[found], start_group[found].unsqueeze(-1).to(result.x.dtype)], dim=1)
-        keep = torch.nonzero(found).squeeze(-1)[unique_indices(keys, result.q[found], options.tol_unique)]
-        new_roots, new_group = result.x[keep], start_group[keep]
-        roots, root_group = torch.cat([roots, new_roots]), torch.cat([root_group, new_group])
+        new = result.converged & _far_from(result.x, start_group, seeds.roots, seeds.group, options.tol_unique)
+        new = torch.nonzero(new).squeeze(-1)
+        keys = torch.cat([result.x[new], start_group[new].unsqueeze(-1).to(result.x.dtype)], dim=1)
+        new = new[unique_indices(keys, result.q[new], options.tol_unique)]
+        seeds.add(result.x[new], start_group[new])
     if not results:
-        empty = initial_states[:0]
-        return empty, group[:0], solve_newton(problem.subset(group[:0]), empty, options), 0
-    return torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), passes
+        empty = roots[:0]
+        return Restarts(empty, root_group[:0], solve_newton(problem.subset(root_group[:0]), empty, options), 0)
+    return Restarts(torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), len(results))
 
 
-def _restarts(
-    initial_states: torch.Tensor,
-    group: torch.Tensor,
-    roots: torch.Tensor,
-    root_group: torch.Tensor,
-    new_roots: torch.Tensor,
-    new_group: torch.Tensor,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Midpoints of (new root, known root) pairs of one condition, and a few initial states."""
-    same = new_group.unsqueeze(1) == root_group.unsqueeze(0)  # (k_new, k)
-    pairs = same & ((new_roots.unsqueeze(1) - roots.unsqueeze(0)).abs().amax(-1) > 0)
-    if new_roots is roots:  # the first pass: each unordered pair once
-        pairs = pairs.triu(diagonal=1)
-    i, j = torch.nonzero(pairs, as_tuple=True)
-    mids = 0.5 * (new_roots[i] + roots[j])
-    mid_group = new_group[i]
-    n_init = min(MAX_INITIAL_STARTS, len(initial_states))
-    pick = torch.randperm(len(initial_states), generator=generator, device="cpu")[:n_init].to(group.device)
-    n_mid = min(len(mids), MAX_STARTS - n_init)
-    mid_pick = torch.randperm(len(mids), generator=generator, device="cpu")[:n_mid].to(group.device)
-    starts = torch.cat([mids[mid_pick], initial_states[pick]])
-    return starts, torch.cat([mid_group[mid_pick], group[pick]])
+class _Seeds:
+    """Known roots, which of them restarts pair up, and the pairs already tried."""
+
+    def __init__(self, problem: Problem, options: FinderOptions) -> None:
+        self.problem = problem
+        self.tol_nonisolated = options.tol_nonisolated
+        d = problem.model.n_states
+        device = problem.inputs.device
+        self.roots = torch.zeros(0, d, dtype=problem.inputs.dtype, device=device)
+        self.group = torch.zeros(0, dtype=torch.int64, device=device)
+        self.stable = torch.zeros(0, dtype=torch.bool, device=device)
+        self.isolated = torch.zeros(0, dtype=torch.bool, device=device)
+        self.tried = torch.zeros(0, 0, dtype=torch.bool, device=device)
+
+    def add(self, roots: torch.Tensor, group: torch.Tensor) -> None:
+        """Record new roots of the conditions ``group`` and classify them."""
+        stable, isolated = _classify(self.problem.subset(group), roots, self.tol_nonisolated)
+        k, new = len(self.roots), len(roots)
+        self.roots = torch.cat([self.roots, roots])
+        self.group = torch.cat([self.group, group])
+        self.stable = torch.cat([self.stable, stable])
+        self.isolated = torch.cat([self.isolated, isolated])
+        tried = torch.zeros(k + new, k + new, dtype=torch.bool, device=self.tried.device)
+        tried[:k, :k] = self.tried
+        self.tried = tried
+
+    def untried_midpoints(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Midpoints of the seed pairs not tried yet (at most ``MAX_STARTS``), and their conditions."""
+        same = self.group.unsqueeze(1) == self.group.unsqueeze(0)
+        attractor = self.stable & self.isolated
+        per_group = torch.zeros(int(self.group.max()) + 1 if len(self.group) else 0, dtype=torch.int64,
+                                device=self.group.device).index_add_(0, self.group, attractor.long())
+        seed = torch.where(per_group[self.group] >= 2, attractor, self.isolated)
+        pairs = (same & seed.unsqueeze(1) & seed.unsqueeze(0) & ~self.tried).triu(diagonal=1)
+        i, j = torch.nonzero(pairs, as_tuple=True)
+        if len(i) > MAX_STARTS:
+            pick = torch.randperm(len(i), generator=generator)[:MAX_STARTS].to(i.device)
+            i, j = i[pick], j[pick]
+        self.tried[i, j] = True
+        return 0.5 * (self.roots[i] + self.roots[j]), self.group[i]
+
+
+def _classify(problem: Problem, roots: torch.Tensor, tol_nonisolated: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stable, isolated) masks of ``roots``, from the eigenvalues of dG/dx there (in float64)."""
+    if len(roots) == 0:
+        empty = torch.zeros(0, dtype=torch.bool, device=roots.device)
+        return empty, empty
+    eig = torch.linalg.eigvals(problem.jacobian(roots).double().cpu())
+    if problem.dynamics == "discrete":  # eigenvalues of dF/dx are those of dG/dx plus one
+        stable = ((eig + 1).abs() < 1).all(-1)
+    else:
+        stable = (eig.real < 0).all(-1)
+    isolated = (eig.abs() >= tol_nonisolated).all(-1)
+    return stable.to(roots.device), isolated.to(roots.device)
 
 
 def _far_from(

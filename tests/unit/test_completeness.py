@@ -1,0 +1,143 @@
+"""Completeness: restarts between attractors find the saddles a first pass missed.
+
+Ground truth: a product of double wells whose nine roots are known in closed form, a line
+attractor (no isolated roots to pair), brute-force de-duplication, and on the shipped
+flip-flop networks the reference's Adam run from the same initial states.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from examples.flipflop.networks import CELLS, run_steps
+from examples.flipflop.task import FlipFlopTask
+from fpf_client.options import FinderOptions
+from workers.engine import find_fixed_points, load_model, sample_states
+from workers.engine.analysis import unique_indices
+from workers.engine.solvers import Problem
+from workers.engine.solvers.completeness import midpoint_restarts
+
+from test_solvers import Linear, Tanh
+
+torch.set_num_threads(1)
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+class DoubleWells(Tanh):
+    """F(h) = h + a (h - h^3) per coordinate: attractors at the corners of [-1, 1]^d, index-k
+    saddles where k coordinates are 0; 3^d isolated roots in all."""
+
+    def step(self, h, u):
+        return h + 0.1 * (h - h**3)
+
+
+def corners(d: int) -> np.ndarray:
+    return np.array(list(itertools.product([-1.0, 1.0], repeat=d)))
+
+
+def test_midpoints_between_attractors_find_every_saddle_the_first_pass_missed():
+    d = 3
+    model = DoubleWells(np.eye(d))
+    x0 = np.repeat(corners(d), 4, axis=0) + np.random.default_rng(0).uniform(-0.2, 0.2, (4 * 2**d, d))
+    first = find_fixed_points(model, x0, dtype="float64", device="cpu", completeness="none")
+    full = find_fixed_points(model, x0, dtype="float64", device="cpu")
+    truth = np.array(list(itertools.product([-1.0, 0.0, 1.0], repeat=d)))
+    assert first.n == 2**d and first.is_stable.all()
+    assert full.n == len(truth)
+    assert all(t in full for t in truth)
+    assert sorted(np.bincount(full.n_unstable)) == sorted([8, 12, 6, 1])  # corners, edges, faces, centre
+    assert full.info["completeness_passes"] >= 1
+    assert full.info["n_restarts"] == 2**d * (2**d - 1) // 2  # every pair of corners once, none again
+
+
+def test_restarts_report_their_starts_and_pair_each_attractor_pair_once():
+    model = DoubleWells(np.eye(2))
+    roots = torch.tensor(corners(2))
+    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    restarts = midpoint_restarts(problem, roots, torch.zeros(4, dtype=torch.int64), FinderOptions(),
+                                 torch.Generator().manual_seed(0))
+    assert restarts.passes == 1  # the saddles found are no attractors: no new pairs
+    midpoints = {tuple(x) for x in restarts.starts.tolist()}
+    assert midpoints == {(0.0, -1.0), (-1.0, 0.0), (0.0, 0.0), (1.0, 0.0), (0.0, 1.0)}
+    assert len(restarts.starts) == 6  # (0, 0) is the midpoint of both diagonals
+    assert restarts.result.converged.all()
+
+
+def test_roots_of_another_input_condition_are_never_paired():
+    model = DoubleWells(np.eye(1))
+    roots = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    problem = Problem(model, torch.zeros(2, 1, dtype=torch.float64))
+    restarts = midpoint_restarts(problem, roots, torch.tensor([0, 1]), FinderOptions(), torch.Generator())
+    assert len(restarts.starts) == 0 and restarts.passes == 0
+
+
+def test_a_line_attractor_has_no_isolated_roots_to_pair():
+    fps = find_fixed_points(Linear(np.diag([1.0, 0.5])), np.array([[0.3, 1.0], [-0.7, 2.0], [0.9, -1.0]]),
+                            dtype="float64", device="cpu")
+    assert fps.n == 3 and fps.is_nonisolated.all()
+    assert fps.info["n_restarts"] == 0
+
+
+def test_unique_indices_match_the_greedy_rule_computed_by_brute_force():
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(-1, 1, (40, 5))
+    points = centres[rng.integers(0, 40, 600)] + rng.uniform(-6e-4, 6e-4, (600, 5))
+    q = rng.random(600)
+    alive, kept = np.ones(600, dtype=bool), []
+    for i in np.argsort(q, kind="stable"):
+        if alive[i]:
+            kept.append(i)
+            alive &= np.abs(points - points[i]).max(1) > 1e-3
+    got = unique_indices(torch.tensor(points), torch.tensor(q), 1e-3).numpy()
+    np.testing.assert_array_equal(got, np.sort(kept))
+
+
+@pytest.mark.parametrize("method, max_iters", [("newton", 3), ("adam", 300)])
+def test_no_converged_sample_gives_an_empty_result_with_honest_counts_and_slow_points(method, max_iters):
+    model = DoubleWells(np.eye(2))
+    x0 = np.random.default_rng(1).uniform(-1.5, 1.5, (32, 2))
+    # float32 cannot reach q < 1e-300 (the bound rounds to 0): nothing converges
+    fps = find_fixed_points(model, x0, method=method, tol_q=1e-300, q_slow=1e-4, max_iters=max_iters, device="cpu")
+    assert fps.n == 0 and fps.xstar.shape == (0, 2) and fps.eigval_J_xstar.shape == (0, 2)
+    info = fps.info
+    assert info["n_converged"] == 0
+    assert info["n_stalled"] + info["n_capped"] == info["n_samples"] == 32
+    assert info["n_restarts"] == 0
+    assert fps.slow_points is not None and fps.slow_points.n >= 1
+    assert (fps.slow_points.qstar < 1e-4).all()
+
+
+def _flipflop_states(cell: str) -> tuple[torch.jit.ScriptModule, np.ndarray]:
+    """The benchmark's states: 1024 from 128 task trajectories, plus noise 0.5."""
+    step = torch.jit.load(str(DATA / f"flipflop_{cell}.pt"))
+    d = load_model(DATA / f"flipflop_{cell}.pt").n_states
+    inputs, _ = FlipFlopTask().sample(128, torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        trajectories = run_steps(step, inputs, torch.zeros(128, d)).numpy()
+    return step, sample_states(trajectories, 1024, noise_scale=0.5, rng=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_newton_finds_every_isolated_point_adam_finds_on_the_flip_flops(cell):
+    step, x0 = _flipflop_states(cell)
+    u = np.zeros((1, 3), dtype=np.float32)
+    adam = find_fixed_points(step, x0, u, method="adam")  # the reference's settings
+    newton = find_fixed_points(step, x0, u, method="newton")
+    adam_isolated = adam[~adam.is_nonisolated]
+    newton_isolated = newton[~newton.is_nonisolated]
+    missing = [x for x in adam_isolated.xstar if x not in newton]
+    assert not missing, f"newton missed {len(missing)} of the {adam_isolated.n} isolated points adam found"
+    assert newton_isolated.n >= adam_isolated.n
+    assert newton_isolated.n == 27  # 8 memories and the saddles between them
+
+
+def test_unique_indices_keep_far_out_points_whose_float32_spacing_exceeds_the_tolerance():
+    points = torch.tensor([[3e7, 0.0], [3e7, 0.0], [3e7, 5.0], [-1.0, 0.0]], dtype=torch.float32)
+    keep = unique_indices(points, torch.tensor([0.1, 0.2, 0.3, 0.4]), 1e-3)
+    assert keep.tolist() == [0, 2, 3]
