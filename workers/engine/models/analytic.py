@@ -48,7 +48,16 @@ def _single_layer(fn: object) -> tuple[torch.nn.Module | None, str]:
     shape = recurrent_shape(fn)
     if shape is not None and shape.kind in ("RNNCell", "GRUCell"):
         return fn, ""  # type: ignore[return-value]
-    return None, ""
+    return _wrapped_lstm_cell(fn), ""
+
+
+def _wrapped_lstm_cell(fn: object) -> torch.nn.Module | None:
+    """The LSTMCell a module holds as its only child, as a user's (e.g. scripted) copy of
+    LSTMCellStep does: a candidate only, used once its closed form agrees with autograd."""
+    children = list(fn.children()) if isinstance(fn, torch.nn.Module) else []
+    if len(children) == 1 and getattr(recurrent_shape(children[0]), "kind", None) == "LSTMCell":
+        return children[0]
+    return None
 
 
 class _Weights:
