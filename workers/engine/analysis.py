@@ -34,14 +34,9 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     Tensor of int64, sorted ascending.
     """
     device = points.device
-    points_np = points.detach().cpu().numpy()
     order = np.argsort(q.detach().cpu().numpy(), kind="stable")
-    candidates = points_np[order]
-    # Points within tol in max-norm are within tol in the first coordinate: each
-    # representative is compared only with the candidates in that window (widened a little,
-    # so rounding cannot leave one out; the max-norm test decides).
-    by_first = np.argsort(candidates[:, 0], kind="stable") if len(order) else order
-    first = candidates[by_first, 0]
+    candidates = points.detach().cpu().numpy()[order]
+    index = _WindowIndex(candidates, tol)
     alive = np.ones(len(order), dtype=bool)
     kept: list[int] = []
     position = 0
@@ -50,12 +45,8 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
         if not alive[position]:
             break
         kept.append(int(order[position]))
-        centre = candidates[position]
-        lo = np.searchsorted(first, centre[0] - 2 * tol, side="left")
-        hi = np.searchsorted(first, centre[0] + 2 * tol, side="right")
-        near = by_first[lo:hi]
-        near = near[alive[near]]
-        alive[near[np.abs(candidates[near] - centre).max(-1) <= tol]] = False
+        near = index.near(candidates[position])
+        alive[near] = False
         alive[position] = False
     return torch.as_tensor(np.sort(np.array(kept, dtype=np.int64)), device=device)
 
@@ -108,15 +99,35 @@ def discovery_curve(
     dict with the JSON-ready lists ``n_initial_states`` and ``n_certified_roots``.
     """
     first = np.full(len(points), n_samples)
-    rows = max(1, 2**24 // max(1, points.size))  # bounds the (rows, p, k) distance block
-    if len(points) and len(samples):
-        for start in range(0, len(samples), rows):
-            dist = np.abs(samples[start : start + rows, None, :] - points[None, :, :]).max(-1)
-            index = np.where(dist <= tol, sample_index[start : start + rows, None], n_samples)
-            first = np.minimum(first, index.min(0))
+    index = _WindowIndex(samples, tol)
+    for p, point in enumerate(points):
+        reached = index.near(point)
+        if len(reached):
+            first[p] = sample_index[reached].min()
     first = first[np.asarray(certified, dtype=bool)]
     sizes = sorted({*(2**i for i in range(int(np.log2(max(n_samples, 1))) + 1)), n_samples})
     return {"n_initial_states": sizes, "n_certified_roots": [int((first < size).sum()) for size in sizes]}
+
+
+class _WindowIndex:
+    """Rows of ``points: (n, k)`` within ``tol`` (max-norm) of a query point, found fast.
+
+    Rows within tol in max-norm are within tol in the first coordinate: a query compares the
+    point with the rows in that window of the sorted first coordinate only (widened a little,
+    so rounding cannot leave one out; the max-norm test decides).
+    """
+
+    def __init__(self, points: np.ndarray, tol: float) -> None:
+        self.points, self.tol = points, tol
+        self.by_first = np.argsort(points[:, 0], kind="stable") if len(points) else np.zeros(0, dtype=np.int64)
+        self.first = points[self.by_first, 0]
+
+    def near(self, point: np.ndarray) -> np.ndarray:
+        """Indices of the rows within tol of ``point: (k,)``."""
+        lo = np.searchsorted(self.first, point[0] - 2 * self.tol, side="left")
+        hi = np.searchsorted(self.first, point[0] + 2 * self.tol, side="right")
+        rows = self.by_first[lo:hi]
+        return rows[np.abs(self.points[rows] - point).max(-1) <= self.tol]
 
 
 @dataclass
