@@ -1,0 +1,68 @@
+"""Anderson mixing against exact answers: a linear contraction, a map without roots, the roll networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fpf_client.options import FinderOptions
+from workers.engine import find_fixed_points
+from workers.engine.solvers import Problem, Status, get_solver
+
+from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
+
+torch.set_num_threads(1)
+solve = get_solver("anderson")
+
+
+def test_a_linear_contraction_converges_to_its_root_much_faster_than_the_plain_iteration():
+    rng = np.random.default_rng(1)
+    d, rate = 40, 0.95
+    A = rng.standard_normal((d, d))
+    A *= rate / np.abs(np.linalg.eigvals(A)).max()
+    b = rng.standard_normal(d)
+    x_true = np.linalg.solve(np.eye(d) - A, b)
+    problem = Problem(Linear(A, b=b), torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.as_tensor(rng.standard_normal((6, d)))
+    before = x0.clone()
+    result = solve(problem, x0, FinderOptions(tol_q=1e-20))
+    assert (result.status == Status.CONVERGED).all()
+    assert torch.equal(x0, before), "x0 must not be modified"
+    bound = np.linalg.norm(np.linalg.inv(A - np.eye(d)), 2) * np.sqrt(2e-20)
+    assert np.linalg.norm(result.x.numpy() - x_true, axis=1).max() <= bound
+    plain = np.log(1e-10 / np.linalg.norm(x0.numpy() - x_true, axis=1).max()) / np.log(rate)
+    assert result.n_iters.max() < plain / 4, (int(result.n_iters.max()), plain)
+    G = problem.residual(result.x)
+    np.testing.assert_allclose(result.q.numpy(), 0.5 * (G * G).sum(-1).numpy(), rtol=1e-3)
+
+
+def test_stalls_at_its_best_point_where_there_is_no_root():
+    class Ghost(Linear):  # G = 0.1 + h^2 > 0: no root; the plain iteration runs away
+        def step(self, h, u):
+            return h + 0.1 + h * h
+
+    problem = Problem(Ghost(np.eye(1)), torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.tensor([[0.8], [-1.5], [3.0]], dtype=torch.float64)
+    result = solve(problem, x0, FinderOptions())
+    assert (result.status == Status.STALLED).all()
+    assert (result.q > FinderOptions().tol_q).all()
+    G = problem.residual(result.x)
+    torch.testing.assert_close(result.q, 0.5 * (G * G).sum(-1))  # q belongs to the returned point
+    assert (result.q <= 0.5 * problem.residual(x0).pow(2).sum(-1)).all()  # never worse than the start
+
+
+def test_finds_only_true_roots_of_the_roll_networks():
+    for n in (2, 3, 4):
+        W = roll_weights(n)
+        fps = find_fixed_points(Tanh(W), grid(n), method="anderson", dtype="float64", device="cpu")
+        truth = true_roots(W)
+        assert fps.n >= 1
+        assert same_set(fps.xstar, truth[[np.abs(truth - x).max(axis=1).argmin() for x in fps.xstar]])
+        assert (fps.qstar < FinderOptions().tol_q).all()
+
+
+def test_max_iters_caps_and_says_so():
+    problem = Problem(Tanh(roll_weights(4)), torch.zeros(1, 1, dtype=torch.float64))
+    result = solve(problem, torch.tensor(grid(4)[:8]), FinderOptions(max_iters=2))
+    assert set(result.status.tolist()) <= {Status.CONVERGED, Status.CAPPED}
+    assert (result.status == Status.CAPPED).any()

@@ -1,0 +1,184 @@
+"""Anderson acceleration of the fixed-point iteration x <- x + G(x), batched, one model pass a step.
+
+Where F contracts near a root (a stable point of a network driven below the edge of chaos, a
+GRU whose gates mix old and new state), the plain iteration x <- F(x) converges linearly at
+the contraction rate and costs one forward pass per step: no Jacobian products at all.
+Anderson mixing (Anderson 1965; Walker & Ni 2011, "type II") extrapolates from the last
+``memory`` iterates: each sample solves a tiny least-squares problem
+min_gamma |G_k - dG gamma| over its own differences of residuals dG, and steps to
+x_k + G_k - (dX + dG) gamma, which near a root behaves like GMRES on the linearised map
+(Walker & Ni) while costing a forward pass instead of a Krylov solve.
+
+Safeguards make it honest where F does not contract: a sample whose residual grows past
+``GROWTH`` times its best restarts its history from its best point, and a sample without a new
+best for ``PATIENCE`` steps stops as ``STALLED`` at its best point (q below tol_q is the only
+way to ``CONVERGED``), so a caller can hand the stalled samples to Newton-Krylov.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from fpf_client.options import FinderOptions
+
+from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+
+#: Differences of iterates kept per sample (Walker & Ni: small memories, 3-10, work best).
+MEMORY = 6
+#: A residual norm this many times a sample's best restarts its history from its best point.
+GROWTH = 10.0
+#: Steps without a new best |G| (by at least IMPROVEMENT, relative) before a sample stops as stalled.
+PATIENCE = 15
+IMPROVEMENT = 1e-3
+#: Tikhonov regularisation of each least-squares problem, relative to its Gram matrix's trace.
+RIDGE = 1e-10
+#: Steps between host synchronisations (status checks, compaction, progress) on a GPU.
+GPU_CHECK_EVERY = 4
+
+
+@dataclass
+class _Batch:
+    """The running samples: iterate, residual, best point so far and mixing history."""
+
+    index: torch.Tensor  #: position in the caller's batch
+    x: torch.Tensor
+    g: torch.Tensor  #: G(x)
+    q: torch.Tensor
+    best_x: torch.Tensor
+    best_g: torch.Tensor
+    best_q: torch.Tensor
+    since_best: torch.Tensor  #: steps since the last new best
+    df: torch.Tensor  #: (n, MEMORY, d) differences of x + G(x) between steps, a ring buffer
+    dg: torch.Tensor  #: (n, MEMORY, d) differences of G(x)
+    gram: torch.Tensor  #: (n, MEMORY, MEMORY) dG dG^T, updated one slot at a time
+    filled: torch.Tensor  #: (n, MEMORY) bool, which history slots hold a difference
+    dq: torch.Tensor
+
+    def keep(self, mask: torch.Tensor) -> "_Batch":
+        return _Batch(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+
+def solve_anderson(
+    problem: Problem,
+    x0: torch.Tensor,
+    options: FinderOptions,
+    *,
+    progress: ProgressHook | None = None,
+    max_iters: int | None = None,
+) -> SolveResult:
+    """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified) by Anderson mixing.
+
+    Parameters
+    ----------
+    problem : Problem
+        Residual G; the iteration is x <- x + G(x) (x <- F(x) in discrete time).
+    x0 : Tensor, (n, d)
+        Starting points.
+    options : FinderOptions
+        Uses ``tol_q`` and ``max_iters``.
+    progress : callable, optional
+        Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
+        as ``CAPPED`` at their best points.
+    max_iters : int, optional
+        Overrides ``options.max_iters`` (a warm-up phase before a Newton solver uses fewer).
+
+    Returns
+    -------
+    SolveResult
+        Each sample at its best point (smallest q seen); ``step_norm`` is |G| there, the
+        length of the next plain step.
+    """
+    cap = options.max_iters if max_iters is None else max_iters
+    n, d = x0.shape
+    out = ResultBuffers(x0)
+    g = problem.residual(x0)
+    q = 0.5 * (g * g).sum(-1)
+    history = torch.zeros(n, MEMORY, d, dtype=x0.dtype, device=x0.device)
+    batch = _Batch(
+        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, best_x=x0.clone(), best_g=g.clone(),
+        best_q=q.clone(), since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
+        dg=history.clone(), gram=torch.zeros(n, MEMORY, MEMORY, dtype=x0.dtype, device=x0.device),
+        filled=torch.zeros(n, MEMORY, dtype=torch.bool, device=x0.device), dq=torch.full_like(q, float("nan")),
+    )
+    check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
+    iteration = 0
+    n_converged = 0
+    while batch.index.numel():
+        for _ in range(check_every):
+            _iterate(problem, batch, iteration % MEMORY)
+            iteration += 1
+        status = _status(batch, iteration, cap, options)
+        n_converged += int((status == Status.CONVERGED).sum())
+        if time_up(progress, iteration, batch.best_q, n_converged):
+            status = torch.where(status < 0, int(Status.CAPPED), status)
+        done = status >= 0
+        if done.any():
+            out.write(
+                batch.index[done], iteration, x=batch.best_x[done], q=batch.best_q[done], dq=batch.dq[done],
+                status=status[done], step_norm=torch.linalg.vector_norm(batch.best_g[done], dim=-1),
+            )
+            keep = ~done
+            batch = batch.keep(keep)
+            problem = problem.subset(keep)
+    return out.result(iteration)
+
+
+def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
+    """One Anderson step on every sample of ``b``, in place; the new difference goes to ``slot``."""
+    rhs = (b.dg * b.g.unsqueeze(1)).sum(-1)  # dG g, (n, MEMORY)
+    gamma = _mixing_coefficients(b.gram, rhs, b.filled)
+    step = b.g - torch.bmm(gamma.unsqueeze(1), b.df).squeeze(1)
+    x_new = b.x + step
+    g_new = problem.residual(x_new)
+    q_new = 0.5 * (g_new * g_new).sum(-1)
+    b.dg[:, slot] = g_new - b.g
+    b.df[:, slot] = step + b.dg[:, slot]
+    b.filled[:, slot] = True
+    products = (b.dg * b.dg[:, slot].unsqueeze(1)).sum(-1)
+    b.gram[:, slot, :] = products
+    b.gram[:, :, slot] = products
+    b.x, b.g, b.q = x_new, g_new, q_new
+
+    improved = q_new < (1.0 - IMPROVEMENT) ** 2 * b.best_q
+    better = q_new < b.best_q
+    b.dq = torch.where(better, b.best_q - q_new, b.dq)
+    b.best_x = torch.where(better.unsqueeze(-1), x_new, b.best_x)
+    b.best_g = torch.where(better.unsqueeze(-1), g_new, b.best_g)
+    b.best_q = torch.where(better, q_new, b.best_q)
+    b.since_best = torch.where(improved, 0, b.since_best + 1)
+
+    # Diverging (or non-finite) samples restart from their best point with an empty history.
+    restart = ~(q_new <= GROWTH**2 * b.best_q)
+    if restart.any():
+        b.x = torch.where(restart.unsqueeze(-1), b.best_x, b.x)
+        b.g = torch.where(restart.unsqueeze(-1), b.best_g, b.g)
+        b.q = torch.where(restart, b.best_q, b.q)
+        b.filled &= ~restart.unsqueeze(-1)
+
+
+def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+    """Per sample, gamma minimising |g - dG^T gamma| over the filled history slots: (n, MEMORY).
+
+    The normal equations (MEMORY x MEMORY) are solved in float64 with a small relative ridge;
+    empty slots get a unit diagonal and a zero right-hand side, hence gamma = 0.
+    """
+    mask = filled.to(torch.float64)
+    pair = mask.unsqueeze(-1) * mask.unsqueeze(-2)
+    gram = gram.to(torch.float64) * pair
+    rhs64 = rhs.to(torch.float64) * mask
+    scale = gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
+    gram = gram + torch.diag_embed(RIDGE * scale.unsqueeze(-1) + (1.0 - mask))
+    chol, info = torch.linalg.cholesky_ex(gram)
+    gamma = torch.cholesky_solve(rhs64.unsqueeze(-1), chol).squeeze(-1)
+    gamma = torch.where((info == 0).unsqueeze(-1) & torch.isfinite(gamma), gamma, torch.zeros_like(gamma))
+    return gamma.to(rhs.dtype)
+
+
+def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions) -> torch.Tensor:
+    """Per-sample status code, or -1 while a sample is still running."""
+    status = torch.where((b.since_best >= PATIENCE) | ~torch.isfinite(b.best_q), int(Status.STALLED), -1)
+    if iteration >= cap:
+        status = torch.where(status < 0, int(Status.CAPPED), status)
+    return torch.where(b.best_q < options.tol_q, int(Status.CONVERGED), status)
