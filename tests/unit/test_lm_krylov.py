@@ -1,0 +1,77 @@
+"""Matrix-free Levenberg-Marquardt against ground truth: dense damped least squares, the roll
+networks' float64 roots, a map without roots, and a chaotic network where dense LM converges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fpf_client.options import FinderOptions
+from workers.engine import find_fixed_points
+from workers.engine.solvers import Problem, Status, get_solver
+from workers.engine.solvers.linearization import Linearized
+from workers.engine.solvers.lm_krylov import cgls
+
+from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
+
+torch.set_num_threads(1)
+solve = get_solver("lm_krylov")
+
+
+def test_cgls_solves_each_samples_damped_least_squares_problem():
+    generator = torch.Generator().manual_seed(2)
+    n, d = 8, 30
+    J = torch.randn(n, d, d, generator=generator, dtype=torch.float64) / d**0.5
+    rhs = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    mu = torch.logspace(-3, 1, n, dtype=torch.float64)
+    lin = Linearized(rhs, lambda v: torch.einsum("nij,nj->ni", J, v), lambda w: torch.einsum("nij,ni->nj", J, w))
+    s, model_q = cgls(lin, rhs, mu, iters=4 * d, rtol=1e-12)
+    normal = J.mT @ J + mu[:, None, None] * torch.eye(d, dtype=torch.float64)
+    expected = torch.linalg.solve(normal, (J.mT @ rhs.unsqueeze(-1)).squeeze(-1))
+    torch.testing.assert_close(s, expected, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(model_q, 0.5 * ((torch.einsum("nij,nj->ni", J, s) - rhs) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_finds_exactly_the_true_roots_of_the_roll_networks(warm_start):
+    W = roll_weights(4)
+    problem = Problem(Tanh(W), torch.zeros(1, 1, dtype=torch.float64))
+    result = solve(problem, torch.tensor(grid(4)), FinderOptions(), warm_start=warm_start)
+    found = result.x[result.converged].numpy()
+    truth = true_roots(W)
+    assert result.converged.float().mean() > 0.9
+    distance = np.abs(found[:, None] - truth[None]).max(-1).min(-1)
+    assert distance.max() < 1e-5, distance.max()  # every converged sample sits on a true root
+    fps = find_fixed_points(Tanh(W), grid(4), method="lm_krylov", dtype="float64", device="cpu")
+    assert fps.info["method"] == "lm_krylov" and fps.certified.all()
+
+
+def test_stalls_honestly_at_a_minimum_of_q_that_is_not_a_root():
+    class Ghost(Linear):  # G = 0.1 + h^2: no root; q is smallest at h = 0
+        def step(self, h, u):
+            return h + 0.1 + h * h
+
+    problem = Problem(Ghost(np.eye(1)), torch.zeros(1, 1, dtype=torch.float64))
+    result = solve(problem, torch.tensor([[0.8], [-1.5]], dtype=torch.float64), FinderOptions())
+    assert (result.status == Status.STALLED).all()
+    assert torch.allclose(result.x, torch.zeros_like(result.x), atol=1e-3)
+
+
+def test_converges_on_a_chaotic_network_at_least_as_often_as_dense_lm():
+    d = 64
+    generator = torch.Generator().manual_seed(0)
+    model = Tanh(1.5 * torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5)
+    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.randn(96, d, generator=generator, dtype=torch.float64)
+    for _ in range(20):  # states on the chaotic attractor
+        x0 = problem.map(x0)
+    result = solve(problem, x0, FinderOptions())
+    dense = get_solver("newton")(problem, x0, FinderOptions())
+    assert result.converged.sum() >= max(dense.converged.sum(), len(x0) // 2), (result.converged.sum(),
+                                                                                 dense.converged.sum())
+    roots = result.x[result.converged]
+    # independent check: a float64 dense Newton step from each root moves it less than the engine's
+    # certification threshold (0.1 tol_unique)
+    step = torch.linalg.solve(problem.jacobian(roots), problem.residual(roots).unsqueeze(-1)).squeeze(-1)
+    assert step.abs().max() < 1e-4

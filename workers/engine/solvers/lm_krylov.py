@@ -1,0 +1,251 @@
+"""Matrix-free Levenberg-Marquardt: damped Gauss-Newton steps by batched CGLS on Jacobian products.
+
+Dense LM (:mod:`.newton`) converges where trust-region Newton stalls on chaotic networks, but
+forms and factors n Jacobians (d, d) per step. Here each step solves the same damped least
+squares problem min |J s + G|^2 + mu |s|^2 (J = dG/dx) by CGLS (conjugate gradients on the
+normal equations in their stable least-squares form, Hestenes & Stiefel; Bjorck 1996), which
+needs one Jacobian-vector and one vector-Jacobian product per iteration, both through the
+model's passes recorded once per step (:mod:`.linearization`). As in dense LM, each sample has
+its own damping lambda (Nielsen's rule) scaled by mean(diag J^T J) = |J|_F^2 / d, estimated
+from one random probe; CGLS runs until each sample's normal-equation residual is small
+relative to its gradient, or ``CG_ITERS`` products, whichever first: a truncated solve from
+zero is itself a damped step (Steihaug), so a loose solve far from a root costs little.
+
+Samples first run Anderson-accelerated fixed-point iteration (:mod:`.anderson`, one model pass
+a step, no Jacobian products): where F contracts around a root (networks below the edge of
+chaos, GRUs) it converges there for less than one LM step costs. The samples it leaves (F
+expanding: chaotic networks, saddles) start LM from their original points, since Anderson's
+best points on such maps lie near minima of q that trap a descent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from fpf_client.options import FinderOptions
+
+from .anderson import solve_anderson
+from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, TimeUp, time_up
+from .linearization import Linearized
+
+#: Anderson steps before LM takes over the samples they did not converge.
+WARM_START_ITERS = 300
+LAMBDA_INIT = 1e-3
+LAMBDA_MIN = 1e-12
+#: A sample whose damping exceeds this cannot decrease q any more: it has stalled.
+LAMBDA_MAX = 1e5
+#: CGLS products (pairs of jvp and vjp) per step, and the relative tolerance on |J^T r - mu s|.
+CG_ITERS = 30
+CG_RTOL = 1e-3
+#: Host checks of whether every sample met its CGLS tolerance, every this many iterations.
+CG_CHECK_EVERY = 5
+#: As in dense LM: steps shorter than STEP_TOL (1 + |x|) cutting q by less than SLOW_DECREASE
+#: (relative), STALL_PATIENCE times in a row, mean a minimum of q that is not a root.
+STEP_TOL = 1e-3
+SLOW_DECREASE = 1e-3
+STALL_PATIENCE = 2
+
+
+@dataclass
+class _Batch:
+    """The running samples: where they are and each one's damping state."""
+
+    index: torch.Tensor  #: position in the caller's batch
+    x: torch.Tensor
+    g: torch.Tensor  #: G(x)
+    q: torch.Tensor
+    lam: torch.Tensor
+    nu: torch.Tensor  #: growth factor of lam after a rejected step (Nielsen)
+    dq: torch.Tensor
+    step_norm: torch.Tensor
+    slow: torch.Tensor  #: short, unproductive steps in a row
+
+    def keep(self, mask: torch.Tensor) -> "_Batch":
+        return _Batch(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+
+def solve_lm_krylov(
+    problem: Problem,
+    x0: torch.Tensor,
+    options: FinderOptions,
+    *,
+    progress: ProgressHook | None = None,
+    warm_start: bool = True,
+) -> SolveResult:
+    """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified).
+
+    Parameters
+    ----------
+    problem : Problem
+        Residual G and products with its Jacobian (no dense Jacobian is formed).
+    x0 : Tensor, (n, d)
+        Starting points.
+    options : FinderOptions
+        Uses ``tol_q``, ``tol_dq`` and ``max_iters`` (LM steps).
+    progress : callable, optional
+        Called once per step; when it raises ``TimeUp`` the running samples end as ``CAPPED``.
+    warm_start : bool
+        Run Anderson mixing first and LM only on the samples it does not converge.
+
+    Returns
+    -------
+    SolveResult
+        ``n_iters`` counts Anderson steps and LM steps together.
+    """
+    if not warm_start:
+        return _levenberg_marquardt(problem, x0, options, progress)
+    watch = _Watch(progress)
+    first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(WARM_START_ITERS, options.max_iters))
+    rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
+    if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
+        return first
+    options = options.model_copy(update={"max_iters": options.max_iters - first.iterations})
+    n_before, offset = int(first.converged.sum()), first.iterations
+
+    def report(iteration: int, q: torch.Tensor, n_done: int) -> None:
+        progress(offset + iteration, q, n_before + n_done)
+
+    second = _levenberg_marquardt(problem.subset(rest), x0[rest], options, report if progress else None)
+    second.n_iters += first.n_iters[rest]
+    first.update(rest, second)
+    first.iterations = offset + second.iterations
+    return first
+
+
+class _Watch:
+    """A progress hook that passes calls on and remembers whether the search's time ran out."""
+
+    def __init__(self, progress: ProgressHook | None) -> None:
+        self.progress = progress
+        self.fired = False
+
+    def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(iteration, q, n_done)
+        except TimeUp:
+            self.fired = True
+            raise
+
+
+def _levenberg_marquardt(
+    problem: Problem, x0: torch.Tensor, options: FinderOptions, progress: ProgressHook | None
+) -> SolveResult:
+    """LM with per-sample damping from each row of ``x0`` (see the module docstring)."""
+    n = x0.shape[0]
+    out = ResultBuffers(x0)
+    g = problem.residual(x0)
+    q = 0.5 * (g * g).sum(-1)
+    nan = torch.full_like(q, float("nan"))
+    batch = _Batch(
+        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, lam=torch.full_like(q, LAMBDA_INIT),
+        nu=torch.full_like(q, 2.0), dq=nan, step_norm=nan.clone(),
+        slow=torch.zeros(n, dtype=torch.int32, device=x0.device),
+    )
+    generator = torch.Generator(device=x0.device).manual_seed(0)
+    iteration = 0
+    n_converged = 0
+    while batch.index.numel():
+        iteration += 1
+        _iterate(problem, batch, generator)
+        status = _status(batch, iteration, options)
+        n_converged += int((status == Status.CONVERGED).sum())
+        if time_up(progress, iteration, batch.q, n_converged):
+            status = torch.where(status < 0, int(Status.CAPPED), status)
+        done = status >= 0
+        if done.any():
+            out.write(
+                batch.index[done], iteration, x=batch.x[done], q=batch.q[done], dq=batch.dq[done],
+                status=status[done], step_norm=batch.step_norm[done],
+            )
+            keep = ~done
+            batch = batch.keep(keep)
+            problem = problem.subset(keep)
+    return out.result(iteration)
+
+
+def _iterate(problem: Problem, b: _Batch, generator: torch.Generator) -> None:
+    """One LM step on every sample of ``b``, in place."""
+    lin = problem.linearize(b.x)
+    probe = torch.randint(0, 2, b.x.shape, generator=generator, device=b.x.device).to(b.x.dtype) * 2 - 1
+    scale = (lin.jvp(probe) ** 2).sum(-1) / b.x.shape[1]  # E |J z|^2 / d = |J|_F^2 / d for z = +-1
+    mu = b.lam * scale.clamp_min(torch.finfo(b.x.dtype).tiny)
+    step, model_q = cgls(lin, -b.g, mu, iters=CG_ITERS, rtol=CG_RTOL)
+    x_try = b.x + step
+    g_try = problem.residual(x_try)
+    q_try = 0.5 * (g_try * g_try).sum(-1)
+    accept = q_try < b.q
+    decrease = torch.where(accept, b.q - q_try, 0.0)
+    predicted = b.q - model_q
+    b.step_norm = torch.linalg.vector_norm(step, dim=-1)
+    short = b.step_norm < STEP_TOL * (1.0 + torch.linalg.vector_norm(b.x, dim=-1))
+    b.slow = torch.where((decrease < SLOW_DECREASE * b.q) & short, b.slow + 1, 0)
+    rho = decrease / predicted.clamp_min(torch.finfo(b.q.dtype).tiny)
+    shrink = (1.0 - (2.0 * rho - 1.0) ** 3).clamp(0.1, 2.0)
+    b.lam = torch.where(accept, (b.lam * shrink).clamp_min(LAMBDA_MIN), b.lam * b.nu)
+    b.nu = torch.where(accept, 2.0, b.nu * 2.0)
+    b.dq = torch.where(accept, decrease, b.dq)
+    b.x = torch.where(accept.unsqueeze(-1), x_try, b.x)
+    b.g = torch.where(accept.unsqueeze(-1), g_try, b.g)
+    b.q = torch.where(accept, q_try, b.q)
+
+
+def cgls(
+    lin: Linearized, rhs: torch.Tensor, mu: torch.Tensor, *, iters: int, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, s minimising |J s - rhs|^2 + mu |s|^2 by CGLS from s = 0.
+
+    Parameters
+    ----------
+    lin : Linearized
+        J through ``lin.jvp`` and J^T through ``lin.vjp``.
+    rhs : Tensor, (n, d)
+    mu : Tensor, (n,)
+        Damping (> 0 keeps every system positive definite).
+    iters : int
+        At most this many products with J (and as many with J^T).
+    rtol : float
+        Stop a sample once |J^T (rhs - J s) - mu s| <= rtol |J^T rhs|.
+
+    Returns
+    -------
+    s : Tensor, (n, d)
+    model_q : Tensor, (n,)
+        0.5 |J s - rhs|^2, the Gauss-Newton model's q after the step.
+    """
+    tiny = torch.finfo(rhs.dtype).tiny
+    s = torch.zeros_like(rhs)
+    r = rhs.clone()  # rhs - J s
+    z = lin.vjp(r)  # J^T r - mu s
+    p = z.clone()
+    gamma = (z * z).sum(-1)
+    target = (rtol * rtol) * gamma
+    running = torch.ones_like(gamma, dtype=torch.bool)
+    mu_ = mu.unsqueeze(-1)
+    for k in range(iters):
+        jp = lin.jvp(p)
+        alpha = gamma / ((jp * jp).sum(-1) + mu * (p * p).sum(-1)).clamp_min(tiny)
+        alpha = torch.where(running, alpha, torch.zeros_like(alpha)).unsqueeze(-1)
+        s = s + alpha * p
+        r = r - alpha * jp
+        z = lin.vjp(r) - mu_ * s
+        gamma_new = (z * z).sum(-1)
+        running = running & (gamma_new > target)
+        beta = (gamma_new / gamma.clamp_min(tiny)).unsqueeze(-1)
+        p = z + beta * p
+        gamma = gamma_new
+        if (k + 1) % CG_CHECK_EVERY == 0 and not bool(running.any()):
+            break
+    return s, 0.5 * (r * r).sum(-1)
+
+
+def _status(b: _Batch, iteration: int, options: FinderOptions) -> torch.Tensor:
+    """Per-sample status code, or -1 while a sample is still running."""
+    stalled = (b.lam > LAMBDA_MAX) | (b.slow >= STALL_PATIENCE) | (b.dq < options.tol_dq) | ~torch.isfinite(b.q)
+    status = torch.where(stalled, int(Status.STALLED), -1)
+    if iteration >= options.max_iters:
+        status = torch.where(status < 0, int(Status.CAPPED), status)
+    return torch.where(b.q < options.tol_q, int(Status.CONVERGED), status)
