@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Method = Literal["newton", "newton_krylov", "adam"]
+Method = Literal["newton", "newton_krylov", "lm_krylov", "anderson", "adam"]
 Dynamics = Literal["discrete", "continuous"]
 
 
@@ -27,8 +27,9 @@ class FinderOptions(BaseModel):
     # --- solver and stopping -------------------------------------------------------
     method: Method = Field(
         "newton",
-        description="Solver: batched damped Newton/LM (matrix-free Newton-Krylov for large networks), "
-        "Newton-Krylov explicitly, or the reference's Adam.",
+        description="Solver: batched damped Newton/LM (for large networks matrix-free: Anderson mixing, then "
+        "LM on Jacobian products, i.e. lm_krylov), Newton-Krylov, lm_krylov or Anderson mixing explicitly, "
+        "or the reference's Adam.",
     )
     tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
     tol_dq: float = Field(1e-20, ge=0, description="Adam stops when |dq| < tol_dq * learning rate.")

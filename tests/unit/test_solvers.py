@@ -170,6 +170,6 @@ def test_newton_stalls_at_a_minimum_of_q_that_is_not_a_root():
 
 
 def test_registry_names_every_method():
-    assert set(SOLVERS) == {"newton", "newton_krylov", "adam"}
+    assert set(SOLVERS) == {"newton", "newton_krylov", "lm_krylov", "anderson", "adam"}
     with pytest.raises(ValueError):
         get_solver("sequential")

@@ -8,8 +8,10 @@ progress hook raises :class:`TimeUp`, a solver ends the running samples as ``CAP
 from __future__ import annotations
 
 from .adam import solve_adam
+from .anderson import solve_anderson
 from .base import Problem, ProgressHook, SolveResult, Solver, Status, TimeUp
 from .deflation import Deflation
+from .lm_krylov import solve_lm_krylov
 from .newton import solve_newton
 from .newton_krylov import solve_newton_krylov
 
@@ -18,6 +20,8 @@ SOLVERS: dict[str, Solver] = {
     "newton": solve_newton,
     "adam": solve_adam,
     "newton_krylov": solve_newton_krylov,
+    "lm_krylov": solve_lm_krylov,
+    "anderson": solve_anderson,
 }
 
 
@@ -31,5 +35,5 @@ def get_solver(method: str) -> Solver:
 
 __all__ = [
     "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "TimeUp", "get_solver",
-    "solve_adam", "solve_newton", "solve_newton_krylov",
+    "solve_adam", "solve_anderson", "solve_lm_krylov", "solve_newton", "solve_newton_krylov",
 ]
