@@ -91,13 +91,13 @@ def test_agrees_with_dense_newton_on_a_random_64_unit_network():
     assert torch.equal(x0, before), "x0 must not be modified"
 
 
-def test_newton_runs_newton_krylov_for_large_networks():
+def test_newton_runs_matrix_free_lm_for_large_networks():
     d = 256
     generator = torch.Generator().manual_seed(6)
     model = Tanh(0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5,
                  b=0.5 * torch.randn(d, generator=generator, dtype=torch.float64))
     fps = find_fixed_points(model, torch.randn(8, d, generator=generator), device="cpu", n_eigs=4)
-    assert fps.info["method"] == "newton_krylov"
+    assert fps.info["method"] == "lm_krylov"
     assert fps.n == 1 and fps.certified.all() and fps.is_stable.all()
     assert fps.eigval_J_xstar.shape == (1, 4) and fps.eigvec_J_xstar.shape == (1, d, 4)
     dense = np.linalg.eigvals(fps.J_xstar[0])

@@ -34,9 +34,10 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 #: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
-#: From this many states on, method="newton" runs matrix-free Newton-Krylov: forming and
-#: factoring n dense (d, d) Jacobians per step costs more than Krylov solves from here
-#: (measured: benchmarks/large_networks.py, docs/benchmarks.md).
+#: From this many states on, method="newton" runs matrix-free ``lm_krylov`` (Anderson mixing,
+#: then Levenberg-Marquardt on Jacobian products): forming and factoring n dense (d, d)
+#: Jacobians per step costs more than that from here (measured: benchmarks/large_networks.py,
+#: docs/benchmarks.md).
 KRYLOV_MIN_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
@@ -134,8 +135,8 @@ def find_fixed_points(
 
 
 def resolve_method(method: str, n_states: int) -> str:
-    """The solver that runs: ``newton`` means matrix-free ``newton_krylov`` for large networks."""
-    return "newton_krylov" if method == "newton" and n_states >= KRYLOV_MIN_STATES else method
+    """The solver that runs: ``newton`` means matrix-free ``lm_krylov`` for large networks."""
+    return "lm_krylov" if method == "newton" and n_states >= KRYLOV_MIN_STATES else method
 
 
 def _solve_in_chunks(
@@ -178,7 +179,8 @@ def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, me
     A dense Newton iteration holds about eight (d, d) matrices per sample (the Jacobian,
     J^T J, its Cholesky factor and the autodiff intermediates) and a few dozen vectors; a
     Newton-Krylov iteration its Krylov basis, cached directions and recorded passes, about
-    RESTART + 24 vectors; Adam a few dozen vectors.
+    RESTART + 24 vectors; Adam, Anderson mixing (2 x 6 history vectors) and LM-Krylov (its CGLS
+    vectors and recorded passes) a few dozen vectors.
     """
     itemsize = torch.finfo(dtype).bits // 8
     if method == "newton":
