@@ -20,7 +20,7 @@ from workers.celery_app import make_celery
 from .artifacts import ArtifactStore
 from .auth import Authenticator
 from .dispatch import Dispatcher
-from .janitor import Janitor
+from .janitor import Janitor, JanitorPolicy
 from .keys import KeyStore
 from .limits import BodySizeLimit
 from .metrics import JobMetrics
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
     dispatcher = Dispatcher(make_celery(settings), settings.queue)
-    janitor = Janitor(store, artifacts, dispatcher, settings.max_attempts)
+    janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

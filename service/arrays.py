@@ -71,10 +71,13 @@ def check_job_arrays(
     n_states: int | None,
     n_inputs: int | None,
     max_initial_states: int,
+    max_n_states: int | None = None,
+    max_n_inputs: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check dtypes, shapes, finiteness and limits; return ``(initial_states, inputs)`` as floats.
 
-    ``initial_states: (n, n_states)``; ``inputs: (1 | n, n_inputs)``, zeros when None.
+    ``initial_states: (n, n_states)``; ``inputs: (1 | n, n_inputs)``, zeros when None. Over a
+    limit (``n``, ``n_states``, ``n_inputs``) is ``payload_too_large`` naming the field and the limit.
     """
     initial_states = _as_float("initial_states", initial_states)
     if initial_states.ndim != 2 or initial_states.shape[0] == 0:
@@ -87,6 +90,9 @@ def check_job_arrays(
     if n > max_initial_states:
         raise PayloadTooLarge(f"{n} initial states; the limit is {max_initial_states}",
                               field="initial_states", limit=max_initial_states)
+    if max_n_states is not None and d > max_n_states:
+        raise PayloadTooLarge(f"initial_states has {d} columns (states); the limit is {max_n_states}",
+                              field="initial_states", limit=max_n_states)
     if inputs is None:
         inputs = np.zeros((1, n_inputs or 0), dtype=initial_states.dtype)
     inputs = _as_float("inputs", inputs)
@@ -95,6 +101,9 @@ def check_job_arrays(
                             f"got {inputs.shape}", field="inputs")
     if n_inputs is not None and inputs.shape[1] != n_inputs:
         raise ShapeMismatch(f"inputs has {inputs.shape[1]} columns; the model has {n_inputs} inputs", field="inputs")
+    if max_n_inputs is not None and inputs.shape[1] > max_n_inputs:
+        raise PayloadTooLarge(f"inputs has {inputs.shape[1]} columns; the limit is {max_n_inputs}",
+                              field="inputs", limit=max_n_inputs)
     for name, array in (("initial_states", initial_states), ("inputs", inputs)):
         if not np.isfinite(array).all():
             raise NonFinite(f"{name} holds NaN or infinite values", field=name)

@@ -39,6 +39,10 @@ class ArtifactStore:
     def result_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "result.npz"
 
+    def job_dirs(self) -> list[Path]:
+        """Every job directory present (each named by its job id)."""
+        return [p for p in (self.root / "jobs").iterdir() if p.is_dir()]
+
     # --- writing ------------------------------------------------------------------------
     def put_model(self, source: BinaryIO) -> tuple[str, int]:
         """Copy a model file in, named by the sha256 of its bytes; returns (sha256, size)."""

@@ -1,4 +1,4 @@
-"""Recovery of jobs whose worker died, and removal of expired results.
+"""Recovery of lost jobs and messages, and removal of expired results and orphaned files.
 
 It runs in the gateway, not in the workers: the gateway is the one process that is up
 when every worker is gone (a killed worker cannot re-queue its own job), and it never
@@ -11,35 +11,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
 
 from .artifacts import ArtifactStore
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, task_id
 from .records import JobStatus
+from .settings import Settings
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 
-class Janitor:
-    """Re-queue running jobs whose heartbeat expired (up to ``max_attempts``), delete expired ones."""
+@dataclass(frozen=True)
+class JanitorPolicy:
+    """When the janitor acts (seconds); the defaults never fail, re-send or sweep anything."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, max_attempts: int) -> None:
+    max_attempts: int = 3
+    #: A lost run that had been going this long hit its time limit: it fails instead of running again.
+    hard_time_limit_s: float = math.inf
+    #: A queued job whose message is in no queue this long after it was due is sent again.
+    resend_queued_after_s: float = math.inf
+    #: Job directories without a job record this old are deleted.
+    orphan_after_s: float = math.inf
+    queue: str = "gpu"
+
+    @classmethod
+    def of(cls, settings: Settings) -> JanitorPolicy:
+        return cls(max_attempts=settings.max_attempts, hard_time_limit_s=settings.hard_time_limit_s,
+                   resend_queued_after_s=settings.resend_queued_after_s, orphan_after_s=settings.orphan_after_s,
+                   queue=settings.queue)
+
+
+class Janitor:
+    """Re-queue lost running jobs, re-send lost messages, delete expired jobs and orphaned job files."""
+
+    def __init__(self, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher,
+                 policy: JanitorPolicy) -> None:
         self.store = store
         self.artifacts = artifacts
         self.dispatcher = dispatcher
-        self.max_attempts = max_attempts
+        self.policy = policy
 
     def sweep(self) -> None:
-        """One pass over running and expired jobs."""
+        """One pass over running, queued and expired jobs and the job directories."""
         self.recover_lost_jobs()
+        self.resend_lost_messages()
         self.delete_expired_jobs()
+        self.delete_orphaned_files()
 
     def recover_lost_jobs(self) -> None:
+        """Running jobs whose heartbeat expired: run again, or fail past their time limit or attempts."""
         for job_id in self.store.running_job_ids():
             job = self.store.get_job(job_id)
             if job is None or job.status is not JobStatus.RUNNING or self.store.is_alive(job):
                 continue
-            settled = self.store.requeue_lost(job, self.max_attempts)
+            settled = self.store.requeue_lost(job, self.policy.max_attempts, self.policy.hard_time_limit_s)
             if settled is None:
                 continue
             log.warning("job %s: worker %s lost during attempt %d; now %s",
@@ -47,11 +76,42 @@ class Janitor:
             if settled.status is JobStatus.QUEUED:
                 self.dispatcher.run_job(job_id, settled.dispatch)
 
+    def resend_lost_messages(self) -> None:
+        """Queued jobs whose message no queue holds long after it was due: the gateway died before
+        sending it, or a worker that took it died (or sits on it) without starting the job."""
+        bound = time.time() - self.policy.resend_queued_after_s
+        overdue = [j for j in map(self.store.get_job, self.store.queued_job_ids())
+                   if j is not None and j.status is JobStatus.QUEUED and (j.sent_at or j.created_at) < bound]
+        if not overdue:
+            return
+        waiting = self.store.waiting_task_ids(self.policy.queue)
+        for job in overdue:
+            if task_id(job.id, job.dispatch) in waiting:
+                continue
+            resent = self.store.resend(job)
+            if resent is not None:
+                log.warning("job %s: message of dispatch %d lost; sent again as dispatch %d",
+                            job.id, job.dispatch, resent.dispatch)
+                self.dispatcher.run_job(job.id, resent.dispatch)
+
     def delete_expired_jobs(self) -> None:
         for job_id in self.store.expired_job_ids():
             self.artifacts.delete_job(job_id)
             self.store.delete_job(job_id)
             log.info("job %s: result expired and deleted", job_id)
+
+    def delete_orphaned_files(self) -> None:
+        """Job directories with no job record, older than the bound: what a job deleted while its
+        worker was still writing (or a gateway that died mid-submission) left behind."""
+        bound = time.time() - self.policy.orphan_after_s
+        for directory in self.artifacts.job_dirs():
+            try:
+                if directory.stat().st_mtime >= bound or self.store.get_job(directory.name) is not None:
+                    continue
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info("job %s: orphaned files deleted", directory.name)
 
     async def run(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` until cancelled; a failed sweep is logged and retried."""

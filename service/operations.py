@@ -96,7 +96,8 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         raise InvalidModel(f"model {model.id} is invalid: {reason}", field="model_id")
     initial_states, inputs = check_job_arrays(
         submission.initial_states, submission.inputs, n_states=model.n_states, n_inputs=model.n_inputs,
-        max_initial_states=settings.max_initial_states)
+        max_initial_states=settings.max_initial_states, max_n_states=settings.max_n_states,
+        max_n_inputs=settings.max_n_inputs)
     options = submission.options.model_dump(mode="json")
     digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs)
 

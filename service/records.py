@@ -106,6 +106,10 @@ class Job(_Record):
     error: dict[str, Any] | None = None
     #: The tenant that submitted the job; only it (and admins) can see it.
     tenant: str = DEFAULT_TENANT
+    #: Succeeded with a partial result: the wall-time limit stopped the search (the result's info says where).
+    partial: bool = False
+    #: When the job's last message was sent to the queue (epoch seconds), for the janitor's re-sends.
+    sent_at: float | None = None
 
 
 @dataclass

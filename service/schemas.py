@@ -124,6 +124,8 @@ class JobOut(BaseModel):
     attempts: int
     cancel_requested: bool
     error: dict[str, Any] | None
+    partial: bool = Field(False, description="Succeeded with a partial result: the wall-time limit stopped the "
+                                             "search, and the result's info says where (partial_reason).")
 
     @classmethod
     def of(cls, job: Job) -> "JobOut":
@@ -137,7 +139,7 @@ class JobOut(BaseModel):
                 engine_s=job.engine_s,
                 total_s=None if finished is None else finished - job.created_at,
             ),
-            attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error,
+            attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error, partial=job.partial,
         )
 
 

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import redis
-from fpf_client.errors import FpfError
+from fpf_client.errors import FpfError, TimeLimitExceeded
 
 from .records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
 
 log = logging.getLogger(__name__)
 
-#: Upper bounds (seconds) of the job-duration histogram served on /metrics.
 #: kombu's separator between a queue name and its priority step.
 _PRIORITY_SEP = "\x06\x16"
 
+#: Upper bounds (seconds) of the job-duration histogram served on /metrics.
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 
 
@@ -251,15 +251,29 @@ class JobStore:
         pipe.execute()
 
     # --- jobs: the state machine --------------------------------------------------------
-    def claim(self, job_id: str, dispatch: int, worker: str, heartbeat_ttl_s: float) -> Job | None:
-        """queued -> running for the delivery ``dispatch``; None when the message is stale."""
+    def claim(self, job_id: str, dispatch: int, worker: str, heartbeat_ttl_s: float, *,
+              max_running: int | None = None, defer_s: float = 0.0) -> Job | None:
+        """queued -> running for the delivery ``dispatch``; None when the message is stale.
+
+        With ``max_running``, a job whose tenant already runs that many is deferred instead: it
+        stays queued under the next dispatch number, due ``defer_s`` from now, and the job is
+        returned with status queued (the caller sends that dispatch with a countdown). The count
+        and the claim are one transaction, so two workers never pass the limit together.
+        """
         now = time.time()
+        tenant = self.redis.hget(self.keys.job(job_id), "tenant") or DEFAULT_TENANT
+        running = self.keys.tenant_jobs_in(tenant, JobStatus.RUNNING)
+
+        def changes(job: Job) -> dict[str, Any]:
+            if max_running is not None and self.redis.scard(running) >= max_running:
+                return {"dispatch": job.dispatch + 1, "sent_at": now + defer_s}
+            return {"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1,
+                    "worker": worker, "progress": None}
+
         return self._transition(
             job_id,
             lambda job: job.status is JobStatus.QUEUED and job.dispatch == dispatch and not job.cancel_requested,
-            lambda job: {"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1,
-                         "worker": worker, "progress": None},
-            heartbeat=(dispatch, heartbeat_ttl_s),
+            changes, heartbeat=(dispatch, heartbeat_ttl_s), watch=(running,),
         )
 
     def beat(self, job_id: str, dispatch: int, ttl_s: float) -> None:
@@ -305,20 +319,25 @@ class JobStore:
         self._transition(job_id, lambda job: not job.status.is_final and not job.cancel_requested, changes)
         return self.get_job(job_id)
 
-    def requeue_lost(self, job: Job, max_attempts: int) -> Job | None:
+    def requeue_lost(self, job: Job, max_attempts: int, hard_time_limit_s: float = float("inf")) -> Job | None:
         """Settle a running job whose heartbeat expired: re-queue it with a new dispatch number,
-        or end it (cancelled when asked to, failed after ``max_attempts``). None when it changed meanwhile."""
+        or end it (cancelled when asked to, failed when its run had passed ``hard_time_limit_s``,
+        which would happen again, or after ``max_attempts``). None when it changed meanwhile."""
         now = time.time()
 
         def changes(current: Job) -> dict[str, Any]:
             if current.cancel_requested:
                 return {"status": JobStatus.CANCELLED, "finished_at": now}
+            if current.started_at is not None and now - current.started_at >= hard_time_limit_s:
+                error = TimeLimitExceeded(f"the run passed its time limit of {hard_time_limit_s:g} s and its "
+                                          f"worker ({current.worker}) was stopped", limit=hard_time_limit_s)
+                return {"status": JobStatus.FAILED, "finished_at": now, "error": error.to_problem()}
             if current.attempts >= max_attempts:
                 detail = (f"the worker running this job was lost {current.attempts} times "
                           f"(max_attempts={max_attempts}); last on {current.worker}")
                 return {"status": JobStatus.FAILED, "finished_at": now, "error": FpfError(detail).to_problem()}
             return {"status": JobStatus.QUEUED, "dispatch": current.dispatch + 1, "progress": None,
-                    "started_at": None, "worker": None}
+                    "started_at": None, "worker": None, "sent_at": now}
 
         return self._transition(
             job.id,
@@ -326,6 +345,16 @@ class JobStore:
             and not self.is_alive(current),
             changes,
         )
+
+    def resend(self, job: Job) -> Job | None:
+        """A queued job under the next dispatch number, for a message that was lost; None when it changed."""
+        now = time.time()
+        return self._transition(job.id, lambda current: current.status is JobStatus.QUEUED
+                                and current.dispatch == job.dispatch,
+                                lambda current: {"dispatch": current.dispatch + 1, "sent_at": now})
+
+    def queued_job_ids(self) -> list[str]:
+        return list(self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)))
 
     def abandon(self, job_id: str, error: dict[str, Any]) -> Job | None:
         """queued -> failed, for a job that could not be handed to the queue."""
@@ -360,18 +389,41 @@ class JobStore:
 
     def queue_depth(self, queue: str) -> int:
         """Messages waiting in a Celery queue (kombu keeps one Redis list per priority step)."""
-        names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in (3, 6, 9)]
         pipe = self.redis.pipeline()
-        for name in names:
+        for name in self._queue_lists(queue):
             pipe.llen(self.keys.broker + name)
         return int(sum(pipe.execute()))
+
+    @staticmethod
+    def _queue_lists(queue: str) -> list[str]:
+        """kombu's Redis lists of a queue: one per priority step."""
+        return [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in (3, 6, 9)]
+
+    def waiting_task_ids(self, queue: str) -> set[str]:
+        """Ids of the task messages waiting in a Celery queue (not those a worker has taken).
+
+        kombu's Redis transport keeps each message as JSON with the Celery headers, ``id`` among them.
+        """
+        pipe = self.redis.pipeline()
+        for name in self._queue_lists(queue):
+            pipe.lrange(self.keys.broker + name, 0, -1)
+        ids = set()
+        for message in (m for messages in pipe.execute() for m in messages):
+            try:
+                ids.add(json.loads(message)["headers"]["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
 
     def durations(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
 
     # --- internals ----------------------------------------------------------------------
-    def _transition(self, job_id: str, allowed, changes, *, heartbeat: tuple[int, float] | None = None) -> Job | None:
-        """Apply ``changes(job)`` when ``allowed(job)``, atomically; the new job, or None."""
+    def _transition(self, job_id: str, allowed, changes, *, heartbeat: tuple[int, float] | None = None,
+                    watch: tuple[str, ...] = ()) -> Job | None:
+        """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
+        ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
+        starts running."""
         key = self.keys.job(job_id)
 
         def apply(pipe: redis.client.Pipeline) -> Job | None:
@@ -392,7 +444,7 @@ class JobStore:
                 if new_status.is_final:
                     pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
                     pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
-            if heartbeat is not None:
+            if heartbeat is not None and new_status is JobStatus.RUNNING:
                 dispatch, ttl_s = heartbeat
                 pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
             pipe.publish(self.keys.events(job_id), "status")
@@ -400,7 +452,7 @@ class JobStore:
                 setattr(job, name, value)
             return job
 
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        return self.redis.transaction(apply, key, *watch, value_from_callable=True)
 
 
 def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]) -> None:

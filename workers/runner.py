@@ -13,21 +13,24 @@ import os
 import socket
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
-from fpf_client.errors import FpfError, InvalidModel, ModelNotFound
+from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitExceeded
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
 from service.artifacts import ArtifactStore
+from service.dispatch import Dispatcher
 from service.records import Job, JobStatus, Model, ModelStatus
 from service.settings import Settings
 from service.store import JobStore
 
 from .heartbeat import Heartbeat
+from .results import result_arrays
 
 if TYPE_CHECKING:
     from workers.engine import StepModel
@@ -43,6 +46,22 @@ IDLE_CHECK_S = 1.0
 
 class StopJob(Exception):
     """Raised from the progress callback to stop the engine: cancelled, deleted or taken over."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """What one run of a job may take: the engine's wall time (then it returns a partial result)
+    and the size of the result."""
+
+    deadline: float  #: time.monotonic() at which the engine stops searching
+    max_result_bytes: int
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def wire(self) -> dict[str, float]:
+        """The limits as the sandboxed child receives them."""
+        return {"time_limit_s": self.remaining_s(), "max_result_bytes": self.max_result_bytes}
 
 
 class ProgressReporter:
@@ -89,8 +108,9 @@ class Models(Protocol):
         """Load the model file at ``path`` for its record's tenant; its format, shapes and dynamics."""
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
-        """Find the fixed points of a job of the record's tenant; the result and the engine's seconds."""
+              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
+        """Find the fixed points of a job of the record's tenant within ``limits``; the result and the
+        engine's seconds."""
 
 
 class SandboxedModels:
@@ -103,10 +123,10 @@ class SandboxedModels:
         return self.pool.get(record.tenant).describe(_wire(record), path.read_bytes)
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
+              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
         sandbox = self.pool.get(record.tenant)
         result, engine_s = sandbox.solve(_wire(record), path.read_bytes, arrays_path.read_bytes(),
-                                         options.model_dump(mode="json"), reporter)
+                                         options.model_dump(mode="json"), reporter, limits=limits.wire())
         return FixedPoints.load(result), engine_s  # parsed (no pickles), so only known fields are kept
 
 
@@ -125,14 +145,15 @@ class InProcessModels:
         return self._get(record, path).describe()
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter) -> tuple[FixedPoints, float]:
+              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
         from workers.engine import find_fixed_points
 
         model = self._get(record, path)
         with np.load(arrays_path, allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
         start = time.perf_counter()
-        fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress)
+        fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress,
+                                         time_limit_s=limits.remaining_s())
         return fixed_points, time.perf_counter() - start
 
     def _get(self, record: Model, path: Path) -> StepModel:
@@ -152,23 +173,36 @@ class InProcessModels:
 class JobRunner:
     """Run one delivery of a job, from claim to stored result."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models) -> None:
+    def __init__(self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models,
+                 dispatcher: Dispatcher) -> None:
         self.store = store
         self.artifacts = artifacts
         self.settings = settings
         self.models = models
+        self.dispatcher = dispatcher
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job_id: str, dispatch: int) -> None:
-        """Claim delivery ``dispatch`` (skip it when stale), solve, store the result, record the end."""
-        job = self.store.claim(job_id, dispatch, self.worker, self.settings.heartbeat_ttl_s)
+        """Claim delivery ``dispatch`` (skip it when stale, defer it while its tenant is at its
+        running-jobs quota), solve, store the result, record the end."""
+        claimed_at = time.monotonic()
+        job = self.store.claim(job_id, dispatch, self.worker, self.settings.heartbeat_ttl_s,
+                               max_running=self.settings.quota_running_jobs,
+                               defer_s=self.settings.running_quota_retry_s)
         if job is None:
             log.info("job %s: delivery %d is stale or cancelled; skipped", job_id, dispatch)
             return
+        if job.status is JobStatus.QUEUED:
+            log.info("job %s: tenant %s runs its quota of %s jobs; tried again in %g s (dispatch %d)", job_id,
+                     job.tenant, self.settings.quota_running_jobs, self.settings.running_quota_retry_s, job.dispatch)
+            self.dispatcher.run_job(job_id, job.dispatch, countdown_s=self.settings.running_quota_retry_s)
+            return
+        limits = RunLimits(deadline=claimed_at + self.settings.soft_time_limit_s,
+                           max_result_bytes=self.settings.max_result_bytes)
         log.info("job %s: attempt %d started on %s", job_id, job.attempts, self.worker)
         with Heartbeat(self.store, job_id, dispatch, interval_s=self.settings.heartbeat_interval_s,
                        ttl_s=self.settings.heartbeat_ttl_s):
-            status, changes = self._execute(job)
+            status, changes = self._execute(job, limits)
         finished = self.store.finish(job_id, dispatch, status, **changes)
         if finished is None:
             log.info("job %s: delivery %d no longer owns the job; outcome %s dropped", job_id, dispatch, status.value)
@@ -176,42 +210,52 @@ class JobRunner:
         log.info("job %s: %s", job_id, status.value)
         self.store.observe_duration(finished.finished_at - finished.created_at)
 
-    def _execute(self, job: Job) -> tuple[JobStatus, dict[str, Any]]:
+    def _execute(self, job: Job, limits: RunLimits) -> tuple[JobStatus, dict[str, Any]]:
         """The final status and the fields to record with it; every failure becomes a problem document."""
         try:
-            fixed_points, engine_s = self._solve(job)
+            fixed_points, engine_s = self._solve(job, limits)
+            arrays = result_arrays(fixed_points, limits.max_result_bytes)
             with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
                 # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
-                np.savez(out, **fixed_points.to_npz_arrays())
+                np.savez(out, **arrays)
         except StopJob as stop:
             log.info("job %s: stopped: %s", job.id, stop)
             return JobStatus.CANCELLED, {}
-        except SoftTimeLimitExceeded:
-            limit = self.settings.soft_time_limit_s
-            return JobStatus.FAILED, {"error": FpfError(f"the job ran past its time limit of {limit} s").to_problem()}
+        except SoftTimeLimitExceeded:  # Celery's soft limit is fpf's hard one
+            limit = self.settings.hard_time_limit_s
+            log.info("job %s: stopped at its hard time limit of %g s", job.id, limit)
+            error = TimeLimitExceeded(f"the job ran past its hard time limit of {limit:g} s "
+                                      f"(the search itself stops at {self.settings.soft_time_limit_s:g} s)",
+                                      limit=limit)
+            return JobStatus.FAILED, {"error": error.to_problem()}
         except FpfError as exc:
             log.info("job %s: failed: %s", job.id, exc)
             return JobStatus.FAILED, {"error": exc.to_problem()}
         except Exception as exc:
             log.exception("job %s: the engine failed", job.id)
             return JobStatus.FAILED, {"error": FpfError(f"{type(exc).__name__}: {exc}").to_problem()}
-        return JobStatus.SUCCEEDED, {"engine_s": engine_s}
+        partial = bool(fixed_points.info.get("partial"))
+        if partial:
+            log.info("job %s: partial result: %s", job.id, fixed_points.info.get("partial_reason"))
+        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial}
 
-    def _solve(self, job: Job) -> tuple[FixedPoints, float]:
+    def _solve(self, job: Job, limits: RunLimits) -> tuple[FixedPoints, float]:
         record, path = _stored_model(self.store, self.artifacts, job.model_id, job.tenant)
         options = FinderOptions.model_validate(job.options)
         reporter = ProgressReporter(self.store, job.id, job.dispatch)
-        return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter)
+        return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter, limits)
 
 
-def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, model_id: str, tenant: str) -> None:
+def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, model_id: str, tenant: str, *,
+                   max_n_states: int | None = None, max_n_inputs: int | None = None) -> None:
     """Load a freshly uploaded model: ``tenant``'s record becomes ``ready`` with its shapes, or ``invalid``
-    with the loader's reason."""
+    with the loader's reason (or because it has more states or inputs than the server accepts)."""
     record = store.get_model(model_id, tenant)
     if record is None or record.status is not ModelStatus.VALIDATING:
         return
     try:
         described = models.describe(record, artifacts.model_path(model_id))
+        _check_dimensions(described, max_n_states=max_n_states, max_n_inputs=max_n_inputs)
     except FpfError as exc:
         error = exc if isinstance(exc, InvalidModel) else InvalidModel(f"the model cannot be loaded: {exc.detail}")
     except Exception as exc:
@@ -225,6 +269,16 @@ def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, mo
     store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
                        error=error.to_problem())
     log.info("model %s: invalid: %s", model_id, error.detail)
+
+
+def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, max_n_inputs: int | None) -> None:
+    """InvalidModel when a described model has more states or inputs than the server's limits."""
+    for name, limit, setting in (("n_states", max_n_states, "FPF_MAX_N_STATES"),
+                                 ("n_inputs", max_n_inputs, "FPF_MAX_N_INPUTS")):
+        value = described.get(name)
+        if limit is not None and value is not None and value > limit:
+            raise InvalidModel(f"the model has {name} = {value}; this server accepts at most {limit} ({setting})",
+                               limit=limit)
 
 
 def _stored_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from celery import signals
 
 from service.artifacts import ArtifactStore
-from service.dispatch import RUN_JOB, VALIDATE_MODEL
+from service.dispatch import RUN_JOB, VALIDATE_MODEL, Dispatcher
 from service.records import DEFAULT_TENANT
 from service.settings import Settings, get_settings
 from service.store import JobStore
@@ -30,7 +30,7 @@ def _runner() -> runner.JobRunner:
     settings = get_settings()
     store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
-    return runner.JobRunner(store, artifacts, settings, _models(settings))
+    return runner.JobRunner(store, artifacts, settings, _models(settings), Dispatcher(app, settings.queue))
 
 
 def _models(settings: Settings) -> runner.Models:
@@ -38,7 +38,7 @@ def _models(settings: Settings) -> runner.Models:
         return runner.InProcessModels()
     from .sandbox import Limits, SandboxPool
 
-    cpu_s = settings.sandbox_cpu_s or settings.soft_time_limit_s * settings.torch_threads(runtime.POOL_CONCURRENCY)
+    cpu_s = settings.sandbox_cpu_s or settings.hard_time_limit_s * settings.torch_threads(runtime.POOL_CONCURRENCY)
     limits = Limits(memory_bytes=settings.sandbox_memory_bytes, cpu_s=cpu_s, disk_bytes=settings.sandbox_disk_bytes)
     return runner.SandboxedModels(SandboxPool(limits, data_dir=settings.data_dir, spare=settings.sandbox_spare))
 
@@ -47,7 +47,9 @@ def _models(settings: Settings) -> runner.Models:
 def validate_model(model_id: str, tenant: str = DEFAULT_TENANT) -> None:
     """Load an uploaded model and mark ``tenant``'s record of it ready or invalid."""
     job_runner = _runner()
-    runner.validate_model(job_runner.store, job_runner.artifacts, job_runner.models, model_id, tenant)
+    settings = job_runner.settings
+    runner.validate_model(job_runner.store, job_runner.artifacts, job_runner.models, model_id, tenant,
+                          max_n_states=settings.max_n_states, max_n_inputs=settings.max_n_inputs)
 
 
 @app.task(name=RUN_JOB)

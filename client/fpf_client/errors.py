@@ -33,6 +33,8 @@ class ErrorCode(str, Enum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAUTHENTICATED = "unauthenticated"
     QUOTA_EXCEEDED = "quota_exceeded"
+    TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
+    RESULT_TOO_LARGE = "result_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL = "internal"
 
@@ -67,6 +69,8 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.TIME_LIMIT_EXCEEDED: 422,
+    ErrorCode.RESULT_TOO_LARGE: 413,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
@@ -157,6 +161,8 @@ JobFailed = _error_class("JobFailed", ErrorCode.JOB_FAILED)
 JobCancelled = _error_class("JobCancelled", ErrorCode.JOB_CANCELLED)
 Unauthenticated = _error_class("Unauthenticated", ErrorCode.UNAUTHENTICATED)
 QuotaExceeded = _error_class("QuotaExceeded", ErrorCode.QUOTA_EXCEEDED)
+TimeLimitExceeded = _error_class("TimeLimitExceeded", ErrorCode.TIME_LIMIT_EXCEEDED)
+ResultTooLarge = _error_class("ResultTooLarge", ErrorCode.RESULT_TOO_LARGE)
 ServiceUnavailable = _error_class("ServiceUnavailable", ErrorCode.SERVICE_UNAVAILABLE)
 
 ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
@@ -165,7 +171,7 @@ ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
         InvalidRequest, NotFound, MethodNotAllowed, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
         UnsupportedMediaType, InvalidModel, IdempotencyConflict, ModelNotFound, ModelNotReady,
         JobNotFound, JobNotFinished, JobFailed, JobCancelled, Unauthenticated, QuotaExceeded,
-        ServiceUnavailable,
+        TimeLimitExceeded, ResultTooLarge, ServiceUnavailable,
     )
 }
 ERROR_CLASSES[ErrorCode.INTERNAL] = FpfError

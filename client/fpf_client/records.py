@@ -76,6 +76,8 @@ class JobRecord(_Record):
     attempts: int | None = None
     cancel_requested: bool | None = None
     error: dict[str, Any] | None = None
+    #: True when the job's wall-time limit stopped the search and the result holds what was found by then.
+    partial: bool | None = None
 
     @property
     def is_final(self) -> bool:

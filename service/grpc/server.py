@@ -23,7 +23,7 @@ from workers.celery_app import make_celery
 from ..artifacts import ArtifactStore
 from ..auth import Authenticator, UnsafeBind, check_bind
 from ..dispatch import Dispatcher
-from ..janitor import Janitor
+from ..janitor import Janitor, JanitorPolicy
 from ..keys import KeyStore
 from ..quotas import QuotaLimits, Quotas
 from ..settings import Settings, get_settings
@@ -71,7 +71,7 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
     dispatcher = Dispatcher(make_celery(settings), settings.queue)
-    janitor = Janitor(store, artifacts, dispatcher, settings.max_attempts)
+    janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fpf-grpc"),

@@ -62,7 +62,9 @@ class LiveService:
     data_dir: Path
     log_dir: Path
     gateway: subprocess.Popen | None = None
+    #: The worker started last; ``workers`` holds every one started.
     worker: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
     _workers_started: int = field(default=0)
 
     # --- processes ----------------------------------------------------------------------
@@ -77,6 +79,7 @@ class LiveService:
              "--without-gossip"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        self.workers.append(self.worker)
         self.wait_ready()
         return self.worker
 
@@ -113,7 +116,7 @@ class LiveService:
         self.worker.wait(10)
 
     def stop(self) -> None:
-        for process in (self.gateway, self.worker):
+        for process in (self.gateway, *self.workers):
             if process is not None:
                 _stop(process)
 
@@ -197,3 +200,23 @@ def random_states(n: int, d: int = 8, seed: int = 0) -> list[list[float]]:
     import numpy as np
 
     return np.random.default_rng(seed).normal(size=(n, d)).round(6).tolist()
+
+
+@contextmanager
+def grpc_server(service: LiveService, timeout_s: float = START_TIMEOUT_S) -> Iterator[str]:
+    """An ``fpf-server grpc`` process on ``service``'s Redis and data; yields its ``host:port``."""
+    import grpc
+
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    with open(service.log_dir / "grpc.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+            cwd=REPO, env=service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            with grpc.insecure_channel(target) as channel:
+                grpc.channel_ready_future(channel).result(timeout=timeout_s)
+            yield target
+        finally:
+            _stop(process)

@@ -12,7 +12,7 @@ import pytest
 from service_harness import REDIS_DB
 
 from service.artifacts import ArtifactStore
-from service.janitor import Janitor
+from service.janitor import Janitor, JanitorPolicy
 from service.records import Job, JobStatus
 from service.store import JobStore
 
@@ -49,7 +49,8 @@ def _new_job(store: JobStore) -> Job:
 
 def _janitor(store: JobStore, tmp_path: Path, max_attempts: int = 2) -> tuple[Janitor, RecordingDispatcher]:
     dispatcher = RecordingDispatcher()
-    return Janitor(store, ArtifactStore(tmp_path), dispatcher, max_attempts), dispatcher  # type: ignore[arg-type]
+    janitor = Janitor(store, ArtifactStore(tmp_path), dispatcher, JanitorPolicy(max_attempts=max_attempts))  # type: ignore[arg-type]
+    return janitor, dispatcher
 
 
 def _expire_heartbeat(store: JobStore, job: Job) -> None:

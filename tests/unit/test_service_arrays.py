@@ -89,3 +89,17 @@ def test_fingerprint_depends_on_content_not_on_encoding() -> None:
     assert fingerprint("m", "{}", a) == fingerprint("m", "{}", np.asfortranarray(a))
     assert fingerprint("m", "{}", a) != fingerprint("m", "{}", a.T)
     assert fingerprint("m", "{}", a) != fingerprint("m", '{"x": 1}', a)
+
+
+@pytest.mark.parametrize("states, inputs, field", [
+    (np.zeros((2, 9)), None, "initial_states"),  # a model whose shapes are not known yet
+    (np.zeros((2, 4)), np.zeros((1, 6)), "inputs"),
+])
+def test_dimensions_over_the_server_limits_are_payload_too_large(states: np.ndarray, inputs: np.ndarray | None,
+                                                                 field: str) -> None:
+    with pytest.raises(PayloadTooLarge) as refused:
+        check_job_arrays(states, inputs, n_states=None, n_inputs=None, max_initial_states=10,
+                         max_n_states=8, max_n_inputs=5)
+    assert refused.value.extra == {"field": field, "limit": 8 if field == "initial_states" else 5}
+    check_job_arrays(states[:, :8], None if inputs is None else inputs[:, :5], n_states=None, n_inputs=None,
+                     max_initial_states=10, max_n_states=8, max_n_inputs=5)

@@ -76,11 +76,15 @@ class Child:
         from fpf_client.errors import FpfError
 
         try:
+            received = time.monotonic()
             model = self.model(request["model"])
             if request["op"] == "describe":
                 write_frame(self.answers, {"type": "described", "model": model.describe()})
             elif request["op"] == "solve":
-                result, engine_s = self.solve(model, payload, request["options"])
+                limits = dict(request.get("limits") or {})
+                if "time_limit_s" in limits:  # loading the model took part of it
+                    limits["time_limit_s"] = max(0.0, limits["time_limit_s"] - (time.monotonic() - received))
+                result, engine_s = self.solve(model, payload, request["options"], **limits)
                 write_frame(self.answers, {"type": "result", "engine_s": engine_s}, result)
             else:
                 raise FpfError(f"unknown request {request['op']!r}")
@@ -121,21 +125,25 @@ class Child:
             self.models.popitem(last=False)
         return model
 
-    def solve(self, model: Any, arrays_npz: bytes, options: dict[str, Any]) -> tuple[bytes, float]:
-        """Run the engine on the job's arrays; the result as ``.npz`` bytes and the engine's seconds."""
+    def solve(self, model: Any, arrays_npz: bytes, options: dict[str, Any], *, time_limit_s: float | None = None,
+              max_result_bytes: int | None = None) -> tuple[bytes, float]:
+        """Run the engine on the job's arrays (its search stopped after ``time_limit_s``); the result as
+        ``.npz`` bytes, refused past ``max_result_bytes``, and the engine's seconds."""
         import numpy as np
         from fpf_client.options import FinderOptions
 
         from workers.engine import find_fixed_points
+        from workers.results import result_arrays
 
         with np.load(io.BytesIO(arrays_npz), allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
         start = time.perf_counter()
         fixed_points = find_fixed_points(model, initial_states, inputs, FinderOptions.model_validate(options),
-                                         progress=self.report)
+                                         progress=self.report, time_limit_s=time_limit_s)
         engine_s = time.perf_counter() - start
         out = io.BytesIO()
-        np.savez(out, **fixed_points.to_npz_arrays())  # uncompressed: floats hardly compress
+        # uncompressed: floats hardly compress
+        np.savez(out, **result_arrays(fixed_points, max_result_bytes))
         return out.getvalue(), engine_s
 
     def report(self, progress: dict[str, Any]) -> None:

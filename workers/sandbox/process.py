@@ -70,10 +70,15 @@ class Sandbox:
         return header["model"]
 
     def solve(self, record: dict[str, Any], model_bytes: Callable[[], bytes], arrays_npz: bytes,
-              options: dict[str, Any], listener: Listener) -> tuple[bytes, float]:
-        """Run the engine on a job's arrays; the result ``.npz`` bytes and the engine's seconds."""
-        header, payload = self._exchange({"op": "solve", "model": record, "options": options}, arrays_npz,
-                                         model_bytes, listener)
+              options: dict[str, Any], listener: Listener, *, limits: dict[str, float] | None = None
+              ) -> tuple[bytes, float]:
+        """Run the engine on a job's arrays; the result ``.npz`` bytes and the engine's seconds.
+
+        ``limits`` may hold ``time_limit_s`` (the search then stops with a partial result) and
+        ``max_result_bytes`` (a larger result is refused with ``result_too_large``).
+        """
+        request = {"op": "solve", "model": record, "options": options, "limits": limits or {}}
+        header, payload = self._exchange(request, arrays_npz, model_bytes, listener)
         return payload, float(header["engine_s"])
 
     # --- life ---------------------------------------------------------------------------

@@ -53,6 +53,8 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.IDEMPOTENCY_CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.QUOTA_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.TIME_LIMIT_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
@@ -269,7 +271,7 @@ def job_message(job: Mapping[str, Any]) -> Any:
         created_at=_timestamp(job.get("created_at")), started_at=_timestamp(job.get("started_at")),
         finished_at=_timestamp(job.get("finished_at")), timings=pb2.Timings(**timings),
         attempts=job["attempts"], cancel_requested=job["cancel_requested"],
-        error_json=_json_or_empty(job.get("error")),
+        error_json=_json_or_empty(job.get("error")), partial=bool(job.get("partial")),
     )
 
 
@@ -289,4 +291,5 @@ def job_fields(message: Any) -> dict[str, Any]:
         "started_at": _datetime(message, "started_at"), "finished_at": _datetime(message, "finished_at"),
         "timings": timings, "attempts": message.attempts, "cancel_requested": message.cancel_requested,
         "error": json.loads(message.error_json) if message.error_json else None,
+        "partial": message.partial,
     }
