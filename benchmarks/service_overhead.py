@@ -1,7 +1,9 @@
 """Service overhead: what a small job costs end to end beyond the engine's own time.
 
 Starts a gateway and one warm worker (the integration-test harness, against the Redis at
-127.0.0.1:6379) unless ``--url`` names a running service, then measures
+127.0.0.1:6379; models run in the bubblewrap sandbox, as in production) with a queued-jobs quota
+that admits the whole burst, unless ``--url`` names a running service (whose
+``FPF_QUOTA_QUEUED_JOBS`` must then admit ``--burst`` jobs), then measures
 
 * overhead = client-measured end-to-end time (POST until the ``end`` event) minus the
   engine time the worker recorded, for ``--jobs`` small jobs one after another (p50, p95);
@@ -73,10 +75,13 @@ def run_one(http: httpx.Client, model_id: str, seed: int) -> tuple[float, dict[s
 def burst(http: httpx.Client, model_id: str, n_jobs: int) -> float:
     """Submit ``n_jobs`` at once (32 client threads); seconds until the last one finished."""
     started = time.perf_counter()
+    def submit(seed: int) -> str:
+        response = http.post("/v1/jobs", json={"model_id": model_id, "initial_states": states(seed), "options": OPTIONS})
+        response.raise_for_status()  # a 429 here: the service's queued-jobs quota is below the burst
+        return response.json()["id"]
+
     with ThreadPoolExecutor(32) as pool:
-        ids = list(pool.map(lambda seed: http.post("/v1/jobs", json={
-            "model_id": model_id, "initial_states": states(seed), "options": OPTIONS}).json()["id"],
-            range(1000, 1000 + n_jobs)))
+        ids = list(pool.map(submit, range(1000, 1000 + n_jobs)))
     pending = set(ids)
     while pending:
         done = {j["id"] for j in http.get("/v1/jobs", params={"status": "succeeded", "limit": 1000}).json()}
@@ -150,9 +155,9 @@ def main() -> None:
             measure(args.url, model_path, args.jobs, args.burst)
             return
         sys.path.insert(0, str(REPO / "tests" / "integration"))
-        from service_harness import start_service  # noqa: E402 (the integration-test harness)
+        from service_harness import start_service  # the integration-test harness
 
-        with start_service(Path(tmp)) as service:
+        with start_service(Path(tmp), FPF_QUOTA_QUEUED_JOBS=str(args.burst)) as service:
             measure(service.url, model_path, args.jobs, args.burst)
 
 
