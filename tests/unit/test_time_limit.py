@@ -8,13 +8,12 @@ import resource
 import numpy as np
 import pytest
 import torch
-
 from fpf_client.options import FinderOptions
+from test_solvers import Tanh, grid, roll_weights, same_set, true_roots
+
 from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
-
-from test_solvers import Tanh, grid, roll_weights, same_set, true_roots
 
 torch.set_num_threads(1)
 
