@@ -10,15 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from service_harness import LiveService, random_states, start_service
+from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
 from service.keys import KeyStore
 
 pytestmark = pytest.mark.integration
 
 RETRY_S = 1.0
-#: Adam that may not stop before its last iteration: minutes of work, cancelled by the test.
-ENDLESS_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 200_000, "tol_q": 1e-30, "tol_dq": 0}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +69,7 @@ def test_a_tenant_at_its_running_limit_waits_while_others_run(clients: dict[str,
                                                               tanh_rnn_path: Path) -> None:
     a, b = clients["lab-a"], clients["lab-b"]
     model_a, model_b = _model(a, tanh_rnn_path), _model(b, tanh_rnn_path)
-    slow = _submit(a, model_a, 1024, **ENDLESS_OPTIONS)
+    slow = _submit(a, model_a, 1024, **SLOW_OPTIONS)
     assert _wait(a, slow, {"running", "succeeded", "failed"})["status"] == "running"
     waiting = _submit(a, model_a)
     other = _submit(b, model_b)
