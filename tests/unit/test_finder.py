@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fpf_client.errors import NonFinite, ShapeMismatch
-from workers.engine import find_fixed_points, load_model, sample_states
+from workers.engine import as_step_model, find_fixed_points, load_model, sample_states
 
 from test_solvers import Tanh, grid, roll_weights
 
@@ -68,6 +68,27 @@ def test_chunks_give_the_same_points_as_one_batch():
     chunked = find_fixed_points(Tanh(roll_weights(4)), x0, dtype="float64", device="cpu", batch_size=7)
     assert whole.n == chunked.n == 9
     assert all(x in chunked for x in whole.xstar)
+
+
+@pytest.mark.parametrize("method", ["newton", "adam"])
+def test_each_root_is_reported_once_to_the_precision_of_its_dtype(method):
+    """h' = A h + u with known root (I - A)^-1 u: samples that stopped at different distances
+    below tol_q are polished onto the root and merge, even at a tight tol_unique."""
+    rng = np.random.default_rng(3)
+    a = 0.5 * np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    u = np.array([[0.1, -0.2, 0.3, 0.05]])
+    root = np.linalg.solve(np.eye(4) - a, u[0])
+
+    def linear(u_: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return h @ torch.as_tensor(a).T + u_
+
+    fps = find_fixed_points(
+        as_step_model(linear, n_states=4, n_inputs=4), rng.normal(size=(32, 4)), u,
+        method=method, dtype="float64", tol_unique=1e-9, max_iters=20000,
+    )
+    assert fps.n == 1
+    np.testing.assert_allclose(fps.xstar[0], root, atol=1e-12)
+    assert fps.certified.all()
 
 
 def test_slow_points_are_returned_apart_from_fixed_points():
