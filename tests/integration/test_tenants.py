@@ -10,7 +10,9 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from service_harness import LiveService, random_states, start_service
+from fpf_client import Client
+from fpf_client.errors import JobNotFound, ModelNotFound, Unauthenticated
+from service_harness import LiveService, grpc_server, random_states, start_service
 
 from service.keys import KeyStore, Role
 
@@ -172,3 +174,22 @@ def test_idempotency_keys_are_per_tenant(a: httpx.Client, b: httpx.Client, a_wor
     assert (from_a.status_code, from_b.status_code) == (202, 202)
     assert from_a.json()["id"] != from_b.json()["id"]
     assert b.post("/v1/jobs", content=body, headers=headers).json()["id"] == from_b.json()["id"]
+
+
+def test_grpc_takes_the_same_keys_and_scopes_tenants_the_same(service: LiveService, keys: dict[str, str],
+                                                               a_world: dict[str, Any]) -> None:
+    job_id, private_model_id = a_world["job"]["id"], a_world["private_model_id"]
+    with grpc_server(service) as target:
+        for key in (None, "fpf_0000_forged"):
+            with Client(f"grpc://{target}", api_key=key) as stranger, pytest.raises(Unauthenticated):
+                stranger.list_models()
+        with Client(f"grpc://{target}", api_key=keys["a"]) as a_rpc, \
+                Client(f"grpc://{target}", api_key=keys["b"]) as b_rpc:
+            assert a_rpc.get_job(job_id).status == "succeeded"
+            assert a_rpc.get_job(job_id).result().n >= 1
+            with pytest.raises(JobNotFound):
+                b_rpc.get_job(job_id)
+            with pytest.raises(ModelNotFound):
+                b_rpc.get_model(private_model_id)
+            assert job_id not in {job.id for job in b_rpc.list_jobs()}
+            assert private_model_id not in {model.id for model in b_rpc.list_models()}
