@@ -110,10 +110,12 @@ class LiveService:
         """PIDs of the worker's pool processes."""
         return children_of(self.worker.pid) if self.worker is not None else []
 
-    def kill_worker(self) -> None:
-        """SIGKILL the whole worker: its main process and its pool, no chance to clean up."""
-        os.killpg(self.worker.pid, signal.SIGKILL)
-        self.worker.wait(10)
+    def kill_worker(self, worker: subprocess.Popen | None = None) -> None:
+        """SIGKILL a whole worker (the last started by default): its main process and its pool, no chance
+        to clean up."""
+        worker = worker or self.worker
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
 
     def stop(self) -> None:
         for process in (self.gateway, *self.workers):

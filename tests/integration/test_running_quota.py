@@ -1,5 +1,6 @@
 """The per-tenant running-jobs quota on a live service with two workers: a tenant at its limit waits
-queued while a worker is free, other tenants' jobs run meanwhile, and its job starts once a slot frees."""
+queued while a worker is free, other tenants' jobs run meanwhile, and its job starts once a slot frees;
+a deferred job's message held by a worker that is killed is sent again by the janitor."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import httpx
 import pytest
 from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
+from service.dispatch import task_id
 from service.keys import KeyStore
+from service.store import JobStore
 
 pytestmark = pytest.mark.integration
 
 RETRY_S = 1.0
+RESEND_AFTER_S = 3.0
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    settings = {"FPF_QUOTA_RUNNING_JOBS": "1", "FPF_RUNNING_QUOTA_RETRY_S": str(RETRY_S)}
+    settings = {"FPF_QUOTA_RUNNING_JOBS": "1", "FPF_RUNNING_QUOTA_RETRY_S": str(RETRY_S),
+                "FPF_RESEND_QUEUED_AFTER_S": str(RESEND_AFTER_S)}
     with start_service(tmp_path_factory.mktemp("fpf-running-quota"), **settings) as live:
         live.start_worker()  # a second worker: one is free while lab A runs its one job
         yield live
@@ -86,3 +91,34 @@ def test_a_tenant_at_its_running_limit_waits_while_others_run(clients: dict[str,
     done = _wait(a, waiting, {"succeeded", "failed"})
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     assert time.monotonic() - started < 10 * RETRY_S + 10
+
+
+def test_a_deferred_message_held_by_a_killed_worker_is_sent_again(service: LiveService,
+                                                                    clients: dict[str, httpx.Client],
+                                                                    tanh_rnn_path: Path) -> None:
+    """A deferred job's message waits in a worker until its countdown ends, out of the queue. Killed
+    there, the broker would hand it back only after its visibility timeout (an hour); the janitor sends
+    it again."""
+    a = clients["lab-a"]
+    model = _model(a, tanh_rnn_path)
+    slow = _submit(a, model, 1024, **SLOW_OPTIONS)
+    assert _wait(a, slow, {"running", "succeeded", "failed"})["status"] == "running"
+    deferred = _submit(a, model)
+    store = JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # deferred at least once, its message held by the free worker
+            job = store.get_job(deferred)
+            if job.dispatch > 1 and task_id(job.id, job.dispatch) not in store.waiting_task_ids("gpu"):
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+    finally:
+        store.redis.close()
+    for worker in list(service.workers):
+        service.kill_worker(worker)
+    a.post(f"/v1/jobs/{slow}/cancel")  # its lost run ends cancelled instead of running again
+    service.start_worker()
+    done = _wait(a, deferred, {"succeeded", "failed"}, timeout_s=RESEND_AFTER_S + 60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    assert _wait(a, slow, {"cancelled"})["status"] == "cancelled"
