@@ -15,6 +15,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .artifacts import ArtifactStore
 from .dispatch import Dispatcher, task_id
@@ -23,6 +24,9 @@ from .settings import Settings
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two sweeps of the job directories (each looks at every directory).
+ORPHAN_SWEEP_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,17 @@ class Janitor:
         self.artifacts = artifacts
         self.dispatcher = dispatcher
         self.policy = policy
+        self._next_orphan_sweep = 0.0
 
     def sweep(self) -> None:
-        """One pass over running, queued and expired jobs and the job directories."""
+        """One pass over running, queued and expired jobs, and (every ``ORPHAN_SWEEP_INTERVAL_S``) the
+        job directories."""
         self.recover_lost_jobs()
         self.resend_lost_messages()
         self.delete_expired_jobs()
-        self.delete_orphaned_files()
+        if time.monotonic() >= self._next_orphan_sweep:
+            self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
+            self.delete_orphaned_files()
 
     def recover_lost_jobs(self) -> None:
         """Running jobs whose heartbeat expired: run again, or fail past their time limit or attempts."""
@@ -80,8 +88,7 @@ class Janitor:
         """Queued jobs whose message no queue holds long after it was due: the gateway died before
         sending it, or a worker that took it died (or sits on it) without starting the job."""
         bound = time.time() - self.policy.resend_queued_after_s
-        overdue = [j for j in map(self.store.get_job, self.store.queued_job_ids())
-                   if j is not None and j.status is JobStatus.QUEUED and (j.sent_at or j.created_at) < bound]
+        overdue = [job for job in self.store.queued_jobs() if (job.sent_at or job.created_at) < bound]
         if not overdue:
             return
         waiting = self.store.waiting_task_ids(self.policy.queue)
@@ -104,14 +111,12 @@ class Janitor:
         """Job directories with no job record, older than the bound: what a job deleted while its
         worker was still writing (or a gateway that died mid-submission) left behind."""
         bound = time.time() - self.policy.orphan_after_s
-        for directory in self.artifacts.job_dirs():
-            try:
-                if directory.stat().st_mtime >= bound or self.store.get_job(directory.name) is not None:
-                    continue
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(directory, ignore_errors=True)
-            log.info("job %s: orphaned files deleted", directory.name)
+        old = [d for d in self.artifacts.job_dirs() if _modified_before(d, bound)]
+        recorded = self.store.existing_job_ids([d.name for d in old])
+        for directory in old:
+            if directory.name not in recorded:
+                shutil.rmtree(directory, ignore_errors=True)
+                log.info("job %s: orphaned files deleted", directory.name)
 
     async def run(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` until cancelled; a failed sweep is logged and retried."""
@@ -121,3 +126,11 @@ class Janitor:
             except Exception:
                 log.exception("janitor sweep failed")
             await asyncio.sleep(interval_s)
+
+
+def _modified_before(path: Path, bound: float) -> bool:
+    """Whether ``path`` was last modified before ``bound`` (epoch seconds); False when it is gone."""
+    try:
+        return path.stat().st_mtime < bound
+    except FileNotFoundError:
+        return False

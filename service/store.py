@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 from fpf_client.errors import FpfError, TimeLimitExceeded
@@ -123,7 +124,7 @@ class JobStore:
         self.result_ttl_s = result_ttl_s
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> "JobStore":
+    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), prefix, result_ttl_s=result_ttl_s)
 
     def ping(self) -> bool:
@@ -353,8 +354,19 @@ class JobStore:
                                 and current.dispatch == job.dispatch,
                                 lambda current: {"dispatch": current.dispatch + 1, "sent_at": now})
 
-    def queued_job_ids(self) -> list[str]:
-        return list(self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)))
+    def queued_jobs(self) -> list[Job]:
+        """Every queued job, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)):
+            pipe.hgetall(self.keys.job(job_id))
+        return [Job.from_fields(raw) for raw in pipe.execute() if raw]
+
+    def existing_job_ids(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` that have a record, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self.keys.job(job_id))
+        return {job_id for job_id, found in zip(job_ids, pipe.execute()) if found}
 
     def abandon(self, job_id: str, error: dict[str, Any]) -> Job | None:
         """queued -> failed, for a job that could not be handed to the queue."""
