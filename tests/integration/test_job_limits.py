@@ -62,7 +62,8 @@ def _scripted(module: Any, directory: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(service: LiveService, tanh_rnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Scripted models, each with its part in these tests."""
     import torch
 
     class SlowStep(torch.nn.Module):
@@ -99,12 +100,19 @@ def models(service: LiveService, tanh_rnn_path: Path, tmp_path_factory: pytest.T
             return torch.tanh(h @ self.W + 0.0 * u.sum(-1, keepdim=True))
 
     directory = tmp_path_factory.mktemp("limit-models")
+    return {name: _scripted(module, directory, f"{name}.pt") for name, module in
+            (("slow_tanh", SlowTanh()), ("slow", SlowStep()), ("identity", Identity()), ("wide", Wide()))}
+
+
+@pytest.fixture(scope="module")
+def models(service: LiveService, tanh_rnn_path: Path, model_files: dict[str, Path]) -> dict[str, Any]:
+    """The models uploaded to the module's service, validated."""
     return {
         "tanh": service.upload_model(tanh_rnn_path),
-        "slow_tanh": service.upload_model(_scripted(SlowTanh(), directory, "slow_tanh.pt"), n_states=4, n_inputs=1),
-        "slow": service.upload_model(_scripted(SlowStep(), directory, "slow.pt"), n_states=8, n_inputs=1),
-        "identity": service.upload_model(_scripted(Identity(), directory, "identity.pt"), n_states=32, n_inputs=1),
-        "wide": service.upload_model(_scripted(Wide(), directory, "wide.pt"), n_states=MAX_N_STATES + 8, n_inputs=1),
+        "slow_tanh": service.upload_model(model_files["slow_tanh"], n_states=4, n_inputs=1),
+        "slow": service.upload_model(model_files["slow"], n_states=8, n_inputs=1),
+        "identity": service.upload_model(model_files["identity"], n_states=32, n_inputs=1),
+        "wide": service.upload_model(model_files["wide"], n_states=MAX_N_STATES + 8, n_inputs=1),
     }
 
 
@@ -194,3 +202,21 @@ def test_a_queued_job_whose_message_was_never_sent_runs(service: LiveService, ht
     assert finished["status"] == "succeeded" and finished["attempts"] == 1, finished
     result = FixedPoints.load(http.get(f"/v1/jobs/{job.id}/result", params={"format": "npz"}).content)
     assert result.n >= 1 and result.info["n_samples"] == 4
+
+
+def test_a_pool_process_killed_at_the_time_limit_fails_its_job_without_a_rerun(
+        tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]) -> None:
+    """Unsandboxed, a model step that never returns keeps Celery's soft limit from being raised in
+    the pool process; Celery kills the process 30 s later and the janitor fails the job (it used to
+    re-run it up to FPF_MAX_ATTEMPTS times)."""
+    settings = {"FPF_SANDBOX": "off", "FPF_SOFT_TIME_LIMIT_S": "1", "FPF_HARD_TIME_LIMIT_S": "3"}
+    with start_service(tmp_path_factory.mktemp("fpf-hard-kill"), **settings) as unsandboxed, \
+            unsandboxed.client() as http:
+        slow = unsandboxed.upload_model(model_files["slow"], n_states=8, n_inputs=1)
+        job_id = _submit(http, slow, random_states(64), max_iters=3)
+        job = unsandboxed.wait_job(job_id, timeout_s=120)
+        assert job["status"] == "failed", job
+        assert job["error"]["code"] == "time_limit_exceeded" and job["attempts"] == 1, job
+        assert "its worker" in job["error"]["detail"]  # settled by the janitor, after the kill
+        time.sleep(3)
+        assert http.get(f"/v1/jobs/{job_id}").json()["attempts"] == 1
