@@ -229,3 +229,19 @@ def test_a_data_directory_inside_a_bound_directory_is_covered(planted):
         shutil.rmtree(data)
     assert report["attempts"][f"read {artifact}"][0] == "refused"
     assert planted["secret"] not in json.dumps(report)
+
+
+def test_code_under_tmp_stays_visible_behind_the_private_tmp(tmp_path: Path, monkeypatch) -> None:
+    """A checkout or virtualenv under /tmp (as in a CI clone) is bound over the sandbox's own /tmp."""
+    from workers.sandbox import command
+
+    code = tmp_path / "checkout"
+    code.mkdir()
+    (code / "marker.txt").write_text("visible")
+    assert str(code).startswith("/tmp/")
+    bound = command.bound_directories()
+    monkeypatch.setattr(command, "bound_directories", lambda: [*bound, str(code)])
+    inside = spawn(["/bin/cat", str(code / "marker.txt")], LIMITS, data_dir=tmp_path / "data",
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = inside.communicate(timeout=60)
+    assert (inside.returncode, out) == (0, b"visible"), err

@@ -76,7 +76,7 @@ def probe(bwrap: str | None = None) -> str:
         When bwrap is missing or fails (no user namespaces, a seccomp profile forbidding them, ...).
     """
     bwrap = bwrap or find_bwrap()
-    check = subprocess.run([bwrap, *_namespaces(), *_filesystem(), "--", "/bin/true"],
+    check = subprocess.run([bwrap, *_namespaces(), *_filesystem(), *_code(), "--", "/bin/true"],
                            env={}, capture_output=True, text=True, timeout=30, check=False)
     if check.returncode != 0:
         raise SandboxUnavailable(f"bwrap cannot create a sandbox here: {check.stderr.strip()}")
@@ -91,9 +91,11 @@ def sandbox_argv(limits: Limits, *, data_dir: Path, info_fd: int | None = None, 
     """
     hidden = [arg for d in _hidden(data_dir) for arg in ("--tmpfs", d)]
     info = ["--info-fd", str(info_fd)] if info_fd is not None else []
+    # The code binds come after the private /tmp, so that a checkout or virtualenv under /tmp
+    # stays visible; the data dir's cover comes last, over whatever bind holds it.
     return [
-        bwrap or find_bwrap(), *_namespaces(), *_filesystem(), *_tmpfs(limits.disk_bytes), *_gpu_devices(),
-        *hidden, *_environment(), *info, "--chdir", "/tmp", "--",
+        bwrap or find_bwrap(), *_namespaces(), *_filesystem(), *_tmpfs(limits.disk_bytes), *_code(),
+        *_gpu_devices(), *hidden, *_environment(), *info, "--chdir", "/tmp", "--",
     ]
 
 
@@ -138,8 +140,12 @@ def _filesystem() -> list[str]:
         elif os.path.isdir(f"/{name}"):
             args += ["--ro-bind", f"/{name}", f"/{name}"]
     args += [arg for f in ETC_FILES if os.path.exists(f) for arg in ("--ro-bind", f, f)]
-    args += [arg for d in bound_directories() for arg in ("--ro-bind", d, d)]
     return [*args, "--proc", "/proc", "--dev", "/dev"]
+
+
+def _code() -> list[str]:
+    """Read-only binds of :func:`bound_directories`."""
+    return [arg for d in bound_directories() for arg in ("--ro-bind", d, d)]
 
 
 def _tmpfs(size: int) -> list[str]:
