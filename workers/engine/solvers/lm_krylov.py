@@ -20,50 +20,23 @@ best points on such maps lie near minima of q that trap a descent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 
 from fpf_client.options import FinderOptions
 
 from .anderson import solve_anderson
-from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, TimeUp, time_up
+from .base import Problem, ProgressHook, SolveResult, Status, TimeUp
+from .levenberg_marquardt import DampedBatch, levenberg_marquardt
 from .linearization import Linearized
 
 #: Anderson steps before LM takes over the samples they did not converge.
 WARM_START_ITERS = 300
 LAMBDA_INIT = 1e-3
-LAMBDA_MIN = 1e-12
-#: A sample whose damping exceeds this cannot decrease q any more: it has stalled.
-LAMBDA_MAX = 1e5
 #: CGLS products (pairs of jvp and vjp) per step, and the relative tolerance on |J^T r - mu s|.
 CG_ITERS = 30
 CG_RTOL = 1e-3
 #: Host checks of whether every sample met its CGLS tolerance, every this many iterations.
 CG_CHECK_EVERY = 5
-#: As in dense LM: steps shorter than STEP_TOL (1 + |x|) cutting q by less than SLOW_DECREASE
-#: (relative), STALL_PATIENCE times in a row, mean a minimum of q that is not a root.
-STEP_TOL = 1e-3
-SLOW_DECREASE = 1e-3
-STALL_PATIENCE = 2
-
-
-@dataclass
-class _Batch:
-    """The running samples: where they are and each one's damping state."""
-
-    index: torch.Tensor  #: position in the caller's batch
-    x: torch.Tensor
-    g: torch.Tensor  #: G(x)
-    q: torch.Tensor
-    lam: torch.Tensor
-    nu: torch.Tensor  #: growth factor of lam after a rejected step (Nielsen)
-    dq: torch.Tensor
-    step_norm: torch.Tensor
-    slow: torch.Tensor  #: short, unproductive steps in a row
-
-    def keep(self, mask: torch.Tensor) -> "_Batch":
-        return _Batch(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 def solve_lm_krylov(
@@ -134,63 +107,18 @@ class _Watch:
 def _levenberg_marquardt(
     problem: Problem, x0: torch.Tensor, options: FinderOptions, progress: ProgressHook | None
 ) -> SolveResult:
-    """LM with per-sample damping from each row of ``x0`` (see the module docstring)."""
-    n = x0.shape[0]
-    out = ResultBuffers(x0)
-    g = problem.residual(x0)
-    q = 0.5 * (g * g).sum(-1)
-    nan = torch.full_like(q, float("nan"))
-    batch = _Batch(
-        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, lam=torch.full_like(q, LAMBDA_INIT),
-        nu=torch.full_like(q, 2.0), dq=nan, step_norm=nan.clone(),
-        slow=torch.zeros(n, dtype=torch.int32, device=x0.device),
-    )
+    """LM with per-sample damping from each row of ``x0``, steps by CGLS (see the module docstring)."""
     generator = torch.Generator(device=x0.device).manual_seed(0)
-    iteration = 0
-    n_converged = 0
-    while batch.index.numel():
-        iteration += 1
-        _iterate(problem, batch, generator)
-        status = _status(batch, iteration, options)
-        n_converged += int((status == Status.CONVERGED).sum())
-        if time_up(progress, iteration, batch.q, n_converged):
-            status = torch.where(status < 0, int(Status.CAPPED), status)
-        done = status >= 0
-        if done.any():
-            out.write(
-                batch.index[done], iteration, x=batch.x[done], q=batch.q[done], dq=batch.dq[done],
-                status=status[done], step_norm=batch.step_norm[done],
-            )
-            keep = ~done
-            batch = batch.keep(keep)
-            problem = problem.subset(keep)
-    return out.result(iteration)
 
+    def krylov_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        lin = problem.linearize(b.x)
+        probe = torch.randint(0, 2, b.x.shape, generator=generator, device=b.x.device).to(b.x.dtype) * 2 - 1
+        scale = (lin.jvp(probe) ** 2).sum(-1) / b.x.shape[1]  # E |J z|^2 / d = |J|_F^2 / d for z = +-1
+        mu = b.lam * scale.clamp_min(torch.finfo(b.x.dtype).tiny)
+        step, model_q = cgls(lin, -b.g, mu, iters=CG_ITERS, rtol=CG_RTOL)
+        return step, b.q - model_q
 
-def _iterate(problem: Problem, b: _Batch, generator: torch.Generator) -> None:
-    """One LM step on every sample of ``b``, in place."""
-    lin = problem.linearize(b.x)
-    probe = torch.randint(0, 2, b.x.shape, generator=generator, device=b.x.device).to(b.x.dtype) * 2 - 1
-    scale = (lin.jvp(probe) ** 2).sum(-1) / b.x.shape[1]  # E |J z|^2 / d = |J|_F^2 / d for z = +-1
-    mu = b.lam * scale.clamp_min(torch.finfo(b.x.dtype).tiny)
-    step, model_q = cgls(lin, -b.g, mu, iters=CG_ITERS, rtol=CG_RTOL)
-    x_try = b.x + step
-    g_try = problem.residual(x_try)
-    q_try = 0.5 * (g_try * g_try).sum(-1)
-    accept = q_try < b.q
-    decrease = torch.where(accept, b.q - q_try, 0.0)
-    predicted = b.q - model_q
-    b.step_norm = torch.linalg.vector_norm(step, dim=-1)
-    short = b.step_norm < STEP_TOL * (1.0 + torch.linalg.vector_norm(b.x, dim=-1))
-    b.slow = torch.where((decrease < SLOW_DECREASE * b.q) & short, b.slow + 1, 0)
-    rho = decrease / predicted.clamp_min(torch.finfo(b.q.dtype).tiny)
-    shrink = (1.0 - (2.0 * rho - 1.0) ** 3).clamp(0.1, 2.0)
-    b.lam = torch.where(accept, (b.lam * shrink).clamp_min(LAMBDA_MIN), b.lam * b.nu)
-    b.nu = torch.where(accept, 2.0, b.nu * 2.0)
-    b.dq = torch.where(accept, decrease, b.dq)
-    b.x = torch.where(accept.unsqueeze(-1), x_try, b.x)
-    b.g = torch.where(accept.unsqueeze(-1), g_try, b.g)
-    b.q = torch.where(accept, q_try, b.q)
+    return levenberg_marquardt(problem, x0, options, progress, krylov_step, lambda_init=LAMBDA_INIT)
 
 
 def cgls(
@@ -240,12 +168,3 @@ def cgls(
         if (k + 1) % CG_CHECK_EVERY == 0 and not bool(running.any()):
             break
     return s, 0.5 * (r * r).sum(-1)
-
-
-def _status(b: _Batch, iteration: int, options: FinderOptions) -> torch.Tensor:
-    """Per-sample status code, or -1 while a sample is still running."""
-    stalled = (b.lam > LAMBDA_MAX) | (b.slow >= STALL_PATIENCE) | (b.dq < options.tol_dq) | ~torch.isfinite(b.q)
-    status = torch.where(stalled, int(Status.STALLED), -1)
-    if iteration >= options.max_iters:
-        status = torch.where(status < 0, int(Status.CAPPED), status)
-    return torch.where(b.q < options.tol_q, int(Status.CONVERGED), status)
