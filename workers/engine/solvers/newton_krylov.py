@@ -25,6 +25,7 @@ from fpf_client.options import FinderOptions
 from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
 from .deflation import Deflation
 from .krylov import gmres
+from .levenberg_marquardt import SLOW_DECREASE, STALL_PATIENCE, STEP_TOL
 
 #: Krylov basis size per GMRES cycle, and extra cycles per Newton step. Small bases are
 #: cheap to orthogonalise; restarting costs little for the disk-like spectra of random
@@ -42,11 +43,6 @@ SHRINK_BELOW = 0.25
 GROW_ABOVE = 0.75
 #: A trust radius below this many float epsilons times (1 + |x|) cannot move x: stalled.
 RADIUS_EPS = 10.0
-#: As in dense Newton: steps shorter than STEP_TOL (1 + |x|) that cut q by less than
-#: SLOW_DECREASE (relative), STALL_PATIENCE times in a row, mean a minimum of q that is not a root.
-STEP_TOL = 1e-3
-SLOW_DECREASE = 1e-3
-STALL_PATIENCE = 2
 
 
 def solve_newton_krylov(
