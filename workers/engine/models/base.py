@@ -69,7 +69,8 @@ class StepModel(ABC):
         """F(h, u): (n, d), (n, m) -> (n, d)."""
 
     def jacobian_states(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """dF/dh at each sample: (n, d, d), row i is the gradient of output i."""
+        """dF/dh at each sample: (n, d, d), row i is the gradient of output i; a new tensor the
+        caller may modify in place (never a view of the model's state or of a cache)."""
         return torch.func.vmap(torch.func.jacrev(self._step_one, argnums=0))(h, u)
 
     def jacobian_inputs(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

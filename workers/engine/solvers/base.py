@@ -66,7 +66,7 @@ class Problem:
         """dG/dx: (n, d) -> (n, d, d)."""
         jac = self.model.jacobian_states(x, self._u(x))
         if self.dynamics == "discrete":
-            jac = jac - torch.eye(x.shape[1], dtype=jac.dtype, device=jac.device)
+            jac.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # the model returns a new tensor (StepModel contract)
         return jac
 
     def jvp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
