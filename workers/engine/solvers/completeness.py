@@ -67,7 +67,7 @@ def midpoint_restarts(
         starts, start_group = seeds.untried_midpoints(generator)
         if len(starts) == 0:
             break
-        result = solve_newton(problem.subset(start_group), starts, options, progress=progress)
+        result = solve_newton(problem.subset(start_group), starts, options, progress=progress, warm_start=False)
         starts_all.append(starts)
         groups_all.append(start_group)
         results.append(result)
@@ -78,7 +78,8 @@ def midpoint_restarts(
         seeds.add(result.x[new], start_group[new])
     if not results:
         empty = roots[:0]
-        return Restarts(empty, root_group[:0], solve_newton(problem.subset(root_group[:0]), empty, options), 0)
+        nothing = solve_newton(problem.subset(root_group[:0]), empty, options, warm_start=False)
+        return Restarts(empty, root_group[:0], nothing, 0)
     return Restarts(torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), len(results))
 
 

@@ -24,10 +24,10 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .anderson import solve_anderson
-from .base import Problem, ProgressHook, SolveResult, Status, TimeUp
+from .base import Problem, ProgressHook, SolveResult
 from .levenberg_marquardt import DampedBatch, levenberg_marquardt
 from .linearization import Linearized
+from .warm_start import anderson_then
 
 #: Anderson steps before LM takes over the samples they did not converge.
 WARM_START_ITERS = 300
@@ -68,44 +68,13 @@ def solve_lm_krylov(
         ``n_iters`` counts Anderson steps and LM steps together.
     """
     if not warm_start:
-        return _levenberg_marquardt(problem, x0, options, progress)
-    watch = _Watch(progress)
-    first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(WARM_START_ITERS, options.max_iters))
-    rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
-    if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
-        return first
-    options = options.model_copy(update={"max_iters": options.max_iters - first.iterations})
-    n_before, offset = int(first.converged.sum()), first.iterations
-
-    def report(iteration: int, q: torch.Tensor, n_done: int) -> None:
-        progress(offset + iteration, q, n_before + n_done)
-
-    second = _levenberg_marquardt(problem.subset(rest), x0[rest], options, report if progress else None)
-    second.n_iters += first.n_iters[rest]
-    first.update(rest, second)
-    first.iterations = offset + second.iterations
-    return first
-
-
-class _Watch:
-    """A progress hook that passes calls on and remembers whether the search's time ran out."""
-
-    def __init__(self, progress: ProgressHook | None) -> None:
-        self.progress = progress
-        self.fired = False
-
-    def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None:
-        if self.progress is None:
-            return
-        try:
-            self.progress(iteration, q, n_done)
-        except TimeUp:
-            self.fired = True
-            raise
+        return _levenberg_marquardt(problem, x0, options, progress=progress)
+    return anderson_then(_levenberg_marquardt, problem, x0, options, progress, mixing_iters=WARM_START_ITERS,
+                         resume_capped=False)
 
 
 def _levenberg_marquardt(
-    problem: Problem, x0: torch.Tensor, options: FinderOptions, progress: ProgressHook | None
+    problem: Problem, x0: torch.Tensor, options: FinderOptions, *, progress: ProgressHook | None = None
 ) -> SolveResult:
     """LM with per-sample damping from each row of ``x0``, steps by CGLS (see the module docstring)."""
     generator = torch.Generator(device=x0.device).manual_seed(0)
