@@ -55,8 +55,8 @@ class _Batch:
     since_best: torch.Tensor  #: steps since the last new best
     df: torch.Tensor  #: (n, MEMORY, d) differences of x + G(x) between steps, a ring buffer
     dg: torch.Tensor  #: (n, MEMORY, d) differences of G(x)
-    gram: torch.Tensor  #: (n, MEMORY, MEMORY) dG dG^T, updated one slot at a time
-    filled: torch.Tensor  #: (n, MEMORY) bool, which history slots hold a difference
+    gram: torch.Tensor  #: (n, MEMORY, MEMORY) dG dG^T in float64, updated one slot at a time
+    filled: torch.Tensor  #: (n, MEMORY) bool, which history slots hold a difference (empty ones are zero)
     dq: torch.Tensor
 
     def keep(self, mask: torch.Tensor) -> "_Batch":
@@ -102,7 +102,7 @@ def solve_anderson(
     batch = _Batch(
         index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, best_x=x0.clone(), best_g=g.clone(),
         best_q=q.clone(), since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
-        dg=history.clone(), gram=torch.zeros(n, MEMORY, MEMORY, dtype=x0.dtype, device=x0.device),
+        dg=history.clone(), gram=torch.zeros(n, MEMORY, MEMORY, dtype=torch.float64, device=x0.device),
         filled=torch.zeros(n, MEMORY, dtype=torch.bool, device=x0.device), dq=torch.full_like(q, float("nan")),
     )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else CPU_CHECK_EVERY
@@ -132,7 +132,7 @@ def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
     """One Anderson step on every sample of ``b``, in place; the new difference goes to ``slot``."""
     rhs = (b.dg * b.g.unsqueeze(1)).sum(-1)  # dG g, (n, MEMORY)
     gamma = _mixing_coefficients(b.gram, rhs, b.filled)
-    step = b.g - torch.bmm(gamma.unsqueeze(1), b.df).squeeze(1)
+    step = b.g - (gamma.unsqueeze(-1) * b.df).sum(1)  # a broadcast product beats bmm on (MEMORY, d) blocks
     x_new = b.x + step
     g_new = problem.residual(x_new)
     q_new = 0.5 * (g_new * g_new).sum(-1)
@@ -159,22 +159,22 @@ def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
         b.g = torch.where(restart.unsqueeze(-1), b.best_g, b.g)
         b.q = torch.where(restart, b.best_q, b.q)
         b.filled &= ~restart.unsqueeze(-1)
+        for history in (b.df, b.dg, b.gram):
+            history.masked_fill_(restart.view(-1, 1, 1), 0.0)
 
 
 def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
     """Per sample, gamma minimising |g - dG^T gamma| over the filled history slots: (n, MEMORY).
 
-    The normal equations (MEMORY x MEMORY) are solved in float64 with a small relative ridge;
-    empty slots get a unit diagonal and a zero right-hand side, hence gamma = 0.
+    The normal equations (MEMORY x MEMORY) are solved in float64 with a small relative ridge.
+    Empty slots hold zero differences, so their rows of ``gram`` and ``rhs`` are zero; a unit
+    diagonal there gives gamma = 0.
     """
-    mask = filled.to(torch.float64)
-    pair = mask.unsqueeze(-1) * mask.unsqueeze(-2)
-    gram = gram.to(torch.float64) * pair
-    rhs64 = rhs.to(torch.float64) * mask
     scale = gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
-    gram = gram + torch.diag_embed(RIDGE * scale.unsqueeze(-1) + (1.0 - mask))
-    chol, info = torch.linalg.cholesky_ex(gram)
-    gamma = torch.cholesky_solve(rhs64.unsqueeze(-1), chol).squeeze(-1)
+    system = gram.clone()
+    system.diagonal(dim1=-2, dim2=-1).add_(RIDGE * scale.unsqueeze(-1) + ~filled)
+    chol, info = torch.linalg.cholesky_ex(system, upper=True)  # upper: no copy to zero the other triangle
+    gamma = torch.cholesky_solve(rhs.to(torch.float64).unsqueeze(-1), chol, upper=True).squeeze(-1)
     gamma = torch.where((info == 0).unsqueeze(-1) & torch.isfinite(gamma), gamma, torch.zeros_like(gamma))
     return gamma.to(rhs.dtype)
 
