@@ -24,7 +24,7 @@ from test_models_support import (
     random_batch,
 )
 
-from workers.engine.models import StepModel, as_step_model, load_model
+from workers.engine.models import StepModel, as_step_model, load_model, torch_step
 
 N = 150  # above the batch size from which the Jacobian path is timed and fixed
 TOL = 1e-7
@@ -66,8 +66,11 @@ CASES: dict[str, Callable[[Path], StepModel]] = {
 }
 
 
+@pytest.mark.parametrize("small_batch", [True, False], ids=["repeated-batch", "per-model-path"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_derivatives_match_finite_differences(case: str, tmp_path: Path) -> None:
+def test_derivatives_match_finite_differences(case: str, small_batch: bool, tmp_path: Path, monkeypatch) -> None:
+    if not small_batch:  # every batch takes the path chosen by timing, as large batches do
+        monkeypatch.setattr(torch_step, "REPLICATE_MAX_ROWS", 0)
     model = CASES[case](tmp_path).to(dtype=torch.float64)
     h, u = random_batch(N, model.n_states, model.n_inputs)
     v, w = random_batch(N, model.n_states, model.n_states, seed=1)
@@ -86,16 +89,25 @@ def test_derivatives_match_finite_differences(case: str, tmp_path: Path) -> None
         f, wj = model.vjp(h, u, w)
         torch.testing.assert_close(f, model.step(h, u))
         torch.testing.assert_close(wj, torch.einsum("ni,nij->nj", w, dfdh_fd), atol=TOL, rtol=TOL)
-    assert None not in model.derivative_paths.values()  # chosen at this batch size
+    paths = model.derivative_paths
+    assert paths["jvp"] is not None
+    if paths["jacobian"] != "analytic":  # closed forms serve every batch size
+        if small_batch:
+            assert paths["small_batch_jacobian"] == "replicated"  # correct for every case here
+        else:
+            assert paths["jacobian"] is not None  # chosen at this batch size
 
 
-def test_numpy_backward_falls_back_to_plain_backward_passes() -> None:
-    """vmap, forward mode and double backward all fail through a numpy backward."""
+def test_numpy_backward_falls_back_to_plain_backward_passes(monkeypatch) -> None:
+    """vmap, forward mode and double backward all fail through a numpy backward; a plain backward
+    pass over the repeated batch works."""
     model = as_step_model(NumpyBackwardStep().double())
     h, u = random_batch(N, model.n_states, model.n_inputs)
     model.jacobian_states(h, u)
+    monkeypatch.setattr(torch_step, "REPLICATE_MAX_ROWS", 0)
+    model.jacobian_states(h, u)
     model.jvp(h, u, h)
-    assert model.derivative_paths == {"jacobian": "loop", "jvp": "jacobian"}
+    assert model.derivative_paths == {"jacobian": "loop", "small_batch_jacobian": "replicated", "jvp": "jacobian"}
 
 
 def test_lambda_step_function() -> None:

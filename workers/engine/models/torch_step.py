@@ -7,7 +7,8 @@ module, or any differentiable callable.
 Jacobians come from closed forms for single-layer torch RNN/GRU/LSTM steps
 (:mod:`.analytic`), or from one forward pass and either one ``autograd.grad(...,
 is_grads_batched=True)`` call (vmap over the backward pass) or d ordinary backward
-passes; Jacobian-vector products from forward mode, the double-backward trick or the
+passes; for small batches (the analysis of a few roots, Newton's last steps), from one
+forward and one backward pass over the batch repeated d times, one call instead of d; Jacobian-vector products from forward mode, the double-backward trick or the
 Jacobian itself. Which is correct and fastest depends on the model, so each model
 checks and times its options once (:class:`~.paths.PathChoice`). TorchScript runs under
 ``torch.jit.optimized_execution(False)`` in every call: its optimised executor gives
@@ -34,6 +35,11 @@ Rows = list[torch.Tensor]
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+#: Batches of at most this many rows (samples x states) take Jacobians by one backward pass over
+#: the batch repeated d times: d backward calls cost ~10 ms at d = 64 and seconds at d = 1024
+#: whatever the batch, the repeated batch a few ms up to here (above it, memory grows as n d^2
+#: and the chosen path is as fast).
+REPLICATE_MAX_ROWS = 1 << 14
 
 
 class TorchStepModel(StepModel):
@@ -75,6 +81,9 @@ class TorchStepModel(StepModel):
         self._analytic = analytic_jacobians(fn)
         candidates = ("analytic", "batched") if self._analytic is not None else ("batched",)
         self._jacobian_path: PathChoice[Rows] = PathChoice(candidates, reference="loop", decisive=("analytic",))
+        self._small_jacobian_path: PathChoice[Rows] = PathChoice(
+            ("replicated",) if self._analytic is None else (), reference="loop", decisive=("replicated",)
+        )
         self._jvp_path: PathChoice[Pair] = PathChoice(("forward", "double_backward"), reference="jacobian")
         self._eye: torch.Tensor | None = None
         self._casts: dict[tuple[torch.device, torch.dtype], TorchStepModel] = {}
@@ -90,8 +99,10 @@ class TorchStepModel(StepModel):
 
     @property
     def derivative_paths(self) -> dict[str, str | None]:
-        """How this model computes Jacobians and jvps (None until a large batch has chosen)."""
-        return {"jacobian": self._jacobian_path.chosen, "jvp": self._jvp_path.chosen}
+        """How this model computes Jacobians (of large and of small batches) and jvps; None until
+        a call has chosen."""
+        return {"jacobian": self._jacobian_path.chosen, "small_batch_jacobian": self._small_jacobian_path.chosen,
+                "jvp": self._jvp_path.chosen}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TorchStepModel":
         """The model on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
@@ -115,6 +126,7 @@ class TorchStepModel(StepModel):
             )
             if device == self._device:
                 cast._jacobian_path = self._jacobian_path.copy()
+                cast._small_jacobian_path = self._small_jacobian_path.copy()
                 cast._jvp_path = self._jvp_path.copy()
             self._casts[(device, dtype)] = cast
         return cast
@@ -165,6 +177,14 @@ class TorchStepModel(StepModel):
         choice = self._jacobian_path
         if choice.chosen == "analytic":
             return self._closed_form(h, u, states, inputs)
+        if self._analytic is None and h.shape[0] * h.shape[1] <= REPLICATE_MAX_ROWS:
+            return self._small_jacobian_path.run(
+                lambda path: self._rows_of_copies(h, u, states, inputs) if path == "replicated"
+                else self._jacobians_by_loop(h, u, states, inputs),
+                lambda a, b: all(_close(x, y) for x, y in zip(a, b, strict=True)),
+                batch=h.shape[0],
+                device=h.device,
+            )
         with self._plain(), torch.enable_grad():
             hx = h.detach().requires_grad_(states)
             ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
@@ -184,6 +204,29 @@ class TorchStepModel(StepModel):
                 batch=out.shape[0],
                 device=out.device,
             )
+
+    def _rows_of_copies(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
+        """Jacobian rows from the batch repeated d times: copy i of sample k is pulled back along e_i."""
+        n, d = h.shape
+        with self._plain(), torch.enable_grad():
+            hx = h.detach().repeat_interleave(d, dim=0).requires_grad_(states)
+            ux = u.detach().repeat_interleave(d, dim=0).requires_grad_(inputs)
+            out = self._call(hx, ux)
+            wrt = tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
+            if not out.requires_grad:
+                return [out.new_zeros(n, d, x.shape[1]) for x in wrt]
+            cotangent = torch.eye(d, dtype=out.dtype, device=out.device).repeat(n, 1)
+            return [g.view(n, d, g.shape[1]) for g in _grads(out, wrt, cotangent)]
+
+    def _jacobians_by_loop(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
+        with self._plain(), torch.enable_grad():
+            hx = h.detach().requires_grad_(states)
+            ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
+            out = self._call(hx, ux)
+            wrt = tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
+            if not out.requires_grad:
+                return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
+            return self._rows_by("loop", out, wrt)
 
     def _closed_form(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
         assert self._analytic is not None
