@@ -15,6 +15,12 @@ from scipy.sparse.linalg import LinearOperator, eigs
 from .models.base import Dynamics, StepModel
 from .solvers.linearization import linearize
 
+#: Arnoldi vectors kept per wanted mode. ARPACK's default (2 k + 1, at least 20) restarts far too
+#: often when the leading eigenvalues crowd the edge of a disk, as a random network's do: for the 10
+#: largest of a 1024 x 1024 matrix with gain 0.9 it needed 8528 products, 2266 with 40 vectors and
+#: 761 with 160, at (ncv x d) floats of memory.
+NCV_PER_EIG = 16
+
 
 def leading_eigs(
     model: StepModel,
@@ -51,7 +57,8 @@ def leading_eigs(
 
         operator = LinearOperator((d, d), matvec=matvec, dtype=np.float64)
         start = np.random.default_rng(i).standard_normal(d)
-        values, vectors = eigs(operator, k=n_eigs, which=which, tol=tol, v0=start)
+        ncv = min(d, max(2 * n_eigs + 1, NCV_PER_EIG * n_eigs))
+        values, vectors = eigs(operator, k=n_eigs, which=which, tol=tol, v0=start, ncv=ncv)
         key = np.abs(values) if dynamics == "discrete" else values.real
         order = np.argsort(-key, kind="stable")
         eigval[i], eigvec[i] = values[order], vectors[:, order]
