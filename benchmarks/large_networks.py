@@ -10,10 +10,11 @@ in a process spends ~3-4 s importing torch.func). Prints time, fraction converge
 certified roots and peak memory per method, and the time ratios against adam.
 
 Caps (on 2 shared cores the uncapped ladder takes hours): adam stops at ``--adam-iters``
-(5000, the reference's default) for d <= 256 and at ``--adam-iters-large`` (300) from d = 1024; dense newton stops at 30
-iterations from d = 256, runs without completeness restarts (as the matrix-free methods) and is
-run only below ``--dense-max`` (64; its n Jacobians alone are 4 GiB per step at d = 1024). Capped runs are marked. From d = 1024 every method decomposes only the 10 least
-stable modes (n_eigs=10), so the analysis is the same for all.
+(5000, the reference's default) for d <= 256 and at ``--adam-iters-large`` (300) from d = 1024;
+dense newton stops at 30 iterations from d = 256, runs without completeness restarts (as the
+matrix-free methods) and is run only below ``--dense-max`` (64; its n Jacobians alone are 4 GiB
+per step at d = 1024). Capped runs are marked. From d = 1024 every method decomposes only the
+10 least stable modes (n_eigs=10), so the analysis is the same for all.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/large_networks.py`` (about 15 minutes).
 """

@@ -8,7 +8,8 @@ Jacobians come from closed forms for single-layer torch RNN/GRU/LSTM steps
 (:mod:`.analytic`), or from one forward pass and either one ``autograd.grad(...,
 is_grads_batched=True)`` call (vmap over the backward pass) or d ordinary backward
 passes; for small batches (the analysis of a few roots, Newton's last steps), from one
-forward and one backward pass over the batch repeated d times, one call instead of d; Jacobian-vector products from forward mode, the double-backward trick or the
+forward and one backward pass over the batch repeated d times, one call instead of d.
+Jacobian-vector products come from forward mode, the double-backward trick or the
 Jacobian itself. Which is correct and fastest depends on the model, so each model
 checks and times its options once (:class:`~.paths.PathChoice`). TorchScript runs under
 ``torch.jit.optimized_execution(False)`` in every call: its optimised executor gives
@@ -186,10 +187,7 @@ class TorchStepModel(StepModel):
                 device=h.device,
             )
         with self._plain(), torch.enable_grad():
-            hx = h.detach().requires_grad_(states)
-            ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
-            out = self._call(hx, ux)
-            wrt = tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
+            out, wrt = self._recorded(h, u, states, inputs)
             if not out.requires_grad:
                 return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
             if choice.chosen is not None:
@@ -220,13 +218,19 @@ class TorchStepModel(StepModel):
 
     def _jacobians_by_loop(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
         with self._plain(), torch.enable_grad():
-            hx = h.detach().requires_grad_(states)
-            ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
-            out = self._call(hx, ux)
-            wrt = tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
+            out, wrt = self._recorded(h, u, states, inputs)
             if not out.requires_grad:
                 return [out.new_zeros(out.shape + x.shape[1:]) for x in wrt]
             return self._rows_by("loop", out, wrt)
+
+    def _recorded(
+        self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """F(h, u) with its graph recorded, and the leaves (h, u, or both) to differentiate by."""
+        hx = h.detach().requires_grad_(states)
+        ux = u.detach().contiguous().requires_grad_(inputs) if inputs else u
+        out = self._call(hx, ux)
+        return out, tuple(x for x, wanted in ((hx, states), (ux, inputs)) if wanted)
 
     def _closed_form(self, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool) -> Rows:
         assert self._analytic is not None
