@@ -4,6 +4,7 @@ what it found as a partial result; chunk sizes respect the process's RLIMIT_DATA
 from __future__ import annotations
 
 import resource
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from test_solvers import Tanh, grid, roll_weights, same_set, true_roots
 from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
+from workers.engine.solvers.anderson import solve_anderson
 
 torch.set_num_threads(1)
 
@@ -36,7 +38,9 @@ def test_a_solver_stopped_by_time_up_returns_its_states_as_an_iteration_cap_woul
     x0 = torch.as_tensor(grid(4) * 0.7 + 0.05)
     k = STOP_AT.get(method, 3)
     options = FinderOptions(method=method, tol_q=1e-30, lr_init=0.05)
-    solver = get_solver(method)
+    # newton's mixing takes half of a small max_iters, so a cap splits its steps differently from a
+    # stop: its LM steps are compared here, its mixing phase in the next test
+    solver = partial(get_solver(method), warm_start=False) if method == "newton" else get_solver(method)
     stopped = solver(problem, x0, options, progress=_stop_at(k))
     assert stopped.iterations >= k
     capped = solver(problem, x0, options.model_copy(update={"max_iters": stopped.iterations}))
@@ -44,6 +48,17 @@ def test_a_solver_stopped_by_time_up_returns_its_states_as_an_iteration_cap_woul
     torch.testing.assert_close(stopped.q, capped.q, rtol=0, atol=0)
     assert torch.equal(stopped.status, capped.status)
     assert (stopped.status == Status.CAPPED).any()
+
+
+def test_newton_stopped_while_mixing_returns_the_mixing_states():
+    problem = Problem(Tanh(roll_weights(4)), torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.as_tensor(grid(4) * 0.7 + 0.05)
+    options = FinderOptions(tol_q=1e-30)
+    stopped = get_solver("newton")(problem, x0, options, progress=_stop_at(3))
+    assert 3 <= stopped.iterations < 20  # inside the mixing phase
+    mixing = solve_anderson(problem, x0, options, max_iters=stopped.iterations)
+    torch.testing.assert_close(stopped.x, mixing.x, rtol=0, atol=0)
+    assert torch.equal(stopped.status, mixing.status) and (stopped.status == Status.CAPPED).any()
 
 
 def test_a_time_limit_of_zero_gives_a_partial_result_of_true_roots_only():

@@ -73,3 +73,14 @@ def test_warm_started_newton_converges_every_grid_state_onto_a_true_root(n):
     truth = true_roots(W)
     distance = np.abs(result.x.numpy()[:, None, :] - truth[None]).max(-1).min(1)
     assert distance.max() < 1e-5
+
+
+def test_a_small_iteration_cap_leaves_newton_half_of_it():
+    problem, x0 = _roll_problem(4)
+    options = FinderOptions(max_iters=6)
+    result = solve_newton(problem, x0, options)
+    mixing = solve_anderson(problem, x0, options, max_iters=3)
+    assert result.iterations <= 6 and result.n_iters.max() <= 6
+    # Newton took over after 3 mixing steps: more samples converge than mixing alone reaches in 6 steps
+    assert result.converged.sum() > solve_anderson(problem, x0, options, max_iters=6).converged.sum()
+    assert (result.n_iters[mixing.status != Status.CONVERGED] > 3).all()

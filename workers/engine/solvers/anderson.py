@@ -109,7 +109,7 @@ def solve_anderson(
     iteration = 0
     n_converged = 0
     while batch.index.numel():
-        for _ in range(check_every):
+        for _ in range(min(check_every, cap - iteration)):  # never past the cap
             _iterate(problem, batch, iteration % MEMORY)
             iteration += 1
         status = _status(batch, iteration, cap, options)

@@ -89,7 +89,7 @@ def levenberg_marquardt(
     iteration = 0
     n_converged = 0
     while batch.index.numel():
-        for _ in range(check_every):
+        for _ in range(min(check_every, options.max_iters - iteration)):  # never past the cap
             iteration += 1
             _iterate(problem, batch, step_rule)
         status = _status(batch, iteration, options)

@@ -56,11 +56,13 @@ def solve_newton(
         Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
         as ``CAPPED`` where they are.
     warm_start : bool
-        Take up to ``MIXING_ITERS`` Anderson steps first (:func:`.warm_start.anderson_then`).
+        Take up to ``MIXING_ITERS`` Anderson steps first (:func:`.warm_start.anderson_then`), at
+        most half of ``options.max_iters``, which counts the steps of both.
     """
-    if warm_start:
+    mixing_iters = min(MIXING_ITERS, options.max_iters // 2)  # a small max_iters leaves Newton half
+    if warm_start and mixing_iters > 0:
         return anderson_then(partial(solve_newton, warm_start=False), problem, x0, options, progress,
-                             mixing_iters=MIXING_ITERS, resume_capped=True)
+                             mixing_iters=mixing_iters, resume_capped=True)
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
     return levenberg_marquardt(problem, x0, options, progress, _dense_step, lambda_init=LAMBDA_INIT,
                                check_every=check_every)
