@@ -32,7 +32,8 @@ GROWTH = 10.0
 #: Steps without a new best |G| (by at least IMPROVEMENT, relative) before a sample stops as stalled.
 PATIENCE = 15
 IMPROVEMENT = 1e-3
-#: Tikhonov regularisation of each least-squares problem, relative to its Gram matrix's trace.
+#: Tikhonov regularisation of each least-squares problem, relative to each difference's squared
+#: length (the Gram matrix's diagonal is scaled by 1 + RIDGE; a zero difference gets 1e-300).
 RIDGE = 1e-10
 #: Steps between host synchronisations (status checks, compaction, progress) on a GPU, where
 #: each waits for the device, and on the CPU, where compacting the batch every step costs more
@@ -53,10 +54,9 @@ class _Batch:
     best_g: torch.Tensor
     best_q: torch.Tensor
     since_best: torch.Tensor  #: steps since the last new best
-    df: torch.Tensor  #: (n, MEMORY, d) differences of x + G(x) between steps, a ring buffer
-    dg: torch.Tensor  #: (n, MEMORY, d) differences of G(x)
-    gram: torch.Tensor  #: (n, MEMORY, MEMORY) dG dG^T in float64, updated one slot at a time
-    filled: torch.Tensor  #: (n, MEMORY) bool, which history slots hold a difference (empty ones are zero)
+    df: torch.Tensor  #: (n, memory, d) differences of x + G(x) between steps, a ring buffer (empty slots: 0)
+    dg: torch.Tensor  #: (n, memory, d) differences of G(x)
+    gram: torch.Tensor  #: (n, memory, memory) dG dG^T in float64, updated one slot at a time
     dq: torch.Tensor
 
     def keep(self, mask: torch.Tensor) -> "_Batch":
@@ -70,6 +70,7 @@ def solve_anderson(
     *,
     progress: ProgressHook | None = None,
     max_iters: int | None = None,
+    memory: int = MEMORY,
 ) -> SolveResult:
     """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified) by Anderson mixing.
 
@@ -86,6 +87,8 @@ def solve_anderson(
         as ``CAPPED`` at their best points.
     max_iters : int, optional
         Overrides ``options.max_iters`` (a warm-up phase before a Newton solver uses fewer).
+    memory : int
+        Differences of iterates each sample keeps.
 
     Returns
     -------
@@ -98,19 +101,18 @@ def solve_anderson(
     out = ResultBuffers(x0)
     g = problem.residual(x0)
     q = 0.5 * (g * g).sum(-1)
-    history = torch.zeros(n, MEMORY, d, dtype=x0.dtype, device=x0.device)
+    history = torch.zeros(n, memory, d, dtype=x0.dtype, device=x0.device)
     batch = _Batch(
         index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, best_x=x0.clone(), best_g=g.clone(),
         best_q=q.clone(), since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
-        dg=history.clone(), gram=torch.zeros(n, MEMORY, MEMORY, dtype=torch.float64, device=x0.device),
-        filled=torch.zeros(n, MEMORY, dtype=torch.bool, device=x0.device), dq=torch.full_like(q, float("nan")),
+        dg=history.clone(), gram=_empty_gram(memory, x0.device).repeat(n, 1, 1), dq=torch.full_like(q, float("nan")),
     )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else CPU_CHECK_EVERY
     iteration = 0
     n_converged = 0
     while batch.index.numel():
         for _ in range(min(check_every, cap - iteration)):  # never past the cap
-            _iterate(problem, batch, iteration % MEMORY)
+            _iterate(problem, batch, iteration % memory)
             iteration += 1
         status = _status(batch, iteration, cap, options)
         n_converged += int((status == Status.CONVERGED).sum())
@@ -130,18 +132,18 @@ def solve_anderson(
 
 def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
     """One Anderson step on every sample of ``b``, in place; the new difference goes to ``slot``."""
-    rhs = (b.dg * b.g.unsqueeze(1)).sum(-1)  # dG g, (n, MEMORY)
-    gamma = _mixing_coefficients(b.gram, rhs, b.filled)
-    step = b.g - (gamma.unsqueeze(-1) * b.df).sum(1)  # a broadcast product beats bmm on (MEMORY, d) blocks
+    rhs = (b.dg * b.g.unsqueeze(1)).sum(-1).to(torch.float64)  # dG g, (n, memory)
+    gamma = _mixing_coefficients(b.gram, rhs).to(b.g.dtype)
+    step = b.g - (gamma.unsqueeze(-1) * b.df).sum(1)  # a broadcast product beats bmm on (memory, d) blocks
     x_new = b.x + step
     g_new = problem.residual(x_new)
     q_new = 0.5 * (g_new * g_new).sum(-1)
-    b.dg[:, slot] = g_new - b.g
-    b.df[:, slot] = step + b.dg[:, slot]
-    b.filled[:, slot] = True
-    products = (b.dg * b.dg[:, slot].unsqueeze(1)).sum(-1)
+    dg = torch.sub(g_new, b.g, out=b.dg[:, slot])
+    torch.add(step, dg, out=b.df[:, slot])
+    products = (b.dg * dg.unsqueeze(1)).sum(-1).to(torch.float64)
     b.gram[:, slot, :] = products
     b.gram[:, :, slot] = products
+    b.gram[:, slot, slot] = products[:, slot] * (1.0 + RIDGE) + 1e-300
     b.x, b.g, b.q = x_new, g_new, q_new
 
     improved = q_new < (1.0 - IMPROVEMENT) ** 2 * b.best_q
@@ -158,25 +160,30 @@ def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
         b.x = torch.where(restart.unsqueeze(-1), b.best_x, b.x)
         b.g = torch.where(restart.unsqueeze(-1), b.best_g, b.g)
         b.q = torch.where(restart, b.best_q, b.q)
-        b.filled &= ~restart.unsqueeze(-1)
-        for history in (b.df, b.dg, b.gram):
+        for history in (b.df, b.dg):
             history.masked_fill_(restart.view(-1, 1, 1), 0.0)
+        b.gram[restart] = _empty_gram(b.gram.shape[-1], b.gram.device)
 
 
-def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
-    """Per sample, gamma minimising |g - dG^T gamma| over the filled history slots: (n, MEMORY).
+def _empty_gram(memory: int, device: torch.device) -> torch.Tensor:
+    """The Gram matrix of an empty history: unit diagonal, so empty slots get zero coefficients."""
+    return torch.eye(memory, dtype=torch.float64, device=device)
 
-    The normal equations (MEMORY x MEMORY) are solved in float64 with a small relative ridge.
-    Empty slots hold zero differences, so their rows of ``gram`` and ``rhs`` are zero; a unit
-    diagonal there gives gamma = 0.
+
+def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Per sample, gamma minimising |g - dG^T gamma| over the history: (n, memory), float64.
+
+    ``gram`` holds the normal equations with the ridge on its diagonal (:data:`RIDGE`); empty
+    slots hold zero differences and a unit diagonal, so their gamma is 0. A memory of one is a
+    division.
     """
-    scale = gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
-    system = gram.clone()
-    system.diagonal(dim1=-2, dim2=-1).add_(RIDGE * scale.unsqueeze(-1) + ~filled)
-    chol, info = torch.linalg.cholesky_ex(system, upper=True)  # upper: no copy to zero the other triangle
-    gamma = torch.cholesky_solve(rhs.to(torch.float64).unsqueeze(-1), chol, upper=True).squeeze(-1)
-    gamma = torch.where((info == 0).unsqueeze(-1) & torch.isfinite(gamma), gamma, torch.zeros_like(gamma))
-    return gamma.to(rhs.dtype)
+    if gram.shape[-1] == 1:
+        gamma = rhs / gram[:, 0]
+    else:
+        chol, info = torch.linalg.cholesky_ex(gram, upper=True)  # upper: no copy to zero the other triangle
+        gamma = torch.cholesky_solve(rhs.unsqueeze(-1), chol, upper=True).squeeze(-1)
+        gamma = torch.where(info.unsqueeze(-1) == 0, gamma, 0.0)
+    return gamma.nan_to_num_(0.0, 0.0, 0.0)  # a zero difference (0 / 0) or a failed factorisation
 
 
 def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .anderson import solve_anderson
+from .anderson import MEMORY, solve_anderson
 from .base import Problem, ProgressHook, SolveResult, Solver, Status, TimeUp
 
 
@@ -29,6 +29,7 @@ def anderson_then(
     *,
     mixing_iters: int,
     resume_capped: bool,
+    memory: int = MEMORY,
 ) -> SolveResult:
     """Anderson mixing from each row of ``x0`` for at most ``mixing_iters`` steps, then ``solver``
     on the samples it did not converge.
@@ -42,6 +43,8 @@ def anderson_then(
     resume_capped : bool
         Start ``solver`` from mixing's best point for samples that were still improving when
         the steps ran out; otherwise every sample left restarts from its row of ``x0``.
+    memory : int
+        Anderson's history length (:func:`.anderson.solve_anderson`).
 
     Returns
     -------
@@ -49,7 +52,8 @@ def anderson_then(
         ``n_iters`` and ``iterations`` count the steps of both phases together.
     """
     watch = _Watch(progress)
-    first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(mixing_iters, options.max_iters))
+    first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(mixing_iters, options.max_iters),
+                          memory=memory)
     rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
     if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
         return first
