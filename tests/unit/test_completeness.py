@@ -83,12 +83,16 @@ def test_a_line_attractor_has_no_isolated_roots_to_pair():
     assert fps.info["n_restarts"] == 0
 
 
-def test_unique_indices_match_the_greedy_rule_computed_by_brute_force():
+@pytest.mark.parametrize("n, saturated", [(600, False), (600, True), (24, False)])
+def test_unique_indices_match_the_greedy_rule_computed_by_brute_force(n, saturated):
+    """Windowed search (600 points, also with coordinates every point shares) and all pairs (24)."""
     rng = np.random.default_rng(3)
     centres = rng.uniform(-1, 1, (40, 5))
-    points = centres[rng.integers(0, 40, 600)] + rng.uniform(-6e-4, 6e-4, (600, 5))
-    q = rng.random(600)
-    alive, kept = np.ones(600, dtype=bool), []
+    if saturated:  # as units of a trained network at +-1: no window on these coordinates helps
+        centres[:, :2] = 1.0
+    points = centres[rng.integers(0, 40, n)] + rng.uniform(-6e-4, 6e-4, (n, 5))
+    q = rng.random(n)
+    alive, kept = np.ones(n, dtype=bool), []
     for i in np.argsort(q, kind="stable"):
         if alive[i]:
             kept.append(i)

@@ -9,12 +9,17 @@ continuous time), where "many fixed points" are really one line or ring attracto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .eigs import leading_eigs
 from .models.base import Dynamics, StepModel
+
+#: Up to this many pair-coordinate differences, uniqueness compares all pairs at once: cheaper
+#: than a windowed search per representative for the few dozen points after a search.
+DENSE_PAIRS = 1 << 14
 
 
 def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.Tensor:
@@ -36,7 +41,12 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     device = points.device
     order = np.argsort(q.detach().cpu().numpy(), kind="stable")
     candidates = points.detach().cpu().numpy()[order]
-    index = _WindowIndex(candidates, tol)
+    if len(order) ** 2 * candidates.shape[1] <= DENSE_PAIRS:
+        within = np.abs(candidates[:, None, :] - candidates[None, :, :]).max(-1) <= tol
+        neighbours: Callable[[int], np.ndarray] = within.__getitem__
+    else:
+        index = _WindowIndex(candidates, tol)
+        neighbours = lambda position: index.near(candidates[position])  # noqa: E731
     alive = np.ones(len(order), dtype=bool)
     kept: list[int] = []
     position = 0
@@ -45,8 +55,7 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
         if not alive[position]:
             break
         kept.append(int(order[position]))
-        near = index.near(candidates[position])
-        alive[near] = False
+        alive[neighbours(position)] = False
         alive[position] = False
     return torch.as_tensor(np.sort(np.array(kept, dtype=np.int64)), device=device)
 
@@ -112,22 +121,34 @@ def discovery_curve(
 class _WindowIndex:
     """Rows of ``points: (n, k)`` within ``tol`` (max-norm) of a query point, found fast.
 
-    Rows within tol in max-norm are within tol in the first coordinate: a query compares the
-    point with the rows in that window of the sorted first coordinate only (widened a little,
-    so rounding cannot leave one out; the max-norm test decides).
+    Rows within tol in max-norm are within tol in every coordinate: a query compares the point
+    with the rows in that window of one sorted coordinate only (widened a little, so rounding
+    cannot leave one out; the max-norm test decides). The coordinate is the one whose values
+    fall into the most distinct bins of width tol, so that windows hold few rows: on trained
+    networks many units saturate at the same value for every point.
     """
 
     def __init__(self, points: np.ndarray, tol: float) -> None:
         self.points, self.tol = points, tol
-        self.by_first = np.argsort(points[:, 0], kind="stable") if len(points) else np.zeros(0, dtype=np.int64)
-        self.first = points[self.by_first, 0]
+        self.axis = _most_spread_axis(points, tol)
+        column = points[:, self.axis]
+        self.order = np.argsort(column, kind="stable")
+        self.sorted = column[self.order]
 
     def near(self, point: np.ndarray) -> np.ndarray:
         """Indices of the rows within tol of ``point: (k,)``."""
-        lo = np.searchsorted(self.first, point[0] - 2 * self.tol, side="left")
-        hi = np.searchsorted(self.first, point[0] + 2 * self.tol, side="right")
-        rows = self.by_first[lo:hi]
+        lo = np.searchsorted(self.sorted, point[self.axis] - 2 * self.tol, side="left")
+        hi = np.searchsorted(self.sorted, point[self.axis] + 2 * self.tol, side="right")
+        rows = self.order[lo:hi]
         return rows[np.abs(self.points[rows] - point).max(-1) <= self.tol]
+
+
+def _most_spread_axis(points: np.ndarray, tol: float) -> int:
+    """The coordinate of ``points: (n, k)`` that takes the most distinct values at resolution tol."""
+    if len(points) < 2:
+        return 0
+    bins = np.sort(np.floor(points / tol), axis=0)
+    return int((np.diff(bins, axis=0) != 0).sum(0).argmax())
 
 
 @dataclass
