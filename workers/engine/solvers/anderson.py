@@ -141,9 +141,9 @@ def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
     dg = torch.sub(g_new, b.g, out=b.dg[:, slot])
     torch.add(step, dg, out=b.df[:, slot])
     products = (b.dg * dg.unsqueeze(1)).sum(-1).to(torch.float64)
+    products[:, slot].mul_(1.0 + RIDGE).add_(1e-300)  # the ridge on the diagonal
     b.gram[:, slot, :] = products
     b.gram[:, :, slot] = products
-    b.gram[:, slot, slot] = products[:, slot] * (1.0 + RIDGE) + 1e-300
     b.x, b.g, b.q = x_new, g_new, q_new
 
     improved = q_new < (1.0 - IMPROVEMENT) ** 2 * b.best_q
