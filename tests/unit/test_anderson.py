@@ -9,7 +9,7 @@ import torch
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
-from workers.engine.solvers.anderson import MEMORY
+from workers.engine.solvers.anderson import MEMORY, RATE_MIN_STEPS
 
 from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
@@ -69,3 +69,33 @@ def test_max_iters_caps_and_says_so():
     result = solve(problem, torch.tensor(grid(4)[:8]), FinderOptions(max_iters=2))
     assert set(result.status.tolist()) <= {Status.CONVERGED, Status.CAPPED}
     assert (result.status == Status.CAPPED).any()
+
+
+def test_hand_over_slow_ends_samples_that_would_not_converge_in_the_steps_left():
+    """A warm start hands samples on early, as capped at their best points, when their q falls too
+    slowly: slower than MIN_DECADES_PER_STEP decades a step, or too slowly to reach tol_q by the cap."""
+
+    class Ghost(Linear):  # G = 0.1 + h^2 > 0: no root; q falls half a decade to its minimum at 0
+        def step(self, h, u):
+            return h + 0.1 + h * h
+
+    problem = Problem(Ghost(np.eye(1)), torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.tensor([[0.3], [-0.3]], dtype=torch.float64)
+    slow = solve(problem, x0, FinderOptions(), max_iters=300, memory=1, hand_over_slow=True)
+    assert (slow.status == Status.CAPPED).all() and (slow.n_iters == RATE_MIN_STEPS).all()
+    G = problem.residual(slow.x)
+    torch.testing.assert_close(slow.q, 0.5 * (G * G).sum(-1))  # at its best point
+    patient = solve(problem, x0, FinderOptions(), max_iters=300, memory=1)
+    assert (patient.status == Status.STALLED).all() and (patient.n_iters > RATE_MIN_STEPS).all()
+
+    rng = np.random.default_rng(1)  # a root, reached at ~0.15 decades a step: not within 20 steps
+    d = 40
+    A = rng.standard_normal((d, d))
+    A *= 0.999 / np.abs(np.linalg.eigvals(A)).max()
+    problem = Problem(Linear(A, b=rng.standard_normal(d)), torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.as_tensor(rng.standard_normal((4, d)))
+    options = FinderOptions(tol_q=1e-20)
+    early = solve(problem, x0, options, max_iters=20, hand_over_slow=True)
+    assert (early.status == Status.CAPPED).all() and (early.n_iters == RATE_MIN_STEPS).all()
+    full = solve(problem, x0, options, max_iters=300, hand_over_slow=True)
+    assert (full.status == Status.CONVERGED).all()  # the same rate is fast enough for 300 steps

@@ -16,7 +16,7 @@ from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
 from workers.engine.solvers.anderson import solve_anderson
-from workers.engine.solvers.newton import SHORT_MEMORY_MAX_STATES
+from workers.engine.solvers.newton import SMALL_MAX_STATES
 
 torch.set_num_threads(1)
 
@@ -57,7 +57,7 @@ def test_newton_stopped_while_mixing_returns_the_mixing_states():
     options = FinderOptions(tol_q=1e-30)
     stopped = get_solver("newton")(problem, x0, options, progress=_stop_at(3))
     assert 3 <= stopped.iterations < 20  # inside the mixing phase
-    assert x0.shape[1] <= SHORT_MEMORY_MAX_STATES  # newton mixes with a memory of one here
+    assert x0.shape[1] <= SMALL_MAX_STATES  # newton mixes with a memory of one here
     mixing = solve_anderson(problem, x0, options, max_iters=stopped.iterations, memory=1)
     torch.testing.assert_close(stopped.x, mixing.x, rtol=0, atol=0)
     assert torch.equal(stopped.status, mixing.status) and (stopped.status == Status.CAPPED).any()

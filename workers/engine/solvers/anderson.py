@@ -17,6 +17,7 @@ way to ``CONVERGED``), so a caller can hand the stalled samples to Newton-Krylov
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -39,6 +40,11 @@ RIDGE = 1e-10
 #: each waits for the device, and on the CPU, where compacting the batch every step costs more
 #: than the one extra step a finished sample takes (it keeps its best point).
 GPU_CHECK_EVERY = 4
+#: With ``hand_over_slow``, from this step on a sample ends as ``CAPPED`` when its q has fallen by
+#: less than MIN_DECADES_PER_STEP decades per step on average, or would not reach tol_q within
+#: the steps left at that average rate: a Newton-type solver finishes it for less.
+RATE_MIN_STEPS = 10
+MIN_DECADES_PER_STEP = 0.1
 CPU_CHECK_EVERY = 2
 
 
@@ -53,6 +59,7 @@ class _Batch:
     best_x: torch.Tensor
     best_g: torch.Tensor
     best_q: torch.Tensor
+    start_q: torch.Tensor  #: q at the sample's start
     since_best: torch.Tensor  #: steps since the last new best
     df: torch.Tensor  #: (n, memory, d) differences of x + G(x) between steps, a ring buffer (empty slots: 0)
     dg: torch.Tensor  #: (n, memory, d) differences of G(x)
@@ -71,6 +78,7 @@ def solve_anderson(
     progress: ProgressHook | None = None,
     max_iters: int | None = None,
     memory: int = MEMORY,
+    hand_over_slow: bool = False,
 ) -> SolveResult:
     """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified) by Anderson mixing.
 
@@ -89,6 +97,9 @@ def solve_anderson(
         Overrides ``options.max_iters`` (a warm-up phase before a Newton solver uses fewer).
     memory : int
         Differences of iterates each sample keeps.
+    hand_over_slow : bool
+        End samples converging too slowly as ``CAPPED`` early (:data:`RATE_MIN_STEPS`), for a
+        warm start whose caller finishes them with a faster solver.
 
     Returns
     -------
@@ -104,7 +115,7 @@ def solve_anderson(
     history = torch.zeros(n, memory, d, dtype=x0.dtype, device=x0.device)
     batch = _Batch(
         index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, best_x=x0.clone(), best_g=g.clone(),
-        best_q=q.clone(), since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
+        best_q=q.clone(), start_q=q, since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
         dg=history.clone(), gram=_empty_gram(memory, x0.device).repeat(n, 1, 1), dq=torch.full_like(q, float("nan")),
     )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else CPU_CHECK_EVERY
@@ -114,7 +125,7 @@ def solve_anderson(
         for _ in range(min(check_every, cap - iteration)):  # never past the cap
             _iterate(problem, batch, iteration % memory)
             iteration += 1
-        status = _status(batch, iteration, cap, options)
+        status = _status(batch, iteration, cap, options, hand_over_slow)
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.best_q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
@@ -186,9 +197,16 @@ def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return gamma.nan_to_num_(0.0, 0.0, 0.0)  # a zero difference (0 / 0) or a failed factorisation
 
 
-def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions) -> torch.Tensor:
+def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions, hand_over_slow: bool) -> torch.Tensor:
     """Per-sample status code, or -1 while a sample is still running."""
     status = torch.where((b.since_best >= PATIENCE) | ~torch.isfinite(b.best_q), int(Status.STALLED), -1)
     if iteration >= cap:
         status = torch.where(status < 0, int(Status.CAPPED), status)
+    elif hand_over_slow and iteration >= RATE_MIN_STEPS:
+        # at its mean rate so far, the sample would not reach tol_q in the steps left
+        done_so_far = torch.log(b.start_q / b.best_q)
+        still_to_go = torch.log(b.best_q / options.tol_q)
+        slow = (iteration * still_to_go > (cap - iteration) * done_so_far) | (
+            done_so_far < iteration * MIN_DECADES_PER_STEP * math.log(10.0))
+        status = torch.where((status < 0) & slow, int(Status.CAPPED), status)
     return torch.where(b.best_q < options.tol_q, int(Status.CONVERGED), status)

@@ -26,16 +26,19 @@ from .warm_start import anderson_then
 #: Iterations between host synchronisations (status checks, compaction, progress) on a GPU.
 GPU_CHECK_EVERY = 2
 LAMBDA_INIT = 1e-6
-#: Anderson steps before the Newton steps. On the flip-flop networks 20 steps converge all but a
-#: few percent of 1024 samples and leave the rest within a few Newton steps of a root
-#: (benchmarks/engine_vs_adam.py); samples that stall in mixing restart from their own start.
+#: Networks with up to SMALL_MAX_STATES states mix for at most MIXING_ITERS steps with a single
+#: difference (Anderson(1): a division per sample instead of a batched factorisation). There a
+#: Newton step costs a few forward passes, the least-squares solve of a longer memory costs more
+#: than the forward pass, and memories 1-12 converge the flip-flops in 12-16 steps alike; 20
+#: steps converge all but a few percent of 1024 flip-flop states and leave the rest within a few
+#: Newton steps of a root (benchmarks/engine_vs_adam.py).
 MIXING_ITERS = 20
-#: Up to this many states, mixing keeps a single difference (Anderson(1), a division per sample
-#: instead of a batched factorisation): there the least-squares solve of a longer memory costs
-#: more than the forward pass, and memories 1-12 converge the flip-flops in 12-16 steps alike.
-#: Larger networks keep :data:`.anderson.MEMORY` differences, which converge in fewer steps
-#: (chaotic tanh, d = 64: 0.73-0.79 s instead of 0.83-0.90 s for the whole search).
-SHORT_MEMORY_MAX_STATES = 32
+SMALL_MAX_STATES = 32
+#: Larger networks mix for up to LONG_MIXING_ITERS steps with :data:`.anderson.MEMORY`
+#: differences, and samples converging too slowly leave early for LM (``hand_over_slow``): a
+#: dense step costs ~100 forward passes at d = 64, where tanh networks with gain 0.9 take ~90
+#: mixing steps (0.09 s instead of 0.20 s when LM took over after 20).
+LONG_MIXING_ITERS = 300
 
 
 def solve_newton(
@@ -63,14 +66,16 @@ def solve_newton(
         Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
         as ``CAPPED`` where they are.
     warm_start : bool
-        Take up to ``MIXING_ITERS`` Anderson steps first (:func:`.warm_start.anderson_then`), at
-        most half of ``options.max_iters``, which counts the steps of both.
+        Take up to ``MIXING_ITERS`` (``LONG_MIXING_ITERS`` above ``SMALL_MAX_STATES`` states)
+        Anderson steps first (:func:`.warm_start.anderson_then`), at most half of
+        ``options.max_iters``, which counts the steps of both.
     """
-    mixing_iters = min(MIXING_ITERS, options.max_iters // 2)  # a small max_iters leaves Newton half
+    small = x0.shape[1] <= SMALL_MAX_STATES
+    mixing_iters = min(MIXING_ITERS if small else LONG_MIXING_ITERS, options.max_iters // 2)  # Newton gets half
     if warm_start and mixing_iters > 0:
         return anderson_then(partial(solve_newton, warm_start=False), problem, x0, options, progress,
-                             mixing_iters=mixing_iters, resume_capped=True,
-                             memory=1 if x0.shape[1] <= SHORT_MEMORY_MAX_STATES else MEMORY)
+                             mixing_iters=mixing_iters, resume_capped=True, memory=1 if small else MEMORY,
+                             hand_over_slow=not small)
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
     return levenberg_marquardt(problem, x0, options, progress, _dense_step, lambda_init=LAMBDA_INIT,
                                check_every=check_every)

@@ -30,6 +30,7 @@ def anderson_then(
     mixing_iters: int,
     resume_capped: bool,
     memory: int = MEMORY,
+    hand_over_slow: bool = False,
 ) -> SolveResult:
     """Anderson mixing from each row of ``x0`` for at most ``mixing_iters`` steps, then ``solver``
     on the samples it did not converge.
@@ -43,8 +44,9 @@ def anderson_then(
     resume_capped : bool
         Start ``solver`` from mixing's best point for samples that were still improving when
         the steps ran out; otherwise every sample left restarts from its row of ``x0``.
-    memory : int
-        Anderson's history length (:func:`.anderson.solve_anderson`).
+    memory, hand_over_slow
+        Passed to :func:`.anderson.solve_anderson`: history length, and whether samples that
+        converge too slowly leave the mixing early (as capped ones).
 
     Returns
     -------
@@ -53,7 +55,7 @@ def anderson_then(
     """
     watch = _Watch(progress)
     first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(mixing_iters, options.max_iters),
-                          memory=memory)
+                          memory=memory, hand_over_slow=hand_over_slow)
     rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
     if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
         return first
