@@ -27,9 +27,9 @@ class FinderOptions(BaseModel):
     # --- solver and stopping -------------------------------------------------------
     method: Method = Field(
         "newton",
-        description="Solver: up to 20 Anderson mixing steps, then batched damped Newton/LM with exact Jacobians "
-        "(for large networks matrix-free: Anderson mixing, then LM on Jacobian products, i.e. lm_krylov), "
-        "Newton-Krylov, lm_krylov or Anderson mixing explicitly, or the reference's Adam.",
+        description="Solver: Anderson mixing (up to 20 steps; 300 above 32 states), then batched damped Newton/LM "
+        "with exact Jacobians (for large networks matrix-free: Anderson mixing, then LM on Jacobian products, "
+        "i.e. lm_krylov), Newton-Krylov, lm_krylov or Anderson mixing explicitly, or the reference's Adam.",
     )
     tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
     tol_dq: float = Field(1e-20, ge=0, description="Adam stops when |dq| < tol_dq * learning rate.")
