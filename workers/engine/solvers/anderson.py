@@ -12,7 +12,9 @@ x_k + G_k - (dX + dG) gamma, which near a root behaves like GMRES on the lineari
 Safeguards make it honest where F does not contract: a sample whose residual grows past
 ``GROWTH`` times its best restarts its history from its best point, and a sample without a new
 best for ``PATIENCE`` steps stops as ``STALLED`` at its best point (q below tol_q is the only
-way to ``CONVERGED``), so a caller can hand the stalled samples to Newton-Krylov.
+way to ``CONVERGED``), so a caller can hand the stalled samples to a Newton-type solver. As a
+warm start it can also end samples that converge too slowly to be worth more mixing steps
+(``hand_over_slow``), as capped at their best points.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ RIDGE = 1e-10
 #: each waits for the device, and on the CPU, where compacting the batch every step costs more
 #: than the one extra step a finished sample takes (it keeps its best point).
 GPU_CHECK_EVERY = 4
+CPU_CHECK_EVERY = 2
 #: With ``hand_over_slow``, from this step on a sample ends as ``CAPPED`` when its q has fallen by
 #: less than MIN_DECADES_PER_STEP decades per step on average, or would not reach tol_q within
 #: the steps left at that average rate: a Newton-type solver finishes it for less.
 RATE_MIN_STEPS = 10
 MIN_DECADES_PER_STEP = 0.1
-CPU_CHECK_EVERY = 2
 
 
 @dataclass
@@ -203,7 +205,7 @@ def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions, hand_ov
     if iteration >= cap:
         status = torch.where(status < 0, int(Status.CAPPED), status)
     elif hand_over_slow and iteration >= RATE_MIN_STEPS:
-        # at its mean rate so far, the sample would not reach tol_q in the steps left
+        # at its mean rate so far the sample would not reach tol_q in the steps left, or it is slow
         done_so_far = torch.log(b.start_q / b.best_q)
         still_to_go = torch.log(b.best_q / options.tol_q)
         slow = (iteration * still_to_go > (cap - iteration) * done_so_far) | (
