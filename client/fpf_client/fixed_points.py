@@ -282,6 +282,7 @@ class FixedPoints:
         for key in ("n_samples", "n_converged", "n_stalled", "n_capped", "wall_time_s"):
             if key in self.info:
                 lines.append(f"  {key}: {self.info[key]}")
+        lines += [f"  warning: {warning}" for warning in self.info.get("warnings", [])]
         return "\n".join(lines)
 
     def print_summary(self) -> None:

@@ -12,7 +12,7 @@ import torch
 from fpf_client.errors import NonFinite, ShapeMismatch
 from workers.engine import as_step_model, find_fixed_points, load_model, sample_states
 
-from test_solvers import Tanh, grid, roll_weights
+from test_solvers import Linear, Tanh, grid, roll_weights
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +89,27 @@ def test_each_root_is_reported_once_to_the_precision_of_its_dtype(method):
     assert fps.n == 1
     np.testing.assert_allclose(fps.xstar[0], root, atol=1e-12)
     assert fps.certified.all()
+
+
+def test_samples_stalled_for_want_of_precision_are_counted_and_explained():
+    """tol_q below what float32 resolves at d = 64: every sample stalls at the root, and says why."""
+    rng = np.random.default_rng(0)
+    d = 64
+    A = rng.standard_normal((d, d))
+    A *= 0.8 / np.abs(np.linalg.eigvals(A)).max()
+    b = rng.standard_normal(d)
+    x_true = np.linalg.solve(np.eye(d) - A, b)
+    x0 = rng.standard_normal((16, d))
+    single = find_fixed_points(Linear(A, b=b), x0, dtype="float32", tol_q=1e-14, device="cpu")
+    info = single.info
+    assert single.n == 0 and info["n_converged"] == 0
+    assert info["n_stalled_at_rounding_floor"] == info["n_stalled"] == 16
+    assert len(info["warnings"]) == 1 and "dtype='float64'" in info["warnings"][0]
+    assert "warning:" in single.summary()
+    double = find_fixed_points(Linear(A, b=b), x0, dtype="float64", tol_q=1e-14, device="cpu")
+    assert double.info["n_converged"] == 16 and double.info["warnings"] == []
+    assert double.n == 1 and np.abs(double.xstar[0] - x_true).max() < 1e-9
+    assert double.info["n_stalled_at_rounding_floor"] == 0
 
 
 def test_slow_points_are_returned_apart_from_fixed_points():

@@ -41,6 +41,9 @@ MAX_CHUNK = 65536
 KRYLOV_MIN_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
+#: A stalled sample with q below this many times its rounding floor (:func:`rounding_floor`)
+#: stopped for want of precision.
+FLOOR_FACTOR = 4.0
 
 
 def find_fixed_points(
@@ -118,6 +121,7 @@ def find_fixed_points(
 
     fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
+    n_at_floor, advice = _stalled_at_rounding_floor(result.select(torch.arange(n, device=device)), options)
     fps.info.update(
         n_fixed_points=fps.n,
         n_certified=int(fps.certified.sum()) if fps.certified is not None else None,
@@ -125,6 +129,8 @@ def find_fixed_points(
         n_converged=int((result.status[:n] == Status.CONVERGED).sum()),
         n_stalled=int((result.status[:n] == Status.STALLED).sum()),
         n_capped=int((result.status[:n] == Status.CAPPED).sum()),
+        n_stalled_at_rounding_floor=n_at_floor,
+        warnings=[advice] if advice else [],
         n_restarts=len(result.q) - n,
         n_restarts_converged=int((result.status[n:] == Status.CONVERGED).sum()),
         completeness_passes=completeness_passes,
@@ -137,6 +143,36 @@ def find_fixed_points(
         wall_time_s=time.perf_counter() - started,
     )
     return fps
+
+
+def rounding_floor(x: torch.Tensor) -> torch.Tensor:
+    """Per row of ``x: (k, d)``, the q below which G(x) is rounding noise in x's dtype.
+
+    Each component of G = F(x) - x (or of f(x)) carries an error of about eps |x_j| from F and
+    again from x, so q = |G|^2 / 2 cannot be resolved below about 2 eps^2 |x|^2: in float32 at
+    |x_j| ~ 1 that is 7e-12 for d = 256, above the reference's default tol_q of 1e-12.
+    """
+    return 2.0 * torch.finfo(x.dtype).eps ** 2 * (x * x).sum(-1)
+
+
+def _stalled_at_rounding_floor(result: SolveResult, options: FinderOptions) -> tuple[int, str | None]:
+    """How many samples stalled with q within ``FLOOR_FACTOR`` of :func:`rounding_floor`, and advice.
+
+    Such samples stopped because the dtype cannot resolve G any further, not at a minimum of q:
+    they are probably roots that cannot be certified to ``tol_q`` in this dtype.
+    """
+    floor = rounding_floor(result.x)
+    at_floor = (result.status == Status.STALLED) & (result.q < FLOOR_FACTOR * floor)
+    count = int(at_floor.sum())
+    if count == 0:
+        return 0, None
+    typical = float(floor[at_floor].median())
+    return count, (
+        f"{count} samples stalled with q within {FLOOR_FACTOR:g}x of the smallest q that {options.dtype} "
+        f"resolves at their points (~{typical:.0e}, above tol_q = {options.tol_q:g}): they are probably "
+        f"fixed points this dtype cannot bring below tol_q. Run with dtype='float64', or with tol_q of "
+        f"about {10 * typical:.0e} or more."
+    )
 
 
 def resolve_method(method: str, n_states: int) -> str:
