@@ -111,6 +111,16 @@ def test_submit_wait_with_progress_and_the_result_equals_the_engine(client, mode
     assert fps.info["n_samples"] == len(states)
 
 
+def test_a_result_explains_samples_that_stalled_for_want_of_precision(client, model_path, states):
+    """tol_q below float32's resolution: the samples stall on roots, and the result says why."""
+    fps = client.find_fixed_points(model_path, states[:32], progress=False, timeout=120, method="newton",
+                                   dtype="float32", device="cpu", tol_q=1e-20)
+    assert fps.n == 0 and fps.info["n_converged"] == 0
+    assert fps.info["n_stalled_at_rounding_floor"] > 0
+    assert any("dtype='float64'" in warning for warning in fps.info["warnings"])
+    assert "warning:" in fps.summary()
+
+
 def test_find_fixed_points_uploads_a_module_and_shows_a_bar(client, states, model_path):
     fps = client.find_fixed_points(TanhStep(), states, progress=True, timeout=120, **OPTIONS)
     assert_same_fixed_points(fps, client.find_fixed_points(model_path, states, progress=False, **OPTIONS))
