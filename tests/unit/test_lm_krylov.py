@@ -10,6 +10,7 @@ import torch
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
+from workers.engine.solvers.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
 from workers.engine.solvers.linearization import Linearized
 from workers.engine.solvers.lm_krylov import cgls
 
@@ -75,3 +76,22 @@ def test_converges_on_a_chaotic_network_at_least_as_often_as_dense_lm():
     # certification threshold (0.1 tol_unique)
     step = torch.linalg.solve(problem.jacobian(roots), problem.residual(roots).unsqueeze(-1)).squeeze(-1)
     assert step.abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("shrink, status", [(0.995, Status.STALLED), (0.7, Status.CONVERGED)])
+def test_lm_stops_samples_whose_q_crawls(shrink, status):
+    """Steps that cut q by 1 % each (a valley of q, not a root) stop after one window as stalled;
+    steps that cut it by half converge. The rule is LM's, shared by the dense and matrix-free solvers."""
+    problem = Problem(Linear(0.5 * np.eye(3)), torch.zeros(1, 1, dtype=torch.float64))  # G = -x / 2
+    x0 = torch.tensor([[1.0, -0.5, 0.3], [0.2, 0.9, -1.1]], dtype=torch.float64)
+
+    def toward_the_root(problem, b):  # x <- shrink x, and the decrease of q that it gives exactly
+        return (shrink - 1.0) * b.x, b.q * (1.0 - shrink**2)
+
+    result = levenberg_marquardt(problem, x0, FinderOptions(max_iters=400), None, toward_the_root, lambda_init=1e-3)
+    assert (result.status == status).all()
+    if status == Status.STALLED:
+        assert (result.n_iters == CRAWL_WINDOW).all()
+        assert (result.q > FinderOptions().tol_q).all()
+    else:
+        assert (result.n_iters < CRAWL_WINDOW).all()

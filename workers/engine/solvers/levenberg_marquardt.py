@@ -26,6 +26,12 @@ LAMBDA_MAX = 1e5
 STEP_TOL = 1e-3
 SLOW_DECREASE = 1e-3
 STALL_PATIENCE = 2
+#: A sample whose q has not fallen by CRAWL_FACTOR over the last CRAWL_WINDOW iterations stops as
+#: stalled: it crawls along a valley of q (chaotic networks at d = 1024 spent 3000 matrix-free
+#: steps, ten minutes, this way and found nothing; 650 steps, 190 s, with this rule). Samples that
+#: do converge fall by far more: at d = 256 the rule kept all 9 roots (392 instead of 411 samples).
+CRAWL_WINDOW = 50
+CRAWL_FACTOR = 2.0
 
 
 @dataclass
@@ -41,6 +47,8 @@ class DampedBatch:
     dq: torch.Tensor
     step_norm: torch.Tensor
     slow: torch.Tensor  #: short, unproductive steps in a row
+    anchor_q: torch.Tensor  #: q at the start of the current crawl window
+    crawling: torch.Tensor  #: q fell by less than CRAWL_FACTOR over the last window
 
     def keep(self, mask: torch.Tensor) -> "DampedBatch":
         return DampedBatch(*(getattr(self, f.name)[mask] for f in fields(self)))
@@ -84,7 +92,8 @@ def levenberg_marquardt(
     batch = DampedBatch(
         index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, lam=torch.full_like(q, lambda_init),
         nu=torch.full_like(q, 2.0), dq=nan, step_norm=nan.clone(),
-        slow=torch.zeros(n, dtype=torch.int32, device=x0.device),
+        slow=torch.zeros(n, dtype=torch.int32, device=x0.device), anchor_q=q.clone(),
+        crawling=torch.zeros(n, dtype=torch.bool, device=x0.device),
     )
     iteration = 0
     n_converged = 0
@@ -92,6 +101,9 @@ def levenberg_marquardt(
         for _ in range(min(check_every, options.max_iters - iteration)):  # never past the cap
             iteration += 1
             _iterate(problem, batch, step_rule)
+            if iteration % CRAWL_WINDOW == 0:
+                batch.crawling = batch.q > batch.anchor_q / CRAWL_FACTOR
+                batch.anchor_q = batch.q.clone()
         status = _status(batch, iteration, options)
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.q, n_converged):
@@ -132,6 +144,7 @@ def _iterate(problem: Problem, b: DampedBatch, step_rule: StepRule) -> None:
 def _status(b: DampedBatch, iteration: int, options: FinderOptions) -> torch.Tensor:
     """Per-sample status code, or -1 while a sample is still running."""
     stalled = (b.lam > LAMBDA_MAX) | (b.slow >= STALL_PATIENCE) | (b.dq < options.tol_dq) | ~torch.isfinite(b.q)
+    stalled |= b.crawling
     status = torch.where(stalled, int(Status.STALLED), -1)
     if iteration >= options.max_iters:
         status = torch.where(status < 0, int(Status.CAPPED), status)
