@@ -121,7 +121,7 @@ def find_fixed_points(
 
     fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
-    n_at_floor, advice = _stalled_at_rounding_floor(result.select(torch.arange(n, device=device)), options)
+    n_at_floor, advice = _stalled_at_rounding_floor(result.x[:n], result.q[:n], result.status[:n], options)
     fps.info.update(
         n_fixed_points=fps.n,
         n_certified=int(fps.certified.sum()) if fps.certified is not None else None,
@@ -155,14 +155,17 @@ def rounding_floor(x: torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.finfo(x.dtype).eps ** 2 * (x * x).sum(-1)
 
 
-def _stalled_at_rounding_floor(result: SolveResult, options: FinderOptions) -> tuple[int, str | None]:
-    """How many samples stalled with q within ``FLOOR_FACTOR`` of :func:`rounding_floor`, and advice.
+def _stalled_at_rounding_floor(
+    x: torch.Tensor, q: torch.Tensor, status: torch.Tensor, options: FinderOptions
+) -> tuple[int, str | None]:
+    """How many samples (ending at ``x`` with ``q`` and ``status``) stalled with q within
+    ``FLOOR_FACTOR`` of :func:`rounding_floor`, and advice.
 
     Such samples stopped because the dtype cannot resolve G any further, not at a minimum of q:
     they are probably roots that cannot be certified to ``tol_q`` in this dtype.
     """
-    floor = rounding_floor(result.x)
-    at_floor = (result.status == Status.STALLED) & (result.q < FLOOR_FACTOR * floor)
+    floor = rounding_floor(x)
+    at_floor = (status == Status.STALLED) & (q < FLOOR_FACTOR * floor)
     count = int(at_floor.sum())
     if count == 0:
         return 0, None

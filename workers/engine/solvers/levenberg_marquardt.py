@@ -92,7 +92,7 @@ def levenberg_marquardt(
     batch = DampedBatch(
         index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, lam=torch.full_like(q, lambda_init),
         nu=torch.full_like(q, 2.0), dq=nan, step_norm=nan.clone(),
-        slow=torch.zeros(n, dtype=torch.int32, device=x0.device), anchor_q=q.clone(),
+        slow=torch.zeros(n, dtype=torch.int32, device=x0.device), anchor_q=q,
         crawling=torch.zeros(n, dtype=torch.bool, device=x0.device),
     )
     iteration = 0
@@ -103,7 +103,7 @@ def levenberg_marquardt(
             _iterate(problem, batch, step_rule)
             if iteration % CRAWL_WINDOW == 0:
                 batch.crawling = batch.q > batch.anchor_q / CRAWL_FACTOR
-                batch.anchor_q = batch.q.clone()
+                batch.anchor_q = batch.q  # q is replaced, never updated in place
         status = _status(batch, iteration, options)
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.q, n_converged):
