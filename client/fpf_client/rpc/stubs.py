@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -60,20 +61,23 @@ def _generator_key() -> str:
 def generate(out_dir: Path) -> None:
     """Run protoc (from grpcio-tools) on the ``.proto`` into ``out_dir``.
 
+    protoc runs in a child process: in a process that has imported TensorFlow, whose own
+    protobuf runtime clashes with the one linked into grpcio-tools, ``grpc_tools.protoc.main``
+    crashes the interpreter with a segmentation fault.
+
     Raises
     ------
     RuntimeError
-        When protoc reports an error (it prints the reason on stderr).
+        When protoc reports an error, with what it printed.
     """
-    from grpc_tools import protoc
-
     well_known = resources.files("grpc_tools") / "_proto"
-    status = protoc.main([
-        "protoc", f"-I{proto_root()}", f"-I{well_known}",
+    command = [
+        sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root()}", f"-I{well_known}",
         f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", PROTO_FILE,
-    ])
-    if status != 0:
-        raise RuntimeError(f"protoc failed ({status}) on {proto_root() / PROTO_FILE}")
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"protoc failed ({done.returncode}) on {proto_root() / PROTO_FILE}: {done.stderr.strip()}")
 
 
 def _ensure_generated() -> Path:
