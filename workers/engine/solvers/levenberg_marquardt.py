@@ -50,8 +50,8 @@ class DampedBatch:
     anchor_q: torch.Tensor  #: q at the start of the current crawl window
     crawling: torch.Tensor  #: q fell by less than CRAWL_FACTOR over the last window
 
-    def keep(self, mask: torch.Tensor) -> "DampedBatch":
-        return DampedBatch(*(getattr(self, f.name)[mask] for f in fields(self)))
+    def keep(self, index: torch.Tensor) -> "DampedBatch":
+        return DampedBatch(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
 
 
 #: The damped step of every sample of the batch, and the decrease of q its linear model predicts.
@@ -114,7 +114,7 @@ def levenberg_marquardt(
                 batch.index[done], iteration, x=batch.x[done], q=batch.q[done], dq=batch.dq[done],
                 status=status[done], step_norm=batch.step_norm[done],
             )
-            keep = ~done
+            keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
             batch = batch.keep(keep)
             problem = problem.subset(keep)
     return out.result(iteration)
