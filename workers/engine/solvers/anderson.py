@@ -38,9 +38,10 @@ IMPROVEMENT = 1e-3
 #: Tikhonov regularisation of each least-squares problem, relative to each difference's squared
 #: length (the Gram matrix's diagonal is scaled by 1 + RIDGE; a zero difference gets 1e-300).
 RIDGE = 1e-10
-#: Steps between host synchronisations (status checks, compaction, progress) on a GPU, where
-#: each waits for the device, and on the CPU, where compacting the batch every step costs more
-#: than the one extra step a finished sample takes (it keeps its best point).
+#: Steps between host synchronisations (best points, restarts, status checks, compaction, progress)
+#: on a GPU, where each waits for the device, and on the CPU, where that bookkeeping costs as
+#: many kernels as a mixing step and compacting the batch more than the extra step a finished
+#: sample takes (it keeps its best point).
 GPU_CHECK_EVERY = 4
 CPU_CHECK_EVERY = 2
 #: With ``hand_over_slow``, from this step on a sample ends as ``CAPPED`` when its q has fallen by
@@ -57,19 +58,18 @@ class _Batch:
     index: torch.Tensor  #: position in the caller's batch
     x: torch.Tensor
     g: torch.Tensor  #: G(x)
-    q: torch.Tensor
     best_x: torch.Tensor
     best_g: torch.Tensor
     best_q: torch.Tensor
     start_q: torch.Tensor  #: q at the sample's start
-    since_best: torch.Tensor  #: steps since the last new best
+    since_best: torch.Tensor  #: steps since the last new best (counted at host checks)
     df: torch.Tensor  #: (n, memory, d) differences of x + G(x) between steps, a ring buffer (empty slots: 0)
     dg: torch.Tensor  #: (n, memory, d) differences of G(x)
-    gram: torch.Tensor  #: (n, memory, memory) dG dG^T in float64, updated one slot at a time
+    gram: torch.Tensor  #: (n, memory, memory) dG dG^T, updated one slot at a time (float64 when memory > 1)
     dq: torch.Tensor
 
-    def keep(self, mask: torch.Tensor) -> "_Batch":
-        return _Batch(*(getattr(self, f.name)[mask] for f in fields(self)))
+    def keep(self, index: torch.Tensor) -> "_Batch":
+        return _Batch(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
 
 
 def solve_anderson(
@@ -106,8 +106,8 @@ def solve_anderson(
     Returns
     -------
     SolveResult
-        Each sample at its best point (smallest q seen); ``step_norm`` is |G| there, the
-        length of the next plain step.
+        Each sample at its best point (smallest q among the iterates checked at host
+        synchronisations); ``step_norm`` is |G| there, the length of the next plain step.
     """
     cap = options.max_iters if max_iters is None else max_iters
     n, d = x0.shape
@@ -115,18 +115,22 @@ def solve_anderson(
     g = problem.residual(x0)
     q = 0.5 * (g * g).sum(-1)
     history = torch.zeros(n, memory, d, dtype=x0.dtype, device=x0.device)
+    gram_dtype = torch.float64 if memory > 1 else x0.dtype  # a least-squares solve needs the precision
     batch = _Batch(
-        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, best_x=x0.clone(), best_g=g.clone(),
+        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, best_x=x0.clone(), best_g=g.clone(),
         best_q=q.clone(), start_q=q, since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
-        dg=history.clone(), gram=_empty_gram(memory, x0.device).repeat(n, 1, 1), dq=torch.full_like(q, float("nan")),
+        dg=history.clone(), gram=_empty_gram(memory, gram_dtype, x0.device).repeat(n, 1, 1),
+        dq=torch.full_like(q, float("nan")),
     )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else CPU_CHECK_EVERY
     iteration = 0
     n_converged = 0
     while batch.index.numel():
-        for _ in range(min(check_every, cap - iteration)):  # never past the cap
+        steps = min(check_every, cap - iteration)  # never past the cap
+        for _ in range(steps):
             _iterate(problem, batch, iteration % memory)
             iteration += 1
+        _track_best(batch, steps)
         status = _status(batch, iteration, cap, options, hand_over_slow)
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.best_q, n_converged):
@@ -137,7 +141,7 @@ def solve_anderson(
                 batch.index[done], iteration, x=batch.best_x[done], q=batch.best_q[done], dq=batch.dq[done],
                 status=status[done], step_norm=torch.linalg.vector_norm(batch.best_g[done], dim=-1),
             )
-            keep = ~done
+            keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
             batch = batch.keep(keep)
             problem = problem.subset(keep)
     return out.result(iteration)
@@ -145,57 +149,77 @@ def solve_anderson(
 
 def _iterate(problem: Problem, b: _Batch, slot: int) -> None:
     """One Anderson step on every sample of ``b``, in place; the new difference goes to ``slot``."""
+    if b.df.shape[1] == 1:
+        _iterate_one(problem, b)
+        return
     rhs = (b.dg * b.g.unsqueeze(1)).sum(-1).to(torch.float64)  # dG g, (n, memory)
     gamma = _mixing_coefficients(b.gram, rhs).to(b.g.dtype)
     step = b.g - (gamma.unsqueeze(-1) * b.df).sum(1)  # a broadcast product beats bmm on (memory, d) blocks
     x_new = b.x + step
     g_new = problem.residual(x_new)
-    q_new = 0.5 * (g_new * g_new).sum(-1)
     dg = torch.sub(g_new, b.g, out=b.dg[:, slot])
     torch.add(step, dg, out=b.df[:, slot])
     products = (b.dg * dg.unsqueeze(1)).sum(-1).to(torch.float64)
     products[:, slot].mul_(1.0 + RIDGE).add_(1e-300)  # the ridge on the diagonal
     b.gram[:, slot, :] = products
     b.gram[:, :, slot] = products
-    b.x, b.g, b.q = x_new, g_new, q_new
+    b.x, b.g = x_new, g_new
 
-    improved = q_new < (1.0 - IMPROVEMENT) ** 2 * b.best_q
-    better = q_new < b.best_q
-    b.dq = torch.where(better, b.best_q - q_new, b.dq)
-    b.best_x = torch.where(better.unsqueeze(-1), x_new, b.best_x)
-    b.best_g = torch.where(better.unsqueeze(-1), g_new, b.best_g)
-    b.best_q = torch.where(better, q_new, b.best_q)
-    b.since_best = torch.where(improved, 0, b.since_best + 1)
+
+def _iterate_one(problem: Problem, b: _Batch) -> None:
+    """Anderson(1): the coefficient is one division per sample, and the single difference's
+    squared length is kept in the iterates' dtype (no ridge beyond the smallest normal number,
+    which makes an empty or zero difference's coefficient 0), so a step costs a few kernels."""
+    dg, df, norm2 = b.dg[:, 0], b.df[:, 0], b.gram[:, 0, 0]
+    gamma = (dg * b.g).sum(-1) / norm2
+    step = torch.addcmul(b.g, gamma.unsqueeze(-1), df, value=-1.0)
+    x_new = b.x + step
+    g_new = problem.residual(x_new)
+    torch.sub(g_new, b.g, out=dg)
+    torch.add(step, dg, out=df)
+    torch.add((dg * dg).sum(-1), torch.finfo(dg.dtype).tiny, out=norm2)
+    b.x, b.g = x_new, g_new
+
+
+def _track_best(b: _Batch, steps: int) -> None:
+    """Record each sample's best point after ``steps`` mixing steps, and restart diverging ones.
+
+    Run at host checks only, not every step: a mixing step is a handful of kernels on the CPU,
+    and this bookkeeping as many again; the best point is the best of the checked iterates.
+    """
+    q = 0.5 * (b.g * b.g).sum(-1)
+    improved = q < (1.0 - IMPROVEMENT) ** 2 * b.best_q
+    better = q < b.best_q
+    b.dq = torch.where(better, b.best_q - q, b.dq)
+    b.best_x = torch.where(better.unsqueeze(-1), b.x, b.best_x)
+    b.best_g = torch.where(better.unsqueeze(-1), b.g, b.best_g)
+    b.best_q = torch.where(better, q, b.best_q)
+    b.since_best = torch.where(improved, 0, b.since_best + steps)
 
     # Diverging (or non-finite) samples restart from their best point with an empty history.
-    restart = ~(q_new <= GROWTH**2 * b.best_q)
+    restart = ~(q <= GROWTH**2 * b.best_q)
     if restart.any():
         b.x = torch.where(restart.unsqueeze(-1), b.best_x, b.x)
         b.g = torch.where(restart.unsqueeze(-1), b.best_g, b.g)
-        b.q = torch.where(restart, b.best_q, b.q)
         for history in (b.df, b.dg):
             history.masked_fill_(restart.view(-1, 1, 1), 0.0)
-        b.gram[restart] = _empty_gram(b.gram.shape[-1], b.gram.device)
+        b.gram[restart] = _empty_gram(b.gram.shape[-1], b.gram.dtype, b.gram.device)
 
 
-def _empty_gram(memory: int, device: torch.device) -> torch.Tensor:
+def _empty_gram(memory: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The Gram matrix of an empty history: unit diagonal, so empty slots get zero coefficients."""
-    return torch.eye(memory, dtype=torch.float64, device=device)
+    return torch.eye(memory, dtype=dtype, device=device)
 
 
 def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """Per sample, gamma minimising |g - dG^T gamma| over the history: (n, memory), float64.
 
     ``gram`` holds the normal equations with the ridge on its diagonal (:data:`RIDGE`); empty
-    slots hold zero differences and a unit diagonal, so their gamma is 0. A memory of one is a
-    division.
+    slots hold zero differences and a unit diagonal, so their gamma is 0.
     """
-    if gram.shape[-1] == 1:
-        gamma = rhs / gram[:, 0]
-    else:
-        chol, info = torch.linalg.cholesky_ex(gram, upper=True)  # upper: no copy to zero the other triangle
-        gamma = torch.cholesky_solve(rhs.unsqueeze(-1), chol, upper=True).squeeze(-1)
-        gamma = torch.where(info.unsqueeze(-1) == 0, gamma, 0.0)
+    chol, info = torch.linalg.cholesky_ex(gram, upper=True)  # upper: no copy to zero the other triangle
+    gamma = torch.cholesky_solve(rhs.unsqueeze(-1), chol, upper=True).squeeze(-1)
+    gamma = torch.where(info.unsqueeze(-1) == 0, gamma, 0.0)
     return gamma.nan_to_num_(0.0, 0.0, 0.0)  # a zero difference (0 / 0) or a failed factorisation
 
 
