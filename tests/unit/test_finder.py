@@ -36,6 +36,25 @@ def test_a_batch_of_one_works(method):
         assert key in fps.info
 
 
+@pytest.mark.parametrize("cell", [torch.nn.GRU, torch.nn.LSTM])
+def test_a_recurrent_layer_with_a_single_root_runs_the_default_search(cell):
+    """With one attractor there is no pair to restart from: the completeness search is empty
+    (it once ran the solver on zero states, which torch's recurrent layers cannot take)."""
+    torch.manual_seed(0)
+    net = cell(4, 16, batch_first=True).requires_grad_(False)
+    model = as_step_model(net)
+    states = np.random.default_rng(0).normal(0.0, 0.5, (64, model.n_states)).astype(np.float32)
+    fps = find_fixed_points(net, states, dtype="float64")
+    # the default-initialised layer contracts: iterating the map reaches the root independently
+    x, u = torch.as_tensor(states, dtype=torch.float64), torch.zeros(64, 4, dtype=torch.float64)
+    model = model.to(torch.device("cpu"), torch.float64)
+    for _ in range(2000):
+        x = model.step(x, u)
+    assert np.ptp(x.numpy(), axis=0).max() < 1e-9
+    assert fps.n == 1 and fps.info["n_restarts"] == 0
+    np.testing.assert_allclose(fps.xstar[0], x[0].numpy(), atol=1e-9)
+
+
 def test_progress_reports_and_its_exceptions_propagate():
     reports = []
     find_fixed_points(Tanh(roll_weights(4)), grid(4), device="cpu", progress=reports.append)

@@ -159,13 +159,14 @@ def _tensor_forward(layer: torch.nn.Module) -> str:
 
 
 def _unpack(h: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """(n, L·H) -> (L, n, H), the layout torch's layers take."""
-    return h.reshape(h.shape[0], num_layers, -1).transpose(0, 1).contiguous()
+    """(n, L·H) -> (L, n, H), the layout torch's layers take (sizes explicit: n may be 0)."""
+    return h.reshape(h.shape[0], num_layers, h.shape[1] // num_layers).transpose(0, 1).contiguous()
 
 
 def _pack(state: torch.Tensor) -> torch.Tensor:
     """(L, n, H) -> (n, L·H)."""
-    return state.transpose(0, 1).reshape(state.shape[1], -1)
+    layers, n, hidden = state.shape
+    return state.transpose(0, 1).reshape(n, layers * hidden)
 
 
 def _kind(module: torch.nn.Module) -> str | None:

@@ -20,7 +20,7 @@ import torch
 from fpf_client.options import FinderOptions
 
 from ..analysis import unique_indices
-from .base import Problem, ProgressHook, SolveResult
+from .base import Problem, ProgressHook, ResultBuffers, SolveResult
 from .newton import solve_newton
 
 #: At most this many restarts per pass (drawn at random from the untried pairs beyond it).
@@ -78,8 +78,7 @@ def midpoint_restarts(
         seeds.add(result.x[new], start_group[new])
     if not results:
         empty = roots[:0]
-        nothing = solve_newton(problem.subset(root_group[:0]), empty, options, warm_start=False)
-        return Restarts(empty, root_group[:0], nothing, 0)
+        return Restarts(empty, root_group[:0], ResultBuffers(empty).result(0), 0)
     return Restarts(torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), len(results))
 
 
