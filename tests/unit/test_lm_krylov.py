@@ -12,12 +12,19 @@ from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
 from workers.engine.solvers.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
 from workers.engine.solvers.linearization import Linearized
+from workers.engine.solvers import lm_krylov
 from workers.engine.solvers.lm_krylov import cgls
 
 from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
 
 torch.set_num_threads(1)
 solve = get_solver("lm_krylov")
+
+
+@pytest.fixture(autouse=True)
+def matrix_free_steps_only(monkeypatch):
+    """These problems are small enough for dense steps throughout: test the matrix-free ones."""
+    monkeypatch.setattr(lm_krylov, "DENSE_MAX_WORK", 0)
 
 
 def test_cgls_solves_each_samples_damped_least_squares_problem():
@@ -95,3 +102,26 @@ def test_lm_stops_samples_whose_q_crawls(shrink, status):
         assert (result.q > FinderOptions().tol_q).all()
     else:
         assert (result.n_iters < CRAWL_WINDOW).all()
+
+
+def test_the_last_few_samples_take_dense_steps(monkeypatch):
+    """With two products per step CGLS cannot solve an ill-conditioned linear system, so
+    matrix-free LM crawls; once the batch is within DENSE_MAX_WORK, dense LM solves it exactly."""
+    d = 24
+    generator = torch.Generator().manual_seed(3)
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    jacobian = basis @ torch.diag(torch.logspace(0, -4, d, dtype=torch.float64)) @ basis.T  # dG/dx
+    b = torch.randn(d, generator=generator, dtype=torch.float64)
+    model = Linear((jacobian + torch.eye(d, dtype=torch.float64)).T.numpy(), b=b.numpy())  # G = x J^T + b
+    root = torch.linalg.solve(jacobian, -b)
+    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.randn(4, d, generator=generator, dtype=torch.float64)
+    options = FinderOptions(max_iters=60)
+    monkeypatch.setattr(lm_krylov, "CG_ITERS", 2)
+    crawling = solve(problem, x0, options, warm_start=False)
+    assert not crawling.converged.any()
+    monkeypatch.setattr(lm_krylov, "DENSE_MAX_WORK", 4 * d**3)
+    monkeypatch.setattr(lm_krylov, "DENSE_MAX_FRACTION", 1.0)
+    dense = solve(problem, x0, options, warm_start=False)
+    assert dense.converged.all() and (dense.n_iters <= 10).all(), dense.n_iters
+    torch.testing.assert_close(dense.x, root.expand(4, d), rtol=1e-5, atol=1e-6)  # |root| ~ 1e3

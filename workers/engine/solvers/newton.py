@@ -77,11 +77,12 @@ def solve_newton(
                              mixing_iters=mixing_iters, resume_capped=True, memory=1 if small else MEMORY,
                              hand_over_slow=not small)
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
-    return levenberg_marquardt(problem, x0, options, progress, _dense_step, lambda_init=LAMBDA_INIT,
+    return levenberg_marquardt(problem, x0, options, progress, dense_step, lambda_init=LAMBDA_INIT,
                                check_every=check_every)
 
 
-def _dense_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The damped step of every sample from its dense Jacobian, and the decrease of q it predicts."""
     return _lm_step(problem.jacobian(b.x), b.g, b.lam)
 
 
