@@ -111,13 +111,26 @@ def test_submit_wait_with_progress_and_the_result_equals_the_engine(client, mode
     assert fps.info["n_samples"] == len(states)
 
 
+def test_roots_float32_cannot_certify_come_back_refined_in_float64(client, model_path, states):
+    """tol_q below float32's resolution: samples stall on roots, and the job certifies those roots in
+    float64: the same points as a float64 search, and no warning."""
+    from workers.engine import find_fixed_points
+
+    options = {"method": "newton", "device": "cpu", "tol_q": 1e-20}
+    fps = client.find_fixed_points(model_path, states[:32], progress=False, timeout=120, dtype="float32", **options)
+    assert fps.info["n_stalled_at_rounding_floor"] > 0 and fps.info["n_refined_in_float64"] > 0
+    assert fps.info["warnings"] == [] and fps.n > 0 and (fps.qstar < 1e-20).all()
+    expected = find_fixed_points(TanhStep(), states[:32], dtype="float64", **options)
+    assert all(x in expected for x in fps.xstar)
+
+
 def test_a_result_explains_samples_that_stalled_for_want_of_precision(client, model_path, states):
-    """tol_q below float32's resolution: the samples stall on roots, and the result says why."""
+    """tol_q below what even float64 resolves: the samples stall on roots, and the result says why."""
     fps = client.find_fixed_points(model_path, states[:32], progress=False, timeout=120, method="newton",
-                                   dtype="float32", device="cpu", tol_q=1e-20)
+                                   dtype="float32", device="cpu", tol_q=1e-40)
     assert fps.n == 0 and fps.info["n_converged"] == 0
     assert fps.info["n_stalled_at_rounding_floor"] > 0
-    assert any("dtype='float64'" in warning for warning in fps.info["warnings"])
+    assert any("did not converge in float64 either" in warning for warning in fps.info["warnings"])
     assert "warning:" in fps.summary()
 
 

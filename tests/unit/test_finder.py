@@ -110,8 +110,10 @@ def test_each_root_is_reported_once_to_the_precision_of_its_dtype(method):
     assert fps.certified.all()
 
 
-def test_samples_stalled_for_want_of_precision_are_counted_and_explained():
-    """tol_q below what float32 resolves at d = 64: every sample stalls at the root, and says why."""
+def test_roots_float32_cannot_certify_are_refined_in_float64_or_explained():
+    """tol_q below what float32 resolves at d = 64: every sample stalls at the root; the root is
+    certified in float64 from one of them, and where float64 cannot reach tol_q either, the result
+    says why."""
     rng = np.random.default_rng(0)
     d = 64
     A = rng.standard_normal((d, d))
@@ -121,14 +123,22 @@ def test_samples_stalled_for_want_of_precision_are_counted_and_explained():
     x0 = rng.standard_normal((16, d))
     single = find_fixed_points(Linear(A, b=b), x0, dtype="float32", tol_q=1e-14, device="cpu")
     info = single.info
-    assert single.n == 0 and info["n_converged"] == 0
+    assert info["n_stalled_at_rounding_floor"] == info["n_stalled"] == 15 and info["n_converged"] == 1
+    assert info["n_refined_in_float64"] == 1 and info["warnings"] == []
+    assert single.n == 1 and single.certified.all() and single.qstar[0] < 1e-14
+    np.testing.assert_allclose(single.xstar[0], x_true, rtol=0, atol=1e-5 * np.abs(x_true).max())
+
+    beyond = find_fixed_points(Linear(A, b=b), x0, dtype="float32", tol_q=1e-40, device="cpu")
+    info = beyond.info
+    assert beyond.n == 0 and info["n_converged"] == 0 and info["n_refined_in_float64"] == 0
     assert info["n_stalled_at_rounding_floor"] == info["n_stalled"] == 16
-    assert len(info["warnings"]) == 1 and "dtype='float64'" in info["warnings"][0]
-    assert "warning:" in single.summary()
+    assert len(info["warnings"]) == 1 and "did not converge in float64 either" in info["warnings"][0]
+    assert "warning:" in beyond.summary()
+
     double = find_fixed_points(Linear(A, b=b), x0, dtype="float64", tol_q=1e-14, device="cpu")
     assert double.info["n_converged"] == 16 and double.info["warnings"] == []
     assert double.n == 1 and np.abs(double.xstar[0] - x_true).max() < 1e-9
-    assert double.info["n_stalled_at_rounding_floor"] == 0
+    assert double.info["n_stalled_at_rounding_floor"] == double.info["n_refined_in_float64"] == 0
 
 
 def test_slow_points_are_returned_apart_from_fixed_points():

@@ -1,7 +1,8 @@
 """find_fixed_points: the engine's entry point, from arrays and a model to an analysed FixedPoints.
 
 Pipeline: check the arrays, solve in memory-sized chunks with the chosen method, (Newton)
-search for missed roots by deflated restarts, keep the converged samples, de-duplicate,
+search for missed roots by restarts, continue in float64 the samples that stalled at the
+dtype's rounding floor (:mod:`.precision`), keep the converged samples, de-duplicate,
 drop distance outliers, optionally rerun q outliers, then linearise and decompose at each
 unique point. Unconverged minima of q below ``q_slow`` are returned as ``slow_points``.
 With a time limit the search stops where it stands when time is up, and the points found so
@@ -25,6 +26,7 @@ from fpf_client.options import FinderOptions
 
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
 from .models import StepModel, as_step_model
+from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
 from .solvers.completeness import midpoint_restarts
 from .solvers.newton_krylov import RESTART as KRYLOV_RESTART
@@ -41,9 +43,6 @@ MAX_CHUNK = 65536
 KRYLOV_MIN_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
-#: A stalled sample with q below this many times its rounding floor (:func:`rounding_floor`)
-#: stopped for want of precision.
-FLOOR_FACTOR = 4.0
 
 
 def find_fixed_points(
@@ -114,6 +113,14 @@ def find_fixed_points(
         unique = candidates[_unique_converged(result.select(candidates), u_rows[sample_group[candidates]],
                                               options.tol_unique)]
 
+    refinement = Refinement()
+    if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
+        refinement = refine_in_float64(step_model, result, u_rows[sample_group], dynamics, options)
+        if len(refinement.converged):
+            candidates = torch.cat([unique, refinement.converged])
+            unique = candidates[_unique_converged(result.select(candidates), u_rows[sample_group[candidates]],
+                                                  options.tol_unique)]
+
     if len(unique):
         roots = Problem(step_model, u_rows[sample_group[unique]], dynamics)
         _polish(roots, result, unique)
@@ -121,7 +128,9 @@ def find_fixed_points(
 
     fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
-    n_at_floor, advice = _stalled_at_rounding_floor(result.x[:n], result.q[:n], result.status[:n], options)
+    first_pass = result.select(slice(0, n))
+    at_floor = at_rounding_floor(first_pass)
+    advice = _precision_warning(first_pass, at_floor, refinement, options)
     fps.info.update(
         n_fixed_points=fps.n,
         n_certified=int(fps.certified.sum()) if fps.certified is not None else None,
@@ -129,7 +138,8 @@ def find_fixed_points(
         n_converged=int((result.status[:n] == Status.CONVERGED).sum()),
         n_stalled=int((result.status[:n] == Status.STALLED).sum()),
         n_capped=int((result.status[:n] == Status.CAPPED).sum()),
-        n_stalled_at_rounding_floor=n_at_floor,
+        n_stalled_at_rounding_floor=int(at_floor.sum()),
+        n_refined_in_float64=len(refinement.converged),
         warnings=[advice] if advice else [],
         n_restarts=len(result.q) - n,
         n_restarts_converged=int((result.status[n:] == Status.CONVERGED).sum()),
@@ -145,36 +155,23 @@ def find_fixed_points(
     return fps
 
 
-def rounding_floor(x: torch.Tensor) -> torch.Tensor:
-    """Per row of ``x: (k, d)``, the q below which G(x) is rounding noise in x's dtype.
-
-    Each component of G = F(x) - x (or of f(x)) carries an error of about eps |x_j| from F and
-    again from x, so q = |G|^2 / 2 cannot be resolved below about 2 eps^2 |x|^2: in float32 at
-    |x_j| ~ 1 that is 7e-12 for d = 256, above the reference's default tol_q of 1e-12.
-    """
-    return 2.0 * torch.finfo(x.dtype).eps ** 2 * (x * x).sum(-1)
-
-
-def _stalled_at_rounding_floor(
-    x: torch.Tensor, q: torch.Tensor, status: torch.Tensor, options: FinderOptions
-) -> tuple[int, str | None]:
-    """How many samples (ending at ``x`` with ``q`` and ``status``) stalled with q within
-    ``FLOOR_FACTOR`` of :func:`rounding_floor`, and advice.
-
-    Such samples stopped because the dtype cannot resolve G any further, not at a minimum of q:
-    they are probably roots that cannot be certified to ``tol_q`` in this dtype.
-    """
-    floor = rounding_floor(x)
-    at_floor = (status == Status.STALLED) & (q < FLOOR_FACTOR * floor)
+def _precision_warning(
+    first_pass: SolveResult, at_floor: torch.Tensor, refinement: Refinement, options: FinderOptions
+) -> str | None:
+    """Advice when samples (``at_floor``) stalled at the dtype's rounding floor (:mod:`.precision`)
+    and float64 refinement could not certify every distinct point among them."""
     count = int(at_floor.sum())
-    if count == 0:
-        return 0, None
-    typical = float(floor[at_floor].median())
-    return count, (
+    unresolved = refinement.n_tried - len(refinement.converged)
+    if count == 0 or (first_pass.x.dtype != torch.float64 and unresolved == 0):
+        return None
+    typical = float(rounding_floor(first_pass.x[at_floor]).median())
+    refined = (f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in "
+               f"float64 either." if refinement.n_tried else "")
+    return (
         f"{count} samples stalled with q within {FLOOR_FACTOR:g}x of the smallest q that {options.dtype} "
         f"resolves at their points (~{typical:.0e}, above tol_q = {options.tol_q:g}): they are probably "
-        f"fixed points this dtype cannot bring below tol_q. Run with dtype='float64', or with tol_q of "
-        f"about {10 * typical:.0e} or more."
+        f"fixed points this dtype cannot bring below tol_q.{refined} Run with dtype='float64', or with tol_q "
+        f"of about {10 * typical:.0e} or more."
     )
 
 

@@ -130,7 +130,7 @@ class SolveResult:
         return cls(**cat, iterations=max(p.iterations for p in parts))
 
     def select(self, index: torch.Tensor) -> "SolveResult":
-        """The samples ``index`` (indices or mask)."""
+        """The samples ``index`` (indices, mask or slice)."""
         picked = {
             name: getattr(self, name)[index] for name in ("x", "q", "dq", "n_iters", "status", "step_norm")
         }
