@@ -28,7 +28,7 @@ class FinderOptions(BaseModel):
     method: Method = Field(
         "newton",
         description="Solver: Anderson mixing (up to 20 steps; 300 above 32 states), then batched damped Newton/LM "
-        "with exact Jacobians (for large networks matrix-free: Anderson mixing, then LM on Jacobian products, "
+        "with exact Jacobians (from 64 states matrix-free: Anderson mixing, then LM on Jacobian products, "
         "i.e. lm_krylov), Newton-Krylov, lm_krylov or Anderson mixing explicitly, or the reference's Adam.",
     )
     tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
@@ -40,8 +40,8 @@ class FinderOptions(BaseModel):
     lr_cooldown: int = Field(0, ge=0, description="Adam: iterations to wait after a decrease.")
     completeness: Literal["none", "midpoints"] = Field(
         "midpoints",
-        description="Newton: after the first pass, restart from midpoints between the attractors found, "
-        "to find the saddles connecting them that it missed.",
+        description="Newton below 256 states: after the first pass, restart from midpoints between the "
+        "attractors found, to find the saddles connecting them that it missed.",
     )
     q_slow: float | None = Field(
         None, gt=0, description="Also return slow points: unconverged minima with q below this value."

@@ -36,11 +36,15 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 #: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
-#: From this many states on, method="newton" runs matrix-free ``lm_krylov`` (Anderson mixing,
-#: then Levenberg-Marquardt on Jacobian products): forming and factoring n dense (d, d)
-#: Jacobians per step costs more than that from here (measured: benchmarks/large_networks.py,
-#: docs/benchmarks.md).
-KRYLOV_MIN_STATES = 256
+#: From this many states on, method="newton" runs ``lm_krylov`` (Anderson mixing, then LM on
+#: Jacobian products, dense for the last few samples): forming and factoring n dense (d, d)
+#: Jacobians per step costs more than that from here. At d = 64 and 128 it is as fast as dense
+#: newton on tanh (gain 0.9) and GRU networks and 1.5x and 3.5x faster on chaotic ones, with the
+#: same roots (docs/benchmarks.md).
+KRYLOV_MIN_STATES = 64
+#: Below this many states, method="newton" also restarts between attractors (completeness);
+#: the restarts take dense Newton steps.
+COMPLETENESS_MAX_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
 
@@ -91,6 +95,7 @@ def find_fixed_points(
     n, d = _check_states(x0, step_model)
     u = _check_inputs(inputs, n, step_model, dtype, device)
     u_rows, group = _conditions(u, n)
+    restarts_wanted = options.method == "newton" and options.completeness == "midpoints" and d < COMPLETENESS_MAX_STATES
     options = options.model_copy(update={"method": resolve_method(options.method, d)})
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     reporter = _Reporter(progress, n, deadline)
@@ -99,7 +104,7 @@ def find_fixed_points(
     unique = _unique_converged(result, u_rows[group], options.tol_unique)
     starts, sample_group = x0, group
     completeness_passes = 0
-    if options.method == "newton" and options.completeness == "midpoints" and reporter.stopped is None:
+    if restarts_wanted and reporter.stopped is None:
         restarts = midpoint_restarts(
             Problem(step_model, u_rows, dynamics), result.x[unique], group[unique], options,
             torch.Generator().manual_seed(options.random_seed), progress=reporter.hook("completeness", n),
