@@ -282,6 +282,9 @@ class FixedPoints:
         for key in ("n_samples", "n_converged", "n_stalled", "n_capped", "wall_time_s"):
             if key in self.info:
                 lines.append(f"  {key}: {self.info[key]}")
+        if self.info.get("n_refined_in_float64"):
+            lines.append(f"  certified in float64 (the search's dtype could not reach tol_q): "
+                         f"{self.info['n_refined_in_float64']}")
         lines += [f"  warning: {warning}" for warning in self.info.get("warnings", [])]
         return "\n".join(lines)
 

@@ -126,6 +126,7 @@ def test_roots_float32_cannot_certify_are_refined_in_float64_or_explained():
     assert info["n_stalled_at_rounding_floor"] == info["n_stalled"] == 15 and info["n_converged"] == 1
     assert info["n_refined_in_float64"] == 1 and info["warnings"] == []
     assert single.n == 1 and single.certified.all() and single.qstar[0] < 1e-14
+    assert "certified in float64 (the search's dtype could not reach tol_q): 1" in single.summary()
     np.testing.assert_allclose(single.xstar[0], x_true, rtol=0, atol=1e-5 * np.abs(x_true).max())
 
     beyond = find_fixed_points(Linear(A, b=b), x0, dtype="float32", tol_q=1e-40, device="cpu")
