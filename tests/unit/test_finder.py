@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fpf_client.errors import NonFinite, ShapeMismatch
+from fpf_client.errors import InvalidModel, NonFinite, ShapeMismatch
 from workers.engine import as_step_model, find_fixed_points, load_model, sample_states
 
 from test_solvers import Linear, Tanh, grid, roll_weights
@@ -135,6 +135,16 @@ def test_roots_float32_cannot_certify_are_refined_in_float64_or_explained():
     assert info["n_stalled_at_rounding_floor"] == info["n_stalled"] == 16
     assert len(info["warnings"]) == 1 and "did not converge in float64 either" in info["warnings"][0]
     assert "warning:" in beyond.summary()
+
+    class Float32Only(Linear):  # as a SavedModel, which computes in its signature's dtype only
+        def to(self, device=None, dtype=None):
+            if dtype == torch.float64:
+                raise InvalidModel("this model computes in float32")
+            return super().to(device, dtype)
+
+    fixed = find_fixed_points(Float32Only(A, b=b), x0, dtype="float32", tol_q=1e-14, device="cpu")
+    assert fixed.n == 0 and fixed.info["n_refined_in_float64"] == 0
+    assert "could not be refined in float64: this model computes in float32" in fixed.info["warnings"][0]
 
     double = find_fixed_points(Linear(A, b=b), x0, dtype="float64", tol_q=1e-14, device="cpu")
     assert double.info["n_converged"] == 16 and double.info["warnings"] == []

@@ -105,6 +105,19 @@ def test_float64_analysis_of_a_float32_model_refused_plainly(saved: dict[str, Pa
         model.to(dtype=torch.float64)
 
 
+
+def test_a_float32_savedmodel_search_below_float32_resolution_says_why(saved: dict[str, Path]) -> None:
+    """Roots float32 cannot certify are refined in float64, which a float32 SavedModel cannot do:
+    the search still returns, and says so."""
+    from workers.engine import find_fixed_points
+
+    model = load_savedmodel(saved["rnn"])
+    states, _ = _states("rnn", 16)
+    fps = find_fixed_points(model, states.numpy(), method="newton", tol_q=1e-20, device="cpu")
+    assert fps.n == 0 and fps.info["n_stalled_at_rounding_floor"] > 0 and fps.info["n_refined_in_float64"] == 0
+    assert "could not be refined in float64: this SavedModel computes in float32" in fps.info["warnings"][0]
+
+
 # --- crafted SavedModels ---------------------------------------------------------
 
 

@@ -170,8 +170,13 @@ def _precision_warning(
     if count == 0 or (first_pass.x.dtype != torch.float64 and unresolved == 0):
         return None
     typical = float(rounding_floor(first_pass.x[at_floor]).median())
-    refined = (f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in "
-               f"float64 either." if refinement.n_tried else "")
+    if refinement.unavailable:
+        refined = f" They could not be refined in float64: {refinement.unavailable}."
+    elif refinement.n_tried:
+        refined = (f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in "
+                   f"float64 either.")
+    else:
+        refined = ""
     return (
         f"{count} samples stalled with q within {FLOOR_FACTOR:g}x of the smallest q that {options.dtype} "
         f"resolves at their points (~{typical:.0e}, above tol_q = {options.tol_q:g}): they are probably "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fpf_client.errors import InvalidModel
 from fpf_client.options import FinderOptions
 
 from .analysis import unique_indices
@@ -46,11 +47,12 @@ def at_rounding_floor(result: SolveResult) -> torch.Tensor:
 
 @dataclass
 class Refinement:
-    """What :func:`refine_in_float64` did: how many distinct stalled points it tried, and which
-    samples converged (indices into the result)."""
+    """What :func:`refine_in_float64` did: how many distinct stalled points it had to refine, which
+    samples converged (indices into the result), and why it could not run, if it could not."""
 
     n_tried: int = 0
     converged: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    unavailable: str | None = None
 
 
 def refine_in_float64(
@@ -77,7 +79,10 @@ def refine_in_float64(
         return Refinement()
     keys = torch.cat([result.x[stalled], inputs[stalled]], dim=1)
     stalled = stalled[unique_indices(keys, result.q[stalled], options.tol_unique)]
-    model64 = model.to(result.x.device, torch.float64)
+    try:
+        model64 = model.to(result.x.device, torch.float64)
+    except InvalidModel as error:  # a SavedModel computes only in its signature's dtype
+        return Refinement(len(stalled), unavailable=error.detail)
     settings = options.model_copy(update={"max_iters": REFINE_ITERS})
     size = max(1, REFINE_MAX_ENTRIES // result.x.shape[1] ** 2)
     winners = []
