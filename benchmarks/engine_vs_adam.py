@@ -106,22 +106,27 @@ METHODS: dict[str, dict[str, object]] = {
 }
 
 
-def measure(solve: Callable[[], FixedPoints], repeats: int) -> Run:
-    """Best wall time of ``repeats`` calls, and the largest peak RSS above the starting RSS of a call.
+def measure(solves: dict[str, Callable[[], FixedPoints]], repeats: int) -> dict[str, Run]:
+    """Per solve, the best wall time of ``repeats`` calls and the largest peak RSS above a call's
+    starting RSS.
 
-    The best of several runs filters out time lost to other processes on a shared machine.
-    Freed heap is returned to the OS before each call, so a call does not reuse its predecessor's.
+    The solves take turns within each round, so load from other processes on a shared machine
+    falls on every method alike, and the best of several rounds filters it out. Freed heap is
+    returned to the OS before each call, so a call does not reuse its predecessor's.
     """
-    walls, peaks = [], []
+    walls: dict[str, list[float]] = {name: [] for name in solves}
+    peaks: dict[str, list[float]] = {name: [] for name in solves}
+    found: dict[str, FixedPoints] = {}
     for _ in range(repeats):
-        _LIBC.malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kb("VmRSS")
-        started = time.perf_counter()
-        fps = solve()
-        walls.append(time.perf_counter() - started)
-        peaks.append((_status_kb("VmHWM") - before) / 1024)
-    return Run(fps, min(walls), max(peaks))
+        for name, solve in solves.items():
+            _LIBC.malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")
+            before = _status_kb("VmRSS")
+            started = time.perf_counter()
+            found[name] = solve()
+            walls[name].append(time.perf_counter() - started)
+            peaks[name].append((_status_kb("VmHWM") - before) / 1024)
+    return {name: Run(found[name], min(walls[name]), max(peaks[name])) for name in solves}
 
 
 def _status_kb(field: str) -> int:
@@ -153,10 +158,10 @@ def describe(points: FixedPoints) -> str:
 def compare(case: Case, repeats: int) -> list[str]:
     """Table rows for ``case``: one per entry of :data:`METHODS`."""
     inputs = np.zeros((1, case.n_inputs), dtype=np.float32)
-    runs = {
-        name: measure(lambda overrides=overrides: find_fixed_points(case.model, case.initial_states, inputs, **overrides), repeats)
+    runs = measure({
+        name: lambda overrides=overrides: find_fixed_points(case.model, case.initial_states, inputs, **overrides)
         for name, overrides in METHODS.items()
-    }
+    }, repeats)
     newton, adam = runs["newton"], runs["adam"]
     tol = newton.fps.tol_unique
     rows = []
