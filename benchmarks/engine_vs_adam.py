@@ -10,10 +10,11 @@ one method found (matched within tol_unique, max-norm), and peak resident memory
 adapted once (``load_model`` / ``as_step_model``, as a user or the worker's model cache does) and
 both methods receive that same StepModel, so neither pays the adaptation's copy and dry run per call.
 
-Peak memory is resource-based: the kernel's peak RSS (VmHWM) is reset through
-/proc/self/clear_refs before each run (after malloc_trim returns freed heap to the OS) and
-read after it; the figure is that peak minus the RSS before the run, so it counts torch's
-allocations, which tracemalloc does not see. Linux and glibc only.
+Times are the best of several calls run back to back, the methods taking turns. Peak memory
+comes from one more call per method and is resource-based: the kernel's peak RSS (VmHWM) is
+reset through /proc/self/clear_refs before that call (after malloc_trim returns freed heap to
+the OS) and read after it; the figure is that peak minus the RSS before the call, so it counts
+torch's allocations, which tracemalloc does not see. Linux and glibc only.
 
 Run from the repository root: ``OMP_NUM_THREADS=1 python -m benchmarks.engine_vs_adam [--threads 1]
 [--repeats 3] [--large] [--only flipflop|random]``.
@@ -107,26 +108,28 @@ METHODS: dict[str, dict[str, object]] = {
 
 
 def measure(solves: dict[str, Callable[[], FixedPoints]], repeats: int) -> dict[str, Run]:
-    """Per solve, the best wall time of ``repeats`` calls and the largest peak RSS above a call's
-    starting RSS.
+    """Per solve, the best wall time of ``repeats`` calls and the peak RSS of one more call.
 
-    The solves take turns within each round, so load from other processes on a shared machine
-    falls on every method alike, and the best of several rounds filters it out. Freed heap is
-    returned to the OS before each call, so a call does not reuse its predecessor's.
+    Timed calls run back to back, as jobs do in a warm worker, and the solves take turns within
+    each round, so load from other processes on a shared machine falls on every method alike; the
+    best of several rounds filters it out. The memory call comes after freed heap is returned to
+    the OS (which costs the next call page faults: Newton ~1.3 ms on the tanh flip-flop), so it
+    does not reuse its predecessor's heap.
     """
     walls: dict[str, list[float]] = {name: [] for name in solves}
-    peaks: dict[str, list[float]] = {name: [] for name in solves}
-    found: dict[str, FixedPoints] = {}
     for _ in range(repeats):
         for name, solve in solves.items():
-            _LIBC.malloc_trim(0)
-            Path("/proc/self/clear_refs").write_text("5")
-            before = _status_kb("VmRSS")
             started = time.perf_counter()
-            found[name] = solve()
+            solve()
             walls[name].append(time.perf_counter() - started)
-            peaks[name].append((_status_kb("VmHWM") - before) / 1024)
-    return {name: Run(found[name], min(walls[name]), max(peaks[name])) for name in solves}
+    runs = {}
+    for name, solve in solves.items():
+        _LIBC.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+        found = solve()
+        runs[name] = Run(found, min(walls[name]), (_status_kb("VmHWM") - before) / 1024)
+    return runs
 
 
 def _status_kb(field: str) -> int:
