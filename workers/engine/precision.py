@@ -63,7 +63,7 @@ def refine_in_float64(
     Parameters
     ----------
     model : StepModel
-        The model the search ran (in a dtype below float64; nothing is done in float64).
+        The model the search ran; nothing is done when that was in float64.
     result : SolveResult
         Every sample's outcome; a refined sample that converges takes its float64 root (rounded
         to the search's dtype), q, step norm and status, and adds its float64 iterations.
