@@ -55,6 +55,28 @@ def test_midpoints_between_attractors_find_every_saddle_the_first_pass_missed():
     assert full.info["n_restarts"] == 2**d * (2**d - 1) // 2  # every pair of corners once, none again
 
 
+class WellsAndContraction(Tanh):
+    """Double wells in the first two coordinates, F = h / 2 in the others: the 9 roots of
+    DoubleWells in two dimensions, padded with zeros."""
+
+    def step(self, h, u):
+        wells = h[:, :2] + 0.1 * (h[:, :2] - h[:, :2] ** 3)
+        return torch.cat([wells, 0.5 * h[:, 2:]], dim=1)
+
+
+def test_newton_restarts_between_attractors_when_it_runs_lm_krylov():
+    """From 64 states newton's first pass is lm_krylov; the restarts still follow below 256 states."""
+    d = 64
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(0.0, 0.5, (32, d))
+    x0[:, :2] = np.repeat(corners(2), 8, axis=0) + rng.uniform(-0.2, 0.2, (32, 2))
+    fps = find_fixed_points(WellsAndContraction(np.eye(d)), x0, dtype="float64", device="cpu")
+    truth = np.zeros((9, d))
+    truth[:, :2] = list(itertools.product([-1.0, 0.0, 1.0], repeat=2))
+    assert fps.info["method"] == "lm_krylov" and fps.info["completeness_passes"] >= 1
+    assert fps.n == len(truth) and all(t in fps for t in truth)
+
+
 def test_restarts_report_their_starts_and_pair_each_attractor_pair_once():
     model = DoubleWells(np.eye(2))
     roots = torch.tensor(corners(2))
