@@ -115,21 +115,19 @@ def find_fixed_points(
         completeness_passes = restarts.passes
         # The first pass's representatives stand for all its converged samples.
         candidates = torch.cat([unique, n + torch.nonzero(restarts.result.converged).squeeze(-1)])
-        unique = candidates[_unique_converged(result.select(candidates), u_rows[sample_group[candidates]],
-                                              options.tol_unique)]
+        unique = _unique_among(result, candidates, u_rows, sample_group, options.tol_unique)
 
     refinement = Refinement()
     if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
         refinement = refine_in_float64(step_model, result, u_rows[sample_group], dynamics, options)
         if len(refinement.converged):
             candidates = torch.cat([unique, refinement.converged])
-            unique = candidates[_unique_converged(result.select(candidates), u_rows[sample_group[candidates]],
-                                                  options.tol_unique)]
+            unique = _unique_among(result, candidates, u_rows, sample_group, options.tol_unique)
 
     if len(unique):
         roots = Problem(step_model, u_rows[sample_group[unique]], dynamics)
         _polish(roots, result, unique)
-        unique = unique[_unique_converged(result.select(unique), u_rows[sample_group[unique]], options.tol_unique)]
+        unique = _unique_among(result, unique, u_rows, sample_group, options.tol_unique)
 
     fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
@@ -346,6 +344,13 @@ def _unique_converged(result: SolveResult, inputs: torch.Tensor, tol: float) -> 
     converged = torch.nonzero(result.converged).squeeze(-1)
     keys = torch.cat([result.x[converged], inputs[converged]], dim=1)
     return converged[unique_indices(keys, result.q[converged], tol)]
+
+
+def _unique_among(
+    result: SolveResult, candidates: torch.Tensor, u_rows: torch.Tensor, group: torch.Tensor, tol: float
+) -> torch.Tensor:
+    """The samples among ``candidates`` (indices) that represent distinct converged roots."""
+    return candidates[_unique_converged(result.select(candidates), u_rows[group[candidates]], tol)]
 
 
 def _rerun_q_outliers(
