@@ -85,7 +85,7 @@ def test_converges_on_a_chaotic_network_at_least_as_often_as_dense_lm():
     assert step.abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("shrink, status", [(0.995, Status.STALLED), (0.7, Status.CONVERGED)])
+@pytest.mark.parametrize("shrink, status", [(0.995, Status.STALLED), (0.5, Status.CONVERGED)])
 def test_lm_stops_samples_whose_q_crawls(shrink, status):
     """Steps that cut q by 1 % each (a valley of q, not a root) stop after one window as stalled;
     steps that cut it by half converge. The rule is LM's, shared by the dense and matrix-free solvers."""
