@@ -125,3 +125,33 @@ def test_the_last_few_samples_take_dense_steps(monkeypatch):
     dense = solve(problem, x0, options, warm_start=False)
     assert dense.converged.all() and (dense.n_iters <= 10).all(), dense.n_iters
     torch.testing.assert_close(dense.x, root.expand(4, d), rtol=1e-5, atol=1e-6)  # |root| ~ 1e3
+
+
+def test_samples_near_a_root_of_a_small_network_take_dense_steps(monkeypatch):
+    """Where CGLS crawls (two products per step, an ill-conditioned system), samples that start
+    within NEAR_ROOT_RESIDUAL of the root converge in dense steps; far ones keep crawling."""
+    d = 24
+    generator = torch.Generator().manual_seed(3)
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    jacobian = basis @ torch.diag(torch.logspace(0, -4, d, dtype=torch.float64)) @ basis.T  # dG/dx
+    b = torch.randn(d, generator=generator, dtype=torch.float64)
+    model = Linear((jacobian + torch.eye(d, dtype=torch.float64)).T.numpy(), b=b.numpy())  # G = x J^T + b
+    root = torch.linalg.solve(jacobian, -b)
+    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    near = root + 0.1 * torch.randn(4, d, generator=generator, dtype=torch.float64)
+    far = torch.randn(4, d, generator=generator, dtype=torch.float64)
+    x0 = torch.cat([near, far])
+    g0 = problem.residual(x0).norm(dim=-1)
+    assert (g0[:4] <= lm_krylov.NEAR_ROOT_RESIDUAL * (1 + x0[:4].norm(dim=-1))).all()
+    assert (g0[4:] > lm_krylov.NEAR_ROOT_RESIDUAL * (1 + x0[4:].norm(dim=-1))).all()
+    options = FinderOptions(max_iters=12)
+    monkeypatch.setattr(lm_krylov, "CG_ITERS", 2)
+    monkeypatch.setattr(lm_krylov, "DENSE_MAX_WORK", 2**32)
+    monkeypatch.setattr(lm_krylov, "DENSE_MAX_FRACTION", 0.0)  # not the last-few rule
+    result = solve(problem, x0, options, warm_start=False)
+    assert result.converged[:4].all() and (result.n_iters[:4] <= 10).all(), result.n_iters
+    assert not result.converged[4:].any()
+    # |x - root| <= |G| / (smallest singular value of J), and |G| < sqrt(2 tol_q) at convergence
+    assert (result.x[:4] - root).norm(dim=-1).max() <= (2 * options.tol_q) ** 0.5 / 1e-4
+    monkeypatch.setattr(lm_krylov, "NEAR_ROOT_DENSE_MAX_STATES", d - 1)
+    assert not solve(problem, x0, options, warm_start=False).converged.any()

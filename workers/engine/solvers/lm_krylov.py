@@ -12,7 +12,9 @@ relative to its gradient, or ``CG_ITERS`` products, whichever first: a truncated
 zero is itself a damped step (Steihaug), so a loose solve far from a root costs little.
 The last few samples of a batch (:data:`DENSE_MAX_FRACTION`) take dense steps instead, where
 their Jacobians fit in little memory: they are often the ones whose Jacobians are too
-ill-conditioned for a short CGLS solve.
+ill-conditioned for a short CGLS solve. So do samples close to a root in small networks
+(:data:`NEAR_ROOT_RESIDUAL`), where a short solve turns Newton's quadratic convergence into a
+linear crawl.
 
 Samples first run Anderson-accelerated fixed-point iteration (:mod:`.anderson`, one model pass
 a step, no Jacobian products): where F contracts around a root (networks below the edge of
@@ -28,7 +30,7 @@ import torch
 from fpf_client.options import FinderOptions
 
 from .base import Problem, ProgressHook, SolveResult
-from .levenberg_marquardt import DampedBatch, levenberg_marquardt
+from .levenberg_marquardt import DampedBatch, StepRule, levenberg_marquardt
 from .linearization import Linearized
 from .newton import dense_step
 from .warm_start import anderson_then
@@ -50,6 +52,14 @@ CG_CHECK_EVERY = 5
 DENSE_MAX_FRACTION = 0.25
 DENSE_MAX_ENTRIES = 2**24
 DENSE_MAX_WORK = 2**32
+#: Samples close to a root, |G| <= NEAR_ROOT_RESIDUAL (1 + |x|), take dense LM steps in networks
+#: of at most NEAR_ROOT_DENSE_MAX_STATES states (within the bounds above). There CGLS solves the
+#: often ill-conditioned Newton systems only roughly and q falls about twofold per step, where
+#: dense steps converge quadratically. A dense step costs about 2.5 matrix-free ones at d = 64,
+#: 5 at d = 128. Chaotic networks from three seeds at d = 64: 0-26 % less time (three runs each),
+#: the same roots; at d = 128 it cost 17 % more.
+NEAR_ROOT_RESIDUAL = 1e-3
+NEAR_ROOT_DENSE_MAX_STATES = 64
 
 
 def solve_lm_krylov(
@@ -101,11 +111,42 @@ def _levenberg_marquardt(
         return step, b.q - model_q
 
     def step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        n, d = b.x.shape
-        few = n <= DENSE_MAX_FRACTION * len(x0) and n * d**2 <= DENSE_MAX_ENTRIES and n * d**3 <= DENSE_MAX_WORK
-        return dense_step(problem, b) if few else krylov_step(problem, b)
+        dense = _dense_samples(b, len(x0))
+        if dense is None:
+            return krylov_step(problem, b)
+        if bool(dense.all()):
+            return dense_step(problem, b)
+        return _split_step(problem, b, dense, dense_step, krylov_step)
 
     return levenberg_marquardt(problem, x0, options, progress, step, lambda_init=LAMBDA_INIT)
+
+
+def _dense_samples(b: DampedBatch, batch_size: int) -> torch.Tensor | None:
+    """Mask of the samples that take a dense step (the last few of a batch of ``batch_size``,
+    samples near a root in small networks), or None when none do."""
+    n, d = b.x.shape
+
+    def fits(k: int) -> bool:
+        return k * d**2 <= DENSE_MAX_ENTRIES and k * d**3 <= DENSE_MAX_WORK
+
+    if n <= DENSE_MAX_FRACTION * batch_size and fits(n):
+        return torch.ones(n, dtype=torch.bool, device=b.x.device)
+    if d > NEAR_ROOT_DENSE_MAX_STATES:
+        return None
+    x_norm = torch.linalg.vector_norm(b.x, dim=-1)
+    near = torch.linalg.vector_norm(b.g, dim=-1) <= NEAR_ROOT_RESIDUAL * (1.0 + x_norm)
+    k = int(near.sum())
+    return near if k and fits(k) else None
+
+
+def _split_step(
+    problem: Problem, b: DampedBatch, mask: torch.Tensor, on_mask: StepRule, elsewhere: StepRule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step rule ``on_mask`` on the samples of ``mask``, ``elsewhere`` on the others."""
+    step, predicted = torch.empty_like(b.x), torch.empty_like(b.q)
+    for index, rule in ((torch.nonzero(mask).squeeze(-1), on_mask), (torch.nonzero(~mask).squeeze(-1), elsewhere)):
+        step[index], predicted[index] = rule(problem.subset(index), b.keep(index))
+    return step, predicted
 
 
 def cgls(
