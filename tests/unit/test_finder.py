@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 
 from fpf_client.errors import InvalidModel, NonFinite, ShapeMismatch
 from workers.engine import as_step_model, find_fixed_points, load_model, sample_states
+from workers.engine import precision
+from workers.engine.solvers import TimeUp
 
 from test_solvers import Linear, Tanh, grid, roll_weights
 
@@ -200,3 +204,38 @@ def test_hundred_thousand_states_in_64_dimensions_run_in_chunks():
     assert fps.info["n_samples"] == 100_000
     assert fps.info["n_converged"] == 100_000
     assert fps.n == 1 and np.abs(fps.xstar).max() < 1e-5
+
+
+def test_the_time_limit_also_ends_float64_refinement(monkeypatch):
+    """A search that ends in time must not overrun in refinement: two input conditions give two
+    roots float32 cannot certify, refined one at a time, and the caller's budget runs out while
+    the first is refined (each float64 step takes 0.25 s)."""
+    rng = np.random.default_rng(0)
+    d = 64
+    A = rng.standard_normal((d, d))
+    A *= 0.8 / np.abs(np.linalg.eigvals(A)).max()
+    B, b = rng.standard_normal((1, d)), rng.standard_normal(d)
+    x0 = rng.standard_normal((16, d))
+    inputs = np.repeat([[0.0], [1.0]], 8, axis=0)
+
+    class SlowInFloat64(Linear):
+        def step(self, h, u):
+            if h.dtype == torch.float64:
+                time.sleep(0.25)
+            return super().step(h, u)
+
+    def budget(report):
+        if report["phase"] == "refinement":
+            raise TimeUp("the job's budget is spent")
+
+    monkeypatch.setattr(precision, "REFINE_MAX_ENTRIES", d * d)  # one point at a time
+    search = partial(find_fixed_points, SlowInFloat64(A, B=B, b=b), x0, inputs, dtype="float32", tol_q=1e-14,
+                     device="cpu")
+    complete = search()
+    assert complete.info["n_refined_in_float64"] == 2 and complete.info["partial"] is False
+
+    stopped = search(progress=budget)
+    info = stopped.info
+    assert info["partial"] is True and info["partial_reason"] == "the job's budget is spent"
+    assert info["n_refined_in_float64"] == 1 and info["n_stalled_at_rounding_floor"] > 0
+    assert "The time limit ended their refinement in float64 with 1 of the 2 distinct points" in info["warnings"][0]

@@ -119,7 +119,8 @@ def find_fixed_points(
 
     refinement = Refinement()
     if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
-        refinement = refine_in_float64(step_model, result, u_rows[sample_group], dynamics, options)
+        refinement = refine_in_float64(step_model, result, u_rows[sample_group], dynamics, options,
+                                       progress=reporter.hook("refinement", n))
         if len(refinement.converged):
             candidates = torch.cat([unique, refinement.converged])
             unique = _unique_among(result, candidates, u_rows, sample_group, options.tol_unique)
@@ -170,6 +171,9 @@ def _precision_warning(
     typical = float(rounding_floor(first_pass.x[at_floor]).median())
     if refinement.unavailable:
         refined = f" They could not be refined in float64: {refinement.unavailable}."
+    elif refinement.stopped:
+        refined = (f" The time limit ended their refinement in float64 with {len(refinement.converged)} of the "
+                   f"{refinement.n_tried} distinct points among them certified.")
     elif refinement.n_tried:
         refined = (f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in "
                    f"float64 either.")

@@ -19,7 +19,8 @@ from fpf_client.options import FinderOptions
 
 from .analysis import unique_indices
 from .models import Dynamics, StepModel
-from .solvers import Problem, SolveResult, Status
+from .solvers import Problem, ProgressHook, SolveResult, Status
+from .solvers.base import WatchedHook
 from .solvers.newton import solve_newton
 
 #: A stalled sample with q below this many times its rounding floor stopped for want of precision.
@@ -48,15 +49,23 @@ def at_rounding_floor(result: SolveResult) -> torch.Tensor:
 @dataclass
 class Refinement:
     """What :func:`refine_in_float64` did: how many distinct stalled points it had to refine, which
-    samples converged (indices into the result), and why it could not run, if it could not."""
+    samples converged (indices into the result), why it could not run, if it could not, and
+    whether the search's time ran out before it was done."""
 
     n_tried: int = 0
     converged: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     unavailable: str | None = None
+    stopped: bool = False
 
 
 def refine_in_float64(
-    model: StepModel, result: SolveResult, inputs: torch.Tensor, dynamics: Dynamics, options: FinderOptions
+    model: StepModel,
+    result: SolveResult,
+    inputs: torch.Tensor,
+    dynamics: Dynamics,
+    options: FinderOptions,
+    *,
+    progress: ProgressHook | None = None,
 ) -> Refinement:
     """Continue in float64 one sample per distinct point stalled at the rounding floor (in place).
 
@@ -71,6 +80,9 @@ def refine_in_float64(
         Each sample's input row.
     options : FinderOptions
         ``tol_unique`` (what is one point), ``tol_q`` and the solver settings.
+    progress : callable, optional
+        The search's progress hook: once it raises ``TimeUp`` (the time limit), refinement stops
+        and the points not yet certified stay stalled (dense float64 steps are costly at large d).
     """
     if result.x.dtype == torch.float64:
         return Refinement()
@@ -86,14 +98,17 @@ def refine_in_float64(
     settings = options.model_copy(update={"max_iters": REFINE_ITERS})
     size = max(1, REFINE_MAX_ENTRIES // result.x.shape[1] ** 2)
     winners = []
+    watch = WatchedHook(progress)
     for start in range(0, len(stalled), size):
         part = stalled[start:start + size]
+        if watch.fired:
+            break
         problem = Problem(model64, inputs[part].to(torch.float64), dynamics)
-        refined = solve_newton(problem, result.x[part].to(torch.float64), settings, warm_start=False)
+        refined = solve_newton(problem, result.x[part].to(torch.float64), settings, progress=watch, warm_start=False)
         won, converged = part[refined.converged], refined.converged
         for name in ("x", "q", "dq", "step_norm"):
             getattr(result, name)[won] = getattr(refined, name)[converged].to(result.x.dtype)
         result.n_iters[won] += refined.n_iters[converged]
         result.status[won] = int(Status.CONVERGED)
         winners.append(won)
-    return Refinement(len(stalled), torch.cat(winners))
+    return Refinement(len(stalled), torch.cat(winners), stopped=watch.fired)

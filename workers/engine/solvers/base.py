@@ -193,5 +193,23 @@ def time_up(progress: ProgressHook | None, iteration: int, q: torch.Tensor, n_do
     return False
 
 
+class WatchedHook:
+    """A progress hook that passes calls on to ``progress`` and remembers whether it raised
+    :class:`TimeUp`: a solver swallows TimeUp, and its caller may need to know that it fired."""
+
+    def __init__(self, progress: ProgressHook | None) -> None:
+        self.progress = progress
+        self.fired = False
+
+    def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(iteration, q, n_done)
+        except TimeUp:
+            self.fired = True
+            raise
+
+
 #: A solver: (problem, x0, settings, progress hook) -> SolveResult. ``x0`` is never modified.
 Solver = Callable[..., SolveResult]

@@ -17,7 +17,7 @@ import torch
 from fpf_client.options import FinderOptions
 
 from .anderson import MEMORY, solve_anderson
-from .base import Problem, ProgressHook, SolveResult, Solver, Status, TimeUp
+from .base import Problem, ProgressHook, SolveResult, Solver, Status, WatchedHook
 
 
 def anderson_then(
@@ -53,7 +53,7 @@ def anderson_then(
     SolveResult
         ``n_iters`` and ``iterations`` count the steps of both phases together.
     """
-    watch = _Watch(progress)
+    watch = WatchedHook(progress)
     first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(mixing_iters, options.max_iters),
                           memory=memory, hand_over_slow=hand_over_slow)
     rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
@@ -73,19 +73,3 @@ def anderson_then(
     first.iterations = offset + second.iterations
     return first
 
-
-class _Watch:
-    """A progress hook that passes calls on and remembers whether the search's time ran out."""
-
-    def __init__(self, progress: ProgressHook | None) -> None:
-        self.progress = progress
-        self.fired = False
-
-    def __call__(self, iteration: int, q: torch.Tensor, n_done: int) -> None:
-        if self.progress is None:
-            return
-        try:
-            self.progress(iteration, q, n_done)
-        except TimeUp:
-            self.fired = True
-            raise
