@@ -104,17 +104,21 @@ def test_lm_stops_samples_whose_q_crawls(shrink, status):
         assert (result.n_iters < CRAWL_WINDOW).all()
 
 
+def _ill_conditioned_linear(d: int, generator: torch.Generator) -> tuple[Problem, torch.Tensor]:
+    """G(x) = J x + b with singular values of J from 1 down to 1e-4, and its root."""
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    jacobian = basis @ torch.diag(torch.logspace(0, -4, d, dtype=torch.float64)) @ basis.T  # dG/dx
+    b = torch.randn(d, generator=generator, dtype=torch.float64)
+    model = Linear((jacobian + torch.eye(d, dtype=torch.float64)).T.numpy(), b=b.numpy())  # G = x J^T + b
+    return Problem(model, torch.zeros(1, 1, dtype=torch.float64)), torch.linalg.solve(jacobian, -b)
+
+
 def test_the_last_few_samples_take_dense_steps(monkeypatch):
     """With two products per step CGLS cannot solve an ill-conditioned linear system, so
     matrix-free LM crawls; once the batch is within DENSE_MAX_WORK, dense LM solves it exactly."""
     d = 24
     generator = torch.Generator().manual_seed(3)
-    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
-    jacobian = basis @ torch.diag(torch.logspace(0, -4, d, dtype=torch.float64)) @ basis.T  # dG/dx
-    b = torch.randn(d, generator=generator, dtype=torch.float64)
-    model = Linear((jacobian + torch.eye(d, dtype=torch.float64)).T.numpy(), b=b.numpy())  # G = x J^T + b
-    root = torch.linalg.solve(jacobian, -b)
-    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    problem, root = _ill_conditioned_linear(d, generator)
     x0 = torch.randn(4, d, generator=generator, dtype=torch.float64)
     options = FinderOptions(max_iters=60)
     monkeypatch.setattr(lm_krylov, "CG_ITERS", 2)
@@ -132,12 +136,7 @@ def test_samples_near_a_root_of_a_small_network_take_dense_steps(monkeypatch):
     within NEAR_ROOT_RESIDUAL of the root converge in dense steps; far ones keep crawling."""
     d = 24
     generator = torch.Generator().manual_seed(3)
-    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
-    jacobian = basis @ torch.diag(torch.logspace(0, -4, d, dtype=torch.float64)) @ basis.T  # dG/dx
-    b = torch.randn(d, generator=generator, dtype=torch.float64)
-    model = Linear((jacobian + torch.eye(d, dtype=torch.float64)).T.numpy(), b=b.numpy())  # G = x J^T + b
-    root = torch.linalg.solve(jacobian, -b)
-    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    problem, root = _ill_conditioned_linear(d, generator)
     near = root + 0.1 * torch.randn(4, d, generator=generator, dtype=torch.float64)
     far = torch.randn(4, d, generator=generator, dtype=torch.float64)
     x0 = torch.cat([near, far])
