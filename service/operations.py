@@ -122,7 +122,8 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         dispatcher.run_job(job.id, job.dispatch)
     except Exception as exc:
         log.exception("job %s: could not be queued", job.id)
-        error = ServiceUnavailable(f"the job queue is unavailable: {exc}")
+        error = ServiceUnavailable(f"the job queue is unavailable: {exc}",
+                                   retry_after_s=settings.unavailable_retry_after_s)
         store.abandon(job.id, error.to_problem())
         raise error from exc
     return job, True

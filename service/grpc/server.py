@@ -25,6 +25,7 @@ from ..auth import Authenticator, UnsafeBind, check_bind
 from ..dispatch import Dispatcher
 from ..janitor import Janitor, JanitorPolicy
 from ..keys import KeyStore
+from ..outages import bound_broker, redis_client
 from ..quotas import QuotaLimits, Quotas
 from ..settings import Settings, get_settings
 from ..store import JobStore
@@ -68,9 +69,9 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     gateway's body limit.
     """
     settings = settings or get_settings()
-    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = JobStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
-    dispatcher = Dispatcher(make_celery(settings), settings.queue)
+    dispatcher = Dispatcher(bound_broker(make_celery(settings), settings), settings.queue)
     janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
 
     server = grpc.server(
