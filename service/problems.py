@@ -63,9 +63,16 @@ def _validation_code(errors: list[dict[str, Any]]) -> ErrorCode:
     return ErrorCode.INVALID_REQUEST
 
 
+#: Validation errors spelt out in one problem's detail; an array of strings could have millions.
+MAX_DESCRIBED_ERRORS = 10
+
+
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
-    """One line per pydantic error: ``where: what``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+    """One line per pydantic error, ``where: what``, for the first ``MAX_DESCRIBED_ERRORS``."""
+    described = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                          for e in errors[:MAX_DESCRIBED_ERRORS])
+    more = len(errors) - MAX_DESCRIBED_ERRORS
+    return described + (f"; and {more} more" if more > 0 else "")
 
 
 def install_problem_handlers(app: FastAPI, *, unavailable_retry_after_s: int = 5) -> None:

@@ -22,6 +22,8 @@ FAULT_SETTINGS = {
     "FPF_UNAVAILABLE_RETRY_AFTER_S": "2",
     # Staged files of an upload cut short are swept at the first janitor pass after this age.
     "FPF_ORPHAN_AFTER_S": "1",
+    # Room for a body that takes the old gateway seconds to parse on its event loop.
+    "FPF_MAX_BODY_BYTES": str(64 * 2**20),
 }
 
 
