@@ -38,6 +38,10 @@ DEFAULT_THREADS = 32
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class PortInUse(OSError):
+    """The server's address is taken (by another fpf, or anything else)."""
+
+
 @dataclass
 class GrpcServer:
     """A started server and the housekeeping thread beside it; :meth:`stop` ends both."""
@@ -76,7 +80,8 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fpf-grpc"),
-        options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share the port with the first.
+        options=[("grpc.max_receive_message_length", settings.max_body_bytes), ("grpc.so_reuseport", 0)],
     )
     authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
     quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
@@ -85,9 +90,12 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address"
+        raise PortInUse(f"cannot listen on {address}: the port is in use") from exc
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise PortInUse(f"cannot listen on {address}: the port is in use")
     server.start()
 
     stop = threading.Event()
@@ -123,7 +131,11 @@ def serve(host: str, port: int, *, threads: int = DEFAULT_THREADS) -> int:
     except UnsafeBind as exc:
         log.error("%s", exc)
         return 1
-    running = start_server(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", threads=threads)
+    try:
+        running = start_server(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", threads=threads)
+    except PortInUse:
+        log.error("gRPC port %d on %s is in use; choose another with --port (fpf-server up: --grpc-port)", port, host)
+        return 1
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
