@@ -17,6 +17,9 @@ from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMis
 
 ARRAY_NAMES = ("initial_states", "inputs")
 
+#: Rows of a JSON array converted in one step (the GIL is free between steps).
+JSON_ROWS_PER_STEP = 512
+
 
 def read_npz(source: BinaryIO, *, max_elements: int, max_bytes: int | None = None,
              admit: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
@@ -70,12 +73,27 @@ def _check_header(archive: np.lib.npyio.NpzFile, name: str, max_elements: int) -
     return n_elements * dtype.itemsize
 
 
-def from_json(name: str, value: list[list[float]]) -> np.ndarray:
-    """The rows of numbers of a JSON body (typed by ``JobRequest``) as a float64 array."""
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArray(f"{name} must be a rectangular array of numbers ({exc})", field=name) from exc
+def from_json(name: str, rows: list[list[float]]) -> np.ndarray:
+    """The rows of numbers of a JSON body (typed by ``JobRequest``) as a float64 array; empties ``rows``.
+
+    Rows are converted ``JSON_ROWS_PER_STEP`` at a time from the end, and each step's Python floats
+    are released as it goes: a single conversion of a large body would hold the GIL (and the
+    gateway's event loop) for its whole length, and keep the lists and the array both in memory.
+    """
+    if not rows:
+        return np.empty((0,))
+    out = np.empty((len(rows), len(rows[0])), dtype=np.float64)
+    for start in range((len(rows) - 1) // JSON_ROWS_PER_STEP * JSON_ROWS_PER_STEP, -1, -JSON_ROWS_PER_STEP):
+        try:
+            step = np.asarray(rows[start:], dtype=np.float64)
+        except ValueError:
+            step = None
+        if step is None or step.shape != (len(rows) - start, out.shape[1]):
+            raise InvalidArray(f"{name} must be a rectangular array of numbers: every row of {out.shape[1]} "
+                               "numbers, as the first", field=name)
+        out[start:start + len(step)] = step
+        del rows[start:]
+    return out
 
 
 def check_job_arrays(

@@ -129,3 +129,17 @@ def test_an_npz_is_bounded_and_admitted_by_its_uncompressed_size_before_it_is_de
     bomb.seek(0)
     assert read_npz(bomb, max_elements=10**8, max_bytes=expanded, admit=admitted.append)["initial_states"].shape == (
         4000, 4000)
+
+
+def test_json_rows_convert_in_steps_to_the_same_array_and_ragged_rows_are_refused() -> None:
+    from service.arrays import JSON_ROWS_PER_STEP, from_json
+
+    n = 3 * JSON_ROWS_PER_STEP + 7
+    expected = np.random.default_rng(0).normal(size=(n, 3))
+    rows = expected.tolist()
+    np.testing.assert_array_equal(from_json("initial_states", rows), expected)
+    assert rows == []  # released as converted
+    short_step = [[0.0, 1.0]] * JSON_ROWS_PER_STEP + [[0.0]] * JSON_ROWS_PER_STEP  # would broadcast
+    for ragged in ([[0.0, 1.0], [0.0]], short_step):
+        with pytest.raises(InvalidArray, match="rectangular"):
+            from_json("initial_states", ragged)
