@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .artifacts import ArtifactStore
 from .dispatch import Dispatcher, task_id
+from .outages import OUTAGE_ERRORS
 from .records import JobStatus
 from .settings import Settings
 from .store import JobStore
@@ -128,6 +129,8 @@ class Janitor:
         while True:
             try:
                 await asyncio.to_thread(self.sweep)
+            except OUTAGE_ERRORS as exc:  # expected while Redis is down: one line, not a traceback a second
+                log.warning("janitor sweep skipped: Redis unreachable (%s: %s)", type(exc).__name__, exc)
             except Exception:
                 log.exception("janitor sweep failed")
             await asyncio.sleep(interval_s)

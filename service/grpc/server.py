@@ -25,7 +25,7 @@ from ..auth import Authenticator, UnsafeBind, check_bind
 from ..dispatch import Dispatcher
 from ..janitor import Janitor, JanitorPolicy
 from ..keys import KeyStore
-from ..outages import bound_broker, redis_client
+from ..outages import OUTAGE_ERRORS, bound_broker, redis_client
 from ..quotas import QuotaLimits, Quotas
 from ..settings import Settings, get_settings
 from ..store import JobStore
@@ -115,6 +115,10 @@ def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.Hea
             store.ping()
             janitor.sweep()
             health_servicer.set(SERVICE_NAME, SERVING)
+        except OUTAGE_ERRORS as exc:
+            log.warning("Redis unreachable (%s: %s); reporting %s as NOT_SERVING", type(exc).__name__, exc,
+                        SERVICE_NAME)
+            health_servicer.set(SERVICE_NAME, NOT_SERVING)
         except Exception:
             log.exception("housekeeping failed; reporting %s as NOT_SERVING", SERVICE_NAME)
             health_servicer.set(SERVICE_NAME, NOT_SERVING)
