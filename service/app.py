@@ -18,6 +18,7 @@ from workers.celery_app import make_celery
 
 from .artifacts import ArtifactStore
 from .auth import Authenticator
+from .body_parsing import BodyParser
 from .dispatch import Dispatcher
 from .janitor import Janitor, JanitorPolicy
 from .keys import KeyStore
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.body_parser.close()
             sweeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeping
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.artifacts = artifacts
     app.state.dispatcher = dispatcher
+    app.state.body_parser = BodyParser()
     app.state.authenticator = Authenticator(KeyStore(settings.keys_file))
     app.state.quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
     app.state.metrics_registry = CollectorRegistry()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +30,20 @@ class Submission:
 
 
 async def read_submission(request: Request, max_elements: int, max_bytes: int,
-                          admit: Callable[[int], None] | None = None) -> Submission:
+                          admit: Callable[[int], None] | None = None,
+                          parse_json: Callable[[bytes], Awaitable[Submission]] | None = None) -> Submission:
     """Parse the body by its content type; malformed parts raise the matching fpf error.
 
-    Parsing and array conversion run in the threadpool, so that a large body does not hold the
-    event loop (and ``/healthz``) for the seconds it takes. ``admit`` is called with the bytes the
-    arrays will take in memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
+    Parsing and array conversion run off the event loop, so that a large body does not hold it (and
+    ``/healthz``) for the seconds it takes: a JSON body by ``parse_json`` (the gateway's
+    :class:`~service.body_parsing.BodyParser`; default: the threadpool), an ``.npz`` in the threadpool
+    (numpy reads it without the GIL). ``admit`` is called with the bytes the arrays will take in
+    memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        return await run_in_threadpool(_from_json, await request.body())
+        body = await request.body()
+        return await (parse_json(body) if parse_json is not None else run_in_threadpool(parse_json_body, body))
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=8)
         try:
@@ -61,7 +65,7 @@ def parse_options(raw: str | dict[str, Any]) -> FinderOptions:
         raise InvalidOptions(describe_validation_errors(errors), field="options") from exc
 
 
-def _from_json(body: bytes) -> Submission:
+def parse_json_body(body: bytes) -> Submission:
     """A JSON job body, parsed and typed by ``JobRequest`` in strict mode: arrays hold JSON numbers only."""
     try:
         request = JobRequest.model_validate_json(body, strict=True)
