@@ -18,7 +18,7 @@ system-deps:
 	  fi; }
 
 # torch is pinned and installed first so nothing pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml client/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml client/build_stubs.py client/fpf_client/proto/fpf/v1/fixedpoints.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
