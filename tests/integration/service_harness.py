@@ -86,7 +86,7 @@ class LiveService:
     def start_gateway(self, port: int) -> None:
         log = open(self.log_dir / "gateway.log", "wb")
         self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "--factory", "service.gateway.app:create_app", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -215,7 +215,7 @@ def grpc_server(service: LiveService, timeout_s: float = START_TIMEOUT_S) -> Ite
     target = f"127.0.0.1:{port}"
     with open(service.log_dir / "grpc.log", "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+            [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
             cwd=REPO, env=service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:

@@ -348,7 +348,7 @@ def grpc_url(live_service: LiveService) -> Iterator[str]:
     """``grpc://host:port`` of an ``fpf-server grpc`` process beside the live gateway (same Redis and data)."""
     port = free_port()
     log = open(live_service.log_dir / "grpc-formats.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc", "--port",
+    process = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port",
                                 str(port)], cwd=REPO, env=live_service.env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:

@@ -68,7 +68,7 @@ def grpc_target(live_service: LiveService) -> Iterator[str]:
     port = free_port()
     log = open(live_service.log_dir / "grpc.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+        [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
         cwd=REPO, env=live_service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -235,9 +235,9 @@ def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(rpc: Clien
 
 def test_a_100_mb_result_streams_in_messages_within_the_default_limit(stub: Any, rpc: Client, rest: Client,
                                                                       live_service: LiveService) -> None:
-    from service.artifacts import ArtifactStore
-    from service.records import Job, JobStatus
-    from service.store import JobStore
+    from service.core.artifacts import ArtifactStore
+    from service.core.records import Job, JobStatus
+    from service.core.store import JobStore
 
     k, d = 400, 256  # J_xstar alone: 400 * 256 * 256 float32 = 105 MB
     rng = np.random.default_rng(0)

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from service_harness import REDIS_DB
 
-from service.artifacts import ArtifactStore
-from service.dispatch import Dispatcher, task_id
-from service.janitor import Janitor, JanitorPolicy
-from service.records import Job, JobStatus
-from service.settings import Settings
-from service.store import JobStore
-from workers.celery_app import make_celery
+from service.core.artifacts import ArtifactStore
+from service.core.queue import Dispatcher, task_id
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.records import Job, JobStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
+from service.core.queue import make_celery
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from fpf_client import FixedPoints
 from fpf_client.rpc.stubs import load
 from service_harness import LiveService, grpc_server, random_states, start_service
 
-from service.artifacts import ArtifactStore
-from service.records import Job, JobStatus
-from service.store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.records import Job, JobStatus
+from service.core.store import JobStore
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ import torch
 from fpf_client import FixedPoints
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.embedded_redis import free_port, redis_server_executable
+from service.ops.embedded_redis import free_port, redis_server_executable
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def _launch(tmp: Path, **env_overrides: str) -> Launched:
     log = tmp / "fpf-server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grpc-port", str(grpc_port),
+            [sys.executable, "-m", "service.ops.cli", "up", "--port", str(port), "--grpc-port", str(grpc_port),
              "--data-dir", str(data_dir), "--grace", "15"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -266,7 +266,7 @@ def test_with_fpf_redis_url_it_uses_that_redis_and_starts_none(tmp_path):
 
 def test_up_refuses_a_taken_port_and_a_data_dir_in_use(tmp_path):
     def up(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grpc-port", "0",
+        return subprocess.run([sys.executable, "-m", "service.ops.cli", "up", "--port", str(port), "--grpc-port", "0",
                                "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)
 
     with socket.socket() as taken:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.supervisor import Backoff, ProcessSpec, Supervisor
+from service.ops.supervisor import Backoff, ProcessSpec, Supervisor
 
 pytestmark = pytest.mark.integration
 

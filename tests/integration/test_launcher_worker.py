@@ -19,8 +19,8 @@ import psutil
 import pytest
 import redis
 
-from service.cli import build_parser
-from service.embedded_redis import free_port, redis_server_argv, wait_until_ready
+from service.ops.cli import build_parser
+from service.ops.embedded_redis import free_port, redis_server_argv, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_worker_execs_a_celery_worker_pinned_to_its_gpu_with_torch_only_in_the_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_") and k != "CUDA_VISIBLE_DEVICES"}
     env.update(FPF_REDIS_URL=EXTERNAL_REDIS, FPF_REDIS_PREFIX=prefix, FPF_DATA_DIR=str(tmp_path),
                FPF_WORKER_TORCH_THREADS="1", OMP_NUM_THREADS="1")
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--gpu", "3"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "worker", "--gpu", "3"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parent = psutil.Process(worker.pid)
     try:

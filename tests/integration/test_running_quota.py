@@ -13,9 +13,9 @@ import httpx
 import pytest
 from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
-from service.dispatch import task_id
-from service.keys import KeyStore
-from service.store import JobStore
+from service.core.queue import task_id
+from service.core.api_keys import KeyStore
+from service.core.store import JobStore
 
 pytestmark = pytest.mark.integration
 

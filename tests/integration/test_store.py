@@ -11,10 +11,10 @@ from typing import Any, Iterator
 import pytest
 from service_harness import REDIS_DB
 
-from service.artifacts import ArtifactStore
-from service.janitor import Janitor, JanitorPolicy
-from service.records import Job, JobStatus
-from service.store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.records import Job, JobStatus
+from service.core.store import JobStore
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from fpf_client import Client
 from fpf_client.errors import JobNotFound, ModelNotFound, Unauthenticated
 from service_harness import LiveService, grpc_server, random_states, start_service
 
-from service.keys import KeyStore, Role
+from service.core.api_keys import KeyStore, Role
 
 pytestmark = pytest.mark.integration
 

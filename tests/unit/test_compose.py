@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 from ruamel.yaml import YAML
 
-from service.cli import build_parser, celery_worker_argv
+from service.ops.cli import build_parser, celery_worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

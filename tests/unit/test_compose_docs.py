@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from service.cli import build_parser
-from service.settings import Settings
+from service.ops.cli import build_parser
+from service.core.settings import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.schemas import UploadHints
+from service.gateway.schemas import UploadHints
 from workers.engine.models import load_model
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "model-contract.md"

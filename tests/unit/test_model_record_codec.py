@@ -10,8 +10,8 @@ from fpf_client.records import Model as ClientModel
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
 
-from service.records import Model, ModelStatus
-from service.schemas import ModelOut, UploadHints
+from service.core.records import Model, ModelStatus
+from service.gateway.schemas import ModelOut, UploadHints
 
 
 def _record(**fields: object) -> Model:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 
-from service.arrays import check_job_arrays, fingerprint, read_npz
+from service.gateway.arrays import check_job_arrays, fingerprint, read_npz
 
 
 def _npz(**arrays: np.ndarray) -> io.BytesIO:

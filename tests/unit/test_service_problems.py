@@ -9,8 +9,8 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.testclient import TestClient
 from fpf_client.errors import InvalidOptions
 
-from service.limits import BodySizeLimit
-from service.problems import install_problem_handlers
+from service.gateway.limits import BodySizeLimit
+from service.gateway.problems import install_problem_handlers
 
 LIMIT = 1000
 

@@ -1,7 +1,7 @@
 """``fpf-server up``: the whole service on one machine, with nothing else installed.
 
 Starts an embedded Redis (unless ``FPF_REDIS_URL`` names one), Celery workers and the
-gateway, each as its own supervised process (see :mod:`service.supervisor`), and stops
+gateway, each as its own supervised process (see :mod:`service.ops.supervisor`), and stops
 them all on SIGINT/SIGTERM: gateway and workers first, Redis last.
 
 Layout of the data directory::
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import httpx
 
-from service import embedded_redis
-from service.supervisor import ProcessSpec, Supervisor
+from service.ops import embedded_redis
+from service.ops.supervisor import ProcessSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def child_environment(
 
 def service_specs(config: LaunchConfig, env: Mapping[str, str]) -> list[ProcessSpec]:
     """The worker and gateway processes, run through this same CLI as docker-compose runs them."""
-    cli = [sys.executable, "-m", "service.cli", "--log-level", config.log_level]
+    cli = [sys.executable, "-m", "service.ops.cli", "--log-level", config.log_level]
     specs = [
         ProcessSpec(f"worker-{i}", [*cli, "worker", "--name", f"worker{i}"], env, tier=1)
         for i in range(1, config.workers + 1)

@@ -7,7 +7,7 @@ from typing import Iterator
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .store import DURATION_BUCKETS, JobStore
+from service.core.store import DURATION_BUCKETS, JobStore
 
 
 class JobMetrics(Collector):

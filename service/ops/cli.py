@@ -2,7 +2,7 @@
 
 ``up`` is the one-command default for a laptop or a single server; ``gateway``, ``grpc`` and
 ``worker`` are what docker-compose (or systemd, or a cluster) runs, one process each.
-Settings come from ``FPF_*`` environment variables (:mod:`service.settings`).
+Settings come from ``FPF_*`` environment variables (:mod:`service.core.settings`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from service.keys_cli import add_keys_command, keys_file
-from service.settings import get_settings
+from service.ops.api_keys_cli import add_keys_command, keys_file
+from service.core.settings import get_settings
 
-GATEWAY_APP = "service.app:create_app"
+GATEWAY_APP = "service.gateway.app:create_app"
 CELERY_APP = "workers.celery_app:app"
 
 
@@ -36,8 +36,8 @@ def celery_worker_argv(queue: str, name: str, loglevel: str = "info") -> list[st
 
 def bind_allowed(host: str, keys_file: Path) -> bool:
     """Whether the API may listen on ``host``: beyond loopback only once an API key exists (logged either way)."""
-    from service.auth import UnsafeBind, check_bind
-    from service.keys import KeyStore
+    from service.gateway.auth import UnsafeBind, check_bind
+    from service.core.api_keys import KeyStore
 
     try:
         check_bind(host, KeyStore(keys_file))
@@ -78,7 +78,7 @@ def exec_worker(gpu: int | None, name: str | None, loglevel: str) -> NoReturn:
 
 def run_up(args: argparse.Namespace) -> int:
     """Run the whole service (embedded Redis unless FPF_REDIS_URL is set) until Ctrl-C."""
-    from service.launcher import LaunchConfig, LaunchError, up
+    from service.ops.launcher import LaunchConfig, LaunchError, up
 
     settings = get_settings()
     external = settings.redis_url if "redis_url" in settings.model_fields_set else None

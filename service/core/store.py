@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from fpf_client.errors import FpfError, TimeLimitExceeded
 
-from .records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
+from service.core.records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
 
 log = logging.getLogger(__name__)
 

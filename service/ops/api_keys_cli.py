@@ -12,8 +12,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from service.keys import ApiKey, KeyStore, Role, check_tenant
-from service.settings import get_settings
+from service.core.api_keys import ApiKey, KeyStore, Role, check_tenant
+from service.core.settings import get_settings
 
 KEYS_FILE_NAME = "keys.json"
 

@@ -1,16 +1,16 @@
 """What a caller may see: its own tenant's models and jobs, everyone's for an admin.
 
 A record of another tenant is reported exactly like a missing one (404), so ids cannot be
-probed for existence. REST (through :mod:`service.deps`) and gRPC both go through here.
+probed for existence. REST (through :mod:`service.gateway.deps`) and gRPC both go through here.
 """
 
 from __future__ import annotations
 
 from fpf_client.errors import JobNotFound, ModelNotFound
 
-from .auth import Principal
-from .records import Job, JobStatus, Model
-from .store import JobStore
+from service.gateway.auth import Principal
+from service.core.records import Job, JobStatus, Model
+from service.core.store import JobStore
 
 
 def find_job(store: JobStore, principal: Principal, job_id: str) -> Job:

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fpf_client.errors import ErrorCode
 
-from ..deps import ArtifactsDep, DispatcherDep, ModelDep, PrincipalDep, QuotasDep, StoreDep, get_principal
-from ..operations import remove_model, store_model
-from ..problems import problem_responses
-from ..schemas import ModelOut, UploadHints
-from ..scoping import visible_models
+from service.gateway.deps import ArtifactsDep, DispatcherDep, ModelDep, PrincipalDep, QuotasDep, StoreDep, get_principal
+from service.gateway.operations import remove_model, store_model
+from service.gateway.problems import problem_responses
+from service.gateway.schemas import ModelOut, UploadHints
+from service.gateway.scoping import visible_models
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(get_principal)],
                    responses=problem_responses(ErrorCode.UNAUTHENTICATED))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from fpf_client.errors import QuotaExceeded
 
-from .artifacts import ArtifactStore
-from .records import JobStatus
-from .settings import Settings
-from .store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.records import JobStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
 
 
 @dataclass(frozen=True)

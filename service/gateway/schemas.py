@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .records import Job, JobStatus, Model, ModelStatus
+from service.core.records import Job, JobStatus, Model, ModelStatus
 
 
 def _iso(epoch: float | None) -> datetime | None:

@@ -7,8 +7,8 @@ from typing import AsyncIterator
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
 
-from .schemas import JobOut
-from .store import JobStore
+from service.gateway.schemas import JobOut
+from service.core.store import JobStore
 
 #: A comment line is sent after this many quiet seconds, so proxies keep the stream open.
 KEEPALIVE_S = 15.0

@@ -14,9 +14,9 @@ from fpf_client.options import FinderOptions
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from .arrays import from_json, read_npz
-from .problems import describe_validation_errors
-from .schemas import JobRequest
+from service.gateway.arrays import from_json, read_npz
+from service.gateway.problems import describe_validation_errors
+from service.gateway.schemas import JobRequest
 
 
 @dataclass

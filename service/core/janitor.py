@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import ArtifactStore
-from .dispatch import Dispatcher, task_id
-from .records import JobStatus
-from .settings import Settings
-from .store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.queue import Dispatcher, task_id
+from service.core.records import JobStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fpf_client.errors import ErrorCode, ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..deps import DispatcherDep, SettingsDep, StoreDep, get_principal
-from ..problems import problem_responses
+from service.gateway.deps import DispatcherDep, SettingsDep, StoreDep, get_principal
+from service.gateway.problems import problem_responses
 
 router = APIRouter(tags=["health"])
 

@@ -1,4 +1,4 @@
-"""The gateway: ``create_app`` builds the FastAPI application (``uvicorn --factory service.app:create_app``).
+"""The gateway: ``create_app`` builds the FastAPI application (``uvicorn --factory service.gateway.app:create_app``).
 
 It validates requests, stores models and arrays, queues work for the Celery workers
 and serves status, events and results. It never imports torch nor the engine.
@@ -15,20 +15,18 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from workers.celery_app import make_celery
-
-from .artifacts import ArtifactStore
-from .auth import Authenticator
-from .dispatch import Dispatcher
-from .janitor import Janitor, JanitorPolicy
-from .keys import KeyStore
-from .limits import BodySizeLimit
-from .metrics import JobMetrics
-from .problems import install_problem_handlers
-from .quotas import QuotaLimits, Quotas
-from .routes import health, jobs, models
-from .settings import Settings, get_settings
-from .store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.gateway.auth import Authenticator
+from service.core.queue import Dispatcher, make_celery
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.api_keys import KeyStore
+from service.gateway.limits import BodySizeLimit
+from service.gateway.metrics import JobMetrics
+from service.gateway.problems import install_problem_handlers
+from service.gateway.quotas import QuotaLimits, Quotas
+from service.gateway.routes import health, jobs, models
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from fpf_client.errors import Unauthenticated
 
-from .keys import KeyStore, Role
-from .records import DEFAULT_TENANT
+from service.core.api_keys import KeyStore, Role
+from service.core.records import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fpf_client.errors import ErrorCode
 from fpf_client.fixed_points import FixedPoints
 
-from ..deps import (
+from service.gateway.deps import (
     ArtifactsDep,
     DispatcherDep,
     JobDep,
@@ -21,13 +21,13 @@ from ..deps import (
     get_principal,
     require_job,
 )
-from ..events import job_events
-from ..operations import enqueue_job, remove_job, result_path
-from ..problems import problem_responses
-from ..records import JobStatus
-from ..scoping import visible_jobs
-from ..schemas import JobOut, JobRequest
-from ..submission import read_submission
+from service.gateway.events import job_events
+from service.gateway.operations import enqueue_job, remove_job, result_path
+from service.gateway.problems import problem_responses
+from service.core.records import JobStatus
+from service.gateway.scoping import visible_jobs
+from service.gateway.schemas import JobOut, JobRequest
+from service.gateway.submission import read_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(get_principal)],
                    responses=problem_responses(ErrorCode.UNAUTHENTICATED))

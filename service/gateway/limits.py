@@ -5,7 +5,7 @@ from __future__ import annotations
 from fpf_client.errors import PayloadTooLarge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .problems import problem_response
+from service.gateway.problems import problem_response
 
 
 class BodySizeLimit:

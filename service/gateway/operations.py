@@ -26,15 +26,15 @@ from fpf_client.errors import (
     ServiceUnavailable,
 )
 
-from .arrays import check_job_arrays, fingerprint
-from .artifacts import ArtifactStore
-from .auth import Principal
-from .dispatch import Dispatcher
-from .quotas import Quotas
-from .records import Job, JobStatus, Model, ModelStatus
-from .settings import Settings
-from .store import JobStore
-from .submission import Submission
+from service.gateway.arrays import check_job_arrays, fingerprint
+from service.core.artifacts import ArtifactStore
+from service.gateway.auth import Principal
+from service.core.queue import Dispatcher
+from service.gateway.quotas import Quotas
+from service.core.records import Job, JobStatus, Model, ModelStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
+from service.gateway.submission import Submission
 
 log = logging.getLogger(__name__)
 
