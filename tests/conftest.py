@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests: a live fpf service and a small TorchScript model.
+"""Fixtures shared by the whole suite: a live fpf service (started on first use) and a small TorchScript model.
 
 ``live_service`` (session scope) runs a real Celery worker and the gateway under uvicorn
 against the Redis at 127.0.0.1:6379, in a database of its own (``FPF_TEST_REDIS_DB``,

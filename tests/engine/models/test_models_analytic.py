@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_models_support import HIDDEN, N_IN, central_differences, random_batch
+from model_steps import HIDDEN, N_IN, central_differences, random_batch
 
 from workers.engine.models import as_step_model
 from workers.engine.models.analytic import analytic_jacobians

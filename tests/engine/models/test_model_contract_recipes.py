@@ -13,7 +13,7 @@ import torch
 from service.gateway.schemas import UploadHints
 from workers.engine.models import load_model
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "model-contract.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "model-contract.md"
 
 
 def _section(section: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fpf_client.errors import InvalidModel
-from test_models_support import HIDDEN, N_IN, GRUCellStep, InPlaceLSTMStep, RateStep
+from model_steps import HIDDEN, N_IN, GRUCellStep, InPlaceLSTMStep, RateStep
 
 from workers.engine.models import as_step_model, detect_format, load_model
 

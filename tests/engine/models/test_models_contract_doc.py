@@ -11,7 +11,7 @@ import torch
 
 from workers.engine.models import load_model
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "model-contract.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "model-contract.md"
 
 
 def _python_blocks(text: str, section: str) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 import torch
-from test_models_support import (
+from model_steps import (
     HIDDEN,
     N_IN,
     GRUCellStep,

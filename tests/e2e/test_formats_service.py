@@ -1,7 +1,7 @@
 """TorchScript, ONNX and SavedModel through the real service: the same networks give the same fixed points,
 and every refusal of a crafted upload reaches the user as a plain reason.
 
-The tanh RNN, GRU, LSTM and continuous-time rate network of tests/unit/export_nets.py are
+The tanh RNN, GRU, LSTM and continuous-time rate network of tests/support/export_nets.py are
 exported as TorchScript (scripted, traced), ONNX (legacy and default exporter; step graphs
 and the ONNX recurrent ops) and SavedModel (.zip, .tar.gz), uploaded over HTTP and solved
 by one job each with the same initial states. The reference is the torch module itself,
@@ -35,7 +35,7 @@ from onnx import TensorProto
 from onnx import helper as oh
 from service_harness import REPO, LiveService, free_port
 
-from tests.unit import export_nets as nets
+import export_nets as nets
 from workers.engine import as_step_model, find_fixed_points
 
 pytestmark = pytest.mark.integration
