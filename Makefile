@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps serve test clean
+.PHONY: setup system-deps serve test test-fast lint typecheck clean
 
 setup: system-deps $(STAMP)
 
@@ -31,6 +31,20 @@ serve: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Tests that start no processes: seconds, not minutes; for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+# Lint, format and the one-way import contracts (pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# mypy, strict for the client and service.core (pyproject.toml).
+typecheck: setup
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var
