@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.faults.fault_harness import FAULT_SETTINGS, PrivateRedis
-from tests.integration.service_harness import REPO, LiveService, start_service
+from service_harness import REPO, LiveService, start_service
 
 
 @pytest.fixture(scope="session")

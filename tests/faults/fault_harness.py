@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from service.ops.embedded_redis import redis_server_executable
-from tests.integration.service_harness import free_port
+from service_harness import free_port
 
 #: The outage timeouts the fault service runs with (seconds); tests bound their waits by them.
 FAULT_SETTINGS = {

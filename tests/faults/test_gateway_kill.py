@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.service_harness import REPO, LiveService
+from service_harness import REPO, LiveService
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.integration.service_harness import REPO
+from service_harness import REPO
 
 pytestmark = pytest.mark.integration
 

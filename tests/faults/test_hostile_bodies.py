@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.service_harness import LiveService
+from service_harness import LiveService
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.faults.fault_harness import FAULT_SETTINGS, PrivateRedis
-from tests.integration.service_harness import LiveService, grpc_server
+from service_harness import LiveService, grpc_server
 
 pytestmark = pytest.mark.integration
 
