@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +17,7 @@ from typing import Any
 
 import pytest
 from fpf_client import AsyncClient, Client, JobRecord
-from service_harness import LiveService, random_states
+from service_harness import REPO, LiveService, free_port, random_states
 
 from service.store import JobStore
 
@@ -91,6 +95,51 @@ def test_wait_returns_the_result_through_a_gateway_restart(fault_service: LiveSe
             waiter.join(TIMEOUT_S)
         assert outcome["sync"].status == outcome["async"].status == "succeeded", outcome
         assert client.get_job(job.id).result().n == outcome["async_n"] >= 1
+
+
+def _grpc_server(service: LiveService, port: int) -> subprocess.Popen:
+    """An ``fpf-server grpc`` process on ``service``'s Redis and data, answering on ``port``."""
+    import grpc
+
+    log = open(service.log_dir / "grpc-restarts.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+        cwd=REPO, env=service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=120)
+    return process
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def test_a_grpc_wait_returns_the_result_through_a_server_restart(fault_service: LiveService,
+                                                                 fault_model: dict[str, Any]) -> None:
+    """Before, a broken WatchJob stream fell back to polling, whose first refused call was raised."""
+    port = free_port()
+    server = _grpc_server(fault_service, port)
+    seen: list[JobRecord] = []
+    outcome: dict[str, Any] = {}
+    try:
+        with Client(f"grpc://127.0.0.1:{port}") as client:
+            job = client.submit(fault_model["id"], random_states(256, seed=3), [[0.0, 0.0]], **STEADY_OPTIONS)
+            waiter = threading.Thread(target=lambda: outcome.update(record=job.wait(progress=seen.append,
+                                                                                   timeout=TIMEOUT_S)))
+            waiter.start()
+            _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
+            _kill(server)
+            store = _store(fault_service)
+            _until(lambda: store.get_job(job.id).status.is_final, "the job did not finish", TIMEOUT_S)
+            store.redis.close()
+            server = _grpc_server(fault_service, port)
+            waiter.join(TIMEOUT_S)
+            assert outcome["record"].status == "succeeded", outcome
+            assert job.result().n >= 1
+    finally:
+        _kill(server)
 
 
 @pytest.mark.xfail(strict=False, reason="needs the gateway's 503 service_unavailable while Redis is down "
