@@ -36,10 +36,11 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]
 
-from tests.faults.fault_harness import PrivateRedis  # noqa: E402
-from tests.integration.service_harness import free_port, start_service  # noqa: E402
+from service_harness import free_port, start_service  # noqa: E402  (the integration-test harness)
+
+from tests.faults.gateway.fault_harness import PrivateRedis  # noqa: E402
 
 
 #: uvicorn with ``service`` and ``fpf_client`` imported from ``repo``: the editable install of this

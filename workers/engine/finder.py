@@ -25,6 +25,7 @@ from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
+from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
@@ -87,7 +88,7 @@ def find_fixed_points(
     """
     started = time.perf_counter()
     options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
-    device = _device(options.device)
+    device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
     step_model = as_step_model(model).to(device, dtype)
     dynamics = options.dynamics or step_model.dynamics
@@ -477,12 +478,6 @@ class _Reporter:
             "q_median": float(finite.median()) if finite.numel() else float("nan"),
             "q_max": float(finite.max()) if finite.numel() else float("nan"),
         })
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
