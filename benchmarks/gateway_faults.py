@@ -13,7 +13,8 @@ max), and the gateway's peak and final RSS. ``--repo`` runs another checkout's g
 commit, for a before/after comparison).
 
 Run from the repository root: ``.venv/bin/python benchmarks/gateway_faults.py outages [--trials 3]``,
-``.venv/bin/python benchmarks/gateway_faults.py body [--rows 130000] [--repo PATH]`` (about a minute each).
+``.venv/bin/python benchmarks/gateway_faults.py body [--rows 130000] [--repo PATH --app MODULE:FACTORY]``
+(about a minute each).
 """
 
 from __future__ import annotations
@@ -97,14 +98,14 @@ def outages(trials: int) -> None:
             redis.stop()
 
 
-def body(rows: int, repo: Path) -> None:
+def body(rows: int, repo: Path, app: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {**os.environ, "FPF_REDIS_URL": "redis://127.0.0.1:6379/11", "FPF_REDIS_PREFIX": f"fpfbench{port}",
                "FPF_DATA_DIR": f"{tmp}/data", "FPF_KEYS_FILE": f"{tmp}/keys.json",
                "FPF_MAX_BODY_BYTES": str(256 * 2**20)}
         gateway = subprocess.Popen([sys.executable, "-c", _UVICORN_FROM.format(repo=str(repo.resolve())), "--factory",
-                                    "service.app:create_app", "--port", str(port), "--log-level", "warning"],
+                                    app, "--port", str(port), "--log-level", "warning"],
                                    cwd=repo, env=env, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -154,11 +155,13 @@ def main() -> None:
     body_args = commands.add_parser("body")
     body_args.add_argument("--rows", type=int, default=130_000)
     body_args.add_argument("--repo", type=Path, default=REPO, help="checkout whose gateway runs (default: this one)")
+    body_args.add_argument("--app", default="service.gateway.app:create_app",
+                           help="the gateway's app factory in that checkout (default: %(default)s)")
     args = parser.parse_args()
     if args.command == "outages":
         outages(args.trials)
     else:
-        body(args.rows, args.repo)
+        body(args.rows, args.repo, args.app)
 
 
 if __name__ == "__main__":

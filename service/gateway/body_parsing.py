@@ -2,9 +2,10 @@
 memory carries them.
 
 Parsing a JSON body of numbers into Python objects holds the GIL for most of its length, in any
-thread of the gateway: ``/healthz`` and every other request would wait for it. A child process
-parses it and sends back the arrays; each child parses one body and exits, so its peak memory
-(the Python lists of a body take several times its size) goes back to the system at once.
+thread of the gateway: ``/healthz`` and every other request would wait for it. A large body is
+written to a temporary file as it arrives; a child process parses it and sends back the arrays.
+Each child parses one body and exits, so its peak memory (the Python lists of a body take several
+times its size) goes back to the system at once.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fpf_client.errors import FpfError, ServiceUnavailable
 
@@ -37,12 +41,31 @@ class BodyParser:
         self.max_processes = max_processes
         self._pool: ProcessPoolExecutor | None = None
 
-    async def parse(self, body: bytes) -> Submission:
-        """The submission in ``body``, or the fpf error it deserves (raised here as in the threadpool)."""
-        if len(body) <= IN_PROCESS_MAX_BYTES:
-            return await run_in_threadpool(parse_json_body, body)
+    async def parse(self, request: Request) -> Submission:
+        """The submission in the request's JSON body, or the fpf error it deserves.
+
+        The first ``IN_PROCESS_MAX_BYTES`` are kept in memory; a longer body goes on to a temporary
+        file as it arrives, which the child reads, so the gateway never holds a large body.
+        """
+        stream = request.stream()
+        head = bytearray()
+        async for chunk in stream:
+            head += chunk
+            if len(head) > IN_PROCESS_MAX_BYTES:
+                break
+        else:
+            return await run_in_threadpool(parse_json_body, bytes(head))
+        with tempfile.NamedTemporaryFile(prefix="fpf-body-", suffix=".json") as spill:
+            spill.write(head)
+            del head
+            async for chunk in stream:
+                spill.write(chunk)  # one chunk into the page cache: microseconds
+            spill.flush()
+            return await self._parse_file(spill.name)
+
+    async def _parse_file(self, path: str) -> Submission:
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(self._executor(), _parse_in_child, body)
+            outcome = await asyncio.get_running_loop().run_in_executor(self._executor(), _parse_in_child, path)
         except BrokenProcessPool as exc:
             self._pool = None  # a child died (killed for memory?): the next body gets a new pool
             log.error("the body parser process died: %s", exc)
@@ -64,10 +87,11 @@ class BodyParser:
         return self._pool
 
 
-def _parse_in_child(body: bytes) -> Submission | dict[str, Any]:
-    """In the child: the submission, or the problem document of the error (exceptions do not keep their
-    fields across processes; ``FpfError.from_problem`` rebuilds the same class on the other side)."""
+def _parse_in_child(path: str) -> Submission | dict[str, Any]:
+    """In the child: the submission in the body at ``path``, or the problem document of the error
+    (exceptions do not keep their fields across processes; ``FpfError.from_problem`` rebuilds the
+    same class on the other side)."""
     try:
-        return parse_json_body(body)
+        return parse_json_body(Path(path).read_bytes())
     except FpfError as exc:
         return exc.to_problem()

@@ -31,19 +31,20 @@ class Submission:
 
 async def read_submission(request: Request, max_elements: int, max_bytes: int,
                           admit: Callable[[int], None] | None = None,
-                          parse_json: Callable[[bytes], Awaitable[Submission]] | None = None) -> Submission:
+                          parse_json: Callable[[Request], Awaitable[Submission]] | None = None) -> Submission:
     """Parse the body by its content type; malformed parts raise the matching fpf error.
 
     Parsing and array conversion run off the event loop, so that a large body does not hold it (and
-    ``/healthz``) for the seconds it takes: a JSON body by ``parse_json`` (the gateway's
-    :class:`~service.gateway.body_parsing.BodyParser`; default: the threadpool), an ``.npz`` in the threadpool
+    ``/healthz``) for the seconds it takes: a JSON request by ``parse_json`` (the gateway's
+    :class:`~service.gateway.body_parsing.BodyParser`; default: its body in the threadpool), an ``.npz`` in the threadpool
     (numpy reads it without the GIL). ``admit`` is called with the bytes the arrays will take in
     memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        body = await request.body()
-        return await (parse_json(body) if parse_json is not None else run_in_threadpool(parse_json_body, body))
+        if parse_json is not None:
+            return await parse_json(request)
+        return await run_in_threadpool(parse_json_body, await request.body())
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=8)
         try:
