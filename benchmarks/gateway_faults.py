@@ -29,8 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -42,7 +43,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]
 from service_harness import free_port, start_service  # noqa: E402  (the integration-test harness)
 
 from tests.faults.gateway.fault_harness import PrivateRedis  # noqa: E402
-
 
 #: uvicorn with ``service`` and ``fpf_client`` imported from ``repo``: the editable install of this
 #: checkout would otherwise lend its modules to another checkout's ``service`` package.

@@ -14,12 +14,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
-from fpf_client.errors import ServiceUnavailable
 from kombu.exceptions import OperationalError
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from fpf_client.errors import ServiceUnavailable
 from service.core.settings import Settings
 
 #: What an unreachable or frozen Redis raises: redis-py's errors, and kombu's when a publish fails.

@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-
+from service.core.api_keys import KeyStore
 from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.outages import async_redis_client, bound_broker, redis_client
+from service.core.queue import Dispatcher, make_celery
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
 from service.gateway.auth import Authenticator
 from service.gateway.body_parsing import BodyParser
-from service.core.queue import Dispatcher, make_celery
-from service.core.janitor import Janitor, JanitorPolicy
-from service.core.api_keys import KeyStore
 from service.gateway.limits import BodySizeLimit
 from service.gateway.metrics import JobMetrics
-from service.core.outages import async_redis_client, bound_broker, redis_client
 from service.gateway.problems import install_problem_handlers
 from service.gateway.quotas import QuotaLimits, Quotas
 from service.gateway.routes import health, jobs, models
-from service.core.settings import Settings, get_settings
-from service.core.store import JobStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
+
 from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 
 ARRAY_NAMES = ("initial_states", "inputs")

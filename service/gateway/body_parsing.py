@@ -21,8 +21,8 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fpf_client.errors import FpfError, ServiceUnavailable
 
+from fpf_client.errors import FpfError, ServiceUnavailable
 from service.gateway.submission import Submission, parse_json_body
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
 from fpf_client.errors import (
     DeviceUnavailable,
     IdempotencyConflict,
@@ -27,15 +28,14 @@ from fpf_client.errors import (
     QuotaExceeded,
     ServiceUnavailable,
 )
-
-from service.gateway.arrays import check_job_arrays, fingerprint
 from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Principal
 from service.core.queue import Dispatcher
-from service.gateway.quotas import Quotas
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
 from service.core.store import JobStore
+from service.gateway.arrays import check_job_arrays, fingerprint
+from service.gateway.auth import Principal
+from service.gateway.quotas import Quotas
 from service.gateway.submission import Submission
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fpf_client.errors import ErrorCode, FpfError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fpf_client.errors import ErrorCode, FpfError
 from service.core.outages import OUTAGE_ERRORS, unavailable
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fpf_client.errors import InvalidArray, InvalidOptions, InvalidRequest, UnsupportedMediaType
-from fpf_client.options import FinderOptions
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from fpf_client.errors import InvalidArray, InvalidOptions, InvalidRequest, UnsupportedMediaType
+from fpf_client.options import FinderOptions
 from service.gateway.arrays import ARRAY_NAMES, from_json, read_npz
 from service.gateway.problems import describe_validation_errors
 from service.gateway.schemas import JobRequest
@@ -36,9 +36,9 @@ async def read_submission(request: Request, max_elements: int, max_bytes: int,
 
     Parsing and array conversion run off the event loop, so that a large body does not hold it (and
     ``/healthz``) for the seconds it takes: a JSON request by ``parse_json`` (the gateway's
-    :class:`~service.gateway.body_parsing.BodyParser`; default: its body in the threadpool), an ``.npz`` in the threadpool
-    (numpy reads it without the GIL). ``admit`` is called with the bytes the arrays will take in
-    memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
+    :class:`~service.gateway.body_parsing.BodyParser`; default: its body in the threadpool), an
+    ``.npz`` in the threadpool (numpy reads it without the GIL). ``admit`` is called with the bytes
+    the arrays will take in memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":

@@ -14,20 +14,19 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from fpf_client.rpc.stubs import SERVICE_NAME, load
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-
-from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Authenticator, UnsafeBind, check_bind
-from service.core.queue import Dispatcher, make_celery
-from service.core.janitor import Janitor, JanitorPolicy
+from fpf_client.rpc.stubs import SERVICE_NAME, load
 from service.core.api_keys import KeyStore
+from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
 from service.core.outages import OUTAGE_ERRORS, bound_broker, redis_client
-from service.gateway.quotas import QuotaLimits, Quotas
+from service.core.queue import Dispatcher, make_celery
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
+from service.gateway.auth import Authenticator, UnsafeBind, check_bind
+from service.gateway.quotas import QuotaLimits, Quotas
 from service.grpc.servicer import Authenticate, FixedPointServicer
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from fpf_client.errors import FpfError, InvalidArray, InvalidOptions, InvalidRequest
 from starlette.requests import Request
 
+from fpf_client.errors import FpfError, InvalidArray, InvalidOptions, InvalidRequest
 from service.gateway import body_parsing
 from service.gateway.body_parsing import BodyParser
 from service.gateway.submission import parse_json_body

@@ -6,15 +6,15 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fpf_client.errors import ErrorCode, ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.gateway.deps import DispatcherDep, SettingsDep, StoreDep, get_principal
-from service.core.queue import Dispatcher
+from fpf_client.errors import ErrorCode, ServiceUnavailable
 from service.core.outages import OUTAGE_ERRORS
-from service.gateway.problems import problem_responses
+from service.core.queue import Dispatcher
 from service.core.settings import Settings
 from service.core.store import JobStore
+from service.gateway.deps import DispatcherDep, SettingsDep, StoreDep, get_principal
+from service.gateway.problems import problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -33,7 +33,7 @@ async def readyz(store: StoreDep, dispatcher: DispatcherDep, settings: SettingsD
     try:
         return await asyncio.wait_for(run_in_threadpool(_check_ready, store, dispatcher, settings),
                                       settings.readyz_timeout_s)
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise ServiceUnavailable(f"the readiness checks took longer than {settings.readyz_timeout_s} s",
                                  retry_after_s=retry) from exc
     except OUTAGE_ERRORS as exc:

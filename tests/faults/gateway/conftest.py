@@ -8,12 +8,13 @@ every job that was acknowledged before the kill.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from service_harness import REPO, LiveService, start_service
 
 from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
-from service_harness import REPO, LiveService, start_service
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import redis
+from service_harness import free_port
 
 from service.ops.embedded_redis import redis_server_executable
-from service_harness import free_port
 
 #: The outage timeouts the fault service runs with (seconds); tests bound their waits by them.
 FAULT_SETTINGS = {

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from service_harness import REPO, LiveService
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from service_harness import REPO
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from service_harness import LiveService, grpc_server
 
 from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
-from service_harness import LiveService, grpc_server
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,7 @@ def test_grpc_answers_unavailable_with_the_same_code_while_redis_is_down(
     fault_service: LiveService, private_redis: PrivateRedis, finished_job: dict[str, Any],
 ) -> None:
     import grpc
+
     from fpf_client.rpc import codec
     from fpf_client.rpc.stubs import load
 
