@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from workers.celery_app import make_celery
@@ -29,6 +30,7 @@ from .quotas import QuotaLimits, Quotas
 from .routes import health, jobs, models
 from .settings import Settings, get_settings
 from .store import JobStore
+from .web import routes as web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeping
             await app.state.async_redis.aclose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files in the fastapi-offline package: /docs works without internet.
+    app = FastAPIOffline(
+        static_url="/docs/static",
         title="fpf",
         summary="Fixed points of recurrent neural networks, as a service",
         version="1",
@@ -70,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in (models.router, jobs.router, health.router):
         app.include_router(router)
+    web.install(app)
     return app
