@@ -53,9 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeping
             await app.state.async_redis.aclose()
 
-    # Swagger UI and ReDoc from files in the fastapi-offline package: /docs works without internet.
+    # Swagger UI from the files of the fastapi-offline package, so /docs works without internet; no
+    # validator badge (it would ask validator.swagger.io) and no ReDoc (its bundle loads a logo from a CDN).
     app = FastAPIOffline(
         static_url="/docs/static",
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
         title="fpf",
         summary="Fixed points of recurrent neural networks, as a service",
         version="1",

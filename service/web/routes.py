@@ -7,9 +7,12 @@ and may change with the page. They authenticate and scope records exactly as ``/
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fpf_client.errors import NotFound, Unauthenticated
@@ -86,7 +89,14 @@ def cluster(principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep,
 
 
 @router.get("/web/jobs/{job_id}/view")
-def job_view(job: JobDep, artifacts: ArtifactsDep) -> dict[str, Any]:
+def job_view(job: JobDep, artifacts: ArtifactsDep) -> Response:
     """The job's result prepared for the page's plots (:func:`service.web.view.result_view`); the same
     ``job_not_finished`` / ``job_failed`` / ``job_cancelled`` answers as ``/v1/jobs/{id}/result``."""
-    return {"job_id": job.id, **result_view(result_path(job, artifacts))}
+    path = result_path(job, artifacts)
+    return Response(_view_json(str(path), path.stat().st_mtime_ns), media_type="application/json")
+
+
+@lru_cache(maxsize=32)
+def _view_json(path: str, mtime_ns: int) -> bytes:
+    """A finished result never changes: its view is computed once per gateway process (a few MB at most)."""
+    return json.dumps(result_view(Path(path)), allow_nan=False, separators=(",", ":")).encode()

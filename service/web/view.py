@@ -21,6 +21,10 @@ MAX_SPECTRUM_VALUES = 20_000
 MAX_MODES_PER_POINT = 3
 #: Leading eigenvalues listed per point (hover text and table).
 LEADING_EIGVALS = 3
+#: Larger sets (points and states both) are projected by subspace iteration instead of an exact eigh.
+EXACT_UP_TO = 256
+OVERSAMPLE = 10
+POWER_ITERATIONS = 8
 #: A mode's segment reaches this fraction of the points' RMS distance from their mean on each side.
 MODE_SCALE = 0.1
 
@@ -80,26 +84,35 @@ def result_view(path: Path) -> dict[str, Any]:
 def principal_axes(states: np.ndarray, n_components: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Mean (d,) and top principal directions (d, c) of ``states: (k, d)``, c = min(n_components, d).
 
-    Decomposes the smaller of the two Gram matrices with ``eigh`` rather than taking an SVD of the
-    data: for 2,000 points of 1,024 states that is a 1,024 x 1,024 symmetric problem.
+    Small sets decompose the smaller Gram matrix exactly. From :data:`EXACT_UP_TO` points and states
+    on, subspace iteration finds the top directions with a few products with the data, where a full
+    ``eigh`` or SVD would cost O(d^3) for three vectors.
     """
     k, d = states.shape
+    c = min(n_components, d)
     if k == 0:
-        return np.zeros(d), np.zeros((d, min(n_components, d)))
+        return np.zeros(d), np.zeros((d, c))
     mean = states.mean(axis=0)
     centered = states - mean
-    c = min(n_components, d)
+    if min(k, d) > EXACT_UP_TO:
+        return mean, _subspace_iteration(centered, c)
     if d <= k:
         _, vectors = np.linalg.eigh(centered.T @ centered)
         return mean, vectors[:, ::-1][:, :c]
-    values, left = np.linalg.eigh(centered @ centered.T)
-    values, left = values[::-1][:c], left[:, ::-1][:, :c]
-    axes = centered.T @ left
+    _, left = np.linalg.eigh(centered @ centered.T)
+    axes = centered.T @ left[:, ::-1][:, :c]
     norms = np.linalg.norm(axes, axis=0)
-    axes = np.where(norms > 0, axes / np.where(norms > 0, norms, 1.0), 0.0)
-    if axes.shape[1] < c:
-        axes = np.pad(axes, [(0, 0), (0, c - axes.shape[1])])
-    return mean, axes
+    return mean, np.where(norms > 0, axes / np.where(norms > 0, norms, 1.0), 0.0)
+
+
+def _subspace_iteration(centered: np.ndarray, c: int) -> np.ndarray:
+    """The top ``c`` right singular vectors of ``centered`` by randomized subspace iteration (Halko,
+    Martinsson and Tropp 2011), with a fixed seed so that a result always looks the same."""
+    basis = np.random.default_rng(0).standard_normal((centered.shape[1], c + OVERSAMPLE))
+    for _ in range(POWER_ITERATIONS):
+        basis, _ = np.linalg.qr(centered.T @ (centered @ basis))
+    _, _, vt = np.linalg.svd(centered @ basis, full_matrices=False)
+    return basis @ vt[:c].T
 
 
 def _project(states: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -137,16 +150,18 @@ def _mode_segments(xstar: np.ndarray, mean: np.ndarray, axes: np.ndarray, eigval
     spread = float(np.sqrt(np.mean(np.sum((xstar - mean) ** 2, axis=1)))) if xstar.shape[0] > 1 else 0.0
     half = MODE_SCALE * (spread if spread > 0 else 1.0)
     outside = eigval.real > 0 if dynamics == "continuous" else np.abs(eigval) > 1
-    out: dict[str, list] = {"point": [], "x": [], "y": [], "z": []}
-    for i in np.flatnonzero(~is_stable.astype(bool)):
-        columns = np.flatnonzero(outside[i])[:MAX_MODES_PER_POINT]
-        modes = np.real(eigvec[i][:, columns]).astype(np.float64)
-        norms = np.linalg.norm(modes, axis=0)
-        for mode in (modes[:, norms > 0] / norms[norms > 0]).T:
-            ends = _project(np.stack([xstar[i] - half * mode, xstar[i] + half * mode]), mean, axes)
-            out["point"].append(int(i))
-            for axis, name in enumerate("xyz"):
-                out[name].append(_floats(ends[:, axis]))
+    outside &= ~is_stable.astype(bool)[:, None]
+    points, columns = np.nonzero(outside & (np.cumsum(outside, axis=1) <= MAX_MODES_PER_POINT))
+    modes = np.real(eigvec[points, :, columns]).astype(np.float64)  # (segments, d)
+    norms = np.linalg.norm(modes, axis=1)
+    keep = norms > 0
+    points, modes = points[keep], modes[keep] / norms[keep, None]
+    centres = _project(xstar[points], mean, axes)
+    reach = half * np.pad(modes @ axes, [(0, 0), (0, 3 - axes.shape[1])])
+    out: dict[str, list] = {"point": points.tolist()}
+    for axis, name in enumerate("xyz"):
+        out[name] = [[a, b] for a, b in zip(_floats(centres[:, axis] - reach[:, axis]),
+                                            _floats(centres[:, axis] + reach[:, axis]))]
     return out
 
 

@@ -124,6 +124,8 @@ class Tab:
     dialogs: list[str] = field(default_factory=list)
     #: Console errors a test causes on purpose (a request for another tenant's job answers 404).
     expected_errors: list[str] = field(default_factory=list)
+    #: Requests to anywhere but the gateway (there must be none: nothing comes from the internet).
+    foreign_requests: list[str] = field(default_factory=list)
 
     def unexpected_errors(self) -> list[str]:
         return [e for e in self.errors if not any(part in e for part in self.expected_errors)]
@@ -140,6 +142,8 @@ def open_tab(browser: Browser, server: Server) -> Iterator:
         tab.page.on("console", lambda m: m.type == "error" and tab.errors.append(m.text))
         tab.page.on("pageerror", lambda e: tab.errors.append(str(e)))
         tab.page.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
+        tab.page.on("request", lambda r: r.url.startswith((server.url + "/", "data:", "blob:"))
+                    or tab.foreign_requests.append(r.url))
         tab.page.goto(server.url + "/")
         if key is not None:
             tab.page.fill("#api-key", key)
@@ -154,6 +158,7 @@ def open_tab(browser: Browser, server: Server) -> Iterator:
     for tab in tabs:
         assert tab.unexpected_errors() == [], tab.errors
         assert tab.dialogs == [], tab.dialogs
+        assert tab.foreign_requests == [], tab.foreign_requests
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +203,7 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
     expect(counts.locator("[data-count=fixed_points] .value")).to_have_text("27")
     expect(counts.locator("[data-count=stable] .value")).to_have_text("8")
     expect(counts.locator("[data-count=certified] .value")).to_have_text("27")
-    page.wait_for_function("document.getElementById('plot-3d').data !== undefined")
+    page.wait_for_function("() => document.getElementById('plot-3d').data !== undefined")
     plotted = page.evaluate("""() => {
         const traces = document.getElementById('plot-3d').data;
         const n = (meta) => traces.filter(t => t.meta === meta).reduce((s, t) => s + t.x.length, 0);
@@ -211,7 +216,7 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
         page.screenshot(path=str(SCREENSHOT))
 
     page.click("[data-tab=Spectra]")
-    page.wait_for_function("document.getElementById('plot-spectra').data !== undefined")
+    page.wait_for_function("() => document.getElementById('plot-spectra').data !== undefined")
     spectra = page.evaluate("document.getElementById('plot-spectra').data.map(t => t.x.length)")
     assert sum(spectra) == 27 * 16
     assert page.evaluate("document.getElementById('plot-spectra').layout.shapes[0].type") == "circle"
@@ -272,3 +277,10 @@ def test_a_hostile_file_name_shows_as_text(open_tab, server: Server) -> None:
     expect(row.locator(".filename")).to_have_text(HOSTILE_NAME)
     expect(row.locator(".model-error")).not_to_be_empty()
     assert page.locator("#models img").count() == 0
+
+
+def test_the_api_docs_need_no_internet(open_tab, server: Server) -> None:
+    page = open_tab(None).page
+    page.goto(server.url + "/docs")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert page.locator(".opblock").count() > 10
