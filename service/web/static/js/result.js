@@ -108,7 +108,7 @@ function pointLabel(data, i) {
 }
 
 function axisTitles(data) {
-  return data.explained_variance.map((v, i) => (v === null ? `PC ${i + 1}` : `PC ${i + 1} (${(100 * v).toFixed(0)}%)`));
+  return data.explained_variance.map((v, i) => (v === null ? `PC ${i + 1}` : `PC ${i + 1} (${(100 * v).toFixed(v < 0.1 ? 1 : 0)}%)`));
 }
 
 function plot3d(node, data) {
@@ -214,18 +214,26 @@ function pointsTable(node, data) {
     render();
   } }, title);
   const note = data.n_points > TABLE_LIMIT ? h("p", { class: "muted" }, `The first ${TABLE_LIMIT} of ${data.n_points} points in this order; the downloads hold all.`) : null;
+  // Rows are built once; sorting moves them (rebuilding 2,000 rows on each click is slow).
+  const built = new Map();
+  const rowOf = (i) => {
+    if (!built.has(i)) {
+      built.set(i, h("tr", { dataset: { point: i } },
+        h("td", { class: "num" }, i),
+        h("td", { class: "num" }, fmtNumber(p.q ? p.q[i] : null)),
+        h("td", { class: "num" }, p.n_unstable ? p.n_unstable[i] : "–"),
+        h("td", {}, p.is_stable ? (p.is_stable[i] ? "yes" : "no") : "–"),
+        h("td", {}, p.certified ? (p.certified[i] ? "yes" : "no") : "–"),
+        h("td", {}, p.is_nonisolated ? (p.is_nonisolated[i] ? "yes" : "") : "–"),
+        h("td", {}, p.leading_eigvals ? p.leading_eigvals[i].map((z) => fmtComplex(z)).join(", ") : "–"),
+        h("td", { class: "num" }, [p.x[i], p.y[i], p.z[i]].map((v) => fmtNumber(v)).join(", "))));
+    }
+    return built.get(i);
+  };
   function render() {
     const key = sortKeys[sortBy];
     rows.sort((a, b) => (key(a) - key(b)) * (ascending ? 1 : -1) || a - b);
-    fill(tbody, rows.slice(0, TABLE_LIMIT).map((i) => h("tr", { dataset: { point: i } },
-      h("td", { class: "num" }, i),
-      h("td", { class: "num" }, fmtNumber(p.q ? p.q[i] : null)),
-      h("td", { class: "num" }, p.n_unstable ? p.n_unstable[i] : "–"),
-      h("td", {}, p.is_stable ? (p.is_stable[i] ? "yes" : "no") : "–"),
-      h("td", {}, p.certified ? (p.certified[i] ? "yes" : "no") : "–"),
-      h("td", {}, p.is_nonisolated ? (p.is_nonisolated[i] ? "yes" : "") : "–"),
-      h("td", {}, p.leading_eigvals ? p.leading_eigvals[i].map((z) => fmtComplex(z)).join(", ") : "–"),
-      h("td", { class: "num" }, [p.x[i], p.y[i], p.z[i]].map((v) => fmtNumber(v)).join(", ")))));
+    tbody.replaceChildren(...rows.slice(0, TABLE_LIMIT).map(rowOf));
   }
   fill(node, note, h("table", {},
     h("thead", {}, h("tr", {}, h("th", { class: "num" }, "#"), header("q", "q"), header("index", "index"),
