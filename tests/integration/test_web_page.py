@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from fpf_client import FixedPoints
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from service_harness import SLOW_OPTIONS
 
 from service.embedded_redis import free_port
 from service.keys import KeyStore, Role
@@ -194,6 +196,7 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
     expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f-]+$"))
     job_id = page.url.rsplit("/", 1)[1]
     finished["job_id"] = job_id
+    finished["model_id"] = _job(server, "a", job_id)["model_id"]
     expect(page.locator("#job-status .status")).to_have_text("succeeded")
     bar = page.locator("#job-progress")
     expect(bar).to_have_js_property("value", 1)
@@ -256,14 +259,37 @@ def test_another_tenant_sees_none_of_it(open_tab, server: Server, finished: dict
     expect(page.locator("#view .error")).to_contain_text("job_not_found")
     # The browser reports the 404 itself; nothing else may appear.
     tab.expected_errors.append("status of 404")
+    headers = {"Authorization": f"Bearer {server.keys['b']}"}
+    for path, code in ((f"/web/jobs/{finished['job_id']}/view", "job_not_found"), ("/web/cluster", "not_found")):
+        answer = httpx.get(server.url + path, headers=headers, timeout=30)
+        assert (answer.status_code, answer.json()["code"]) == (404, code)
 
 
 def test_an_admin_sees_the_cluster(open_tab, server: Server, finished: dict) -> None:
-    page = open_tab(server.keys["admin"]).page
-    expect(page.locator("#whoami")).to_have_text("ops (admin)")
-    expect(page.locator("#queue-depth")).to_have_text("0")
-    expect(page.locator("#workers")).to_contain_text("worker1@")
-    expect(page.locator(f"#jobs tr[data-job-id='{finished['job_id']}']")).to_be_visible()
+    headers = {"Authorization": f"Bearer {server.keys['a']}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as lab_a:
+        states = np.random.default_rng(0).normal(size=(256, 16)).tolist()
+        running = lab_a.post("/v1/jobs", json={"model_id": finished["model_id"], "initial_states": states,
+                                               "options": SLOW_OPTIONS}).json()
+        try:
+            page = open_tab(server.keys["admin"]).page
+            expect(page.locator("#whoami")).to_have_text("ops (admin)")
+            expect(page.locator("#queue-depth")).to_have_text("0")
+            expect(page.locator("#workers")).to_contain_text("worker1@")
+            expect(page.locator(f"#jobs tr[data-job-id='{finished['job_id']}']")).to_be_visible()
+            # Running now: lab-a's job, on the worker's process (hostname:pid).
+            expect(page.locator("#cluster tbody tr", has_text=running["id"][:12])).to_contain_text("lab-a")
+            row = page.locator(f"#jobs tr[data-job-id='{running['id']}']")
+            expect(row.locator(".status")).to_have_text("running")
+            row.locator("button", has_text="Cancel").click()
+            expect(row.locator(".status")).to_have_text("cancelled")
+        finally:
+            lab_a.post(f"/v1/jobs/{running['id']}/cancel")
+
+
+def _job(server: Server, key: str, job_id: str) -> dict:
+    headers = {"Authorization": f"Bearer {server.keys[key]}"}
+    return httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers, timeout=30).raise_for_status().json()
 
 
 def test_a_hostile_file_name_shows_as_text(open_tab, server: Server) -> None:
