@@ -7,6 +7,7 @@ fails on any error the browser's console reports.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -213,9 +214,8 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
         return {stable: n('stable'), unstable: n('unstable'), modes: traces.some(t => t.meta === 'modes')};
     }""")
     assert plotted == {"stable": 8, "unstable": 19, "modes": True}
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(tmp_path_factory.mktemp("shots") / "result-view.png"))
-    if os.environ.get("FPF_UPDATE_SCREENSHOT"):
+    if os.environ.get("FPF_UPDATE_SCREENSHOT"):  # the README's picture
         page.screenshot(path=str(SCREENSHOT))
 
     page.click("[data-tab=Spectra]")
@@ -223,6 +223,10 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
     spectra = page.evaluate("document.getElementById('plot-spectra').data.map(t => t.x.length)")
     assert sum(spectra) == 27 * 16
     assert page.evaluate("document.getElementById('plot-spectra').layout.shapes[0].type") == "circle"
+
+    page.click("[data-tab=Discovery]")
+    page.wait_for_function("() => document.getElementById('plot-discovery').data !== undefined")
+    discovery = page.evaluate("document.getElementById('plot-discovery').data[0].y")
 
     page.click("[data-tab=Table]")
     expect(page.locator("#points-table tbody tr")).to_have_count(27)
@@ -236,6 +240,10 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
     download.value.save_as(path)
     fps = FixedPoints.load(path)
     assert (fps.n, int(fps.is_stable.sum())) == (27, 8)
+    assert discovery == fps.info["discovery_curve"]["n_certified_roots"] and 0 < discovery[-1] <= 27
+    with page.expect_download() as download:
+        page.click("#download-json")
+    assert FixedPoints.from_json_dict(json.loads(Path(download.value.path()).read_text())) == fps
 
     page.click("[data-nav=jobs]")
     job_row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
