@@ -251,6 +251,10 @@ def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, fini
     expect(job_row).to_contain_text("flipflop_tanh.pt")
     expect(job_row.locator("progress")).to_have_js_property("value", 1)
     expect(page.locator("#cluster")).to_be_hidden()
+    page.select_option("#status-filter", "failed")
+    expect(page.locator("#jobs tbody")).to_have_text("No failed jobs.")
+    page.select_option("#status-filter", "succeeded")
+    expect(job_row).to_be_visible()
 
 
 def test_another_tenant_sees_none_of_it(open_tab, server: Server, finished: dict) -> None:

@@ -61,8 +61,9 @@ export async function renderJobs({ session, signal, view }) {
     const [jobs, modelList] = await Promise.all([api(`/v1/jobs${query}`, { signal }), api("/v1/models", { signal })]);
     for (const model of modelList) models.set(model.id, model);
     error.hidden = true;
+    rows.clear();
     fill(body, jobs.map((job) => row(job)));
-    if (!jobs.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No jobs yet.")));
+    if (!jobs.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, filter.value ? `No ${filter.value} jobs.` : "No jobs yet.")));
     for (const [id, controller] of streams) {
       if (!rows.has(id) || !ACTIVE.has(rows.get(id).job.status)) {
         controller.abort();
