@@ -136,6 +136,7 @@ class Tab:
 
 @pytest.fixture
 def open_tab(browser: Browser, server: Server) -> Iterator:
+    """Opens pages, each in a fresh context and signed in with a key unless None; checks them at teardown."""
     tabs: list[Tab] = []
 
     def open_(key: str | None) -> Tab:
