@@ -27,6 +27,7 @@ class Submission:
     options: FinderOptions
     initial_states: np.ndarray
     inputs: np.ndarray | None
+    cond_ids: np.ndarray | None = None
 
 
 async def read_submission(request: Request, max_elements: int) -> Submission:
@@ -74,12 +75,13 @@ def _from_json(body: bytes) -> Submission:
         raise InvalidRequest("model_id is required", field="model_id")
     if payload.get("initial_states") is None:
         raise InvalidArray("initial_states is required", field="initial_states")
-    inputs = payload.get("inputs")
+    inputs, cond_ids = payload.get("inputs"), payload.get("cond_ids")
     return Submission(
         model_id=model_id,
         options=parse_options(payload.get("options") or {}),
         initial_states=from_json("initial_states", payload["initial_states"]),
         inputs=None if inputs is None else from_json("inputs", inputs),
+        cond_ids=None if cond_ids is None else from_json("cond_ids", cond_ids),
     )
 
 
@@ -103,4 +105,5 @@ def _from_form(form: Any, max_elements: int) -> Submission:
         options=parse_options(options if isinstance(options, str) else "{}"),
         initial_states=arrays["initial_states"],
         inputs=arrays.get("inputs"),
+        cond_ids=arrays.get("cond_ids"),
     )
