@@ -26,8 +26,10 @@ _NUMPY_TYPES = {
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
 }
 _NUMPY_TYPE_MODULES = ("numpy", "numpy.core.numerictypes", "numpy._core.numerictypes")
-#: Plain values pickle protocols build by name.
+#: Plain values pickle protocols build by name (protocol 2 spells bytes as ``_codecs.encode(text, "latin1")``,
+#: which only turns a string into bytes).
 _PLAIN = {("builtins", name) for name in ("complex", "bytearray", "set", "frozenset", "slice", "range")}
+_PLAIN.add(("_codecs", "encode"))
 
 
 class UnsafePickle(pickle.UnpicklingError):
