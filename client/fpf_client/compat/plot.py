@@ -79,6 +79,8 @@ def plot_fps(
     if n_states >= 3:
         fit_on = state_traj.reshape(-1, n_states) if state_traj is not None else fps.xstar
         mean, axes = principal_axes(np.asarray(fit_on, dtype=float))
+        if axes.shape[1] < 3:  # fewer points than 3 directions: complete the basis orthonormally
+            axes = np.linalg.qr(np.concatenate([axes, np.eye(n_states)], axis=1))[0][:, :3]
 
         def project(states: np.ndarray) -> np.ndarray:
             return (np.asarray(states, dtype=float) - mean) @ axes
