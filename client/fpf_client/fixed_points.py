@@ -257,6 +257,12 @@ class FixedPoints:
         """Keyword arguments that rebuild a (shallow) copy: ``FixedPoints(**fps.kwargs)``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def assert_valid_shapes(self) -> None:
+        """Raise ValueError when a per-point field has another number of rows than xstar (after edits in place)."""
+        for name, value in self.arrays().items():
+            if value.shape[:1] != (self.n,):
+                raise ValueError(f"{name} has {value.shape[:1]} rows, xstar has {self.n}")
+
     def print_shapes(self) -> None:
         """Print each per-point field's shape (None when it was not computed)."""
         for name in POINT_FIELDS:

@@ -91,6 +91,10 @@ def test_update_setitem_and_the_small_api():
         fps.update(FixedPoints(xstar=np.zeros((1, 2))))
     with pytest.raises(TypeError):
         fps[0] = np.zeros(2)
+    fps.assert_valid_shapes()
+    fps.qstar = fps.qstar[:2]
+    with pytest.raises(ValueError, match="qstar has"):
+        fps.assert_valid_shapes()
 
 
 def test_print_shapes(capsys: pytest.CaptureFixture[str]):

@@ -131,9 +131,9 @@ def find_fixed_points(
             candidates = torch.cat([unique, refinement.converged])
             unique = _unique_among(result, candidates, u_rows, sample_group, options)
 
-    if len(unique):
-        roots = Problem(step_model, u_rows[sample_group[unique]], dynamics)
-        _polish(roots, result, unique)
+    roots_found = unique[result.converged[unique]]  # the reference rule also keeps unconverged samples, as they are
+    if len(roots_found):
+        _polish(Problem(step_model, u_rows[sample_group[roots_found]], dynamics), result, roots_found)
         unique = _unique_among(result, unique, u_rows, sample_group, options)
 
     labels = _labels(cond_ids, group, sample_group)
