@@ -134,6 +134,43 @@ def test_sequential_runs_each_state_alone_with_cond_ids(flipflop):
     assert all_one.n == 1
 
 
+def test_the_reference_examples_analysis_part_runs_as_written(flipflop):
+    """examples/torch/run_FlipFlop.py's find_fixed_points(), with only the import changed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fpf_client.compat import plot_fps
+
+    rnn, hidden = flipflop
+    fpf_hps = {"max_iters": 10000, "lr_init": 1.0, "outlier_distance_scale": 10.0, "verbose": True,
+               "super_verbose": True}
+    fpf = FixedPointFinder(rnn, **fpf_hps)
+    initial_states = fpf.sample_states(hidden, n_inits=1024, noise_scale=0.5)
+    inputs = np.zeros([1, 3])
+    unique_fps, all_fps = fpf.find_fixed_points(initial_states, inputs)
+    fig = plot_fps(unique_fps, hidden, plot_batch_idx=list(range(30)), plot_start_time=10)
+    try:
+        lines = fig.axes[0].get_lines()
+        trials = [line for line in lines if len(line.get_data_3d()[0]) == hidden.shape[1] - 10]
+        assert len(trials) == 30
+        assert sum(line.get_marker() == "." for line in lines) == int(unique_fps.is_stable.sum()) == 8
+    finally:
+        plt.close(fig)
+    assert all_fps.n == 1024
+
+
+def test_outlier_helpers(searches):
+    fpf, initial_states, unique, _ = searches["default"]
+    q = np.sort(unique.qstar)[len(unique.qstar) // 2]
+    high, low = fpf.identify_q_outliers(unique, q), fpf.identify_q_non_outliers(unique, q)
+    assert sorted([*high, *low]) == list(range(unique.n)) and (unique.qstar[high] > q).all()
+    far = unique.transform(np.eye(16), 100.0)  # every point moved far from the initial states
+    assert fpf.identify_distance_non_outliers(far, initial_states, 10.0).size == 0
+    assert fpf.identify_distance_non_outliers(unique, initial_states, 10.0).size == unique.n
+
+
 def test_options_map_to_fpf(flipflop):
     rnn, _ = flipflop
     assert set(REFERENCE_DEFAULTS) <= set(FixedPointFinder.default_hps())
