@@ -10,15 +10,17 @@ import numpy as np
 from ..fixed_points import FixedPoints
 from ..options import FinderOptions
 
-#: Receives each progress report: a dict in-process, a JobRecord's ``progress`` from a service.
+#: Receives each progress report: a dict in-process, a JobRecord's ``progress`` from a service;
+#: ``True`` instead draws the client's progress bar for a service job (in a terminal), ``None`` nothing.
 ProgressPrinter = Callable[[Any], None]
+Progress = ProgressPrinter | bool | None
 
 
 class Backend(Protocol):
     where: str
 
     def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: ProgressPrinter | None) -> FixedPoints: ...
+             options: FinderOptions, progress: Progress) -> FixedPoints: ...
 
 
 class ServiceBackend:
@@ -32,7 +34,7 @@ class ServiceBackend:
         self._uploaded: dict[int, Any] = {}
 
     def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: ProgressPrinter | None) -> FixedPoints:
+             options: FinderOptions, progress: Progress) -> FixedPoints:
         from ..payloads import is_local_model
 
         if is_local_model(model):
@@ -43,7 +45,7 @@ class ServiceBackend:
             model = self._uploaded[key]
         job = self.client.submit(model, initial_states, inputs, cond_ids=cond_ids,
                                  **options.model_dump(exclude_defaults=True))
-        job.wait(progress=(lambda record: progress(record.progress)) if progress else False)
+        job.wait(progress=(lambda record: progress(record.progress)) if callable(progress) else bool(progress))
         return job.result()
 
 
@@ -58,8 +60,9 @@ class LocalBackend:
         self._find = find_fixed_points
 
     def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: ProgressPrinter | None) -> FixedPoints:
-        return self._find(model, initial_states, inputs, options, progress=progress, cond_ids=cond_ids)
+             options: FinderOptions, progress: Progress) -> FixedPoints:
+        printer = progress if callable(progress) else None
+        return self._find(model, initial_states, inputs, options, progress=printer, cond_ids=cond_ids)
 
 
 def open_backend(url: str | None, api_key: str | None, transport: str | None) -> Backend:

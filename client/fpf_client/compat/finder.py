@@ -84,7 +84,8 @@ class FixedPointFinder:
         say(f"\nSearching for fixed points from {n} initial states.\n")
         say(f"\tFinding fixed points with {self._method_text()} ({self.backend.where}).")
         started = time.time()
-        progress = _IterationPrinter(self._printing, started) if self._printing.super_verbose else None
+        # super_verbose prints Iter lines; verbose alone draws the client's bar for a service job
+        progress = _IterationPrinter(self._printing, started) if self._printing.super_verbose else self._printing.verbose
         found = self.backend.find(self.rnn, initial_states, inputs, cond_ids, self.options, progress)
         unique_fps, all_fps = _as_compat(found), _as_compat(found.all_samples)
         if cond_ids is None:  # as in the reference: no labels given, none reported
