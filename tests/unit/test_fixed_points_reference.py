@@ -112,6 +112,8 @@ def test_reference_constructor_forms():
     with pytest.raises(ValueError, match="n_states"):
         FixedPoints(do_alloc_nan=True, n=3)
     assert FixedPoints(xstar=np.zeros((2, 3), dtype=np.float32)).dtype is np.float32
+    positional = FixedPoints(np.ones((2, 3)), np.zeros((2, 3)), np.zeros((2, 1)))  # the reference's order
+    assert positional.x_init.shape == (2, 3) and positional.n_inputs == 1
     both = FixedPoints.concatenate([_points(), _points()])
     assert both.n == 8 and isinstance(both, NativeFixedPoints)
 

@@ -87,9 +87,12 @@ class FixedPointFinder:
         # super_verbose prints Iter lines; verbose alone draws the client's bar for a service job
         progress = _IterationPrinter(self._printing, started) if self._printing.super_verbose else self._printing.verbose
         found = self.backend.find(self.rnn, initial_states, inputs, cond_ids, self.options, progress)
-        unique_fps, all_fps = _as_compat(found), _as_compat(found.all_samples)
+        unique_fps = _as_compat(found)
+        all_fps = _as_compat(found.all_samples) if found.all_samples is not None else None  # return_all_samples=False
         if cond_ids is None:  # as in the reference: no labels given, none reported
-            unique_fps.cond_id = all_fps.cond_id = None
+            unique_fps.cond_id = None
+            if all_fps is not None:
+                all_fps.cond_id = None
         info = found.info
         if self._printing.verbose:
             print(f"\t\t{info.get('iterations', 0)} iters, {info.get('n_converged', 0)} of {n} samples converged "

@@ -44,9 +44,16 @@ class FixedPoints(_FixedPoints):
         fpf's other fields (``certified``, ``n_unstable``, ``dynamics``, ``info``, ...).
     """
 
-    def __init__(self, xstar: Any = None, *, n: int | None = None, n_states: int | None = None,
-                 n_inputs: int | None = None, do_alloc_nan: bool = False, tol_unique: float = 1e-3,
-                 dtype: Any = None, dtype_complex: Any = None, verbose: bool = False, **fields: Any) -> None:
+    def __init__(self, xstar: Any = None, x_init: Any = None, inputs: Any = None, F_xstar: Any = None,
+                 qstar: Any = None, dq: Any = None, n_iters: Any = None, J_xstar: Any = None,
+                 eigval_J_xstar: Any = None, eigvec_J_xstar: Any = None, is_stable: Any = None, cond_id: Any = None,
+                 n: int | None = None, n_states: int | None = None, n_inputs: int | None = None,
+                 do_alloc_nan: bool = False, tol_unique: float = 1e-3, dtype: Any = None, dtype_complex: Any = None,
+                 verbose: bool = False, **fields: Any) -> None:
+        given = {"x_init": x_init, "inputs": inputs, "F_xstar": F_xstar, "qstar": qstar, "dq": dq,
+                 "n_iters": n_iters, "J_xstar": J_xstar, "eigval_J_xstar": eigval_J_xstar,
+                 "eigvec_J_xstar": eigvec_J_xstar, "is_stable": is_stable, "cond_id": cond_id}
+        fields = {name: value for name, value in given.items() if value is not None} | fields
         self.verbose = verbose
         self.do_alloc_nan = do_alloc_nan
         if do_alloc_nan:
