@@ -18,17 +18,15 @@ from fpf_client.rpc.stubs import SERVICE_NAME, load
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from workers.celery_app import make_celery
-
-from ..artifacts import ArtifactStore
-from ..auth import Authenticator, UnsafeBind, check_bind
-from ..dispatch import Dispatcher
-from ..janitor import Janitor, JanitorPolicy
-from ..keys import KeyStore
-from ..quotas import QuotaLimits, Quotas
-from ..settings import Settings, get_settings
-from ..store import JobStore
-from .servicer import Authenticate, FixedPointServicer
+from service.core.artifacts import ArtifactStore
+from service.gateway.auth import Authenticator, UnsafeBind, check_bind
+from service.core.queue import Dispatcher, make_celery
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.api_keys import KeyStore
+from service.gateway.quotas import QuotaLimits, Quotas
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
+from service.grpc.servicer import Authenticate, FixedPointServicer
 
 log = logging.getLogger(__name__)
 
