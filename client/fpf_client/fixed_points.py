@@ -93,7 +93,7 @@ class FixedPoints:
     tol_unique: float = 1e-3
     info: dict[str, Any] = field(default_factory=dict)
     slow_points: "FixedPoints | None" = None
-    all_samples: "FixedPoints | None" = None
+    all_samples: FixedPoints | None = None
 
     def __post_init__(self) -> None:
         self.xstar = np.atleast_2d(np.asarray(self.xstar))
@@ -164,8 +164,8 @@ class FixedPoints:
             return False
         return bool(np.any(np.max(np.abs(self.xstar - state), axis=1) <= self.tol_unique))
 
-    def __setitem__(self, index: Any, other: "FixedPoints") -> None:
-        """Overwrite the points ``index`` with the rows of ``other``, field by field (fields this set lacks stay absent)."""
+    def __setitem__(self, index: Any, other: FixedPoints) -> None:
+        """Overwrite the points ``index`` with the rows of ``other``, field by field (fields absent here stay absent)."""
         if not isinstance(other, FixedPoints):
             raise TypeError(f"can only assign a FixedPoints, not {type(other).__name__}")
         if isinstance(index, (int, np.integer)):
@@ -176,7 +176,7 @@ class FixedPoints:
                 raise ValueError(f"the assigned points have no {name}")
             value[index] = theirs
 
-    def find(self, fp: "FixedPoints") -> np.ndarray:
+    def find(self, fp: FixedPoints) -> np.ndarray:
         """Indices of the points within ``tol_unique`` of the one point in ``fp``, in the 2-norm of
         (xstar, inputs) (FixedPointFinder's rule); empty when the dimensions differ."""
         if not isinstance(fp, FixedPoints) or fp.n_states != self.n_states or fp.n_inputs != self.n_inputs:
@@ -184,7 +184,7 @@ class FixedPoints:
         distance = np.linalg.norm(self._keys() - fp._keys()[:1], axis=1)
         return np.flatnonzero(distance <= self.tol_unique)
 
-    def get_unique(self) -> "FixedPoints":
+    def get_unique(self) -> FixedPoints:
         """FixedPointFinder's de-duplication: points within ``tol_unique`` in the 2-norm of
         (xstar, inputs) are one, and the one with the lowest ``qstar`` stands for them."""
         q = self.qstar if self.qstar is not None else np.zeros(self.n)
@@ -193,9 +193,10 @@ class FixedPoints:
     def _keys(self) -> np.ndarray:
         """(xstar, inputs) joined: what uniqueness compares."""
         parts = [self.xstar] if self.inputs is None else [self.xstar, self.inputs]
-        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+        keys: np.ndarray = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+        return keys
 
-    def transform(self, U: np.ndarray, offset: Any = 0.0) -> "FixedPoints":
+    def transform(self, U: np.ndarray, offset: Any = 0.0) -> FixedPoints:
         """The points in another linear space: ``xstar @ U + offset`` (also x_init and F_xstar), and
         the eigenvectors mapped by ``U.T`` (directions do not take the offset).
 
@@ -211,7 +212,7 @@ class FixedPoints:
             moved["eigvec_J_xstar"] = np.matmul(U.T, self.eigvec_J_xstar)
         return replace(self, **moved)
 
-    def update(self, other: "FixedPoints") -> None:
+    def update(self, other: FixedPoints) -> None:
         """Append the points of ``other`` in place; both must hold the same fields."""
         if set(self.arrays()) != set(other.arrays()):
             raise ValueError(f"cannot update: fields differ ({sorted(set(self.arrays()) ^ set(other.arrays()))})")

@@ -90,7 +90,7 @@ class FinderOptions(BaseModel):
     lr_factor: float = Field(0.95, gt=0, lt=1, description="Adam's learning-rate decrease on plateau.")
     lr_patience: int = Field(5, ge=0, description="Adam: iterations without improvement before decreasing.")
     lr_cooldown: int = Field(0, ge=0, description="Adam: iterations to wait after a decrease.")
-    adam_hps: AdamHps = Field(default_factory=AdamHps, description="Adam's betas and epsilon.")
+    adam_hps: AdamHps = Field(AdamHps.model_validate({}), description="Adam's betas and epsilon.")
     alr_hps: AdaptiveLearningRate | None = Field(
         None, description="Adam: the TF reference's adaptive learning rate instead of reduce-on-plateau."
     )

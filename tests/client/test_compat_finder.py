@@ -19,6 +19,7 @@ from fpf_client.compat import FixedPointFinder
 from fpf_client.compat.hps import REFERENCE_DEFAULTS
 from fpf_client.errors import InvalidOptions
 
+pytestmark = pytest.mark.slow  # flip-flop searches: tens of seconds on a busy machine
 DATA = Path(__file__).resolve().parents[1] / "data"
 torch.set_num_threads(1)
 HPS = {"max_iters": 10000, "lr_init": 1.0, "outlier_distance_scale": 10.0, "verbose": True, "super_verbose": True}
@@ -90,7 +91,7 @@ def test_fpf_solver_and_the_reference_adam_agree(searches):
 
 
 def test_all_fps_has_one_row_per_initial_state(searches):
-    fpf, initial_states, unique, all_fps = searches["default"]
+    _, initial_states, unique, all_fps = searches["default"]
     assert all_fps.n == len(initial_states)
     np.testing.assert_allclose(all_fps.x_init, initial_states, rtol=1e-6)
     for name in ("xstar", "F_xstar", "qstar", "dq", "n_iters"):
@@ -122,15 +123,16 @@ def test_progress_prints_as_the_reference_does(flipflop, capsys):
 def test_sequential_runs_each_state_alone_with_cond_ids(flipflop):
     rnn, trajectories = flipflop
     fpf = FixedPointFinder(rnn, method="sequential", verbose=False, max_iters=3000)
-    inputs, states = fpf.sample_inputs_and_states(np.zeros(trajectories.shape[:2] + (3,)), trajectories, 6,
-                                                  noise_scale=0.1)
+    inputs, states = fpf.sample_inputs_and_states(
+        np.zeros((*trajectories.shape[:2], 3)), trajectories, 6, noise_scale=0.1
+    )
     assert inputs.shape == (6, 3) and states.shape == (6, 16)
     labels = np.array([4, 4, 9, 9, 2, 2])
     unique, all_fps = fpf.find_fixed_points(states, inputs, cond_ids=labels)
     assert all_fps.cond_id.tolist() == labels.tolist()
     assert set(unique.cond_id.tolist()) <= set(labels.tolist())
     assert len(set(all_fps.n_iters.tolist())) > 1  # one Adam run per state, each stopping on its own
-    one, all_one = fpf.find_fixed_points(states[:1], inputs[:1])  # the reference crashes on a batch of one
+    _, all_one = fpf.find_fixed_points(states[:1], inputs[:1])  # the reference crashes on a batch of one
     assert all_one.n == 1
 
 
@@ -144,8 +146,13 @@ def test_the_reference_examples_analysis_part_runs_as_written(flipflop):
     from fpf_client.compat import plot_fps
 
     rnn, hidden = flipflop
-    fpf_hps = {"max_iters": 10000, "lr_init": 1.0, "outlier_distance_scale": 10.0, "verbose": True,
-               "super_verbose": True}
+    fpf_hps = {
+        "max_iters": 10000,
+        "lr_init": 1.0,
+        "outlier_distance_scale": 10.0,
+        "verbose": True,
+        "super_verbose": True,
+    }
     fpf = FixedPointFinder(rnn, **fpf_hps)
     initial_states = fpf.sample_states(hidden, n_inits=1024, noise_scale=0.5)
     inputs = np.zeros([1, 3])
@@ -179,7 +186,7 @@ def test_options_map_to_fpf(flipflop):
     assert fpf.options.unique_rule == "reference" and fpf.max_n_unique == np.inf
     fpf = FixedPointFinder(rnn, method="sequential", alr_hps={}, agnc_hps={"percentile": 90}, q_slow=1e-6)
     assert fpf.options.method == "adam" and fpf.options.batch_size == 1 and fpf.options.agnc_hps.percentile == 90
-    with pytest.raises(InvalidOptions, match="unknown hyperparameter.*'tol_qq'.*known: .*tol_q"):
+    with pytest.raises(InvalidOptions, match=r"unknown hyperparameter.*'tol_qq'.*known: .*tol_q"):
         FixedPointFinder(rnn, tol_qq=1e-9)
     with pytest.raises(InvalidOptions, match="unknown method 'bfgs'; known: joint, sequential, newton"):
         FixedPointFinder(rnn, method="bfgs")

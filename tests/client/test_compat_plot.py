@@ -10,11 +10,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
 
-from fpf_client.compat import FixedPoints, plot_fps  # noqa: E402
+from fpf_client.compat import FixedPoints, plot_fps
 
 ROTATION = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
 
@@ -35,8 +35,15 @@ def _lines(fig: Figure):
 
 
 def test_defaults_draw_trajectories_unstable_modes_and_points(tmp_path):
-    fig = plot_fps(_points(), _trajectories(), plot_batch_idx=[0, 2], plot_start_time=5, plot_stop_time=15,
-                   mode_scale=0.5, fig=Figure())
+    fig = plot_fps(
+        _points(),
+        _trajectories(),
+        plot_batch_idx=[0, 2],
+        plot_start_time=5,
+        plot_stop_time=15,
+        mode_scale=0.5,
+        fig=Figure(),
+    )
     lines = _lines(fig)
     assert len(lines) == 2 + 1 + 2  # two trials, the saddle's one unstable mode, two points
     trials = lines[:2]
@@ -56,14 +63,26 @@ def test_defaults_draw_trajectories_unstable_modes_and_points(tmp_path):
 
 
 def test_stable_modes_max_n_modes_and_styles():
-    fig = plot_fps(_points(), fig=Figure(), do_plot_stable_modes=True, max_n_modes=2, mode_scale=1.0,
-                   stable_color="g", unstable_color="m", unstable_marker="x", linewidth=3)
+    fig = plot_fps(
+        _points(),
+        fig=Figure(),
+        do_plot_stable_modes=True,
+        max_n_modes=2,
+        mode_scale=1.0,
+        stable_color="g",
+        unstable_color="m",
+        unstable_marker="x",
+        linewidth=3,
+    )
     lines = _lines(fig)
     assert len(lines) == 2 + 1 + 2 + 1  # point 1: two modes + point; point 2: two modes + point
     colors = [to_rgba(line.get_color()) for line in lines]
     assert colors == [to_rgba(c) for c in ("g", "g", "g", "m", "g", "m")]
-    lengths = [np.linalg.norm(np.diff(np.array(line.get_data_3d()).T[[0, 2]], axis=0)) for line in lines
-               if len(line.get_data_3d()[0]) == 3]
+    lengths = [
+        np.linalg.norm(np.diff(np.array(line.get_data_3d()).T[[0, 2]], axis=0))
+        for line in lines
+        if len(line.get_data_3d()[0]) == 3
+    ]
     np.testing.assert_allclose(lengths, [1.0, 0.8, 4.0, 1.2])  # 2 |lambda| of the two leading modes each
     assert lines[5].get_marker() == "x" and all(line.get_linewidth() == 3 for line in lines)
     hidden = plot_fps(_points(), fig=Figure(), do_plot_unstable_fps=False)
@@ -71,8 +90,9 @@ def test_stable_modes_max_n_modes_and_styles():
 
 
 def test_two_states_are_drawn_natively():
-    fps = FixedPoints(xstar=np.array([[0.3, -0.2], [1.0, 0.5]]), J_xstar=np.stack([0.5 * np.eye(2),
-                                                                                  np.diag([1.5, 0.2])]))
+    fps = FixedPoints(
+        xstar=np.array([[0.3, -0.2], [1.0, 0.5]]), J_xstar=np.stack([0.5 * np.eye(2), np.diag([1.5, 0.2])])
+    )
     trajectories = np.random.default_rng(2).normal(size=(3, 8, 2))
     fig = plot_fps(fps, trajectories, fig=Figure(), plot_stop_time=100)
     ax = fig.axes[0]

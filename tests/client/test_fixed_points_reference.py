@@ -19,8 +19,14 @@ from fpf_client.fixed_points import FixedPoints as NativeFixedPoints
 def _points() -> FixedPoints:
     xstar = np.array([[0.0, 0.0], [0.0008, 0.0008], [1.0, 0.0], [0.0, 0.0]])
     inputs = np.array([[0.0], [0.0], [0.0], [1.0]])
-    return FixedPoints(xstar=xstar, x_init=xstar + 1, inputs=inputs, F_xstar=xstar * 2,
-                       qstar=np.array([3.0, 1.0, 2.0, 4.0]), cond_id=np.array([5, 5, 6, 7]))
+    return FixedPoints(
+        xstar=xstar,
+        x_init=xstar + 1,
+        inputs=inputs,
+        F_xstar=xstar * 2,
+        qstar=np.array([3.0, 1.0, 2.0, 4.0]),
+        cond_id=np.array([5, 5, 6, 7]),
+    )
 
 
 def test_find_and_contains_use_the_two_norm_of_state_and_input():
@@ -47,8 +53,9 @@ def test_get_unique_keeps_the_lowest_q_of_each_group_and_tells_inputs_apart():
 
 def test_transform_maps_states_and_eigenvectors():
     J = np.array([[[0.5, 0.2], [0.0, 1.5]]])
-    fps = FixedPoints(xstar=np.array([[1.0, 2.0]]), x_init=np.array([[0.0, 1.0]]), F_xstar=np.array([[1.0, 2.0]]),
-                      J_xstar=J)
+    fps = FixedPoints(
+        xstar=np.array([[1.0, 2.0]]), x_init=np.array([[0.0, 1.0]]), F_xstar=np.array([[1.0, 2.0]]), J_xstar=J
+    )
     fps.decompose_jacobians()
     U, offset = np.array([[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]), np.array([10.0, 0.0, -1.0])
     moved = fps.transform(U, offset)
@@ -69,8 +76,9 @@ def test_decompose_jacobians_sorts_by_magnitude_and_judges_stability():
     np.testing.assert_allclose(fps.eigval_J_xstar.real, [[-0.9, 0.5, 0.2], [1.7, 0.3, -0.1]], atol=1e-10)
     assert fps.is_stable.tolist() == [True, False] and fps.n_unstable.tolist() == [0, 1]
     for k in range(2):  # columns are eigenvectors of their eigenvalues
-        np.testing.assert_allclose(J[k] @ fps.eigvec_J_xstar[k], fps.eigvec_J_xstar[k] * fps.eigval_J_xstar[k],
-                                   atol=1e-10)
+        np.testing.assert_allclose(
+            J[k] @ fps.eigvec_J_xstar[k], fps.eigvec_J_xstar[k] * fps.eigval_J_xstar[k], atol=1e-10
+        )
     nan = FixedPoints(xstar=np.zeros((1, 2)), J_xstar=np.full((1, 2, 2), np.nan))
     nan.decompose_jacobians()
     assert np.isnan(nan.eigval_J_xstar).all() and nan.is_stable.tolist() == [False]
@@ -120,13 +128,25 @@ def test_reference_constructor_forms():
 
 def _reference_style_file(path, protocol: int) -> dict:
     """What the reference's FixedPoints.save writes: its attribute dict, pickled."""
-    data = {"xstar": np.arange(6, dtype=np.float32).reshape(3, 2), "inputs": np.zeros((3, 1), dtype=np.float32),
-            "qstar": np.array([1e-13, 2e-13, 3e-14], dtype=np.float32), "n_iters": np.array([5.0, 5.0, 5.0]),
-            "J_xstar": np.tile(np.eye(2, dtype=np.float32) * 0.5, (3, 1, 1)),
-            "eigval_J_xstar": np.full((3, 2), 0.5 + 0j, dtype=np.complex64), "eigvec_J_xstar": None,
-            "is_stable": np.array([1.0, 1.0, 1.0]), "cond_id": None, "tol_unique": 1e-3, "dtype": np.float32,
-            "dtype_complex": np.complex64, "verbose": False, "do_alloc_nan": False, "n": 3, "n_states": 2,
-            "n_inputs": 1}
+    data = {
+        "xstar": np.arange(6, dtype=np.float32).reshape(3, 2),
+        "inputs": np.zeros((3, 1), dtype=np.float32),
+        "qstar": np.array([1e-13, 2e-13, 3e-14], dtype=np.float32),
+        "n_iters": np.array([5.0, 5.0, 5.0]),
+        "J_xstar": np.tile(np.eye(2, dtype=np.float32) * 0.5, (3, 1, 1)),
+        "eigval_J_xstar": np.full((3, 2), 0.5 + 0j, dtype=np.complex64),
+        "eigvec_J_xstar": None,
+        "is_stable": np.array([1.0, 1.0, 1.0]),
+        "cond_id": None,
+        "tol_unique": 1e-3,
+        "dtype": np.float32,
+        "dtype_complex": np.complex64,
+        "verbose": False,
+        "do_alloc_nan": False,
+        "n": 3,
+        "n_states": 2,
+        "n_inputs": 1,
+    }
     path.write_bytes(pickle.dumps(data, protocol=protocol))
     return data
 
@@ -161,12 +181,12 @@ def test_a_hostile_pickle_is_refused_without_running(tmp_path):
     payload.target = target
     path = tmp_path / "evil.fps"
     path.write_bytes(pickle.dumps({"xstar": np.zeros((1, 2)), "hook": payload}))
-    with pytest.raises(UnsafePickle, match="refusing to load (posix|os).system"):
+    with pytest.raises(UnsafePickle, match=r"refusing to load (posix|os)\.system"):
         read_fps(path)
     assert not target.exists()
     path.write_bytes(pickle.dumps({"xstar": np.zeros((1, 2)), "when": __import__("datetime").date(2020, 1, 1)}))
-    with pytest.raises(UnsafePickle, match="datetime.date"):
+    with pytest.raises(UnsafePickle, match=r"datetime\.date"):
         FixedPoints().restore(path)
     path.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(ValueError, match="not a FixedPointFinder .fps file"):
+    with pytest.raises(ValueError, match=r"not a FixedPointFinder \.fps file"):
         read_fps(path)

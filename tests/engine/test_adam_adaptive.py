@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fpf_client.options import AdaptiveGradNormClip, AdaptiveLearningRate, FinderOptions
+from workers.engine.models import as_step_model
 from workers.engine.solvers import Problem, get_solver
 from workers.engine.solvers.adaptive import GradNormClip, LearningRateSchedule, warmup_rates
-from workers.engine.models import as_step_model
 
 torch.set_num_threads(1)
 B = torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64)
@@ -38,8 +38,9 @@ def test_rate_rises_after_each_window_of_falling_losses():
 
 
 def test_rate_falls_when_the_newest_loss_is_the_worst_of_its_window():
-    schedule = LearningRateSchedule(AdaptiveLearningRate(min_steps_per_increase=2, min_steps_per_decrease=2,
-                                                         decrease_factor=0.5), 0.8)
+    schedule = LearningRateSchedule(
+        AdaptiveLearningRate(min_steps_per_increase=2, min_steps_per_decrease=2, decrease_factor=0.5), 0.8
+    )
     rates = [schedule.update(loss) for loss in (1, 2, 3, 2.5, 2.9, 3.5)]
     # step 2: 3 > 1, 2 -> halve; step 3: too soon; step 4: 2.9 < 3 -> no; step 5: 3.5 > all of 2.5, 2.9 -> halve
     assert rates == pytest.approx([0.8, 0.8, 0.4, 0.4, 0.4, 0.2])
@@ -56,8 +57,9 @@ def test_warmup_rises_to_the_initial_rate():
     assert warmup_rates(1.0, 3, 0.001, "exp") == pytest.approx([0.001, 0.01, 0.1])
     gaussian = warmup_rates(2.0, 10, 0.01, "gaussian")
     assert gaussian[0] == pytest.approx(0.02) and np.all(np.diff(gaussian) > 0) and gaussian[-1] < 2.0
-    schedule = LearningRateSchedule(AdaptiveLearningRate(n_warmup_steps=4, warmup_shape="linear",
-                                                         warmup_scale=0.1), 1.0)
+    schedule = LearningRateSchedule(
+        AdaptiveLearningRate(n_warmup_steps=4, warmup_shape="linear", warmup_scale=0.1), 1.0
+    )
     assert schedule.rate == pytest.approx(0.1)
     assert [schedule.update(1.0) for _ in range(5)] == pytest.approx([0.1, 0.325, 0.55, 0.775, 1.0])
 

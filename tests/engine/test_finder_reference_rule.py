@@ -54,8 +54,9 @@ def test_the_reference_rule_keeps_unconverged_samples():
     reference = find_fixed_points(_model(), states, inputs, unique_rule="reference", **one_step)
     assert reference.n == 20  # one Adam step leaves them far apart; the reference keeps every one
     converged = find_fixed_points(_model(), states, inputs, unique_rule="reference", dtype="float64")
-    np.testing.assert_allclose(np.sort(converged.xstar, axis=0), np.sort(2 * np.array([[0, 1], [1, 0]]) @ B, axis=0),
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        np.sort(converged.xstar, axis=0), np.sort(2 * np.array([[0, 1], [1, 0]]) @ B, axis=0), atol=1e-8
+    )
 
 
 def test_wrong_label_count_fails_before_solving():

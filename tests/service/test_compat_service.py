@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_harness import LiveService
 
 from fpf_client.compat import FixedPointFinder
 
-from service_harness import LiveService
-
+pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def _flipflop_rnn() -> "torch.nn.RNN":
+def _flipflop_rnn() -> torch.nn.RNN:
     cell = torch.jit.load(str(DATA / "flipflop_tanh.pt"))
     rnn = torch.nn.RNN(3, 16, batch_first=True)
     with torch.no_grad():
@@ -28,8 +28,9 @@ def _flipflop_rnn() -> "torch.nn.RNN":
     return rnn
 
 
-def test_the_reference_script_runs_on_a_service_as_in_process(live_service: LiveService,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_reference_script_runs_on_a_service_as_in_process(
+    live_service: LiveService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rnn = _flipflop_rnn()
     hps = {"max_iters": 10000, "lr_init": 1.0, "outlier_distance_scale": 10.0, "verbose": False}
     monkeypatch.setenv("FPF_URL", live_service.url)  # the two-line move: set FPF_URL, change the import
@@ -39,8 +40,7 @@ def test_the_reference_script_runs_on_a_service_as_in_process(live_service: Live
     labels = np.arange(256) // 64
     unique, all_fps = remote.find_fixed_points(states, np.zeros([1, 3]), cond_ids=labels)
     monkeypatch.delenv("FPF_URL")
-    local_unique, local_all = FixedPointFinder(rnn, **hps).find_fixed_points(states, np.zeros([1, 3]),
-                                                                              cond_ids=labels)
+    local_unique, _ = FixedPointFinder(rnn, **hps).find_fixed_points(states, np.zeros([1, 3]), cond_ids=labels)
     assert unique.n == local_unique.n and unique.is_stable.sum() == local_unique.is_stable.sum()
     distance = np.linalg.norm(unique.xstar[:, None] - local_unique.xstar[None], axis=2)
     assert distance.min(axis=1).max() < 1e-5
@@ -50,7 +50,8 @@ def test_the_reference_script_runs_on_a_service_as_in_process(live_service: Live
 
 def test_bad_labels_are_a_shape_problem(live_service: LiveService, tanh_model: dict) -> None:
     with live_service.client() as http:
-        response = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": [[0.0] * 8] * 3,
-                                               "cond_ids": [1, 2]})
+        response = http.post(
+            "/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": [[0.0] * 8] * 3, "cond_ids": [1, 2]}
+        )
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "shape_mismatch"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,8 +20,15 @@ Progress = ProgressPrinter | bool | None
 class Backend(Protocol):
     where: str
 
-    def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: Progress) -> FixedPoints: ...
+    def find(
+        self,
+        model: Any,
+        initial_states: np.ndarray,
+        inputs: np.ndarray,
+        cond_ids: np.ndarray | None,
+        options: FinderOptions,
+        progress: Progress,
+    ) -> FixedPoints: ...
 
 
 class ServiceBackend:
@@ -33,18 +41,27 @@ class ServiceBackend:
         self.where = self.client.url
         self._uploaded: dict[int, Any] = {}
 
-    def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: Progress) -> FixedPoints:
+    def find(
+        self,
+        model: Any,
+        initial_states: np.ndarray,
+        inputs: np.ndarray,
+        cond_ids: np.ndarray | None,
+        options: FinderOptions,
+        progress: Progress,
+    ) -> FixedPoints:
         from ..payloads import is_local_model
 
         if is_local_model(model):
             key = id(model)
             if key not in self._uploaded:
-                self._uploaded[key] = self.client.upload_model(model, n_states=initial_states.shape[1],
-                                                               n_inputs=inputs.shape[1])
+                self._uploaded[key] = self.client.upload_model(
+                    model, n_states=initial_states.shape[1], n_inputs=inputs.shape[1]
+                )
             model = self._uploaded[key]
-        job = self.client.submit(model, initial_states, inputs, cond_ids=cond_ids,
-                                 **options.model_dump(exclude_defaults=True))
+        job = self.client.submit(
+            model, initial_states, inputs, cond_ids=cond_ids, **options.model_dump(exclude_defaults=True)
+        )
         job.wait(progress=(lambda record: progress(record.progress)) if callable(progress) else bool(progress))
         return job.result()
 
@@ -59,8 +76,15 @@ class LocalBackend:
 
         self._find = find_fixed_points
 
-    def find(self, model: Any, initial_states: np.ndarray, inputs: np.ndarray, cond_ids: np.ndarray | None,
-             options: FinderOptions, progress: Progress) -> FixedPoints:
+    def find(
+        self,
+        model: Any,
+        initial_states: np.ndarray,
+        inputs: np.ndarray,
+        cond_ids: np.ndarray | None,
+        options: FinderOptions,
+        progress: Progress,
+    ) -> FixedPoints:
         printer = progress if callable(progress) else None
         return self._find(model, initial_states, inputs, options, progress=printer, cond_ids=cond_ids)
 

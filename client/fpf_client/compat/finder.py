@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
@@ -33,8 +34,9 @@ class FixedPointFinder:
         (:class:`~fpf_client.FinderOptions`). Unknown names raise ``InvalidOptions``.
     """
 
-    def __init__(self, rnn: Any, *, url: str | None = None, api_key: str | None = None,
-                 transport: str | None = None, **hps: Any) -> None:
+    def __init__(
+        self, rnn: Any, *, url: str | None = None, api_key: str | None = None, transport: str | None = None, **hps: Any
+    ) -> None:
         self.rnn = rnn
         self.options, self._printing, self.reference_method = to_options(hps)
         given = {**REFERENCE_DEFAULTS, **hps}
@@ -52,8 +54,9 @@ class FixedPointFinder:
         return deepcopy(REFERENCE_DEFAULTS)
 
     # --- search -----------------------------------------------------------------------------------
-    def find_fixed_points(self, initial_states: Any, inputs: Any, cond_ids: Any = None
-                          ) -> tuple[FixedPoints, FixedPoints]:
+    def find_fixed_points(
+        self, initial_states: Any, inputs: Any, cond_ids: Any = None
+    ) -> tuple[FixedPoints, FixedPoints | None]:
         """Search from every initial state; return ``(unique_fps, all_fps)``.
 
         Parameters
@@ -85,7 +88,8 @@ class FixedPointFinder:
         say(f"\tFinding fixed points with {self._method_text()} ({self.backend.where}).")
         started = time.time()
         # super_verbose prints Iter lines; verbose alone draws the client's bar for a service job
-        progress = _IterationPrinter(self._printing, started) if self._printing.super_verbose else self._printing.verbose
+        printing = self._printing
+        progress = _IterationPrinter(printing, started) if printing.super_verbose else printing.verbose
         found = self.backend.find(self.rnn, initial_states, inputs, cond_ids, self.options, progress)
         unique_fps = _as_compat(found)
         all_fps = _as_compat(found.all_samples) if found.all_samples is not None else None  # return_all_samples=False
@@ -95,8 +99,10 @@ class FixedPointFinder:
                 all_fps.cond_id = None
         info = found.info
         if self._printing.verbose:
-            print(f"\t\t{info.get('iterations', 0)} iters, {info.get('n_converged', 0)} of {n} samples converged "
-                  f"(q < {self.options.tol_q:.0e}), {time.time() - started:.2e} sec")
+            print(
+                f"\t\t{info.get('iterations', 0)} iters, {info.get('n_converged', 0)} of {n} samples converged "
+                f"(q < {self.options.tol_q:.0e}), {time.time() - started:.2e} sec"
+            )
             print(f"\tIdentified {unique_fps.n} unique fixed points.")
             if self.options.do_compute_jacobians and unique_fps.n:
                 print(f"\tComputed Jacobians at {unique_fps.n} unique fixed points.")
@@ -117,8 +123,9 @@ class FixedPointFinder:
             print(text)
 
     # --- initial states ----------------------------------------------------------------------------
-    def sample_states(self, state_traj: np.ndarray, n_inits: int, valid_bxt: np.ndarray | None = None,
-                      noise_scale: float = 0.0) -> np.ndarray:
+    def sample_states(
+        self, state_traj: np.ndarray, n_inits: int, valid_bxt: np.ndarray | None = None, noise_scale: float = 0.0
+    ) -> np.ndarray:
         """``n_inits`` states drawn (with replacement) from the valid time steps of
         ``state_traj: (n_batch, n_time, n_states)``, plus Gaussian noise of std ``noise_scale``.
         Draws come from ``self.rng`` (seeded by ``random_seed``) as the reference's do."""
@@ -126,20 +133,27 @@ class FixedPointFinder:
         trial, step = self._sample_indices(state_traj.shape[:2], n_inits, valid_bxt)
         return self._add_noise(state_traj[trial, step].astype(np.float64), noise_scale)
 
-    def sample_inputs_and_states(self, inputs: np.ndarray, state_traj: np.ndarray, n_inits: int,
-                                 valid_bxt: np.ndarray | None = None, noise_scale: float = 0.0
-                                 ) -> tuple[np.ndarray, np.ndarray]:
+    def sample_inputs_and_states(
+        self,
+        inputs: np.ndarray,
+        state_traj: np.ndarray,
+        n_inits: int,
+        valid_bxt: np.ndarray | None = None,
+        noise_scale: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Paired ``(inputs, states)`` from the same time steps; noise goes on the states only."""
         inputs, state_traj = np.asarray(inputs), np.asarray(state_traj)
         if inputs.shape[:2] != state_traj.shape[:2]:
-            raise ValueError(f"inputs {inputs.shape[:2]} and state_traj {state_traj.shape[:2]} must share "
-                             "(n_batch, n_time)")
+            raise ValueError(
+                f"inputs {inputs.shape[:2]} and state_traj {state_traj.shape[:2]} must share (n_batch, n_time)"
+            )
         trial, step = self._sample_indices(state_traj.shape[:2], n_inits, valid_bxt)
         states = self._add_noise(state_traj[trial, step].astype(np.float64), noise_scale)
         return inputs[trial, step].astype(np.float64), states
 
-    def _sample_indices(self, shape: tuple[int, ...], n: int, valid_bxt: np.ndarray | None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_indices(
+        self, shape: tuple[int, ...], n: int, valid_bxt: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if len(shape) != 2:
             raise ValueError("state_traj must have shape (n_batch, n_time, n_states)")
         valid = np.ones(shape, dtype=bool) if valid_bxt is None else np.asarray(valid_bxt).astype(bool)
@@ -164,16 +178,15 @@ class FixedPointFinder:
     @staticmethod
     def identify_q_outliers(fps: FixedPoints, q_thresh: float) -> np.ndarray:
         """Indices of points with qstar above ``q_thresh``."""
-        return np.flatnonzero(fps.qstar > q_thresh)
+        return np.flatnonzero(fps._require("qstar") > q_thresh)
 
     @staticmethod
     def identify_q_non_outliers(fps: FixedPoints, q_thresh: float) -> np.ndarray:
         """Indices of points with qstar at most ``q_thresh``."""
-        return np.flatnonzero(fps.qstar <= q_thresh)
+        return np.flatnonzero(fps._require("qstar") <= q_thresh)
 
     @staticmethod
-    def identify_distance_non_outliers(fps: FixedPoints, initial_states: np.ndarray, dist_thresh: float
-                                       ) -> np.ndarray:
+    def identify_distance_non_outliers(fps: FixedPoints, initial_states: np.ndarray, dist_thresh: float) -> np.ndarray:
         """Indices of points closer to the initial states' centroid than ``dist_thresh`` times the
         initial states' mean distance to it."""
         centroid = initial_states.mean(axis=0)
@@ -191,15 +204,17 @@ class _IterationPrinter:
         self.printed = 0
 
     def __call__(self, report: Any) -> None:
-        get = report.get if isinstance(report, dict) else lambda name: getattr(report, name, None)
+        get: Callable[[str], Any] = report.get if isinstance(report, dict) else lambda name: getattr(report, name, None)
         iteration = get("iteration")
         if report is None or iteration is None or iteration // self.every <= self.printed // self.every:
             return
         self.printed = iteration
         q_median, q_max = get("q_median"), get("q_max")
-        print(f"\tIter: {iteration} ({get('phase')}), q = {_num(q_median)} median, {_num(q_max)} max, "
-              f"{get('n_converged')} of {get('n_total')} converged, "
-              f"avg iter time = {(time.time() - self.started) / iteration:.2e} sec.")
+        print(
+            f"\tIter: {iteration} ({get('phase')}), q = {_num(q_median)} median, {_num(q_max)} max, "
+            f"{get('n_converged')} of {get('n_total')} converged, "
+            f"avg iter time = {(time.time() - self.started) / iteration:.2e} sec."
+        )
 
 
 def _num(value: float | None) -> str:

@@ -13,17 +13,36 @@ from os import PathLike
 from typing import IO, Any
 
 #: (module, name) pairs a reference file needs: array and scalar reconstruction in numpy 1 and 2.
-_NUMPY_BUILDERS = {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")} | {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
+_NUMPY_BUILDERS = (
+    {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+    | {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
 #: numpy scalar types stored as values (the reference keeps ``dtype=np.float32`` in its dict).
 _NUMPY_TYPES = {
-    "bool_", "float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "bool_",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+    "clongdouble",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
 }
 _NUMPY_TYPE_MODULES = ("numpy", "numpy.core.numerictypes", "numpy._core.numerictypes")
 #: Plain values pickle protocols build by name (protocol 2 spells bytes as ``_codecs.encode(text, "latin1")``,
@@ -38,8 +57,11 @@ class UnsafePickle(pickle.UnpicklingError):
 
 class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        allowed = (module, name) in _NUMPY_BUILDERS or (module, name) in _PLAIN or (
-            module in _NUMPY_TYPE_MODULES and name in _NUMPY_TYPES)
+        allowed = (
+            (module, name) in _NUMPY_BUILDERS
+            or (module, name) in _PLAIN
+            or (module in _NUMPY_TYPE_MODULES and name in _NUMPY_TYPES)
+        )
         if not allowed:
             raise UnsafePickle(
                 f"refusing to load {module}.{name}: a .fps file may hold only numpy arrays and plain values "
@@ -48,7 +70,7 @@ class _ArraysOnly(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_fps_dict(file: str | PathLike | IO[bytes] | bytes) -> dict[str, Any]:
+def read_fps_dict(file: str | PathLike[str] | IO[bytes] | bytes) -> dict[str, Any]:
     """The attribute dict a reference ``.fps`` file holds (Python 2 and 3 pickles).
 
     Raises

@@ -45,7 +45,10 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
 }
 
 #: What ``method`` means in the reference.
-REFERENCE_METHODS = {"joint": {"method": "adam"}, "sequential": {"method": "adam", "batch_size": 1}}
+REFERENCE_METHODS: dict[str, dict[str, Any]] = {
+    "joint": {"method": "adam"},
+    "sequential": {"method": "adam", "batch_size": 1},
+}
 #: Names that only steer what this layer prints.
 PRINT_NAMES = ("verbose", "super_verbose", "n_iters_per_print_update")
 #: Older spellings some scripts still use.
@@ -75,8 +78,9 @@ def to_options(hps: dict[str, Any]) -> tuple[FinderOptions, Printing, str | None
     hps = {ALIASES.get(name, name): value for name, value in hps.items()}
     unknown = sorted(set(hps) - set(known_names()))
     if unknown:
-        raise InvalidOptions(f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {unknown}; "
-                             f"known: {', '.join(known_names())}")
+        raise InvalidOptions(
+            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {unknown}; known: {', '.join(known_names())}"
+        )
     printing = Printing(**{name: hps.pop(name) for name in PRINT_NAMES if name in hps})
     method = hps.get("method")
     fpf_methods = get_args(FinderOptions.model_fields["method"].annotation)

@@ -35,7 +35,7 @@ def plot_fps(
     unstable_color: Any = "r",
     unstable_marker: str | None = None,
     **kwargs: Any,
-):
+) -> Any:
     """Draw the fixed points (and trajectories) as FixedPointFinder's ``plot_fps`` does.
 
     Parameters
@@ -83,8 +83,10 @@ def plot_fps(
             axes = np.linalg.qr(np.concatenate([axes, np.eye(n_states)], axis=1))[0][:, :3]
 
         def project(states: np.ndarray) -> np.ndarray:
-            return (np.asarray(states, dtype=float) - mean) @ axes
+            projected: np.ndarray = (np.asarray(states, dtype=float) - mean) @ axes
+            return projected
     else:
+
         def project(states: np.ndarray) -> np.ndarray:
             return np.asarray(states, dtype=float)
 
@@ -94,7 +96,7 @@ def plot_fps(
         fig = plt.figure(figsize=(6, 6), tight_layout=True)
     if n_states >= 3:
         ax = fig.add_subplot(111, projection="3d")
-        for label, setter in zip(("PC 1", "PC 2", "PC 3"), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)):
+        for label, setter in zip(("PC 1", "PC 2", "PC 3"), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), strict=True):
             setter(label, fontweight="bold")
     else:
         ax = fig.add_subplot(111)
@@ -102,14 +104,15 @@ def plot_fps(
         if n_states == 2:
             ax.set_ylabel("Hidden 2", fontweight="bold")
 
-    if trials is not None:
+    if trials is not None and state_traj is not None:
         for trial in trials:
             _plot(ax, project(state_traj[trial][times]), color="b", linewidth=0.2)
 
     styles = _Styles(stable_color, stable_marker, unstable_color, unstable_marker)
     for index in range(fps.n):
-        _plot_point(ax, fps, index, project, mode_scale, max_n_modes, do_plot_unstable_fps,
-                    do_plot_stable_modes, styles, kwargs)
+        _plot_point(
+            ax, fps, index, project, mode_scale, max_n_modes, do_plot_unstable_fps, do_plot_stable_modes, styles, kwargs
+        )
     return fig
 
 
@@ -119,9 +122,18 @@ class _Styles:
         self.unstable = (unstable_color, unstable_marker)
 
 
-def _plot_point(ax: Any, fps: FixedPoints, index: int, project: Any, scale: float, max_n_modes: int,
-                do_plot_unstable_fps: bool, do_plot_stable_modes: bool, styles: _Styles,
-                kwargs: dict[str, Any]) -> None:
+def _plot_point(
+    ax: Any,
+    fps: FixedPoints,
+    index: int,
+    project: Any,
+    scale: float,
+    max_n_modes: int,
+    do_plot_unstable_fps: bool,
+    do_plot_stable_modes: bool,
+    styles: _Styles,
+    kwargs: dict[str, Any],
+) -> None:
     """One point and its leading modes (the point alone, in the stable style, without a Jacobian)."""
     xstar = fps.xstar[index]
     if fps.J_xstar is None and fps.eigval_J_xstar is None:
@@ -130,7 +142,7 @@ def _plot_point(ax: Any, fps: FixedPoints, index: int, project: Any, scale: floa
         return
     if not fps.has_decomposed_jacobians:
         fps.decompose_jacobians()
-    eigval, eigvec = fps.eigval_J_xstar[index], fps.eigvec_J_xstar[index]
+    eigval, eigvec = fps._require("eigval_J_xstar")[index], fps._require("eigvec_J_xstar")[index]
     continuous = fps.dynamics == "continuous"
     outside = eigval.real >= 0 if continuous else np.abs(eigval) >= 1
     stable = not outside.any()

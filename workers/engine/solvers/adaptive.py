@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import pairwise
 
 import numpy as np
 
@@ -37,11 +38,13 @@ class LearningRateSchedule:
             self.rate = float(self.warmup[step]) if step < hps.n_warmup_steps else self.initial_rate
             self.last_change = step
         elif self._may_change(hps.do_decrease_rate, hps.min_steps_per_decrease) and self._worst_of_window(
-                hps.min_steps_per_decrease):
+            hps.min_steps_per_decrease
+        ):
             self.rate *= hps.decrease_factor
             self.last_change = step
         elif self._may_change(hps.do_increase_rate, hps.min_steps_per_increase) and self._falling_run(
-                hps.min_steps_per_increase):
+            hps.min_steps_per_increase
+        ):
             self.rate *= hps.increase_factor
             self.last_change = step
         self.step = step + 1
@@ -51,12 +54,12 @@ class LearningRateSchedule:
         return enabled and self.step >= self.last_change + window
 
     def _worst_of_window(self, window: int) -> bool:
-        recent = self.losses[-(window + 1):]
+        recent = self.losses[-(window + 1) :]
         return all(recent[-1] > earlier for earlier in recent[:-1])
 
     def _falling_run(self, window: int) -> bool:
-        recent = self.losses[-(window + 1):]
-        return all(later < earlier for earlier, later in zip(recent, recent[1:]))
+        recent = self.losses[-(window + 1) :]
+        return all(later < earlier for earlier, later in pairwise(recent))
 
 
 def warmup_rates(rate: float, n: int, scale: float, shape: str) -> np.ndarray:
@@ -87,6 +90,7 @@ class GradNormClip:
         """Record the (unclipped) gradient norm of the step just taken; return the next clip value."""
         if self.hps.do_adaptive_clipping:
             self.norms.append(float(grad_norm))
-            self.value = min(float(np.percentile(np.fromiter(self.norms, float), self.hps.percentile)),
-                             self.hps.max_clip_val)
+            self.value = min(
+                float(np.percentile(np.fromiter(self.norms, float), self.hps.percentile)), self.hps.max_clip_val
+            )
         return self.value
