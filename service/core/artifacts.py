@@ -17,6 +17,9 @@ from typing import IO, BinaryIO, Iterator
 
 _CHUNK = 1 << 20
 
+#: Name prefix of a file being written, before it is renamed into place.
+STAGED_PREFIX = ".staged-"
+
 
 class ArtifactStore:
     """Files of models and jobs under one root directory."""
@@ -42,6 +45,10 @@ class ArtifactStore:
     def job_dirs(self) -> list[Path]:
         """Every job directory present (each named by its job id)."""
         return [p for p in (self.root / "jobs").iterdir() if p.is_dir()]
+
+    def staged_files(self) -> list[Path]:
+        """Temporary files of writes in progress, or of writers killed before they renamed them into place."""
+        return [*(self.root / "models").glob(f"{STAGED_PREFIX}*"), *(self.root / "jobs").glob(f"*/{STAGED_PREFIX}*")]
 
     # --- writing ------------------------------------------------------------------------
     def put_model(self, source: BinaryIO) -> tuple[str, int]:
@@ -79,7 +86,7 @@ class ArtifactStore:
 def _staged(directory: Path) -> Iterator[tuple[IO[bytes], Path]]:
     """A new temporary file in ``directory``, removed unless the caller renamed it away."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".staged-")
+    fd, name = tempfile.mkstemp(dir=directory, prefix=STAGED_PREFIX)
     temp = Path(name)
     out = os.fdopen(fd, "wb")
     try:

@@ -108,8 +108,9 @@ class Janitor:
             log.info("job %s: result expired and deleted", job_id)
 
     def delete_orphaned_files(self) -> None:
-        """Job directories with no job record, older than the bound: what a job deleted while its
-        worker was still writing (or a gateway that died mid-submission) left behind."""
+        """Job directories with no job record, and staged files never renamed into place, older than
+        the bound: what a job deleted while its worker was still writing, or a gateway that died
+        mid-submission or mid-upload, left behind."""
         bound = time.time() - self.policy.orphan_after_s
         old = [d for d in self.artifacts.job_dirs() if _modified_before(d, bound)]
         recorded = self.store.existing_job_ids([d.name for d in old])
@@ -117,6 +118,10 @@ class Janitor:
             if directory.name not in recorded:
                 shutil.rmtree(directory, ignore_errors=True)
                 log.info("job %s: orphaned files deleted", directory.name)
+        for staged in self.artifacts.staged_files():
+            if _modified_before(staged, bound):  # its writer (a gateway killed mid-upload) is gone
+                staged.unlink(missing_ok=True)
+                log.info("half-written file %s deleted", staged)
 
     async def run(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` until cancelled; a failed sweep is logged and retried."""

@@ -73,8 +73,13 @@ class Dispatcher:
                  "" if countdown_s is None else f", due in {countdown_s:g} s")
 
     def ping_workers(self, timeout_s: float) -> list[dict[str, Any]]:
-        """The replies of the workers that answered a control ping within ``timeout_s``."""
-        return self.celery.control.ping(timeout=timeout_s) or []
+        """The replies of the workers that answered a control ping within ``timeout_s``.
+
+        Each ping opens a connection of its own: a pooled one may have died with a Redis that
+        has since come back, and would fail the first ping after the outage.
+        """
+        with self.celery.connection_for_write() as connection:
+            return self.celery.control.ping(timeout=timeout_s, connection=connection) or []
 
 
 def task_id(job_id: str, dispatch: int) -> str:

@@ -25,6 +25,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/data"), description="Models, job arrays and results (shared volume).")
     queue: str = Field("gpu", description="Celery queue the jobs are sent to.")
 
+    # --- Redis outages (gateway and gRPC server) ----------------------------------------
+    redis_connect_timeout_s: float = Field(
+        1.0, gt=0, description="The gateway gives up connecting to Redis (job store and broker) after this."
+    )
+    redis_socket_timeout_s: float = Field(
+        2.0, gt=0, description="The gateway gives up waiting for one Redis reply after this (a frozen Redis)."
+    )
+    unavailable_retry_after_s: int = Field(
+        5, ge=1, description="Retry-After of a 503 service_unavailable answer (Redis or the queue unreachable)."
+    )
+    readyz_timeout_s: float = Field(
+        4.0, gt=0, description="/readyz answers 503 when its checks (Redis, a worker ping) take longer."
+    )
+
     # --- request limits ---------------------------------------------------------------
     max_body_bytes: int = Field(256 * 2**20, ge=1024, description="Largest request body (uploads included).")
     max_initial_states: int = Field(1_000_000, ge=1, description="Most initial states in one job.")
@@ -88,6 +102,8 @@ class Settings(BaseSettings):
     def _check_limits(self) -> Settings:
         if self.hard_time_limit_s <= self.soft_time_limit_s:
             raise ValueError("hard_time_limit_s must exceed soft_time_limit_s")
+        if self.readyz_timeout_s <= self.worker_ping_timeout_s:
+            raise ValueError("readyz_timeout_s must exceed worker_ping_timeout_s")
         if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be more than twice heartbeat_interval_s")
         return self

@@ -11,9 +11,9 @@ import contextlib
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+
 
 from service.core.artifacts import ArtifactStore
 from service.gateway.auth import Authenticator
@@ -22,6 +22,7 @@ from service.core.janitor import Janitor, JanitorPolicy
 from service.core.api_keys import KeyStore
 from service.gateway.limits import BodySizeLimit
 from service.gateway.metrics import JobMetrics
+from service.core.outages import async_redis_client, bound_broker, redis_client
 from service.gateway.problems import install_problem_handlers
 from service.gateway.quotas import QuotaLimits, Quotas
 from service.gateway.routes import health, jobs, models
@@ -32,14 +33,14 @@ from service.core.store import JobStore
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway application for ``settings`` (default: from ``FPF_*`` environment variables)."""
     settings = settings or get_settings()
-    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = JobStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
-    dispatcher = Dispatcher(make_celery(settings), settings.queue)
+    dispatcher = Dispatcher(bound_broker(make_celery(settings), settings), settings.queue)
     janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.async_redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        app.state.async_redis = async_redis_client(settings)
         sweeping = asyncio.create_task(janitor.run(settings.janitor_interval_s))
         try:
             yield
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry.register(JobMetrics(store, settings.queue))
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    install_problem_handlers(app)
+    install_problem_handlers(app, unavailable_retry_after_s=settings.unavailable_retry_after_s)
     for router in (models.router, jobs.router, health.router):
         app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -16,9 +17,18 @@ from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMis
 
 ARRAY_NAMES = ("initial_states", "inputs", "cond_ids")
 
+#: Rows of a JSON array converted in one step (the GIL is free between steps).
+JSON_ROWS_PER_STEP = 512
 
-def read_npz(source: BinaryIO, *, max_elements: int) -> dict[str, np.ndarray]:
-    """The arrays of an uploaded ``.npz``: ``initial_states`` and optionally ``inputs``."""
+
+def read_npz(source: BinaryIO, *, max_elements: int, max_bytes: int | None = None,
+             admit: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an uploaded ``.npz``: ``initial_states`` and optionally ``inputs``.
+
+    Every member's ``.npy`` header is read first: the arrays' uncompressed size (what they will
+    take in memory and on disk) must be within ``max_bytes``, and is passed to ``admit`` (the
+    storage quota) before anything is decompressed.
+    """
     try:
         archive = np.load(source, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -29,9 +39,14 @@ def read_npz(source: BinaryIO, *, max_elements: int) -> dict[str, np.ndarray]:
         unknown = sorted(set(archive.files) - set(ARRAY_NAMES))
         if unknown:
             raise InvalidArray(f"arrays holds unexpected members {unknown}; allowed: {list(ARRAY_NAMES)}")
+        expanded = sum(_check_header(archive, name, max_elements) for name in archive.files)
+        if max_bytes is not None and expanded > max_bytes:
+            raise PayloadTooLarge(f"arrays take {expanded} bytes uncompressed; the limit is {max_bytes}",
+                                  field="arrays", limit=max_bytes)
+        if admit is not None:
+            admit(expanded)
         arrays = {}
         for name in archive.files:
-            _check_header(archive, name, max_elements)
             try:
                 arrays[name] = archive[name]
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -39,8 +54,9 @@ def read_npz(source: BinaryIO, *, max_elements: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_header(archive: np.lib.npyio.NpzFile, name: str, max_elements: int) -> None:
-    """Reject object dtypes and oversized arrays from the .npy header, before reading any data."""
+def _check_header(archive: np.lib.npyio.NpzFile, name: str, max_elements: int) -> int:
+    """Reject object dtypes and oversized arrays from the .npy header, before reading any data;
+    the bytes the array takes once decompressed."""
     try:
         with archive.zip.open(f"{name}.npy") as member:
             version = np.lib.format.read_magic(member)
@@ -54,14 +70,30 @@ def _check_header(archive: np.lib.npyio.NpzFile, name: str, max_elements: int) -
     if n_elements > max_elements:
         raise PayloadTooLarge(f"{name} has {n_elements} elements; the limit is {max_elements}",
                               field=name, limit=max_elements)
+    return n_elements * dtype.itemsize
 
 
-def from_json(name: str, value: Any) -> np.ndarray:
-    """A nested list from a JSON body as a float64 array."""
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArray(f"{name} must be a rectangular array of numbers ({exc})", field=name) from exc
+def from_json(name: str, rows: list[list[float]]) -> np.ndarray:
+    """The rows of numbers of a JSON body (typed by ``JobRequest``) as a float64 array; empties ``rows``.
+
+    Rows are converted ``JSON_ROWS_PER_STEP`` at a time from the end, and each step's Python floats
+    are released as it goes: a single conversion of a large body would hold the GIL (and the
+    gateway's event loop) for its whole length, and keep the lists and the array both in memory.
+    """
+    if not rows:
+        return np.empty((0,))
+    out = np.empty((len(rows), len(rows[0])), dtype=np.float64)
+    for start in range((len(rows) - 1) // JSON_ROWS_PER_STEP * JSON_ROWS_PER_STEP, -1, -JSON_ROWS_PER_STEP):
+        try:
+            step = np.asarray(rows[start:], dtype=np.float64)
+        except ValueError:
+            step = None
+        if step is None or step.shape != (len(rows) - start, out.shape[1]):
+            raise InvalidArray(f"{name} must be a rectangular array of numbers: every row of {out.shape[1]} "
+                               "numbers, as the first", field=name)
+        out[start:start + len(step)] = step
+        del rows[start:]
+    return out
 
 
 def check_job_arrays(

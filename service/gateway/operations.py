@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,9 @@ from service.gateway.submission import Submission
 
 log = logging.getLogger(__name__)
 
+#: Longest file name a model record keeps (a common file-system limit).
+MAX_FILENAME_CHARS = 255
+
 
 def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, source: BinaryIO, *,
                 filename: str | None, hints: dict[str, Any], principal: Principal,
@@ -52,7 +56,7 @@ def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatche
     tenant = principal.tenant
     model_id, size = artifacts.put_model(source)
     model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
-                  filename=filename, tenant=tenant, **hints)
+                  filename=safe_filename(filename), tenant=tenant, **hints)
     if store.get_model(model_id, tenant) is None:
         try:
             quotas.check_storage(tenant, size)
@@ -69,6 +73,16 @@ def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatche
         dispatcher.validate_model(model_id, tenant)
     existing = store.get_model(model_id, tenant)
     return (existing if existing is not None else model), queued
+
+
+def safe_filename(name: str | None) -> str | None:
+    """The base name of an uploaded file's name, as the record keeps it: no directories (``/`` or ``\\``),
+    no control characters, at most ``MAX_FILENAME_CHARS``; None when nothing is left (``..``)."""
+    if name is None:
+        return None
+    base = re.split(r"[/\\]", name)[-1]
+    base = "".join(c for c in base if c.isprintable())[:MAX_FILENAME_CHARS].strip()
+    return None if base in ("", ".", "..") else base
 
 
 def remove_model(model: Model, store: JobStore, artifacts: ArtifactStore) -> None:
@@ -124,7 +138,8 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         dispatcher.run_job(job.id, job.dispatch)
     except Exception as exc:
         log.exception("job %s: could not be queued", job.id)
-        error = ServiceUnavailable(f"the job queue is unavailable: {exc}")
+        error = ServiceUnavailable(f"the job queue is unavailable: {exc}",
+                                   retry_after_s=settings.unavailable_retry_after_s)
         store.abandon(job.id, error.to_problem())
         raise error from exc
     return job, True

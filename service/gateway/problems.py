@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from fpf_client.errors import ErrorCode, FpfError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.core.outages import OUTAGE_ERRORS, unavailable
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -61,13 +63,24 @@ def _validation_code(errors: list[dict[str, Any]]) -> ErrorCode:
     return ErrorCode.INVALID_REQUEST
 
 
+#: Validation errors spelt out in one problem's detail; an array of strings could have millions.
+MAX_DESCRIBED_ERRORS = 10
+
+
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
-    """One line per pydantic error: ``where: what``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+    """One line per pydantic error, ``where: what``, for the first ``MAX_DESCRIBED_ERRORS``."""
+    described = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                          for e in errors[:MAX_DESCRIBED_ERRORS])
+    more = len(errors) - MAX_DESCRIBED_ERRORS
+    return described + (f"; and {more} more" if more > 0 else "")
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Answer every error (ours, FastAPI's validation, Starlette's 404/405, crashes) as a problem document."""
+def install_problem_handlers(app: FastAPI, *, unavailable_retry_after_s: int = 5) -> None:
+    """Answer every error (ours, FastAPI's validation, Starlette's 404/405, crashes) as a problem document.
+
+    An unreachable Redis or broker is ``503 service_unavailable`` with ``Retry-After:
+    unavailable_retry_after_s``, wherever in the request it is met.
+    """
 
     @app.exception_handler(FpfError)
     async def _fpf_error(request: Request, exc: FpfError) -> JSONResponse:
@@ -87,6 +100,14 @@ def install_problem_handlers(app: FastAPI) -> None:
                                ErrorCode.INVALID_REQUEST)
         error = FpfError(str(exc.detail), code=code)
         return problem_response(error, request.url.path, status=exc.status_code, headers=exc.headers)
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        error = unavailable(exc, unavailable_retry_after_s)
+        return problem_response(error, request.url.path, headers=error_headers(error))
+
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _outage)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

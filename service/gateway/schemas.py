@@ -84,11 +84,14 @@ class ModelOut(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """A job as JSON; the same fields travel as multipart form fields with an ``.npz`` of the arrays."""
+    """A job as JSON; the same fields travel as multipart form fields with an ``.npz`` of the arrays.
 
-    model_config = {"extra": "forbid"}
+    Strict: arrays hold JSON numbers only (no strings, no booleans).
+    """
 
-    model_id: str
+    model_config = {"extra": "forbid", "strict": True}
+
+    model_id: str = Field(min_length=1)
     initial_states: list[list[float]] = Field(description="(n, n_states)")
     inputs: list[list[float]] | None = Field(None, description="(1 | n, n_inputs); zeros when absent")
     cond_ids: list[int] | None = Field(None, description="(n,) a label per initial state, reported as cond_id")

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-import redis
 from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from service.core.artifacts import ArtifactStore
 from service.gateway.auth import Principal
 from service.core.queue import Dispatcher
+from service.core.outages import OUTAGE_ERRORS, unavailable
 from service.gateway.operations import enqueue_job, remove_job, remove_model, result_path, store_model
 from service.gateway.problems import describe_validation_errors
 from service.gateway.quotas import Quotas
@@ -56,8 +56,11 @@ def rpc(method: F) -> F:
     The decorated method gets the :class:`~service.gateway.auth.Principal` as a fourth argument.
     """
 
-    def fail(context: grpc.ServicerContext, exc: Exception) -> None:
-        if not isinstance(exc, FpfError):
+    def fail(self: "FixedPointServicer", context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, OUTAGE_ERRORS):
+            log.warning("%s: %s: %s", method.__name__, type(exc).__name__, exc)
+            exc = unavailable(exc, self.settings.unavailable_retry_after_s)
+        elif not isinstance(exc, FpfError):
             log.exception("unhandled error in %s", method.__name__)
             exc = FpfError("internal server error")
         context.abort_with_status(codec.status_of_problem(exc.to_problem()))
@@ -68,7 +71,7 @@ def rpc(method: F) -> F:
             try:
                 yield from method(self, request, context, self.caller(context))
             except Exception as exc:
-                fail(context, exc)
+                fail(self, context, exc)
 
         return streaming  # type: ignore[return-value]
 
@@ -77,7 +80,7 @@ def rpc(method: F) -> F:
         try:
             return method(self, request, context, self.caller(context))
         except Exception as exc:
-            fail(context, exc)
+            fail(self, context, exc)
 
     return unary  # type: ignore[return-value]
 
@@ -175,8 +178,6 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
                 if job.status.is_final:
                     return
                 pubsub.get_message(timeout=WATCH_POLL_S)
-        except redis.ConnectionError as exc:
-            raise FpfError(f"lost the job store while watching: {exc}") from exc
         finally:
             pubsub.close()
 

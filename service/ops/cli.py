@@ -51,7 +51,12 @@ def run_gateway(host: str, port: int, log_level: str) -> int:
     """Serve the gateway with uvicorn in this process until it is stopped."""
     import uvicorn
 
+    from service.ops.launcher import port_is_free
+
     if not bind_allowed(host, get_settings().keys_file):
+        return 1
+    if not port_is_free(host, port):
+        logging.getLogger("fpf-server").error("port %d on %s is in use; choose another with --port", port, host)
         return 1
     uvicorn.run(GATEWAY_APP, factory=True, host=host, port=port, log_level=log_level)
     return 0

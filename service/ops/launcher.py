@@ -162,7 +162,7 @@ class _StopSignals:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
     """Whether a server could bind ``host:port`` now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -214,9 +214,9 @@ def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) ->
     artifacts, redis_dir, run_dir = root / "data", root / "redis", root / "run"
     for directory in (artifacts, redis_dir, run_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    if not _port_is_free(config.host, config.port):
+    if not port_is_free(config.host, config.port):
         raise LaunchError(f"port {config.port} on {config.host} is in use; choose another with --port")
-    if config.grpc_port is not None and not _port_is_free(config.host, config.grpc_port):
+    if config.grpc_port is not None and not port_is_free(config.host, config.grpc_port):
         raise LaunchError(f"gRPC port {config.grpc_port} on {config.host} is in use; choose another with "
                           "--grpc-port (0 serves no gRPC)")
 

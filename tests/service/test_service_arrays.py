@@ -103,3 +103,43 @@ def test_dimensions_over_the_server_limits_are_payload_too_large(states: np.ndar
     assert refused.value.extra == {"field": field, "limit": 8 if field == "initial_states" else 5}
     check_job_arrays(states[:, :8], None if inputs is None else inputs[:, :5], n_states=None, n_inputs=None,
                      max_initial_states=10, max_n_states=8, max_n_inputs=5)
+
+
+def test_an_npz_is_bounded_and_admitted_by_its_uncompressed_size_before_it_is_decompressed() -> None:
+    bomb = _npz(initial_states=np.zeros((4000, 4000)), inputs=np.zeros((1, 3), dtype=np.float32))
+    expanded = 4000 * 4000 * 8 + 3 * 4
+    assert len(bomb.getvalue()) < 200 * 2**10
+    with pytest.raises(PayloadTooLarge) as raised:
+        read_npz(bomb, max_elements=10**8, max_bytes=expanded - 1)
+    assert raised.value.extra == {"field": "arrays", "limit": expanded - 1}
+
+    class Refused(Exception):
+        pass
+
+    admitted = []
+
+    def admit(n_bytes: int) -> None:
+        admitted.append(n_bytes)
+        raise Refused
+
+    bomb.seek(0)
+    with pytest.raises(Refused):
+        read_npz(bomb, max_elements=10**8, max_bytes=expanded, admit=admit)
+    assert admitted == [expanded]
+    bomb.seek(0)
+    assert read_npz(bomb, max_elements=10**8, max_bytes=expanded, admit=admitted.append)["initial_states"].shape == (
+        4000, 4000)
+
+
+def test_json_rows_convert_in_steps_to_the_same_array_and_ragged_rows_are_refused() -> None:
+    from service.gateway.arrays import JSON_ROWS_PER_STEP, from_json
+
+    n = 3 * JSON_ROWS_PER_STEP + 7
+    expected = np.random.default_rng(0).normal(size=(n, 3))
+    rows = expected.tolist()
+    np.testing.assert_array_equal(from_json("initial_states", rows), expected)
+    assert rows == []  # released as converted
+    short_step = [[0.0, 1.0]] * JSON_ROWS_PER_STEP + [[0.0]] * JSON_ROWS_PER_STEP  # would broadcast
+    for ragged in ([[0.0, 1.0], [0.0]], short_step):
+        with pytest.raises(InvalidArray, match="rectangular"):
+            from_json("initial_states", ragged)

@@ -71,7 +71,8 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Check a job completely, store its arrays and queue it (202 + ``Location``)."""
-    submission = await read_submission(request, settings.max_array_elements)
+    submission = await read_submission(request, settings.max_array_elements, settings.max_body_bytes,
+                                       admit=lambda n_bytes: quotas.check_storage(principal.tenant, n_bytes))
     job, created = await run_in_threadpool(enqueue_job, submission, idempotency_key, settings, store, artifacts,
                                            dispatcher, principal=principal, quotas=quotas)
     return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202 if created else 200,
