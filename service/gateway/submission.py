@@ -73,8 +73,16 @@ def _from_json(body: bytes) -> Submission:
         options=parse_options(request.options),
         initial_states=from_json("initial_states", request.initial_states),
         inputs=None if request.inputs is None else from_json("inputs", request.inputs),
-        cond_ids=None if request.cond_ids is None else from_json("cond_ids", request.cond_ids),
+        cond_ids=None if request.cond_ids is None else _labels(request.cond_ids),
     )
+
+
+def _labels(cond_ids: list[int]) -> np.ndarray:
+    """JSON ``cond_ids`` as int64; a label that does not fit is ``invalid_array``."""
+    try:
+        return np.asarray(cond_ids, dtype=np.int64)
+    except OverflowError:
+        raise InvalidArray("cond_ids must fit in 64-bit integers", field="cond_ids") from None
 
 
 def _body_error(errors: list[Any]) -> InvalidRequest:

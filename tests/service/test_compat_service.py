@@ -48,10 +48,12 @@ def test_the_reference_script_runs_on_a_service_as_in_process(
     np.testing.assert_array_equal(np.sort(unique.cond_id), np.sort(local_unique.cond_id))
 
 
-def test_bad_labels_are_a_shape_problem(live_service: LiveService, tanh_model: dict) -> None:
+def test_bad_labels_are_refused_with_the_contracts_codes(live_service: LiveService, tanh_model: dict) -> None:
+    states = [[0.0] * 8] * 3
+    cases = [([1, 2], "shape_mismatch"), ([1, 2, 2.5], "invalid_array"), ([1, 2, 10**30], "invalid_array")]
     with live_service.client() as http:
-        response = http.post(
-            "/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": [[0.0] * 8] * 3, "cond_ids": [1, 2]}
-        )
-    assert response.status_code == 422, response.text
-    assert response.json()["code"] == "shape_mismatch"
+        for labels, code in cases:
+            body = {"model_id": tanh_model["id"], "initial_states": states, "cond_ids": labels}
+            response = http.post("/v1/jobs", json=body)
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == code and response.json()["field"].startswith("cond_ids")
