@@ -2,10 +2,10 @@
 
 A SavedModel arrives as a directory or a ``.zip`` / ``.tar.gz`` of one. Its signature
 (``serving_default`` unless named) takes u ``(n, m)`` and h ``(n, d)`` and returns the next
-state. Before TF loads anything, every op the model can run is checked against
-:data:`ALLOWED_OPS`: a SavedModel can read and write the server's files, start
-processes or reach the network (``ReadFile``, ``WriteFile``, ``PyFunc``, ...) when it is
-called. The solvers are shared with torch: only F and its derivatives run in TF,
+state. Before TF loads anything, every op the model can run is checked against an
+allow-list (:mod:`.savedmodel_scan`): a SavedModel can read and write the server's files,
+start processes or reach the network (``ReadFile``, ``WriteFile``, ``PyFunc``, ...) when
+it is called. The solvers are shared with torch: only F and its derivatives run in TF,
 inside ``tf.function``s with a fixed input signature (traced once; eager calls would
 retrace every time), and cross over as torch tensors.
 
@@ -30,32 +30,10 @@ from fpf_client.errors import InvalidModel
 from .archive import archive_kind, extract_archive, list_members
 from .base import Dynamics, StepModel
 from .naming import assign_roles, check_size_hints, pick_output
+from .savedmodel_scan import VariableWrite, scan_savedmodel
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
-#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads.
-#: Anything else (file, network, process, Python or printing ops, variable writes) is refused.
-ALLOWED_OPS = frozenset(
-    """
-    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient
-    CheckNumerics EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp
-    StatefulPartitionedCall PartitionedCall If StatelessIf While StatelessWhile Case StatelessCase
-    Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan FloorDiv FloorMod Mod Neg Reciprocal Inv
-    Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs Sign Maximum Minimum Floor Ceil
-    Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh Acosh Atanh Erf Erfc
-    Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue
-    MatMul BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod
-    Sum Mean Max Min Prod All Any ArgMax ArgMin EuclideanNorm FusedBatchNormV3
-    Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot
-    Select SelectV2 IsFinite IsNan IsInf Where
-    Reshape Shape ShapeN Size Rank Squeeze ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice
-    Pack Unpack Transpose Fill ZerosLike OnesLike Cast Tile Gather GatherV2 GatherNd Range
-    BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3 MatrixDiagPartV3 MatrixBandPart
-    Pad PadV2 MirrorPad OneHot TensorScatterUpdate
-    TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack
-    TensorListLength TensorListElementShape
-    """.split()
-)
 _FLOAT_DTYPES = {1: torch.float32, 2: torch.float64}  # tensorflow.DataType DT_FLOAT, DT_DOUBLE
 
 
@@ -89,10 +67,10 @@ def load_savedmodel(
     """
     with _unpacked(Path(path_or_archive)) as directory:
         meta_graph = _read_meta_graph(directory)
-        scan_ops(meta_graph)
         step_signature = resolve_signature(
             meta_graph, signature, input_name=input_name, state_name=state_name, output_name=output_name
         )
+        writes = scan_savedmodel(meta_graph, signature)
         check_size_hints(step_signature.n_states, step_signature.n_inputs, n_states=n_states, n_inputs=n_inputs)
         import tensorflow as tf
 
@@ -101,7 +79,7 @@ def load_savedmodel(
         except Exception as exc:  # noqa: BLE001 - a corrupt model may make TF raise anything
             raise InvalidModel(f"TensorFlow cannot load the SavedModel: {type(exc).__name__}: {exc}") from None
     model = SavedModelStep(loaded, step_signature, dynamics)
-    _dry_run(model)
+    _dry_run(model, writes)
     return model
 
 
@@ -262,18 +240,28 @@ def _to_torch(tensor: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(tensor))
 
 
-def _dry_run(model: SavedModelStep) -> None:
-    """Call F on a small batch: catches signatures whose output is not (n, n_states)."""
-    h = torch.zeros(3, model.n_states, dtype=model.dtype)
-    u = torch.zeros(3, model.n_inputs, dtype=model.dtype)
+def _dry_run(model: SavedModelStep, writes: list[VariableWrite]) -> None:
+    """Call F on a small batch: catches signatures whose output is not (n, n_states), and, when the
+    step writes its own variables, steps whose output those writes change (F must be pure)."""
+    generator = torch.Generator().manual_seed(0)
+    h = (0.5 * torch.randn(3, model.n_states, generator=generator)).to(model.dtype)
+    u = (0.5 * torch.randn(3, model.n_inputs, generator=generator)).to(model.dtype)
     try:
         out = model.step(h, u)
+        again = model.step(h, u) if writes else out
     except Exception as exc:  # noqa: BLE001
         raise InvalidModel(f"the SavedModel fails on a batch of 3 states: {type(exc).__name__}: {exc}") from None
     if tuple(out.shape) != (3, model.n_states):
         raise InvalidModel(
             f"output {model.signature.output_name!r} has shape {tuple(out.shape)} for 3 states; "
             f"a step model returns the next state, shape (3, {model.n_states})"
+        )
+    if not torch.equal(out, again):
+        write = writes[0]
+        raise InvalidModel(
+            f"the step is not a pure function of (u, h): it writes variable {write.variable!r} "
+            f"({write.op} in {write.function}) and returns other values when called again on the same states; "
+            "export a step that reads its variables only"
         )
 
 
@@ -310,62 +298,6 @@ def _read_meta_graph(directory: Path) -> Any:
     if len(saved_model.meta_graphs) != 1:
         raise InvalidModel(f"the SavedModel has {len(saved_model.meta_graphs)} meta graphs; fpf reads exactly one")
     return saved_model.meta_graphs[0]
-
-
-def scan_ops(meta_graph: Any) -> None:
-    """Refuse a graph that can run an op outside :data:`ALLOWED_OPS`.
-
-    Everything is scanned: the top-level graph and every function of its library,
-    following calls and control-flow branches. Only TF's own checkpoint functions (the
-    saver's save and restore, which TF runs with paths it chooses) may use file ops,
-    and nothing else may call them.
-    """
-    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
-    saver_nodes = {
-        name.split(":")[0]
-        for name in (meta_graph.saver_def.save_tensor_name, meta_graph.saver_def.restore_op_name)
-        if name
-    }
-    saver_functions: set[str] = set()
-    for node in meta_graph.graph_def.node:
-        if node.name in saver_nodes:
-            _collect_calls(node, library, saver_functions)
-    forbidden: list[str] = []
-    checked = [("the graph", n) for n in meta_graph.graph_def.node if n.name not in saver_nodes]
-    checked += [(f"function {name}", n) for name, f in library.items() if name not in saver_functions
-                for n in f.node_def]
-    for where, node in checked:
-        if node.op in library:
-            callees = {node.op}
-        else:
-            callees = set(_called_functions(node))
-            if node.op not in ALLOWED_OPS:
-                forbidden.append(f"{node.op} (in {where})")
-        if callees & saver_functions:
-            forbidden.append(f"a call of TF's checkpoint function (in {where})")
-    if forbidden:
-        unique = sorted(set(forbidden))
-        raise InvalidModel(
-            "the SavedModel contains ops a step model may not run (file, network, process or other "
-            f"side effects): {', '.join(unique[:10])}{' ...' if len(unique) > 10 else ''}"
-        )
-
-
-def _called_functions(node: Any) -> Iterator[str]:
-    for value in node.attr.values():
-        if value.HasField("func"):
-            yield value.func.name
-        for func in value.list.func:
-            yield func.name
-
-
-def _collect_calls(node: Any, library: dict[str, Any], found: set[str]) -> None:
-    names = [node.op] if node.op in library else list(_called_functions(node))
-    for name in names:
-        if name in library and name not in found:
-            found.add(name)
-            for inner in library[name].node_def:
-                _collect_calls(inner, library, found)
 
 
 def resolve_signature(
@@ -420,5 +352,4 @@ def _shape_text(info: Any) -> str:
     return "(" + ", ".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + ")"
 
 
-__all__ = ["ALLOWED_OPS", "SavedModelSignature", "SavedModelStep", "load_savedmodel", "looks_like_savedmodel",
-           "resolve_signature", "scan_ops"]
+__all__ = ["SavedModelSignature", "SavedModelStep", "load_savedmodel", "looks_like_savedmodel", "resolve_signature"]
