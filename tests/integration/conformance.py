@@ -28,7 +28,7 @@ import torch
 
 from fpf_client import FixedPoints
 from tests.integration.service_harness import REPO, LiveService, start_service
-from tests.unit import keras_nets
+from tests.unit import export_nets, keras_nets, torch_exports
 from workers.engine import as_step_model, find_fixed_points
 
 TOL = 1e-5
@@ -79,8 +79,65 @@ def keras_rows(root: Path) -> list[Row]:
     return rows
 
 
+#: The torch layers of the matrix: kind, layers, batch_first.
+_LAYERS = (("RNN", 2, False), ("GRU", 2, True), ("LSTM", 2, False), ("LSTM", 1, True))
+
+
+def torch_export_rows(root: Path) -> list[Row]:
+    """``torch.export`` programs (.pt2) of a hand-written step and of nn.RNN / nn.GRU / nn.LSTM steps."""
+    cell = export_nets.Cell("gru", export_nets.weights("gru"))
+    d, m = export_nets.n_states("gru"), export_nets.N_INPUTS
+    rows = [Row("torch.export step module (GRU)", torch_exports.export_program(cell, d, m, root / "cell.pt2"),
+                torch.jit.script(cell), d, m)]
+    for seed, (kind, layers, batch_first) in enumerate(_LAYERS):
+        layer = torch_exports.seeded_layer(kind, num_layers=layers, batch_first=batch_first, seed=seed)
+        d = torch_exports.n_states(layer)
+        name = f"{kind.lower()}-{layers}-{'bf' if batch_first else 'tf'}"
+        path = torch_exports.export_program(torch_exports.RecurrentStep(layer), d, torch_exports.N_INPUTS,
+                                            root / f"{name}.pt2")
+        rows.append(Row(f"torch.export nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, batch_first="
+                        f"{batch_first})", path, torch.jit.script(layer), d, torch_exports.N_INPUTS))
+    return rows
+
+
+def torchscript_rows(root: Path) -> list[Row]:
+    """TorchScript as before: a scripted multi-layer nn.LSTM, fpf packing its state."""
+    layer = torch_exports.seeded_layer("LSTM", num_layers=2, batch_first=False, seed=7)
+    path = root / "lstm-scripted.pt"
+    torch.jit.save(torch.jit.script(layer), str(path))
+    return [Row("TorchScript nn.LSTM (2 layers, scripted)", path, torch.jit.script(layer),
+                torch_exports.n_states(layer), torch_exports.N_INPUTS)]
+
+
+#: The ONNX rows: layer kind, layers, exporter, opset, weights in an external-data file.
+_ONNX = (("GRU", 1, "legacy", 17, False), ("LSTM", 1, "legacy", 17, False), ("GRU", 2, "dynamo", 18, False),
+         ("LSTM", 1, "dynamo", 20, True), ("RNN", 1, "dynamo", 23, False))
+
+
+def onnx_rows(root: Path) -> list[Row]:
+    """Full nn.GRU / nn.LSTM / nn.RNN steps (the ONNX recurrent ops) by both of torch's exporters; a model
+    whose weights the exporter wrote to a side file travels as a zip of both."""
+    rows = []
+    for seed, (kind, layers, exporter, opset, external) in enumerate(_ONNX):
+        layer = torch_exports.seeded_layer(kind, num_layers=layers, batch_first=False, seed=20 + seed)
+        d, m = torch_exports.n_states(layer), torch_exports.N_INPUTS
+        name = f"{kind.lower()}-{layers}-{exporter}-{opset}"
+        folder = root / name
+        folder.mkdir()
+        path = torch_exports.export_onnx(torch_exports.RecurrentStep(layer), d, m, folder / f"{name}.onnx",
+                                         dynamo=exporter == "dynamo", opset=opset, external_data=external)
+        if external:
+            path = pack(folder, root / f"{name}.zip")
+        where = "external data, zip" if external else "inline"
+        rows.append(Row(f"ONNX {exporter} opset {opset} nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, "
+                        f"{where})", path, torch.jit.script(layer), d, m))
+    return rows
+
+
 #: Builders of every row group, in the matrix's order.
-GROUPS: dict[str, Callable[[Path], list[Row]]] = {"keras": keras_rows}
+GROUPS: dict[str, Callable[[Path], list[Row]]] = {
+    "keras": keras_rows, "torch_export": torch_export_rows, "onnx": onnx_rows, "torchscript": torchscript_rows,
+}
 
 
 def build_rows(root: Path) -> list[Row]:

@@ -317,3 +317,61 @@ def test_not_a_savedmodel_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidModel, match="no saved_model.pb"):
         load_savedmodel(tmp_path / "empty")
+
+
+# --- the common export mistakes, each refused with its fix -------------------------------------
+
+
+def _save_specs(tmp_path: Path, name: str, body: Callable, specs: list) -> Path:  # noqa: ANN001
+    module = tf.Module()
+    module.step = tf.function(body, input_signature=specs)
+    tf.saved_model.save(module, str(tmp_path / name), signatures={"serving_default": module.step})
+    return tmp_path / name
+
+
+def test_half_precision_signature_refused_with_the_fix(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 2], tf.float16, name="u"), tf.TensorSpec([None, 2], tf.float16, name="h")]
+    path = _save_specs(tmp_path, "half", lambda u, h: {"h_next": tf.tanh(h) + u}, specs)
+    with pytest.raises(InvalidModel, match="is float16: fixed points need float32 or float64; export the step with"):
+        load_savedmodel(path)
+
+
+def test_a_sequence_input_longer_than_one_step_refused_with_the_fix(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 5, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
+    path = _save_specs(tmp_path, "seq", lambda u, h: {"h_next": tf.tanh(h) + tf.reduce_sum(u, 1)}, specs)
+    with pytest.raises(InvalidModel, match=r"sequence of 5 time steps .* export the layer with an input of shape "
+                                           r"\(None, 1, m\)"):
+        load_savedmodel(path)
+
+
+def test_a_length_one_sequence_input_is_fed_one_step(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, None, 2], tf.float32, name="x"), tf.TensorSpec([None, 2], tf.float32, name="s")]
+    model = load_savedmodel(_save_specs(tmp_path, "seq1", lambda x, s: {"y": tf.tanh(s) + x[:, -1]}, specs))
+    h, u = torch.randn(4, 2), torch.randn(4, 2)
+    torch.testing.assert_close(model.step(h, u), torch.tanh(h) + u)
+    torch.testing.assert_close(model.jacobian_inputs(h, u), torch.eye(2).expand(4, 2, 2))
+
+
+def test_a_cell_returning_output_and_state_list_is_told_what_to_return(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
+    # TF cannot save the nested (output, [state]) as a signature; flattened, it is two positional outputs.
+    path = _save_specs(tmp_path, "pair", lambda u, h: (tf.tanh(h + u), tf.tanh(h + u)), specs)
+    with pytest.raises(InvalidModel, match=r"a Keras cell's \(output, \[state\]\) returned as it is: return the next "
+                                           r"state alone"):
+        load_savedmodel(path)
+
+
+def test_a_two_part_state_is_packed_and_its_outputs_named(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 1], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h"),
+             tf.TensorSpec([None, 3], tf.float32, name="c")]
+    body = lambda u, h, c: {"a": tf.tanh(h) + u, "b": 0.5 * c}  # noqa: E731
+    path = _save_specs(tmp_path, "pair_state", body, specs)
+    with pytest.raises(InvalidModel, match=r"do not include h_next, c_next: name them so, or give "
+                                           r"output_name='h_next,c_next'"):
+        load_savedmodel(path)
+    model = load_savedmodel(path, output_name="a,b")
+    assert (model.n_states, model.n_inputs) == (5, 1)
+    h, u = torch.randn(4, 5), torch.randn(4, 1)
+    torch.testing.assert_close(model.step(h, u), torch.cat([torch.tanh(h[:, :2]) + u, 0.5 * h[:, 2:]], 1))
+    with pytest.raises(InvalidModel, match=r"n_states=4 was given, but the model declares 5: leave the hint out"):
+        load_savedmodel(path, output_name="a,b", n_states=4)

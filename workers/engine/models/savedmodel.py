@@ -509,7 +509,7 @@ def _check_matrix(dtype: int, dims: list[int], text: str, key: str, role: str) -
     """(torch dtype, size) of a float32/float64 argument of shape (None, size); refuses anything else."""
     if dtype in _HALF_DTYPES:
         raise InvalidModel(
-            f"{role} {key!r} is {_HALF_DTYPES[dtype]}: fixed points need float32 or float64 to converge; "
+            f"{role} {key!r} is {_HALF_DTYPES[dtype]}: fixed points need float32 or float64; "
             "export the step with float32 input signatures (cast the weights, e.g. keras.mixed_precision "
             "policy 'float32')"
         )
