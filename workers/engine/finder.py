@@ -38,10 +38,9 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
 #: From this many states on, method="newton" runs ``lm_krylov`` (Anderson mixing, then LM on
-#: Jacobian products, dense for the last few samples): forming and factoring n dense (d, d)
-#: Jacobians per step costs more than that from here. At d = 64 and 128 it is as fast as dense
-#: newton on tanh (gain 0.9) and GRU networks and 1.5x and 3.5x faster on chaotic ones, with the
-#: same roots (docs/benchmarks.md).
+#: Jacobian products, dense for the last few samples): from here forming and factoring n dense
+#: (d, d) Jacobians per step costs more than the Jacobian products, with the same roots
+#: (benchmarks/large_networks.py measures both).
 KRYLOV_MIN_STATES = 64
 #: Below this many states, method="newton" also restarts between attractors (completeness);
 #: the restarts take dense Newton steps.
@@ -75,7 +74,7 @@ def find_fixed_points(
         Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
     progress : callable, optional
         Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at
-        least every ~0.5 s of work; an exception it raises propagates unchanged, except
+        most every 0.2 s of work; an exception it raises propagates unchanged, except
         :class:`~workers.engine.solvers.TimeUp` during the search, which ends it like ``time_limit_s``.
     time_limit_s : float, optional
         Seconds the search may take. When they are over, the solvers stop where they are:
