@@ -154,7 +154,7 @@ def main() -> None:
         if args.url:
             measure(args.url, model_path, args.jobs, args.burst)
             return
-        sys.path.insert(0, str(REPO / "tests" / "integration"))
+        sys.path.insert(0, str(REPO / "tests" / "support"))
         from service_harness import start_service  # the integration-test harness
 
         with start_service(Path(tmp), FPF_QUOTA_QUEUED_JOBS=str(args.burst)) as service:
