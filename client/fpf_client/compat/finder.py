@@ -108,6 +108,8 @@ class FixedPointFinder:
                 print(f"\tComputed Jacobians at {unique_fps.n} unique fixed points.")
             if unique_fps.is_stable is not None:
                 print(f"\t\t{int(unique_fps.is_stable.sum())} stable, {int((~unique_fps.is_stable).sum())} unstable.")
+            for warning in info.get("warnings", []):
+                print(f"\twarning: {warning}")
             print("\tFixed point finding complete.\n")
         return unique_fps, all_fps
 
