@@ -186,6 +186,7 @@ def test_options_map_to_fpf(flipflop):
     assert fpf.options.unique_rule == "reference" and fpf.max_n_unique == np.inf
     fpf = FixedPointFinder(rnn, method="sequential", alr_hps={}, agnc_hps={"percentile": 90}, q_slow=1e-6)
     assert fpf.options.method == "adam" and fpf.options.batch_size == 1 and fpf.options.agnc_hps.percentile == 90
+    assert FixedPointFinder(rnn, do_rerun_outliers=True).options.do_rerun_q_outliers  # an older spelling
     with pytest.raises(InvalidOptions, match=r"unknown hyperparameter.*'tol_qq'.*known: .*tol_q"):
         FixedPointFinder(rnn, tol_qq=1e-9)
     with pytest.raises(InvalidOptions, match="unknown method 'bfgs'; known: joint, sequential, newton"):
