@@ -60,9 +60,9 @@ class Dispatcher:
         self.celery = celery
         self.queue = queue
 
-    def validate_model(self, model_id: str, tenant: str) -> None:
-        """Queue the validation of ``tenant``'s record of a model."""
-        self.celery.send_task(VALIDATE_MODEL, args=(model_id, tenant), queue=self.queue)
+    def validate_model(self, model_id: str, tenant: str, attempt: int = 1) -> None:
+        """Queue attempt ``attempt`` at validating ``tenant``'s record of a model."""
+        self.celery.send_task(VALIDATE_MODEL, args=(model_id, tenant, attempt), queue=self.queue)
 
     def run_job(self, job_id: str, dispatch: int, countdown_s: float | None = None) -> None:
         """Queue delivery number ``dispatch`` of a job (due ``countdown_s`` from now); a worker runs it

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     hard_time_limit_s: float = Field(
         3660.0, gt=0, description="A run still going after this fails with time_limit_exceeded."
     )
+    validation_time_limit_s: float = Field(
+        30.0, gt=0, description="Wall time of loading and dry-running an uploaded model; a model past it is "
+        "tried once more, then invalid with validation_timeout."
+    )
     worker_torch_threads: int | None = Field(
         None, ge=1, description="torch threads per worker process; default: CPU cores / worker concurrency."
     )
@@ -97,6 +101,9 @@ class Settings(BaseSettings):
     )
     result_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="Finished jobs and their files are kept this long.")
     worker_ping_timeout_s: float = Field(1.0, gt=0, description="/readyz waits this long for a worker to answer.")
+    worker_presence_ttl_s: float = Field(
+        60.0, gt=0, description="A worker's report of its devices counts this long after it was last refreshed."
+    )
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

@@ -92,6 +92,16 @@ class Keys:
         return f"{self.prefix}:metrics:job_duration"
 
     @property
+    def workers(self) -> str:
+        """Sorted set of live worker names by the time their presence expires."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_devices(self) -> str:
+        """Hash of worker name to the JSON list of the devices it offers."""
+        return f"{self.prefix}:worker-devices"
+
+    @property
     def broker(self) -> str:
         """The global key prefix given to the Celery broker."""
         return f"{self.prefix}:broker:"
@@ -387,6 +397,36 @@ class JobStore:
             value = self.redis.get(name) or value
         bound_id, bound_fingerprint = json.loads(value)
         return bound_id, bound_fingerprint
+
+    # --- workers ----------------------------------------------------------------------
+    def announce_worker(self, name: str, devices: list[str], ttl_s: float) -> None:
+        """Record that worker ``name`` is alive and offers ``devices``, for the next ``ttl_s`` seconds."""
+        pipe = self.redis.pipeline()
+        pipe.zadd(self.keys.workers, {name: time.time() + ttl_s})
+        pipe.hset(self.keys.worker_devices, name, json.dumps(devices))
+        pipe.execute()
+
+    def withdraw_worker(self, name: str) -> None:
+        """Forget worker ``name`` (it is shutting down)."""
+        pipe = self.redis.pipeline()
+        pipe.zrem(self.keys.workers, name)
+        pipe.hdel(self.keys.worker_devices, name)
+        pipe.execute()
+
+    def live_worker_devices(self) -> dict[str, list[str]]:
+        """The devices of every worker whose presence has not expired, by worker name."""
+        now = time.time()
+        expired = self.redis.zrangebyscore(self.keys.workers, "-inf", now)
+        if expired:
+            pipe = self.redis.pipeline()
+            pipe.zrem(self.keys.workers, *expired)
+            pipe.hdel(self.keys.worker_devices, *expired)
+            pipe.execute()
+        names = self.redis.zrangebyscore(self.keys.workers, now, "+inf")
+        if not names:
+            return {}
+        devices = self.redis.hmget(self.keys.worker_devices, names)
+        return {name: json.loads(found) for name, found in zip(names, devices) if found}
 
     # --- metrics ----------------------------------------------------------------------
     def observe_duration(self, seconds: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from fpf_client.errors import (
+    DeviceUnavailable,
     IdempotencyConflict,
     InvalidModel,
     JobCancelled,
@@ -108,6 +109,7 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
     if model.status is ModelStatus.INVALID:
         reason = (model.error or {}).get("detail", "it failed validation")
         raise InvalidModel(f"model {model.id} is invalid: {reason}", field="model_id")
+    check_device_offered(store, submission.options.device)
     initial_states, inputs = check_job_arrays(
         submission.initial_states, submission.inputs, n_states=model.n_states, n_inputs=model.n_inputs,
         max_initial_states=settings.max_initial_states, max_n_states=settings.max_n_states,
@@ -143,6 +145,21 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         store.abandon(job.id, error.to_problem())
         raise error from exc
     return job, True
+
+
+def check_device_offered(store: JobStore, device: str) -> None:
+    """Refuse (``device_unavailable``) a job whose ``device`` the live workers report but none offers.
+
+    ``auto`` and ``cpu`` run anywhere. With no worker reporting at all the job is accepted: it waits
+    for workers like any job, and one without the device fails it with the same code.
+    """
+    if device in ("auto", "cpu"):
+        return
+    offered = store.live_worker_devices()
+    on_offer = sorted({name for devices in offered.values() for name in devices})
+    if offered and device not in on_offer:
+        raise DeviceUnavailable(f"no worker offers device {device!r}; devices on offer: {', '.join(on_offer)}",
+                                field="options.device", devices=on_offer)
 
 
 def _idempotency_conflict(key: str, why: str = "with another request body") -> IdempotencyConflict:

@@ -19,6 +19,7 @@ class ModelFormat(str, Enum):
     """The model formats a worker loads (docs/model-contract.md)."""
 
     TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch_export"
     ONNX = "onnx"
     SAVEDMODEL = "savedmodel"
 

@@ -25,6 +25,7 @@ from fpf_client.fixed_points import FixedPoints, reference_unique_indices
 from fpf_client.options import FinderOptions
 
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
+from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
@@ -37,10 +38,9 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
 #: From this many states on, method="newton" runs ``lm_krylov`` (Anderson mixing, then LM on
-#: Jacobian products, dense for the last few samples): forming and factoring n dense (d, d)
-#: Jacobians per step costs more than that from here. At d = 64 and 128 it is as fast as dense
-#: newton on tanh (gain 0.9) and GRU networks and 1.5x and 3.5x faster on chaotic ones, with the
-#: same roots (docs/benchmarks.md).
+#: Jacobian products, dense for the last few samples): from here forming and factoring n dense
+#: (d, d) Jacobians per step costs more than the Jacobian products, with the same roots
+#: (benchmarks/large_networks.py measures both).
 KRYLOV_MIN_STATES = 64
 #: Below this many states, method="newton" also restarts between attractors (completeness);
 #: the restarts take dense Newton steps.
@@ -73,8 +73,9 @@ def find_fixed_points(
     options : FinderOptions, optional
         Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
     progress : callable, optional
-        Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at
-        least every ~0.5 s of work; an exception it raises propagates unchanged, except
+        Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at the
+        start of each phase and then at most every ``REPORT_INTERVAL`` seconds of solver iterations;
+        an exception it raises propagates unchanged, except
         :class:`~workers.engine.solvers.TimeUp` during the search, which ends it like ``time_limit_s``.
     time_limit_s : float, optional
         Seconds the search may take. When they are over, the solvers stop where they are:
@@ -92,7 +93,7 @@ def find_fixed_points(
     """
     started = time.perf_counter()
     options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
-    device = _device(options.device)
+    device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
     step_model = as_step_model(model).to(device, dtype)
     dynamics = options.dynamics or step_model.dynamics
@@ -515,12 +516,6 @@ class _Reporter:
             "q_median": float(finite.median()) if finite.numel() else float("nan"),
             "q_max": float(finite.max()) if finite.numel() else float("nan"),
         })
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -155,7 +155,7 @@ class Child:
 
 def warm_up() -> None:
     """Run the engine once on a tiny built-in map, so that its imports, lazy ones included (torch's
-    dynamo, 1-2 s), happen while the child starts and not in a tenant's first request."""
+    dynamo), happen while the child starts and not in a tenant's first request."""
     import numpy as np
     import torch
 

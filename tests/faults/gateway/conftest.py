@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.faults.fault_harness import FAULT_SETTINGS, PrivateRedis
+from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
 from service_harness import REPO, LiveService, start_service
 
 
