@@ -178,10 +178,9 @@ def test_outlier_helpers(searches):
     assert fpf.identify_distance_non_outliers(unique, initial_states, 10.0).size == unique.n
 
 
-def test_approximate_updates_and_the_exact_step(flipflop, searches):
+def test_approximate_updates_and_the_exact_step(searches):
     """Near a stable point the linearisation predicts the step to second order in the distance; the
     exact step is the network's own (run here in float32 through the shipped cell)."""
-    rnn, _ = flipflop
     fpf, _, unique, _ = searches["default"]
     cell = torch.jit.load(str(DATA / "flipflop_tanh.pt"))
     point = unique.stable[0]
