@@ -258,6 +258,32 @@ class FixedPoints:
         """Keyword arguments that rebuild a (shallow) copy: ``FixedPoints(**fps.kwargs)``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def approximate_updates(self, states: Any, inputs: Any = None) -> np.ndarray:
+        """x_{t+1} ~= x* + J (x - x*) + dFdu (u - u*) around every point: the update each point's
+        linearisation predicts for each state.
+
+        Parameters
+        ----------
+        states : ndarray, (n, d)
+        inputs : ndarray, (1 | n, m), optional
+            Without it the input term is dropped (inputs equal to each point's own).
+
+        Returns
+        -------
+        ndarray, (k, n, d), k the number of points.
+        """
+        if self.J_xstar is None:
+            raise ValueError("no J_xstar: find the points with do_compute_jacobians=True")
+        states = np.atleast_2d(np.asarray(states, dtype=float))
+        dx = states[None, :, :] - self.xstar[:, None, :]
+        out: np.ndarray = self.xstar[:, None, :] + np.einsum("kij,knj->kni", self.J_xstar, dx)
+        if inputs is not None:
+            if self.dFdu is None or self.inputs is None:
+                raise ValueError("no dFdu: find the points with do_compute_input_jacobians=True")
+            du = np.atleast_2d(np.asarray(inputs, dtype=float))[None, :, :] - self.inputs[:, None, :]
+            out = out + np.einsum("kij,knj->kni", self.dFdu, du)
+        return out
+
     def assert_valid_shapes(self) -> None:
         """Raise ValueError when a per-point field has another number of rows than xstar (after edits in place)."""
         for name, value in self.arrays().items():
