@@ -46,7 +46,7 @@ class ErrorCode(str, Enum):
         return _HTTP_STATUS[self]
 
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]  # the problem title, not str.title
         """A short, human-readable summary of the problem type."""
         return self.value.replace("_", " ").capitalize()
 
