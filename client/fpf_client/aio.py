@@ -84,7 +84,7 @@ class AsyncClient:
     # --- models --------------------------------------------------------------------------
     async def upload_model(
         self,
-        model: str | PathLike | Any,
+        model: str | PathLike[str] | Any,
         *,
         format: str | None = None,
         n_states: int | None = None,
@@ -127,16 +127,17 @@ class AsyncClient:
     # --- jobs ----------------------------------------------------------------------------
     async def submit(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
+        cond_ids: Any = None,
         **options: Any,
     ) -> "AsyncJob":
         """Queue a fixed-point search; see :meth:`fpf_client.Client.submit`."""
         option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs)
+        arrays = arrays_payload(initial_states, inputs, cond_ids)
         if is_local_model(model):
             model = await self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
         key = submission_key(idempotency_key, self.retry_policy)
@@ -153,7 +154,7 @@ class AsyncClient:
 
     async def find_fixed_points(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,

@@ -112,12 +112,13 @@ class ArraysPayload:
     def npz(self) -> bytes:
         """The arrays as an ``.npz`` file, the REST upload format."""
         buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays)
+        arrays: dict[str, Any] = self.arrays
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
 
-def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
-    """Check ``initial_states: (n, n_states)`` and ``inputs: (1 | n, n_inputs)``."""
+def arrays_payload(initial_states: Any, inputs: Any = None, cond_ids: Any = None) -> ArraysPayload:
+    """Check ``initial_states: (n, n_states)``, ``inputs: (1 | n, n_inputs)`` and ``cond_ids: (n,)``."""
     arrays = {"initial_states": as_state_array(initial_states, "initial_states")}
     n, n_states = arrays["initial_states"].shape
     if n == 0:
@@ -128,7 +129,24 @@ def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
             raise ShapeMismatch(
                 f"inputs has {arrays['inputs'].shape[0]} rows; expected 1 or {n} (one per initial state)"
             )
+    if cond_ids is not None:
+        arrays["cond_ids"] = as_cond_ids(cond_ids, n)
     return ArraysPayload(arrays, n_states, arrays["inputs"].shape[1] if inputs is not None else None)
+
+
+def as_cond_ids(value: Any, n: int) -> np.ndarray:
+    """One integer label per initial state, as int64 ``(n,)``."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    labels = np.asarray(value)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iub":
+        raise InvalidArray(f"cond_ids must hold integers, not {labels.dtype}")
+    labels = labels.reshape(-1).astype(np.int64)
+    if labels.shape[0] != n:
+        raise ShapeMismatch(f"cond_ids has {labels.shape[0]} entries; expected one per initial state ({n})")
+    return labels
 
 
 def is_local_model(model: Any) -> bool:
@@ -137,7 +155,8 @@ def is_local_model(model: Any) -> bool:
         return True
     if isinstance(model, str):
         return Path(model).is_file()
-    return _torch_module_type() is not None and isinstance(model, _torch_module_type())
+    module_type = _torch_module_type()
+    return module_type is not None and isinstance(model, module_type)
 
 
 def model_id(model: Model | str) -> str:
@@ -145,7 +164,7 @@ def model_id(model: Model | str) -> str:
     return model.id if isinstance(model, Model) else str(model)
 
 
-def model_file(model: str | PathLike | Any) -> ModelFile:
+def model_file(model: str | PathLike[str] | Any) -> ModelFile:
     """Read a model file, pack a directory (a SavedModel) as ``.tar.gz``, or script a torch module
     into TorchScript bytes.
 
