@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps serve test clean
+.PHONY: setup system-deps serve test test-fast lint typecheck clean
 
 setup: system-deps $(STAMP)
 
@@ -18,7 +18,7 @@ system-deps:
 	  fi; }
 
 # torch is pinned and installed first so nothing pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml client/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml client/build_stubs.py client/fpf_client/proto/fpf/v1/fixedpoints.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
@@ -31,6 +31,20 @@ serve: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Tests that start no processes: seconds, not minutes; for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+# Lint, format and the one-way import contracts (pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# mypy, strict for the client and service.core (pyproject.toml).
+typecheck: setup
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from service.store import JobStore
+from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
 

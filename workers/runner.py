@@ -24,11 +24,11 @@ from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitEx
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
-from service.artifacts import ArtifactStore
-from service.dispatch import Dispatcher
-from service.records import Job, JobStatus, Model, ModelStatus
-from service.settings import Settings
-from service.store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.queue import Dispatcher
+from service.core.records import Job, JobStatus, Model, ModelStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
 
 from .heartbeat import Heartbeat
 from .results import result_arrays

@@ -13,11 +13,11 @@ from functools import lru_cache
 from celery import Task, signals
 from celery.exceptions import TimeLimitExceeded
 
-from service.artifacts import ArtifactStore
-from service.dispatch import RUN_JOB, VALIDATE_MODEL, Dispatcher
-from service.records import DEFAULT_TENANT
-from service.settings import Settings, get_settings
-from service.store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.queue import RUN_JOB, VALIDATE_MODEL, Dispatcher
+from service.core.records import DEFAULT_TENANT
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
 
 from . import runner, runtime
 from .celery_app import app

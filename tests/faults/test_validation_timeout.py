@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fpf_client import Client
-from fpf_client.errors import InvalidModel, ValidationTimeout
 from service_harness import LiveService, random_states
 
+from fpf_client import Client
+from fpf_client.errors import InvalidModel, ValidationTimeout
 from workers.sandbox import Limits, RequestTimedOut, Sandbox
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,17 @@ def never_returns(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_a_sandboxed_load_past_its_time_limit_is_stopped_and_its_child_killed(never_returns: Path,
-                                                                              tmp_path: Path) -> None:
+def test_a_sandboxed_load_past_its_time_limit_is_stopped_and_its_child_killed(
+    never_returns: Path, tmp_path: Path
+) -> None:
     data = never_returns.read_bytes()
-    record = {"id": hashlib.sha256(data).hexdigest(), "format": "torchscript", "n_states": 8, "n_inputs": 2,
-              "dynamics": "discrete"}
+    record = {
+        "id": hashlib.sha256(data).hexdigest(),
+        "format": "torchscript",
+        "n_states": 8,
+        "n_inputs": 2,
+        "dynamics": "discrete",
+    }
     sandbox = Sandbox(Limits(memory_bytes=2 << 30, cpu_s=600, disk_bytes=64 << 20), data_dir=tmp_path / "data")
     try:
         sandbox.wait_ready()  # the limit counts from here: start-up is not the model's time
@@ -53,19 +59,24 @@ def test_a_sandboxed_load_past_its_time_limit_is_stopped_and_its_child_killed(ne
 
 
 def test_a_model_that_never_returns_is_invalid_with_validation_timeout(
-        fault_service: LiveService, fault_model: dict[str, Any], never_returns: Path) -> None:
-    model = fault_service.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
+    worker_fault_service: LiveService, worker_fault_model: dict[str, Any], never_returns: Path
+) -> None:
+    model = worker_fault_service.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
     assert model["status"] == "invalid", model
     error = model["error"]
     assert error["code"] == "validation_timeout" and error["attempts"] == 2, error
-    assert error["limit"] == float(fault_service.env["FPF_VALIDATION_TIME_LIMIT_S"]) and "SoftTimeLimitExceeded" not in error["detail"]
+    assert (
+        error["limit"] == float(worker_fault_service.env["FPF_VALIDATION_TIME_LIMIT_S"])
+        and "SoftTimeLimitExceeded" not in error["detail"]
+    )
     assert "FPF_VALIDATION_TIME_LIMIT_S" in error["detail"]
 
-    with Client(fault_service.url) as client:
+    with Client(worker_fault_service.url) as client:
         with pytest.raises(ValidationTimeout) as caught:
             client.upload_model(never_returns, n_states=8, n_inputs=2)  # the same bytes: validated again
         assert isinstance(caught.value, InvalidModel)
         # The worker was freed: a job of another model runs at once.
-        fps = client.find_fixed_points(fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False,
-                                       timeout=120)
+        fps = client.find_fixed_points(
+            worker_fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120
+        )
     assert fps.n >= 1
