@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -167,7 +168,9 @@ def client_loop(
                     tally.client_errors["timeout"] += 1
 
 
-def fault_loop(root: Path, workers: int, mean_s: float, stop: threading.Event, kills: Counter, seed: int) -> None:
+def fault_loop(
+    root: Path, workers: int, mean_s: float, stop: threading.Event, kills: Counter, killed_at: list[float], seed: int
+) -> None:
     rng = random.Random(seed)
     targets = ["redis", *(f"worker-{i}" for i in range(1, workers + 1))]
     while not stop.wait(rng.expovariate(1.0 / mean_s)):
@@ -180,7 +183,28 @@ def fault_loop(root: Path, workers: int, mean_s: float, stop: threading.Event, k
         except ProcessLookupError:
             continue
         kills[part.split("-")[0]] += 1
+        if part.startswith("worker"):
+            killed_at.append(time.time())
         logging.info("killed %s (pid %d)", part, pid)
+
+
+def requeue_delays(log_path: Path, killed_at: list[float]) -> list[float]:
+    """Seconds from each worker kill to the janitor's first re-queue of a job lost with it (kills of an
+    idle worker lose no job and are left out)."""
+    lost = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if "lost during attempt" in line:
+            try:
+                lost.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+            except ValueError:
+                continue
+    delays = []
+    for i, kill in enumerate(killed_at):
+        following = killed_at[i + 1] if i + 1 < len(killed_at) else float("inf")
+        after = [t - kill for t in lost if kill <= t < following]
+        if after:
+            delays.append(min(after))
+    return delays
 
 
 def memory_loop(root: Path, samples: dict[str, list[int]], stop: threading.Event, every_s: float) -> None:
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     service = start_service(root, port, args.workers, root / "service.log")
-    tally, kills, samples = Tally(), Counter(), {}
+    tally, kills, samples, killed_at = Tally(), Counter(), {}, []
     stop_load, stop_faults, stop_memory = threading.Event(), threading.Event(), threading.Event()
     try:
         with Client(url) as client:
@@ -236,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         threads.append(
             threading.Thread(
-                target=fault_loop, args=(root, args.workers, args.fault_every, stop_faults, kills, args.seed)
+                target=fault_loop, args=(root, args.workers, args.fault_every, stop_faults, kills, killed_at, args.seed)
             )
         )
         threads.append(threading.Thread(target=memory_loop, args=(root, samples, stop_memory, args.memory_every)))
@@ -260,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             os.killpg(service.pid, signal.SIGKILL)
 
     latencies = np.array(tally.completed) if tally.completed else np.array([np.nan])
+    requeues = requeue_delays(root / "service.log", killed_at) or [float("nan")]
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "duration_s": args.duration,
@@ -274,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         "lost": len(lost),
         "latency_p50_s": round(float(np.percentile(latencies, 50)), 3),
         "latency_p95_s": round(float(np.percentile(latencies, 95)), 3),
+        "worker_kill_to_requeue_s": {
+            "n": len(requeues),
+            "median": round(float(np.median(requeues)), 1),
+            "max": round(float(np.max(requeues)), 1),
+        },
         "rss_mib": {
             part: {
                 "first": round(s[0] / 2**20, 1),
