@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=256)
     parser.add_argument("--skip-json", action="store_true", help="leave out the (slow, memory-hungry) JSON leg")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     from service_harness import free_port, start_service  # the integration-test harness
 
     with tempfile.TemporaryDirectory() as tmp, start_service(Path(tmp)) as service:

@@ -188,9 +188,10 @@ class InProcessModels:
         model = self._get(record, path)
         with np.load(arrays_path, allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+            cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
         start = time.perf_counter()
         fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress,
-                                         time_limit_s=limits.remaining_s())
+                                         time_limit_s=limits.remaining_s(), cond_ids=cond_ids)
         return fixed_points, time.perf_counter() - start
 
     def _get(self, record: Model, path: Path) -> StepModel:

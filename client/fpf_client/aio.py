@@ -132,11 +132,12 @@ class AsyncClient:
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
+        cond_ids: Any = None,
         **options: Any,
     ) -> "AsyncJob":
         """Queue a fixed-point search; see :meth:`fpf_client.Client.submit`."""
         option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs)
+        arrays = arrays_payload(initial_states, inputs, cond_ids)
         if is_local_model(model):
             model = await self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
         key = submission_key(idempotency_key, self.retry_policy)

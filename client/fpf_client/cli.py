@@ -108,7 +108,7 @@ def _finish(fixed_points: FixedPoints, output: Path | None) -> None:
     arg("model", help="the model: a TorchScript or ONNX file, a SavedModel .zip/.tar.gz or directory"),
     arg("--n-states", type=int, help="number of state units (checked by a dry run)"),
     arg("--n-inputs", type=int, help="number of inputs (checked by a dry run)"),
-    arg("--format", choices=("torchscript", "onnx", "savedmodel"), help="model format (detected when absent)"),
+    arg("--format", choices=("torchscript", "torch_export", "onnx", "savedmodel"), help="model format (detected when absent)"),
     arg("--dynamics", choices=("discrete", "continuous"), help="discrete map or continuous vector field"),
     arg("--signature", help="SavedModel signature to run (serving_default when absent)"),
     arg("--input-name", help="ONNX/SavedModel input that is u, when fpf cannot tell by name"),

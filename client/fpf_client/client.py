@@ -167,6 +167,7 @@ class Client:
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
+        cond_ids: Any = None,
         **options: Any,
     ) -> "Job":
         """Queue a fixed-point search and return its :class:`Job` at once.
@@ -184,11 +185,13 @@ class Client:
             Retrying with the same key and arrays returns the same job instead of a new one. Without
             one, a random key is sent (while retries are on), so that a submission retried after a
             lost answer never makes a second job.
+        cond_ids : array-like of int, (n,), optional
+            A label per initial state, reported as the points' ``cond_id``.
         **options
             :class:`~fpf_client.FinderOptions` fields, checked here before anything is sent.
         """
         option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs)
+        arrays = arrays_payload(initial_states, inputs, cond_ids)
         if is_local_model(model):
             model = self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
         key = submission_key(idempotency_key, self.retry_policy)

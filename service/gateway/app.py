@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 
@@ -28,6 +29,7 @@ from service.gateway.quotas import QuotaLimits, Quotas
 from service.gateway.routes import health, jobs, models
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
+from service.gateway.web import routes as web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,7 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeping
             await app.state.async_redis.aclose()
 
-    app = FastAPI(
+    # Swagger UI from the files of the fastapi-offline package, so /docs works without internet; no
+    # validator badge (it would ask validator.swagger.io) and no ReDoc (its bundle loads a logo from a CDN).
+    app = FastAPIOffline(
+        static_url="/docs/static",
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
         title="fpf",
         summary="Fixed points of recurrent neural networks, as a service",
         version="1",
@@ -69,4 +76,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app, unavailable_retry_after_s=settings.unavailable_retry_after_s)
     for router in (models.router, jobs.router, health.router):
         app.include_router(router)
+    web.install(app)
     return app

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 
-ARRAY_NAMES = ("initial_states", "inputs")
+ARRAY_NAMES = ("initial_states", "inputs", "cond_ids")
 
 #: Rows of a JSON array converted in one step (the GIL is free between steps).
 JSON_ROWS_PER_STEP = 512
@@ -140,6 +140,21 @@ def check_job_arrays(
         if not np.isfinite(array).all():
             raise NonFinite(f"{name} holds NaN or infinite values", field=name)
     return initial_states, inputs
+
+
+def check_cond_ids(cond_ids: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The caller's label of each initial state as int64 ``(n,)``, or None."""
+    if cond_ids is None:
+        return None
+    cond_ids = np.asarray(cond_ids)
+    if cond_ids.dtype.kind == "f" and np.isfinite(cond_ids).all() and (cond_ids == np.round(cond_ids)).all():
+        cond_ids = cond_ids.astype(np.int64)
+    if cond_ids.dtype.kind not in "iub":
+        raise InvalidArray(f"cond_ids has dtype {cond_ids.dtype}; send integers", field="cond_ids")
+    if cond_ids.ndim != 1 or cond_ids.shape[0] != n:
+        raise ShapeMismatch(f"cond_ids must have shape ({n},) (one label per initial state); got {cond_ids.shape}",
+                            field="cond_ids")
+    return cond_ids.astype(np.int64)
 
 
 def _as_float(name: str, array: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from fpf_client.errors import (
     ServiceUnavailable,
 )
 
-from service.gateway.arrays import check_job_arrays, fingerprint
+from service.gateway.arrays import check_cond_ids, check_job_arrays, fingerprint
 from service.core.artifacts import ArtifactStore
 from service.gateway.auth import Principal
 from service.core.queue import Dispatcher
@@ -114,14 +114,16 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         submission.initial_states, submission.inputs, n_states=model.n_states, n_inputs=model.n_inputs,
         max_initial_states=settings.max_initial_states, max_n_states=settings.max_n_states,
         max_n_inputs=settings.max_n_inputs)
+    cond_ids = check_cond_ids(submission.cond_ids, initial_states.shape[0])
+    labelled = {} if cond_ids is None else {"cond_ids": cond_ids}
     options = submission.options.model_dump(mode="json")
-    digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs)
+    digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs, *labelled.values())
 
     quotas.check_job(tenant, initial_states.nbytes + inputs.nbytes)
     job = Job(id=uuid.uuid4().hex, model_id=model.id, status=JobStatus.QUEUED, tenant=tenant,
               n_initial_states=int(initial_states.shape[0]), options=options, created_at=time.time())
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
-        np.savez(out, initial_states=initial_states, inputs=inputs)
+        np.savez(out, initial_states=initial_states, inputs=inputs, **labelled)
     store.create_job(job)
     if idempotency_key is not None:
         bound_id, bound_digest = store.remember_idempotency(tenant, idempotency_key, job.id, digest)

@@ -19,6 +19,7 @@ class ModelFormat(str, Enum):
     """The model formats a worker loads (docs/model-contract.md)."""
 
     TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch_export"
     ONNX = "onnx"
     SAVEDMODEL = "savedmodel"
 
@@ -94,6 +95,7 @@ class JobRequest(BaseModel):
     model_id: str = Field(min_length=1)
     initial_states: list[list[float]] = Field(description="(n, n_states)")
     inputs: list[list[float]] | None = Field(None, description="(1 | n, n_inputs); zeros when absent")
+    cond_ids: list[int] | None = Field(None, description="(n,) a label per initial state, reported as cond_id")
     options: dict[str, Any] = Field(default_factory=dict, description="FinderOptions")
 
 

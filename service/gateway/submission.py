@@ -27,6 +27,7 @@ class Submission:
     options: FinderOptions
     initial_states: np.ndarray
     inputs: np.ndarray | None
+    cond_ids: np.ndarray | None = None
 
 
 async def read_submission(request: Request, max_elements: int, max_bytes: int,
@@ -72,7 +73,16 @@ def _from_json(body: bytes) -> Submission:
         options=parse_options(request.options),
         initial_states=from_json("initial_states", request.initial_states),
         inputs=None if request.inputs is None else from_json("inputs", request.inputs),
+        cond_ids=None if request.cond_ids is None else _labels(request.cond_ids),
     )
+
+
+def _labels(cond_ids: list[int]) -> np.ndarray:
+    """JSON ``cond_ids`` as int64; a label that does not fit is ``invalid_array``."""
+    try:
+        return np.asarray(cond_ids, dtype=np.int64)
+    except OverflowError:
+        raise InvalidArray("cond_ids must fit in 64-bit integers", field="cond_ids") from None
 
 
 def _body_error(errors: list[Any]) -> InvalidRequest:
@@ -111,4 +121,5 @@ def _from_form(form: Any, max_elements: int, max_bytes: int, admit: Callable[[in
         options=parse_options(options if isinstance(options, str) else ""),
         initial_states=arrays["initial_states"],
         inputs=arrays.get("inputs"),
+        cond_ids=arrays.get("cond_ids"),
     )

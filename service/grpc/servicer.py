@@ -141,6 +141,8 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
             initial_states=codec.array_of_message(request.initial_states, "initial_states", max_elements=limit),
             inputs=(codec.array_of_message(request.inputs, "inputs", max_elements=limit)
                     if request.HasField("inputs") else None),
+            cond_ids=(codec.array_of_message(request.cond_ids, "cond_ids", max_elements=limit)
+                      if request.HasField("cond_ids") else None),
         )
         job, _ = enqueue_job(submission, request.idempotency_key or None, self.settings, self.store,
                              self.artifacts, self.dispatcher, principal=caller, quotas=self.quotas)

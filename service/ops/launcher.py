@@ -187,6 +187,7 @@ def banner(config: LaunchConfig, data_dir: Path, redis_url: str, embedded: bool)
     redis_note = "embedded" if embedded else "external"
     return "\n".join([
         "fpf is running",
+        f"  Web:      {config.base_url}/",
         f"  API:      {config.base_url}",
         f"  Docs:     {config.base_url}/docs",
         *([f"  gRPC:     {config.grpc_url}"] if config.grpc_url else []),

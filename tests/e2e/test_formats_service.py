@@ -335,9 +335,9 @@ def test_unknown_format_is_refused_as_an_invalid_request(http: httpx.Client, tmp
     assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == "invalid_request"
-    assert "format" in problem["detail"] and "'torchscript', 'onnx' or 'savedmodel'" in problem["detail"]
+    assert "format" in problem["detail"] and "'torchscript', 'torch_export', 'onnx' or 'savedmodel'" in problem["detail"]
     schema = http.get("/openapi.json").json()["components"]["schemas"]
-    assert schema["ModelFormat"]["enum"] == ["torchscript", "onnx", "savedmodel"]
+    assert schema["ModelFormat"]["enum"] == ["torchscript", "torch_export", "onnx", "savedmodel"]
 
 
 # --- the same through gRPC and the client -----------------------------------------------------

@@ -349,3 +349,22 @@ def test_an_unreachable_server_is_service_unavailable() -> None:
             client.list_jobs()
     assert caught.value.code is ErrorCode.SERVICE_UNAVAILABLE
 
+
+
+def test_compat_finder_over_grpc_and_rest_gives_the_same_labelled_points(live_service: LiveService,
+                                                                          grpc_target: str) -> None:
+    """fpf_client.compat with user cond_ids: REST and gRPC return the same points with the same labels."""
+    from fpf_client.compat import FixedPointFinder
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(2, 8, batch_first=True)
+    states = np.random.default_rng(3).normal(size=(32, 8)) * 0.5
+    inputs = np.repeat([[0.0, 0.0], [0.5, -0.5]], 16, axis=0)
+    labels = np.arange(32) % 4 + 100
+    results = [FixedPointFinder(rnn, url=url, verbose=False).find_fixed_points(states, inputs, cond_ids=labels)
+               for url in (live_service.url, f"grpc://{grpc_target}")]
+    (unique_rest, all_rest), (unique_rpc, all_rpc) = results
+    assert all_rest.cond_id.tolist() == all_rpc.cond_id.tolist() == labels.tolist()
+    assert same_arrays_bit_for_bit(unique_rest, unique_rpc, meta=False)
+    assert set(unique_rest.cond_id.tolist()) <= set(labels.tolist())

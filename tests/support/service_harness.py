@@ -110,6 +110,11 @@ class LiveService:
         """PIDs of the worker's pool processes."""
         return children_of(self.worker.pid) if self.worker is not None else []
 
+    def kill_gateway(self) -> None:
+        """SIGKILL the gateway (it gets no chance to close its streams)."""
+        os.killpg(self.gateway.pid, signal.SIGKILL)
+        self.gateway.wait(10)
+
     def kill_worker(self, worker: subprocess.Popen | None = None) -> None:
         """SIGKILL a whole worker (the last started by default): its main process and its pool, no chance
         to clean up."""
@@ -157,12 +162,12 @@ class LiveService:
 
 
 @contextmanager
-def start_service(root: Path, **settings: str) -> Iterator[LiveService]:
-    """Run the gateway and one worker with their own Redis prefix and data directory under ``root``;
-    ``settings`` add or override ``FPF_*`` variables (``FPF_REDIS_URL`` names another Redis than the
-    shared test database). Stopped by PID, keys deleted, on exit."""
+def start_service(root: Path, *, redis_url: str | None = None, **settings: str) -> Iterator[LiveService]:
+    """Run the gateway and one worker with their own Redis prefix and data directory under ``root``
+    (on ``redis_url`` or ``FPF_REDIS_URL`` in ``settings``, by default the test database of the Redis
+    on 6379); ``settings`` add or override ``FPF_*`` variables. Stopped by PID, keys deleted, on exit."""
     prefix = f"fpftest-{uuid.uuid4().hex[:8]}"
-    redis_url = settings.get("FPF_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
+    redis_url = redis_url or settings.pop("FPF_REDIS_URL", None) or f"redis://127.0.0.1:6379/{REDIS_DB}"
     port = free_port()
     env = {
         **os.environ,

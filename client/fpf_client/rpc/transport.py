@@ -122,11 +122,12 @@ class GrpcTransport:
     # --- jobs --------------------------------------------------------------------------------
     def submit_job(self, model_id: str, arrays: ArraysPayload, options: dict[str, Any],
                    idempotency_key: str | None) -> JobRecord:
-        inputs = arrays.arrays.get("inputs")
+        inputs, cond_ids = arrays.arrays.get("inputs"), arrays.arrays.get("cond_ids")
         request = self.pb2.SubmitJobRequest(
             model_id=model_id, initial_states=codec.array_message(arrays.arrays["initial_states"]),
             inputs=None if inputs is None else codec.array_message(inputs),
             options_json=json.dumps(options), idempotency_key=idempotency_key or "",
+            cond_ids=None if cond_ids is None else codec.array_message(cond_ids),
         )
         return _job(self._call(self.stub.SubmitJob, request))
 

@@ -7,6 +7,7 @@ import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,25 @@ def test_upload_examples_use_the_gateway_fields() -> None:
     client_fields = set(re.findall(r"(\w+)=\"", text))
     assert {"signature", "input_name", "state_name", "output_name"} <= curl_fields & cli_fields & client_fields
     assert curl_fields | cli_fields | client_fields <= set(UploadHints.model_fields)
+
+
+def test_torch_export_recipe_runs_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    namespace = _run_recipe("torch.export programs", tmp_path, monkeypatch)
+    model = load_model(tmp_path / "gru_step.pt2")
+    assert (model.format, model.n_states, model.n_inputs) == ("torch_export", 32, 3)
+    u, h = torch.randn(5, 3), torch.randn(5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.step(h, u), namespace["Step"](namespace["layer"]).eval()(u, h))
+
+
+def test_keras_recipe_runs_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorflow")
+    namespace = _run_recipe("Keras 3 exports", tmp_path, monkeypatch)
+    model = load_model(tmp_path / "lstm_step")
+    assert (model.format, model.n_states, model.n_inputs) == ("savedmodel", 32, 3)
+    u, h = torch.randn(5, 3), torch.randn(5, 32)
+    keras = namespace["keras"]
+    expected = keras.Model([namespace["u"], namespace["h"], namespace["c"]], [namespace["h_next"], namespace["c_next"]])(
+        [u.numpy()[:, None, :], h[:, :16].numpy(), h[:, 16:].numpy()])
+    torch.testing.assert_close(model.step(h, u), torch.from_numpy(np.concatenate([t.numpy() for t in expected], 1)))

@@ -126,7 +126,7 @@ def _save(tmp_path: Path, body: Callable, *, batch: int | None = None, name: str
     names = body.__code__.co_varnames[: body.__code__.co_argcount]
     specs = [tf.TensorSpec([batch, 2], tf.float32, name=arg) for arg in names]
     module = tf.Module()
-    module.counter = _COUNTER  # tracked, for the body that writes a variable
+    module.counter = _COUNTER  # tracked: the model's own variable, for the bodies that write one
     module.step = tf.function(body, input_signature=specs)
     tf.saved_model.save(module, str(tmp_path / name), signatures={"serving_default": module.step})
     return tmp_path / name
@@ -170,7 +170,31 @@ def _file_op_in_a_nested_function(u, h):  # noqa: ANN001, ANN202
     return {"h_next": _nested(h) + u}
 
 
-def _variable_write(u, h):  # noqa: ANN001, ANN202
+@tf.function
+def _read_in_a_loop_body(x):  # noqa: ANN001, ANN202
+    def body(i, y):  # noqa: ANN001, ANN202
+        read = tf.cond(tf.reduce_sum(y) > 1e9, lambda: tf.io.read_file("/etc/hostname"), lambda: tf.constant(""))
+        return i + 1, y + 0.0 * tf.cast(tf.strings.length(read), tf.float32)
+
+    return tf.while_loop(lambda i, y: i < 1, body, (tf.constant(0), x))[1]
+
+
+@tf.function
+def _calls_a_loop(x):  # noqa: ANN001, ANN202
+    return _read_in_a_loop_body(x)
+
+
+def _file_op_hidden_in_nested_calls(u, h):  # noqa: ANN001, ANN202
+    return {"h_next": _calls_a_loop(h) + u}
+
+
+def _impure_variable_write(u, h):  # noqa: ANN001, ANN202
+    with tf.control_dependencies([_COUNTER.assign_add(1.0)]):
+        return {"h_next": h + u + 0.0 * _COUNTER.read_value() + _COUNTER.read_value()}
+
+
+def _pure_variable_write(u, h):  # noqa: ANN001, ANN202
+    # What a Keras seed generator does: advance a state variable the output never reads.
     with tf.control_dependencies([_COUNTER.assign_add(1.0)]):
         return {"h_next": tf.identity(h + u)}
 
@@ -187,8 +211,13 @@ _COUNTER = tf.Variable(0.0)
         (_py_func, "PyFunc"),
         (_print_to_file, "PrintV2"),
         (_file_op_in_a_branch, "ReadFile"),
-        (_file_op_in_a_nested_function, "ReadFile"),
-        (_variable_write, "AssignAddVariableOp"),
+        (_file_op_in_a_nested_function, "ReadFile in __inference__nested_[0-9]+, reached by signature "
+                                        "'serving_default' -> __inference_signature_wrapper_.* -> node "
+                                        "'PartitionedCall' -> __inference__nested_[0-9]+;"),
+        (_file_op_hidden_in_nested_calls, "ReadFile in while_cond_true_[0-9]+, reached by signature "
+                                          "'serving_default' -> .*_calls_a_loop_[0-9]+ -> node 'PartitionedCall' -> "
+                                          "__inference__read_in_a_loop_body_[0-9]+ -> node 'while' -> while_body_[0-9]+ "
+                                          "-> node 'while/cond' -> while_cond_true_[0-9]+"),
     ],
 )
 def test_side_effect_ops_refused_before_loading(tmp_path: Path, body: Callable, op: str) -> None:
@@ -196,6 +225,45 @@ def test_side_effect_ops_refused_before_loading(tmp_path: Path, body: Callable, 
     with pytest.raises(InvalidModel, match=op):
         load_savedmodel(path)
     assert not Path("/tmp/fpf-evil").exists()
+
+
+def test_a_write_to_its_own_variable_is_allowed_when_the_step_stays_pure(tmp_path: Path) -> None:
+    model = load_savedmodel(_save(tmp_path, _pure_variable_write))
+    h, u = torch.randn(4, 2), torch.randn(4, 2)
+    torch.testing.assert_close(model.step(h, u), h + u)
+    torch.testing.assert_close(model.jacobian_states(h, u), torch.eye(2).expand(4, 2, 2))
+    with pytest.raises(InvalidModel, match="not a pure function of .*AssignAddVariableOp in __inference"):
+        load_savedmodel(_save(tmp_path, _impure_variable_write, name="impure"))
+
+
+def test_initialiser_and_checkpoint_nodes_nothing_calls_are_no_reason_to_refuse(tmp_path: Path) -> None:
+    """A Keras cell in a tf.Module: the SavedModel's graph holds AssignVariableOp initialisers and
+    RestoreV2 in the saver's restore function, which the served signature never runs."""
+    keras = pytest.importorskip("keras")
+    cell = keras.layers.GRUCell(3)
+    module = tf.Module()
+    module.cell = cell
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], name="u"), tf.TensorSpec([None, 3], name="h")])
+    def step(u, h):  # noqa: ANN001, ANN202
+        return {"h_next": cell(u, [h])[1][0]}
+
+    module.step = step
+    tf.saved_model.save(module, str(tmp_path / "keras"), signatures={"serving_default": step})
+    graph_ops = {node.op for node in _meta_graph(tmp_path / "keras").graph_def.node}
+    assert "AssignVariableOp" in graph_ops
+    model = load_savedmodel(tmp_path / "keras")
+    h, u = torch.randn(4, 3), torch.randn(4, 2)
+    expected = cell(u.numpy(), [h.numpy()])[1][0].numpy()
+    torch.testing.assert_close(model.step(h, u), torch.from_numpy(expected))
+
+
+def _meta_graph(directory: Path):  # noqa: ANN202
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
+    return saved_model.meta_graphs[0]
 
 
 def _plain(u, h):  # noqa: ANN001, ANN202
@@ -249,3 +317,61 @@ def test_not_a_savedmodel_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidModel, match="no saved_model.pb"):
         load_savedmodel(tmp_path / "empty")
+
+
+# --- the common export mistakes, each refused with its fix -------------------------------------
+
+
+def _save_specs(tmp_path: Path, name: str, body: Callable, specs: list) -> Path:  # noqa: ANN001
+    module = tf.Module()
+    module.step = tf.function(body, input_signature=specs)
+    tf.saved_model.save(module, str(tmp_path / name), signatures={"serving_default": module.step})
+    return tmp_path / name
+
+
+def test_half_precision_signature_refused_with_the_fix(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 2], tf.float16, name="u"), tf.TensorSpec([None, 2], tf.float16, name="h")]
+    path = _save_specs(tmp_path, "half", lambda u, h: {"h_next": tf.tanh(h) + u}, specs)
+    with pytest.raises(InvalidModel, match="is float16: fixed points need float32 or float64; export the step with"):
+        load_savedmodel(path)
+
+
+def test_a_sequence_input_longer_than_one_step_refused_with_the_fix(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 5, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
+    path = _save_specs(tmp_path, "seq", lambda u, h: {"h_next": tf.tanh(h) + tf.reduce_sum(u, 1)}, specs)
+    with pytest.raises(InvalidModel, match=r"sequence of 5 time steps .* export the layer with an input of shape "
+                                           r"\(None, 1, m\)"):
+        load_savedmodel(path)
+
+
+def test_a_length_one_sequence_input_is_fed_one_step(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, None, 2], tf.float32, name="x"), tf.TensorSpec([None, 2], tf.float32, name="s")]
+    model = load_savedmodel(_save_specs(tmp_path, "seq1", lambda x, s: {"y": tf.tanh(s) + x[:, -1]}, specs))
+    h, u = torch.randn(4, 2), torch.randn(4, 2)
+    torch.testing.assert_close(model.step(h, u), torch.tanh(h) + u)
+    torch.testing.assert_close(model.jacobian_inputs(h, u), torch.eye(2).expand(4, 2, 2))
+
+
+def test_a_cell_returning_output_and_state_list_is_told_what_to_return(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
+    # TF cannot save the nested (output, [state]) as a signature; flattened, it is two positional outputs.
+    path = _save_specs(tmp_path, "pair", lambda u, h: (tf.tanh(h + u), tf.tanh(h + u)), specs)
+    with pytest.raises(InvalidModel, match=r"a Keras cell's \(output, \[state\]\) returned as it is: return the next "
+                                           r"state alone"):
+        load_savedmodel(path)
+
+
+def test_a_two_part_state_is_packed_and_its_outputs_named(tmp_path: Path) -> None:
+    specs = [tf.TensorSpec([None, 1], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h"),
+             tf.TensorSpec([None, 3], tf.float32, name="c")]
+    body = lambda u, h, c: {"a": tf.tanh(h) + u, "b": 0.5 * c}  # noqa: E731
+    path = _save_specs(tmp_path, "pair_state", body, specs)
+    with pytest.raises(InvalidModel, match=r"do not include h_next, c_next: name them so, or give "
+                                           r"output_name='h_next,c_next'"):
+        load_savedmodel(path)
+    model = load_savedmodel(path, output_name="a,b")
+    assert (model.n_states, model.n_inputs) == (5, 1)
+    h, u = torch.randn(4, 5), torch.randn(4, 1)
+    torch.testing.assert_close(model.step(h, u), torch.cat([torch.tanh(h[:, :2]) + u, 0.5 * h[:, 2:]], 1))
+    with pytest.raises(InvalidModel, match=r"n_states=4 was given, but the model declares 5: leave the hint out"):
+        load_savedmodel(path, output_name="a,b", n_states=4)

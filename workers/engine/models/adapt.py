@@ -8,6 +8,7 @@ import torch
 from fpf_client.errors import InvalidModel
 
 from .base import Dynamics, StepModel
+from .naming import SIZE_HINT_FIX
 from .contract import StepFn, check_signature, check_step, discover_shapes, user_errors_as_invalid_model
 from .recurrent import as_step_function, recurrent_shape
 from .torch_step import TorchStepModel, own_module, placement
@@ -73,6 +74,11 @@ def module_step_model(
     _check_dynamics(dynamics)
     module = own_module(module, copy_module=copy_module)
     dtype, device = placement(module)
+    if dtype in (torch.float16, torch.bfloat16):
+        raise InvalidModel(
+            f"the model's parameters are {str(dtype).removeprefix('torch.')}: fixed points need float32 or "
+            "float64; convert it with model.float() before saving it"
+        )
     shape = recurrent_shape(module)
     if shape is not None:
         fn: StepFn = as_step_function(module)
@@ -136,7 +142,7 @@ def _check_hints(model: StepModel, n_states: int | None, n_inputs: int | None) -
 
 def _check_hint(name: str, hint: int | None, actual: int, what: str) -> None:
     if hint is not None and hint != actual:
-        raise InvalidModel(f"{name}={hint} does not match {what} ({actual})")
+        raise InvalidModel(f"{name}={hint} does not match {what} ({actual}): {SIZE_HINT_FIX[name]}")
 
 
 def _check_dynamics(dynamics: str) -> None:

@@ -167,6 +167,11 @@ def _check_output(out: Any, shape: tuple[int, int], dtype: torch.dtype, what: st
     if isinstance(out, (tuple, list)) and out:
         out = out[-1]
         returned += f" ending with {type(out).__name__}"
+        if isinstance(out, (tuple, list)):
+            raise InvalidModel(
+                f"forward(u, h) returned (output, [state]) {what}, as a recurrent cell or layer does: return the "
+                "next state itself, e.g. `_, (h_next,) = cell(u, [h]); return h_next`"
+            )
     if not isinstance(out, torch.Tensor):
         raise InvalidModel(
             f"forward(u, h) returned {returned} {what}; expected a tensor (n, n_states) "

@@ -49,6 +49,18 @@ def _load_savedmodel(path: str | Path, **kwargs) -> StepModel:
     return load_savedmodel(path, **kwargs)
 
 
+def _detect_torch_export(path: Path) -> bool:
+    from .torch_export import is_torch_export
+
+    return is_torch_export(path)
+
+
+def _load_torch_export(path: str | Path, **kwargs) -> StepModel:
+    from .torch_export import load_torch_export
+
+    return load_torch_export(path, **kwargs)
+
+
 def _detect_onnx(path: Path) -> bool:
     from .onnx_model import looks_like_onnx
 
@@ -64,6 +76,7 @@ def _load_onnx(path: str | Path, **kwargs) -> StepModel:
 # Order matters: a SavedModel archive is recognised before an archive holding an .onnx file.
 FORMATS: dict[str, Format] = {
     "torchscript": Format(is_torchscript, load_torchscript),
+    "torch_export": Format(_detect_torch_export, _load_torch_export),
     "savedmodel": Format(_detect_savedmodel, _load_savedmodel, frozenset(NAMING_FIELDS)),
     "onnx": Format(_detect_onnx, _load_onnx, frozenset({"input_name", "state_name", "output_name"})),
 }
@@ -71,6 +84,7 @@ FORMATS: dict[str, Format] = {
 #: Why a format refuses the naming arguments it does not take.
 _WHY_UNNAMED = {
     "torchscript": "a TorchScript module takes u and h by position, forward(u, h) -> h_next",
+    "torch_export": "an exported program takes u and h by position, forward(u, h) -> h_next",
     "onnx": "an ONNX graph has no signatures, only its named inputs and outputs",
 }
 
@@ -117,7 +131,8 @@ def load_model(
     Parameters
     ----------
     path : the model file.
-    format : ``"torchscript"``, ``"onnx"`` or ``"savedmodel"``; detected from the file when None.
+    format : ``"torchscript"``, ``"torch_export"``, ``"onnx"`` or ``"savedmodel"``; detected from the
+        file when None.
     n_states, n_inputs : hints, checked by a dry run; needed when the file does not
         declare its shapes and they cannot be read off its parameters.
     dynamics : ``"discrete"`` (a map F) or ``"continuous"`` (a vector field f).

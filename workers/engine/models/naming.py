@@ -63,11 +63,19 @@ def pick_output(names: list[str], output_name: str | None, *, last_by_default: b
     )
 
 
+#: The one-sentence fix for a size hint that contradicts the model.
+SIZE_HINT_FIX = {
+    "n_states": "leave the hint out (fpf reads the size off the model) or count every part of the packed "
+                "state (an LSTM's [h, c] has 2·H entries per layer, a stack of L layers L times as many)",
+    "n_inputs": "leave the hint out (fpf reads the size off the model) or give the size of one time step's input",
+}
+
+
 def check_size_hints(actual_states: int, actual_inputs: int, *, n_states: int | None, n_inputs: int | None) -> None:
     """Refuse upload hints that contradict the sizes a model declares."""
     for name, hint, actual in (("n_states", n_states, actual_states), ("n_inputs", n_inputs, actual_inputs)):
         if hint is not None and hint != actual:
-            raise InvalidModel(f"{name}={hint} was given, but the model declares {actual}")
+            raise InvalidModel(f"{name}={hint} was given, but the model declares {actual}: {SIZE_HINT_FIX[name]}")
 
 
 def _by_alias(shapes: Mapping[str, str], aliases: tuple[str, ...], exclude: str | None) -> str | None:
@@ -75,4 +83,5 @@ def _by_alias(shapes: Mapping[str, str], aliases: tuple[str, ...], exclude: str 
     return matches[0] if len(matches) == 1 else None
 
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "STATE_NAMES", "assign_roles", "check_size_hints", "pick_output"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "SIZE_HINT_FIX", "STATE_NAMES", "assign_roles", "check_size_hints",
+           "pick_output"]

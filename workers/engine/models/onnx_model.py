@@ -239,6 +239,11 @@ def resolve_signature(
 
 def _matrix(value: onnx.ValueInfoProto, role: str) -> tuple[torch.dtype, int]:
     tensor_type = value.type.tensor_type
+    if tensor_type.elem_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
+        raise InvalidModel(
+            f"{role} {value.name!r} is {TensorProto.DataType.Name(tensor_type.elem_type).lower()}: fixed points "
+            "need float32 or float64; export the model after model.float()"
+        )
     if tensor_type.elem_type not in _FLOAT_TYPES:
         raise InvalidModel(f"{role} {value.name!r} must be float32 or float64")
     dims = tensor_type.shape.dim

@@ -2,7 +2,8 @@
 
 onnx2torch 1.5.15 lacks converters that real exports need: the ONNX ``RNN``, ``GRU``
 and ``LSTM`` ops (a full ``nn.RNN``/``nn.GRU``/``nn.LSTM`` exports to them), ``Split``-18
-and the opset-18 reductions (axes moved from an attribute to an input), and the
+and the opset-18 reductions (axes moved from an attribute to an input), ``Reshape`` with
+``allowzero=1`` (torch's dynamo exporter writes it), and the
 revisions of common ops that only added tensor types (opsets 16-24). This module adds
 them to onnx2torch's registry once, on first use.
 """
@@ -200,6 +201,14 @@ class OnnxSplit18(nn.Module):
         return tuple(torch.split(x, math.ceil(x.shape[self.axis] / self.num_outputs), dim=self.axis))
 
 
+class OnnxReshapeAllowZero(nn.Module):
+    """ONNX ``Reshape`` with ``allowzero=1``: a 0 in the shape is a dimension of size 0, as in torch
+    (the default ``allowzero=0`` copies the input's dimension instead)."""
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return torch.reshape(x, shape.tolist())
+
+
 @cache
 def import_onnx2torch() -> types.ModuleType:
     """Import onnx2torch (without torchvision, which it needs only for NMS/RoiAlign) and register fpf's converters."""
@@ -243,6 +252,18 @@ def _register() -> None:
             key = OperationDescription(defs.ONNX_DOMAIN, op_type, version)
             if older and key not in _CONVERTER_REGISTRY:
                 _CONVERTER_REGISTRY[key] = _CONVERTER_REGISTRY[OperationDescription(defs.ONNX_DOMAIN, op_type, max(older))]
+
+    def reshape_allowing_zero(default):  # noqa: ANN001, ANN202
+        def convert(node, graph):  # noqa: ANN001, ANN202
+            if node.attributes.get("allowzero", 0) != 1:
+                return default(node, graph)
+            return OperationConverterResult(torch_module=OnnxReshapeAllowZero(), onnx_mapping=onnx_mapping_from_node(node))
+
+        return convert
+
+    # torch's dynamo exporter writes Reshape with allowzero=1, which onnx2torch refuses.
+    for key in [key for key in _CONVERTER_REGISTRY if key.domain == defs.ONNX_DOMAIN and key.operation_type == "Reshape"]:
+        _CONVERTER_REGISTRY[key] = reshape_allowing_zero(_CONVERTER_REGISTRY[key])
 
     def recurrent(node, graph):  # noqa: ANN001, ANN202 - onnx2torch's converter signature
         attributes = node.attributes

@@ -2,10 +2,10 @@
 
 A SavedModel arrives as a directory or a ``.zip`` / ``.tar.gz`` of one. Its signature
 (``serving_default`` unless named) takes u ``(n, m)`` and h ``(n, d)`` and returns the next
-state. Before TF loads anything, every op the model can run is checked against
-:data:`ALLOWED_OPS`: a SavedModel can read and write the server's files, start
-processes or reach the network (``ReadFile``, ``WriteFile``, ``PyFunc``, ...) when it is
-called. The solvers are shared with torch: only F and its derivatives run in TF,
+state. Before TF loads anything, every op the model can run is checked against an
+allow-list (:mod:`.savedmodel_scan`): a SavedModel can read and write the server's files,
+start processes or reach the network (``ReadFile``, ``WriteFile``, ``PyFunc``, ...) when
+it is called. The solvers are shared with torch: only F and its derivatives run in TF,
 inside ``tf.function``s with a fixed input signature (traced once; eager calls would
 retrace every time), and cross over as torch tensors.
 
@@ -15,6 +15,7 @@ start fast.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -28,35 +29,15 @@ import torch
 from fpf_client.errors import InvalidModel
 
 from .archive import archive_kind, extract_archive, list_members
+from .adapt import check_derivatives
 from .base import Dynamics, StepModel
 from .naming import assign_roles, check_size_hints, pick_output
+from .savedmodel_scan import VariableWrite, scan_savedmodel
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
-#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads.
-#: Anything else (file, network, process, Python or printing ops, variable writes) is refused.
-ALLOWED_OPS = frozenset(
-    """
-    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient
-    CheckNumerics EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp
-    StatefulPartitionedCall PartitionedCall If StatelessIf While StatelessWhile Case StatelessCase
-    Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan FloorDiv FloorMod Mod Neg Reciprocal Inv
-    Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs Sign Maximum Minimum Floor Ceil
-    Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh Acosh Atanh Erf Erfc
-    Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue
-    MatMul BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod
-    Sum Mean Max Min Prod All Any ArgMax ArgMin EuclideanNorm FusedBatchNormV3
-    Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot
-    Select SelectV2 IsFinite IsNan IsInf Where
-    Reshape Shape ShapeN Size Rank Squeeze ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice
-    Pack Unpack Transpose Fill ZerosLike OnesLike Cast Tile Gather GatherV2 GatherNd Range
-    BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3 MatrixDiagPartV3 MatrixBandPart
-    Pad PadV2 MirrorPad OneHot TensorScatterUpdate
-    TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack
-    TensorListLength TensorListElementShape
-    """.split()
-)
 _FLOAT_DTYPES = {1: torch.float32, 2: torch.float64}  # tensorflow.DataType DT_FLOAT, DT_DOUBLE
+_HALF_DTYPES = {19: "float16", 14: "bfloat16"}  # DT_HALF, DT_BFLOAT16
 
 
 def load_savedmodel(
@@ -89,10 +70,10 @@ def load_savedmodel(
     """
     with _unpacked(Path(path_or_archive)) as directory:
         meta_graph = _read_meta_graph(directory)
-        scan_ops(meta_graph)
         step_signature = resolve_signature(
             meta_graph, signature, input_name=input_name, state_name=state_name, output_name=output_name
         )
+        writes = scan_savedmodel(meta_graph, signature)
         check_size_hints(step_signature.n_states, step_signature.n_inputs, n_states=n_states, n_inputs=n_inputs)
         import tensorflow as tf
 
@@ -101,7 +82,7 @@ def load_savedmodel(
         except Exception as exc:  # noqa: BLE001 - a corrupt model may make TF raise anything
             raise InvalidModel(f"TensorFlow cannot load the SavedModel: {type(exc).__name__}: {exc}") from None
     model = SavedModelStep(loaded, step_signature, dynamics)
-    _dry_run(model)
+    _dry_run(model, writes)
     return model
 
 
@@ -117,15 +98,25 @@ def looks_like_savedmodel(path: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class SavedModelSignature:
-    """The signature's argument and output names playing u, h and F(h, u), and the sizes."""
+    """The signature's argument and output names playing u, the state and F(h, u), and the sizes.
+
+    The state may be several arguments (``state_names``, sizes ``state_sizes``), concatenated in
+    that order into h, and the next state as many outputs (``output_names``) in the same order.
+    ``time_axis``: u is fed as a length-1 sequence ``(n, 1, m)`` (a Keras layer's input).
+    """
 
     name: str
     input_name: str | None
-    state_name: str
-    output_name: str
+    state_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    state_sizes: tuple[int, ...]
     n_inputs: int
-    n_states: int
     dtype: torch.dtype
+    time_axis: bool = False
+
+    @property
+    def n_states(self) -> int:
+        return sum(self.state_sizes)
 
 
 class SavedModelStep(StepModel):
@@ -149,6 +140,7 @@ class SavedModelStep(StepModel):
         self._dtype = signature.dtype
         self._device = torch.device("cuda" if tf.config.list_physical_devices("GPU") else "cpu")
         self._functions = _tf_functions(loaded.signatures[signature.name], signature)
+        self._routes: dict[str, str] = {}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -186,7 +178,33 @@ class SavedModelStep(StepModel):
     def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._call("vjp", h, u, w)
 
+    def choose_derivatives(self, h: torch.Tensor, u: torch.Tensor) -> None:
+        """Use the unvectorized Jacobians and jvp where TF cannot vectorize them for this graph.
+
+        Raises
+        ------
+        InvalidModel
+            When neither way differentiates the signature.
+        """
+        for name in ("jacobian_states", "jacobian_inputs", "jvp"):
+            if name == "jacobian_inputs" and self.n_inputs == 0:
+                continue
+            try:
+                with _quiet_tensorflow():  # a failed vectorisation logs pages of graph dumps
+                    self._call(name, h, u, *([h] if name == "jvp" else []))
+                continue
+            except Exception:  # noqa: BLE001 - TF raises many kinds of errors when it cannot vectorize
+                self._routes[name] = f"{name}/unvectorized"
+            try:
+                self._call(name, h, u, *([h] if name == "jvp" else []))
+            except Exception as exc:  # noqa: BLE001
+                raise InvalidModel(
+                    f"TensorFlow cannot differentiate the signature ({name}): {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[-1][:300]}"
+                ) from None
+
     def _call(self, name: str, h: torch.Tensor, u: torch.Tensor, *extra: torch.Tensor) -> Any:
+        name = self._routes.get(name, name)
         if u.shape[0] != h.shape[0]:
             u = u.expand(h.shape[0], u.shape[1])
         out = self._functions[name](*(_to_tf(t, self._dtype) for t in (h, u, *extra)))
@@ -195,8 +213,24 @@ class SavedModelStep(StepModel):
         return _to_torch(out, h.device)
 
 
+@contextmanager
+def _quiet_tensorflow() -> Iterator[None]:
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _tf_functions(concrete: Any, signature: SavedModelSignature) -> dict[str, Any]:
-    """The traced-once tf.functions F, dF/dh, dF/du, jvp and vjp, all taking (h, u[, tangent])."""
+    """The traced-once tf.functions F, dF/dh, dF/du, jvp and vjp, all taking (h, u[, tangent]).
+
+    The Jacobians and jvp also come ``/unvectorized``: TF's vectorisation (pfor) of
+    ``batch_jacobian`` and forward mode fail on some graphs (a Keras layer's ``While`` loop
+    over TensorLists); these take one backward pass per state instead.
+    """
     import tensorflow as tf
 
     dtype = tf.float32 if signature.dtype == torch.float32 else tf.float64
@@ -205,34 +239,40 @@ def _tf_functions(concrete: Any, signature: SavedModelSignature) -> dict[str, An
     zero = tf.UnconnectedGradients.ZERO
 
     def call(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        arguments = {signature.state_name: h}
+        parts = tf.split(h, list(signature.state_sizes), axis=1) if len(signature.state_sizes) > 1 else [h]
+        arguments = dict(zip(signature.state_names, parts))
         if signature.input_name is not None:
-            arguments[signature.input_name] = u
-        return concrete(**arguments)[signature.output_name]
+            arguments[signature.input_name] = u[:, None, :] if signature.time_axis else u
+        out = concrete(**arguments)
+        nexts = [out[key] for key in signature.output_names]
+        return tf.concat(nexts, axis=1) if len(nexts) > 1 else nexts[0]
 
     @tf.function(input_signature=[spec_h, spec_u])
     def step(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         return call(h, u)
 
-    @tf.function(input_signature=[spec_h, spec_u])
-    def jacobian_states(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            tape.watch(h)
-            out = call(h, u)
-        return tape.batch_jacobian(out, h, unconnected_gradients=zero)
+    def batch_jacobian(wrt_states: bool, vectorized: bool) -> Any:
+        @tf.function(input_signature=[spec_h, spec_u])
+        def jacobian(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+            x = h if wrt_states else u
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = call(h, u)
+            return tape.batch_jacobian(out, x, unconnected_gradients=zero, experimental_use_pfor=vectorized)
 
-    @tf.function(input_signature=[spec_h, spec_u])
-    def jacobian_inputs(h: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            tape.watch(u)
-            out = call(h, u)
-        return tape.batch_jacobian(out, u, unconnected_gradients=zero)
+        return jacobian
 
     @tf.function(input_signature=[spec_h, spec_u, spec_h])
     def jvp(h: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.autodiff.ForwardAccumulator(h, v) as accumulator:
             out = call(h, u)
         return out, accumulator.jvp(out, unconnected_gradients=zero)
+
+    unvectorized_states = batch_jacobian(True, False)
+
+    @tf.function(input_signature=[spec_h, spec_u, spec_h])
+    def jvp_by_jacobian(h: tf.Tensor, u: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return call(h, u), tf.einsum("nij,nj->ni", unvectorized_states(h, u), v)
 
     @tf.function(input_signature=[spec_h, spec_u, spec_h])
     def vjp(h: tf.Tensor, u: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -241,8 +281,10 @@ def _tf_functions(concrete: Any, signature: SavedModelSignature) -> dict[str, An
             out = call(h, u)
         return out, tape.gradient(out, h, output_gradients=w, unconnected_gradients=zero)
 
-    return {"step": step, "jacobian_states": jacobian_states, "jacobian_inputs": jacobian_inputs,
-            "jvp": jvp, "vjp": vjp}
+    return {"step": step, "vjp": vjp,
+            "jacobian_states": batch_jacobian(True, True), "jacobian_inputs": batch_jacobian(False, True),
+            "jvp": jvp, "jacobian_states/unvectorized": unvectorized_states,
+            "jacobian_inputs/unvectorized": batch_jacobian(False, False), "jvp/unvectorized": jvp_by_jacobian}
 
 
 def _to_tf(tensor: torch.Tensor, dtype: torch.dtype) -> Any:
@@ -262,19 +304,32 @@ def _to_torch(tensor: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(tensor))
 
 
-def _dry_run(model: SavedModelStep) -> None:
-    """Call F on a small batch: catches signatures whose output is not (n, n_states)."""
-    h = torch.zeros(3, model.n_states, dtype=model.dtype)
-    u = torch.zeros(3, model.n_inputs, dtype=model.dtype)
+def _dry_run(model: SavedModelStep, writes: list[VariableWrite]) -> None:
+    """Call F on a small batch: catches signatures whose output is not (n, n_states), and, when the
+    step writes its own variables, steps whose output those writes change (F must be pure); then
+    take every derivative once, choosing the ways TF can compute them for this graph."""
+    generator = torch.Generator().manual_seed(0)
+    h = (0.5 * torch.randn(3, model.n_states, generator=generator)).to(model.dtype)
+    u = (0.5 * torch.randn(3, model.n_inputs, generator=generator)).to(model.dtype)
     try:
         out = model.step(h, u)
+        again = model.step(h, u) if writes else out
     except Exception as exc:  # noqa: BLE001
         raise InvalidModel(f"the SavedModel fails on a batch of 3 states: {type(exc).__name__}: {exc}") from None
     if tuple(out.shape) != (3, model.n_states):
         raise InvalidModel(
-            f"output {model.signature.output_name!r} has shape {tuple(out.shape)} for 3 states; "
+            f"output {', '.join(model.signature.output_names)} has shape {tuple(out.shape)} for 3 states; "
             f"a step model returns the next state, shape (3, {model.n_states})"
         )
+    if not torch.equal(out, again):
+        write = writes[0]
+        raise InvalidModel(
+            f"the step is not a pure function of (u, h): it writes variable {write.variable!r} "
+            f"({write.op} in {write.function}) and returns other values when called again on the same states; "
+            "export a step that reads its variables only"
+        )
+    model.choose_derivatives(h, u)
+    check_derivatives(model)
 
 
 @contextmanager
@@ -312,62 +367,6 @@ def _read_meta_graph(directory: Path) -> Any:
     return saved_model.meta_graphs[0]
 
 
-def scan_ops(meta_graph: Any) -> None:
-    """Refuse a graph that can run an op outside :data:`ALLOWED_OPS`.
-
-    Everything is scanned: the top-level graph and every function of its library,
-    following calls and control-flow branches. Only TF's own checkpoint functions (the
-    saver's save and restore, which TF runs with paths it chooses) may use file ops,
-    and nothing else may call them.
-    """
-    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
-    saver_nodes = {
-        name.split(":")[0]
-        for name in (meta_graph.saver_def.save_tensor_name, meta_graph.saver_def.restore_op_name)
-        if name
-    }
-    saver_functions: set[str] = set()
-    for node in meta_graph.graph_def.node:
-        if node.name in saver_nodes:
-            _collect_calls(node, library, saver_functions)
-    forbidden: list[str] = []
-    checked = [("the graph", n) for n in meta_graph.graph_def.node if n.name not in saver_nodes]
-    checked += [(f"function {name}", n) for name, f in library.items() if name not in saver_functions
-                for n in f.node_def]
-    for where, node in checked:
-        if node.op in library:
-            callees = {node.op}
-        else:
-            callees = set(_called_functions(node))
-            if node.op not in ALLOWED_OPS:
-                forbidden.append(f"{node.op} (in {where})")
-        if callees & saver_functions:
-            forbidden.append(f"a call of TF's checkpoint function (in {where})")
-    if forbidden:
-        unique = sorted(set(forbidden))
-        raise InvalidModel(
-            "the SavedModel contains ops a step model may not run (file, network, process or other "
-            f"side effects): {', '.join(unique[:10])}{' ...' if len(unique) > 10 else ''}"
-        )
-
-
-def _called_functions(node: Any) -> Iterator[str]:
-    for value in node.attr.values():
-        if value.HasField("func"):
-            yield value.func.name
-        for func in value.list.func:
-            yield func.name
-
-
-def _collect_calls(node: Any, library: dict[str, Any], found: set[str]) -> None:
-    names = [node.op] if node.op in library else list(_called_functions(node))
-    for name in names:
-        if name in library and name not in found:
-            found.add(name)
-            for inner in library[name].node_def:
-                _collect_calls(inner, library, found)
-
-
 def resolve_signature(
     meta_graph: Any,
     name: str,
@@ -376,34 +375,148 @@ def resolve_signature(
     state_name: str | None = None,
     output_name: str | None = None,
 ) -> SavedModelSignature:
-    """Find u, h and the next state among the signature's arguments and outputs; check shapes."""
+    """Find u, the state parts and the next state's parts among the signature's arguments and
+    outputs; check shapes.
+
+    ``state_name`` and ``output_name`` may list several comma-separated names: the state is then
+    the concatenation of those arguments (an LSTM's ``h,c``) and the next state that of those
+    outputs, in the same order. Arguments named ``h`` and ``c`` are such a pair without naming.
+    """
     available = [key for key in meta_graph.signature_def if not key.startswith("__")]
     if name not in meta_graph.signature_def:
         raise InvalidModel(f"the SavedModel has no signature {name!r}; it has {', '.join(map(repr, available))}")
     signature_def = meta_graph.signature_def[name]
     inputs, outputs = dict(signature_def.inputs), dict(signature_def.outputs)
-    how = (
-        "Name the signature's arguments u (n, n_inputs) and h (n, n_states), e.g. tf.function(input_signature="
-        "[tf.TensorSpec([None, m], name='u'), tf.TensorSpec([None, d], name='h')]), or name them at upload."
-    )
-    shapes = {key: _shape_text(info) for key, info in inputs.items()}
-    input_name, state_name = assign_roles(shapes, input_name=input_name, state_name=state_name, how=how)
-    output_name = pick_output(list(outputs), output_name)
-    dtype, n_states = _matrix(inputs[state_name], state_name, "state")
-    n_inputs = 0
+    state_names = _names(state_name) or _lstm_pair(inputs, input_name)
+    if len(state_names) > 1:
+        input_name = _input_beside(inputs, state_names, input_name)
+        output_names = _names(output_name) or _next_of(state_names, list(outputs))
+    else:
+        how = (
+            "Name the signature's arguments u (n, n_inputs) and h (n, n_states), e.g. tf.function(input_signature="
+            "[tf.TensorSpec([None, m], name='u'), tf.TensorSpec([None, d], name='h')]), or name them at upload "
+            "(an LSTM's state may be two arguments: state_name='h,c', output_name='h_next,c_next')."
+        )
+        shapes = {key: _shape_text(info) for key, info in inputs.items()}
+        sequences = [key for key, info in inputs.items() if _rank(info) == 3]
+        if input_name is None and len(sequences) == 1 and len(inputs) == 2:
+            input_name = sequences[0]  # a Keras layer's input, (n, time, m), beside a state (n, d)
+        input_name, single = assign_roles(shapes, input_name=input_name, state_name=state_names[0] if state_names
+                                          else None, how=how)
+        state_names = (single,)
+        output_names = _names(output_name) or (_pick_next_state(list(outputs)),)
+    for given in output_names:
+        if given not in outputs:
+            raise InvalidModel(f"the model has no output {given!r}; its outputs are {', '.join(map(repr, outputs))}")
+    if len(output_names) != len(state_names):
+        raise InvalidModel(
+            f"the state is {len(state_names)} argument(s) ({', '.join(state_names)}) but the next state "
+            f"{len(output_names)} output(s) ({', '.join(output_names)}): name as many outputs as state arguments"
+        )
+    parts = [_matrix(inputs[key], key, "state") for key in state_names]
+    dtype = parts[0][0]
+    n_inputs, time_axis = 0, False
     if input_name is not None:
-        input_dtype, n_inputs = _matrix(inputs[input_name], input_name, "input")
+        input_dtype, n_inputs, time_axis = _input_matrix(inputs[input_name], input_name)
         if input_dtype != dtype:
-            raise InvalidModel(f"input {input_name!r} and state {state_name!r} have different dtypes")
-    return SavedModelSignature(name, input_name, state_name, output_name, n_inputs, n_states, dtype)
+            raise InvalidModel(f"input {input_name!r} and state {state_names[0]!r} have different dtypes")
+    if any(part_dtype != dtype for part_dtype, _ in parts):
+        raise InvalidModel(f"the state arguments {', '.join(state_names)} have different dtypes")
+    return SavedModelSignature(name, input_name, state_names, output_names, tuple(size for _, size in parts),
+                               n_inputs, dtype, time_axis)
+
+
+def _pick_next_state(outputs: list[str]) -> str:
+    """The one output, or the one named h_next (...); several positional outputs (``output_0``,
+    ``output_1``: a Keras cell's ``(output, [state])`` returned as it is) get the fix spelled out."""
+    try:
+        return pick_output(outputs, None)
+    except InvalidModel as error:
+        if all(key.startswith("output_") for key in outputs):
+            raise InvalidModel(
+                f"the signature returns several outputs ({', '.join(outputs)}), as a Keras cell's (output, [state]) "
+                "returned as it is: return the next state alone, e.g. {'h_next': cell(u, [h])[1][0]}, or name "
+                "it at upload (output_name)"
+            ) from None
+        raise error
+
+
+def _names(given: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in given.split(",") if part.strip()) if given else ()
+
+
+def _lstm_pair(inputs: dict[str, Any], input_name: str | None) -> tuple[str, ...]:
+    """``("h", "c")`` when the signature takes both (an LSTM state as two arguments), else ()."""
+    names = {key.lower(): key for key in inputs if key != input_name}
+    return (names["h"], names["c"]) if "h" in names and "c" in names else ()
+
+
+def _input_beside(inputs: dict[str, Any], state_names: tuple[str, ...], input_name: str | None) -> str | None:
+    """u: the named input, else the one argument that is not a state part (None: autonomous)."""
+    described = ", ".join(f"{key!r} {_shape_text(info)}" for key, info in inputs.items())
+    for key in (*state_names, *([input_name] if input_name else [])):
+        if key not in inputs:
+            raise InvalidModel(f"the model has no input {key!r}; its inputs are {described}")
+    rest = [key for key in inputs if key not in state_names]
+    if input_name is not None:
+        if len(rest) > 1:
+            raise InvalidModel(f"the signature takes arguments besides u and the state: {described}")
+        return input_name
+    if len(rest) > 1:
+        raise InvalidModel(f"cannot tell the input u among the signature's arguments {described}: name it at upload")
+    return rest[0] if rest else None
+
+
+def _next_of(state_names: tuple[str, ...], outputs: list[str]) -> tuple[str, ...]:
+    """The outputs ``<part>_next`` of each state part (``h_next``, ``c_next``), else a clear refusal."""
+    lowered = {key.lower(): key for key in outputs}
+    found = tuple(lowered.get(f"{part.lower()}_next") for part in state_names)
+    if all(found):
+        return found  # type: ignore[return-value]
+    wanted = ", ".join(f"{part}_next" for part in state_names)
+    raise InvalidModel(
+        f"the state is the arguments {', '.join(state_names)}; the signature's outputs {', '.join(map(repr, outputs))} "
+        f"do not include {wanted}: name them so, or give output_name='{','.join(f'{p}_next' for p in state_names)}' "
+        "with your outputs' names at upload"
+    )
+
+
+def _rank(info: Any) -> int | None:
+    return None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim)
+
+
+def _input_matrix(info: Any, key: str) -> tuple[torch.dtype, int, bool]:
+    """(dtype, m, whether u carries a time axis): u is (n, m), or a length-1 sequence (n, 1 | None, m)."""
+    if _rank(info) != 3:
+        return (*_matrix(info, key, "input"), False)
+    batch, time, size = (d.size for d in info.tensor_shape.dim)
+    if time > 1:
+        raise InvalidModel(
+            f"input {key!r} is a sequence of {time} time steps {_shape_text(info)}; a step model takes one: "
+            "export the layer with an input of shape (None, 1, m) (keras.Input((1, m))) or (None, m)"
+        )
+    dtype, m = _check_matrix(info.dtype, [batch, size], _shape_text(info), key, "input")
+    return dtype, m, True
 
 
 def _matrix(info: Any, key: str, role: str) -> tuple[torch.dtype, int]:
-    if info.dtype not in _FLOAT_DTYPES:
+    if info.tensor_shape.unknown_rank:
+        raise InvalidModel(f"{role} {key!r} must be a matrix (n, size); its rank is unknown")
+    return _check_matrix(info.dtype, [d.size for d in info.tensor_shape.dim], _shape_text(info), key, role)
+
+
+def _check_matrix(dtype: int, dims: list[int], text: str, key: str, role: str) -> tuple[torch.dtype, int]:
+    """(torch dtype, size) of a float32/float64 argument of shape (None, size); refuses anything else."""
+    if dtype in _HALF_DTYPES:
+        raise InvalidModel(
+            f"{role} {key!r} is {_HALF_DTYPES[dtype]}: fixed points need float32 or float64; "
+            "export the step with float32 input signatures (cast the weights, e.g. keras.mixed_precision "
+            "policy 'float32')"
+        )
+    if dtype not in _FLOAT_DTYPES:
         raise InvalidModel(f"{role} {key!r} must be float32 or float64")
-    dims = [d.size for d in info.tensor_shape.dim]
-    if info.tensor_shape.unknown_rank or len(dims) != 2:
-        raise InvalidModel(f"{role} {key!r} must be a matrix (n, size); it is {_shape_text(info)}")
+    if len(dims) != 2:
+        raise InvalidModel(f"{role} {key!r} must be a matrix (n, size); it is {text}")
     if dims[0] != -1:
         raise InvalidModel(
             f"{role} {key!r} has a fixed batch size {dims[0]}: trace the signature with TensorSpec([None, size]) "
@@ -411,7 +524,7 @@ def _matrix(info: Any, key: str, role: str) -> tuple[torch.dtype, int]:
         )
     if dims[1] < 1:
         raise InvalidModel(f"{role} {key!r} must have a fixed size in its second dimension")
-    return _FLOAT_DTYPES[info.dtype], int(dims[1])
+    return _FLOAT_DTYPES[dtype], int(dims[1])
 
 
 def _shape_text(info: Any) -> str:
@@ -420,5 +533,4 @@ def _shape_text(info: Any) -> str:
     return "(" + ", ".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + ")"
 
 
-__all__ = ["ALLOWED_OPS", "SavedModelSignature", "SavedModelStep", "load_savedmodel", "looks_like_savedmodel",
-           "resolve_signature", "scan_ops"]
+__all__ = ["SavedModelSignature", "SavedModelStep", "load_savedmodel", "looks_like_savedmodel", "resolve_signature"]

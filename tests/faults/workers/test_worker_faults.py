@@ -24,17 +24,17 @@ STEADY_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 6000, "tol_q":
 
 
 def test_a_worker_killed_mid_job_loses_no_job(
-    worker_fault_service: LiveService, worker_fault_model: dict[str, Any]
+    fault_service: LiveService, fault_model: dict[str, Any]
 ) -> None:
-    with Client(worker_fault_service.url) as client:
+    with Client(fault_service.url) as client:
         jobs = [
-            client.submit(worker_fault_model["id"], random_states(256, seed=i), [[0.0, 0.0]], **STEADY_OPTIONS)
+            client.submit(fault_model["id"], random_states(256, seed=i), [[0.0, 0.0]], **STEADY_OPTIONS)
             for i in range(3)
         ]
-        running = worker_fault_service.wait_status(jobs[0].id, {"running", "succeeded", "failed"}, timeout_s=120)
+        running = fault_service.wait_status(jobs[0].id, {"running", "succeeded", "failed"}, timeout_s=120)
         assert running["status"] == "running", running
-        worker_fault_service.kill_worker()
-        worker_fault_service.start_worker()
+        fault_service.kill_worker()
+        fault_service.start_worker()
         records = [job.wait(progress=False, timeout=240) for job in jobs]
         assert [record.status for record in records] == ["succeeded"] * 3, records
         assert records[0].attempts == 2  # run again after its worker was lost
@@ -42,21 +42,21 @@ def test_a_worker_killed_mid_job_loses_no_job(
 
 
 def test_a_redis_restart_mid_job_is_the_stores_fault_not_the_engines(
-    worker_fault_service: LiveService, worker_fault_redis: Any, worker_fault_model: dict[str, Any]
+    fault_service: LiveService, fault_redis: Any, fault_model: dict[str, Any]
 ) -> None:
     """Before, the worker logged "the engine failed" (redis.ConnectionError from the progress callback) and
     the job survived only because recording that failure failed too."""
-    with Client(worker_fault_service.url) as client:
-        job = client.submit(worker_fault_model["id"], random_states(256, seed=2), [[0.0, 0.0]], **STEADY_OPTIONS)
-    running = worker_fault_service.wait_status(job.id, {"running", "succeeded", "failed"}, timeout_s=120)
+    with Client(fault_service.url) as client:
+        job = client.submit(fault_model["id"], random_states(256, seed=2), [[0.0, 0.0]], **STEADY_OPTIONS)
+    running = fault_service.wait_status(job.id, {"running", "succeeded", "failed"}, timeout_s=120)
     assert running["status"] == "running", running
-    logs = list(worker_fault_service.log_dir.glob("worker-*.log"))
-    worker_fault_redis.kill()
+    logs = list(fault_service.log_dir.glob("worker-*.log"))
+    fault_redis.kill()
     try:
         _until(lambda: "Redis is unavailable" in _read(logs), "the worker did not notice the outage")
     finally:
-        worker_fault_redis.start()
-    store = JobStore.from_url(worker_fault_service.redis_url, worker_fault_service.prefix, result_ttl_s=3600)
+        fault_redis.start()
+    store = JobStore.from_url(fault_service.redis_url, fault_service.prefix, result_ttl_s=3600)
     try:
         _until(lambda: store.get_job(job.id).status.is_final, "the job did not finish", 240)
         assert store.get_job(job.id).status.value == "succeeded"

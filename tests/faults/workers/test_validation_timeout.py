@@ -59,24 +59,24 @@ def test_a_sandboxed_load_past_its_time_limit_is_stopped_and_its_child_killed(
 
 
 def test_a_model_that_never_returns_is_invalid_with_validation_timeout(
-    worker_fault_service: LiveService, worker_fault_model: dict[str, Any], never_returns: Path
+    fault_service: LiveService, fault_model: dict[str, Any], never_returns: Path
 ) -> None:
-    model = worker_fault_service.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
+    model = fault_service.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
     assert model["status"] == "invalid", model
     error = model["error"]
     assert error["code"] == "validation_timeout" and error["attempts"] == 2, error
     assert (
-        error["limit"] == float(worker_fault_service.env["FPF_VALIDATION_TIME_LIMIT_S"])
+        error["limit"] == float(fault_service.env["FPF_VALIDATION_TIME_LIMIT_S"])
         and "SoftTimeLimitExceeded" not in error["detail"]
     )
     assert "FPF_VALIDATION_TIME_LIMIT_S" in error["detail"]
 
-    with Client(worker_fault_service.url) as client:
+    with Client(fault_service.url) as client:
         with pytest.raises(ValidationTimeout) as caught:
             client.upload_model(never_returns, n_states=8, n_inputs=2)  # the same bytes: validated again
         assert isinstance(caught.value, InvalidModel)
         # The worker was freed: a job of another model runs at once.
         fps = client.find_fixed_points(
-            worker_fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120
+            fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120
         )
     assert fps.n >= 1

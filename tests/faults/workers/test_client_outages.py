@@ -64,21 +64,21 @@ def _store(service: LiveService) -> JobStore:
 
 
 def test_wait_returns_the_result_through_a_gateway_restart(
-    worker_fault_service: LiveService, worker_fault_model: dict[str, Any]
+    fault_service: LiveService, fault_model: dict[str, Any]
 ) -> None:
     """Before, ``wait()`` raised ServiceUnavailable as soon as the gateway was gone."""
-    port = int(worker_fault_service.url.rsplit(":", 1)[1])
+    port = int(fault_service.url.rsplit(":", 1)[1])
     seen: list[JobRecord] = []
     outcome: dict[str, Any] = {}
     async_seen = threading.Event()
-    with Client(worker_fault_service.url) as client:
-        job = client.submit(worker_fault_model["id"], random_states(256), [[0.0, 0.0]], **STEADY_OPTIONS)
+    with Client(fault_service.url) as client:
+        job = client.submit(fault_model["id"], random_states(256), [[0.0, 0.0]], **STEADY_OPTIONS)
 
         def wait_sync() -> None:
             outcome["sync"] = job.wait(progress=seen.append, timeout=TIMEOUT_S)
 
         async def wait_async() -> None:
-            async with AsyncClient(worker_fault_service.url) as aclient:
+            async with AsyncClient(fault_service.url) as aclient:
                 ajob = await aclient.get_job(job.id)
                 async_seen.set()
                 outcome["async"] = await ajob.wait(progress=False, timeout=TIMEOUT_S)
@@ -89,13 +89,13 @@ def test_wait_returns_the_result_through_a_gateway_restart(
             waiter.start()
         _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
         assert async_seen.wait(60), "the async client never reached the service"
-        os.killpg(worker_fault_service.gateway.pid, signal.SIGKILL)  # no chance to close its streams
-        worker_fault_service.gateway.wait(10)
-        store = _store(worker_fault_service)
+        os.killpg(fault_service.gateway.pid, signal.SIGKILL)  # no chance to close its streams
+        fault_service.gateway.wait(10)
+        store = _store(fault_service)
         # The gateway stays down until the job is over, so that the waits can only learn it from the new one.
         _until(lambda: store.get_job(job.id).status.is_final, "the job did not finish", TIMEOUT_S)
         store.redis.close()
-        worker_fault_service.start_gateway(port)
+        fault_service.start_gateway(port)
         for waiter in waiters:
             waiter.join(TIMEOUT_S)
         assert outcome["sync"].status == outcome["async"].status == "succeeded", outcome
@@ -127,26 +127,26 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 def test_a_grpc_wait_returns_the_result_through_a_server_restart(
-    worker_fault_service: LiveService, worker_fault_model: dict[str, Any]
+    fault_service: LiveService, fault_model: dict[str, Any]
 ) -> None:
     """Before, a broken WatchJob stream fell back to polling, whose first refused call was raised."""
     port = free_port()
-    server = _grpc_server(worker_fault_service, port)
+    server = _grpc_server(fault_service, port)
     seen: list[JobRecord] = []
     outcome: dict[str, Any] = {}
     try:
         with Client(f"grpc://127.0.0.1:{port}") as client:
-            job = client.submit(worker_fault_model["id"], random_states(256, seed=3), [[0.0, 0.0]], **STEADY_OPTIONS)
+            job = client.submit(fault_model["id"], random_states(256, seed=3), [[0.0, 0.0]], **STEADY_OPTIONS)
             waiter = threading.Thread(
                 target=lambda: outcome.update(record=job.wait(progress=seen.append, timeout=TIMEOUT_S))
             )
             waiter.start()
             _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
             _kill(server)
-            store = _store(worker_fault_service)
+            store = _store(fault_service)
             _until(lambda: store.get_job(job.id).status.is_final, "the job did not finish", TIMEOUT_S)
             store.redis.close()
-            server = _grpc_server(worker_fault_service, port)
+            server = _grpc_server(fault_service, port)
             waiter.join(TIMEOUT_S)
             assert outcome["record"].status == "succeeded", outcome
             assert job.result().info["n_samples"] == 256
@@ -155,26 +155,26 @@ def test_a_grpc_wait_returns_the_result_through_a_server_restart(
 
 
 def test_wait_returns_the_result_through_a_redis_restart(
-    worker_fault_service: LiveService,
-    worker_fault_redis: Any,
-    worker_fault_model: dict[str, Any],
+    fault_service: LiveService,
+    fault_redis: Any,
+    fault_model: dict[str, Any],
     noticed: threading.Event,
 ) -> None:
     """Before, ``wait()`` raised ``FpfError [internal]`` in 3 of 3 trials."""
     seen: list[JobRecord] = []
     outcome: dict[str, Any] = {}
-    with Client(worker_fault_service.url) as client:
-        job = client.submit(worker_fault_model["id"], random_states(256, seed=1), [[0.0, 0.0]], **STEADY_OPTIONS)
+    with Client(fault_service.url) as client:
+        job = client.submit(fault_model["id"], random_states(256, seed=1), [[0.0, 0.0]], **STEADY_OPTIONS)
         waiter = threading.Thread(
             target=lambda: outcome.update(record=job.wait(progress=seen.append, timeout=TIMEOUT_S))
         )
         waiter.start()
         _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
-        worker_fault_redis.kill()
+        fault_redis.kill()
         try:
             _until(lambda: noticed.is_set() or not waiter.is_alive(), "the client did not notice the outage", 60)
         finally:
-            worker_fault_redis.start()
+            fault_redis.start()
         waiter.join(TIMEOUT_S)
         record = outcome["record"]
         assert record.status == "succeeded", record
@@ -182,15 +182,15 @@ def test_wait_returns_the_result_through_a_redis_restart(
 
 
 def test_a_burst_over_the_queued_jobs_quota_is_ridden_out(
-    worker_fault_service: LiveService, worker_fault_model: dict[str, Any]
+    fault_service: LiveService, fault_model: dict[str, Any]
 ) -> None:
     """Before, the first 429 was raised to the caller with no way to wait for it."""
     statuses: list[int] = []
-    with Client(worker_fault_service.url) as client:
+    with Client(fault_service.url) as client:
         client._http.event_hooks["response"].append(lambda response: statuses.append(response.status_code))
         jobs = [
             client.submit(
-                worker_fault_model["id"],
+                fault_model["id"],
                 random_states(64, seed=i),
                 [[0.0, 0.0]],
                 **{**STEADY_OPTIONS, "max_iters": 3000},

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.faults.fault_harness import FAULT_SETTINGS, PrivateRedis
+from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
 from service_harness import LiveService, grpc_server
 
 pytestmark = pytest.mark.integration
