@@ -84,7 +84,7 @@ class AsyncClient:
     # --- models --------------------------------------------------------------------------
     async def upload_model(
         self,
-        model: str | PathLike | Any,
+        model: str | PathLike[str] | Any,
         *,
         format: str | None = None,
         n_states: int | None = None,
@@ -127,7 +127,7 @@ class AsyncClient:
     # --- jobs ----------------------------------------------------------------------------
     async def submit(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
@@ -154,7 +154,7 @@ class AsyncClient:
 
     async def find_fixed_points(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,

@@ -45,10 +45,13 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, kwargs
 
 
-def command(name: str, help: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]):
+Run = Callable[[Client, argparse.Namespace], None]
+
+
+def command(name: str, help: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Run], Run]:
     """Register the decorated ``run(client, args)`` as the subcommand ``name``."""
 
-    def register(run: Callable[[Client, argparse.Namespace], None]) -> Callable[[Client, argparse.Namespace], None]:
+    def register(run: Run) -> Run:
         COMMANDS[name] = Command(name, help, arguments, run)
         return run
 

@@ -99,7 +99,7 @@ class Client:
     # --- models --------------------------------------------------------------------------
     def upload_model(
         self,
-        model: str | PathLike | Any,
+        model: str | PathLike[str] | Any,
         *,
         format: str | None = None,
         n_states: int | None = None,
@@ -162,7 +162,7 @@ class Client:
     # --- jobs ----------------------------------------------------------------------------
     def submit(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
@@ -208,7 +208,7 @@ class Client:
 
     def find_fixed_points(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,

@@ -12,9 +12,13 @@ import io
 import json
 from dataclasses import dataclass, field, fields, replace
 from os import PathLike
-from typing import IO, Any, Iterable
+from collections.abc import Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Per-point array fields, in display order, with the trailing shape of one point.
 #: ``d`` is n_states, ``m`` is n_inputs.
@@ -151,7 +155,7 @@ class FixedPoints:
         selected = {name: value[index] for name, value in self.arrays().items()}
         return replace(self, **selected)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator["FixedPoints"]:
         return (self[i] for i in range(self.n))
 
     def __contains__(self, item: Any) -> bool:
@@ -258,6 +262,32 @@ class FixedPoints:
         """Keyword arguments that rebuild a (shallow) copy: ``FixedPoints(**fps.kwargs)``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def approximate_updates(self, states: Any, inputs: Any = None) -> np.ndarray:
+        """x_{t+1} ~= x* + J (x - x*) + dFdu (u - u*) around every point: the update each point's
+        linearisation predicts for each state.
+
+        Parameters
+        ----------
+        states : ndarray, (n, d)
+        inputs : ndarray, (1 | n, m), optional
+            Without it the input term is dropped (inputs equal to each point's own).
+
+        Returns
+        -------
+        ndarray, (k, n, d), k the number of points.
+        """
+        if self.J_xstar is None:
+            raise ValueError("no J_xstar: find the points with do_compute_jacobians=True")
+        states = np.atleast_2d(np.asarray(states, dtype=float))
+        dx = states[None, :, :] - self.xstar[:, None, :]
+        out: np.ndarray = self.xstar[:, None, :] + np.einsum("kij,knj->kni", self.J_xstar, dx)
+        if inputs is not None:
+            if self.dFdu is None or self.inputs is None:
+                raise ValueError("no dFdu: find the points with do_compute_input_jacobians=True")
+            du = np.atleast_2d(np.asarray(inputs, dtype=float))[None, :, :] - self.inputs[:, None, :]
+            out = out + np.einsum("kij,knj->kni", self.dFdu, du)
+        return out
+
     def assert_valid_shapes(self) -> None:
         """Raise ValueError when a per-point field has another number of rows than xstar (after edits in place)."""
         for name, value in self.arrays().items():
@@ -281,7 +311,7 @@ class FixedPoints:
         return self[~self._require("is_stable").astype(bool)]
 
     def _require(self, name: str) -> np.ndarray:
-        value = getattr(self, name)
+        value: np.ndarray | None = getattr(self, name)
         if value is None:
             raise ValueError(f"{name} was not computed (run with do_decompose_jacobians=True)")
         return value
@@ -293,8 +323,8 @@ class FixedPoints:
         if not parts:
             raise ValueError("nothing to concatenate")
         shared = set.intersection(*(set(p.arrays()) for p in parts))
-        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
-        empty = {name: None for name in POINT_FIELDS if name not in shared}
+        joined: dict[str, Any] = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
+        empty: dict[str, Any] = {name: None for name in POINT_FIELDS if name not in shared}
         return replace(parts[0], **empty, **joined, info={}, slow_points=None, all_samples=None)
 
     def unique(self, tol: float | None = None) -> "FixedPoints":
@@ -325,13 +355,14 @@ class FixedPoints:
         meta = json.loads(str(arrays[_META_KEY])) if _META_KEY in arrays else {}
         slow = {k[len(_SLOW_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
         every = {k[len(_ALL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_ALL_PREFIX)}
-        own = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
+        own: dict[str, Any] = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
         return cls(**own, **meta, slow_points=cls.from_npz_arrays(slow) if slow else None,
                    all_samples=cls.from_npz_arrays(every) if every else None)
 
-    def save(self, file: str | PathLike | IO[bytes]) -> None:
+    def save(self, file: str | PathLike[str] | IO[bytes]) -> None:
         """Write to ``.npz`` (compressed, loadable with ``allow_pickle=False``)."""
-        np.savez_compressed(file, **self.to_npz_arrays())
+        arrays: dict[str, Any] = self.to_npz_arrays()
+        np.savez_compressed(file, **arrays)
 
     def to_npz_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -339,7 +370,7 @@ class FixedPoints:
         return buffer.getvalue()
 
     @classmethod
-    def load(cls, file: str | PathLike | IO[bytes] | bytes) -> "FixedPoints":
+    def load(cls, file: str | PathLike[str] | IO[bytes] | bytes) -> "FixedPoints":
         """Read a file written by :meth:`save` (or the service's npz result)."""
         if isinstance(file, (bytes, bytearray)):
             file = io.BytesIO(file)
@@ -415,7 +446,7 @@ class FixedPoints:
     def __repr__(self) -> str:
         return f"FixedPoints(n={self.n}, n_states={self.n_states}, dynamics={self.dynamics!r})"
 
-    def plot(self, *args: Any, **kwargs: Any):
+    def plot(self, *args: Any, **kwargs: Any) -> Figure:
         """Plot in the top-3 PCA space of trajectories; see :func:`fpf_client.plotting.plot_fixed_points`."""
         from .plotting import plot_fixed_points
 

@@ -112,7 +112,8 @@ class ArraysPayload:
     def npz(self) -> bytes:
         """The arrays as an ``.npz`` file, the REST upload format."""
         buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays)
+        arrays: dict[str, Any] = self.arrays
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
 
@@ -154,7 +155,8 @@ def is_local_model(model: Any) -> bool:
         return True
     if isinstance(model, str):
         return Path(model).is_file()
-    return _torch_module_type() is not None and isinstance(model, _torch_module_type())
+    module_type = _torch_module_type()
+    return module_type is not None and isinstance(model, module_type)
 
 
 def model_id(model: Model | str) -> str:
@@ -162,7 +164,7 @@ def model_id(model: Model | str) -> str:
     return model.id if isinstance(model, Model) else str(model)
 
 
-def model_file(model: str | PathLike | Any) -> ModelFile:
+def model_file(model: str | PathLike[str] | Any) -> ModelFile:
     """Read a model file, pack a directory (a SavedModel) as ``.tar.gz``, or script a torch module
     into TorchScript bytes.
 

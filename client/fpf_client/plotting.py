@@ -33,12 +33,15 @@ def unstable_modes(fixed_points: FixedPoints, index: int) -> np.ndarray:
     Unstable means |lambda| > 1 for a discrete map, Re lambda > 0 for a continuous flow; a complex
     pair contributes the real part of its eigenvector.
     """
+    if fixed_points.eigval_J_xstar is None or fixed_points.eigvec_J_xstar is None:
+        raise ValueError("the fixed points carry no eigen-decomposition (do_decompose_jacobians=False)")
     eigval = fixed_points.eigval_J_xstar[index]
     eigvec = fixed_points.eigvec_J_xstar[index]
     outside = eigval.real > 0 if fixed_points.dynamics == "continuous" else np.abs(eigval) > 1
     modes = np.real(eigvec[:, outside])
     norms = np.linalg.norm(modes, axis=0)
-    return modes[:, norms > 0] / norms[norms > 0]
+    unit: np.ndarray = modes[:, norms > 0] / norms[norms > 0]
+    return unit
 
 
 def plot_fixed_points(
@@ -101,7 +104,7 @@ def plot_fixed_points(
         ax.scatter(*points[stable].T, color="black", marker="o", label="stable")
         ax.scatter(*points[~stable].T, color="red", marker="o", label="unstable")
         if fixed_points.eigvec_J_xstar is not None:
-            modes = [(i, mode) for i in np.flatnonzero(~stable) for mode in unstable_modes(fixed_points, i).T]
+            modes = [(i, mode) for i in np.flatnonzero(~stable) for mode in unstable_modes(fixed_points, int(i)).T]
             for n, (i, mode) in enumerate(modes):
                 ends = project(np.stack([xstar[i] - mode_scale * mode, xstar[i] + mode_scale * mode]))
                 ax.plot(*ends.T, color="red", linewidth=1.5, label="unstable modes" if n == 0 else None)
@@ -175,7 +178,7 @@ def plot_trial(
                          f"{inputs.shape}, {targets.shape}, {outputs.shape}")
     n_time, n_channels = inputs.shape
     figure = _figure_class()(figsize=(8, 1.2 + 1.3 * n_channels), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(n_channels, 1, sharex=True, sharey=True))
+    axes = figure.subplots(n_channels, 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     steps = np.arange(n_time)
     for channel, ax in enumerate(axes):
         pulses = np.flatnonzero(inputs[:, channel])
@@ -193,7 +196,7 @@ def plot_trial(
     return figure
 
 
-def _figure_class() -> type:
+def _figure_class() -> type[Figure]:
     """matplotlib's Figure, or an ImportError saying how to install it."""
     try:
         from matplotlib.figure import Figure

@@ -10,6 +10,7 @@ revoked with ``fpf-server keys`` take effect without a restart.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import json
@@ -73,7 +74,7 @@ class KeyStore:
         The keys file; created (mode 0600) with the first key.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._stamp: tuple[int, int, int] | None = None
         self._keys: tuple[ApiKey, ...] = ()
@@ -135,7 +136,7 @@ class KeyStore:
             self._stamp = stamp
 
     @contextmanager
-    def _locked(self) -> Iterator[list[ApiKey]]:
+    def _locked(self) -> Iterator[builtins.list[ApiKey]]:
         """The key list to change in place; written back atomically when the block succeeds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:

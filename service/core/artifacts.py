@@ -24,7 +24,7 @@ STAGED_PREFIX = ".staged-"
 class ArtifactStore:
     """Files of models and jobs under one root directory."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ class ArtifactStore:
         return model_id, size
 
     @contextmanager
-    def atomic_write(self, path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    def atomic_write(self, path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         """Open a temporary file next to ``path``; on success it is renamed to ``path``."""
         path = Path(path)
         with _staged(path.parent) as (out, temp):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from fpf_client.errors import FpfError, TimeLimitExceeded
@@ -155,7 +155,7 @@ class JobStore:
             pipe.sadd(self.keys.model_holders(model.id), model.tenant)
             return True
 
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
 
     def get_model(self, model_id: str, tenant: str) -> Model | None:
         """``tenant``'s record of a model."""
@@ -186,7 +186,7 @@ class JobStore:
             _write_fields(pipe, key, changes)
             return True
 
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
 
     def delete_model(self, model_id: str, tenant: str) -> tuple[bool, int]:
         """Remove ``tenant``'s record; (whether it existed, how many tenants still hold the file)."""
@@ -215,7 +215,7 @@ class JobStore:
             pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
             return True
 
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
 
     def get_job(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
@@ -307,7 +307,7 @@ class JobStore:
             pipe.publish(self.keys.events(job_id), "progress")
             return ProgressAck(owned=True, cancel_requested=cancel == "1")
 
-        return self.redis.transaction(apply, key, value_from_callable=True)
+        return cast("ProgressAck", self.redis.transaction(apply, key, value_from_callable=True))
 
     def finish(self, job_id: str, dispatch: int, status: JobStatus, **changes: Any) -> Job | None:
         """running -> a final status, for the delivery that owns the job; None otherwise."""
@@ -471,8 +471,8 @@ class JobStore:
         return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
 
     # --- internals ----------------------------------------------------------------------
-    def _transition(self, job_id: str, allowed, changes, *, heartbeat: tuple[int, float] | None = None,
-                    watch: tuple[str, ...] = ()) -> Job | None:
+    def _transition(self, job_id: str, allowed: Callable[[Job], bool], changes: Callable[[Job], dict[str, Any]], *,
+                    heartbeat: tuple[int, float] | None = None, watch: tuple[str, ...] = ()) -> Job | None:
         """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
         ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
         starts running."""
@@ -504,7 +504,7 @@ class JobStore:
                 setattr(job, name, value)
             return job
 
-        return self.redis.transaction(apply, key, *watch, value_from_callable=True)
+        return cast("Job | None", self.redis.transaction(apply, key, *watch, value_from_callable=True))
 
 
 def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]) -> None:

@@ -118,7 +118,8 @@ def _problem_in(error: grpc.RpcError) -> dict[str, Any] | None:
             detail.Unpack(info)
             if info.domain == ERROR_DOMAIN:
                 if "problem" in info.metadata:
-                    return json.loads(info.metadata["problem"])
+                    problem: dict[str, Any] = json.loads(info.metadata["problem"])
+                    return problem
                 return {"code": info.reason, "detail": status.message}
     return None
 
@@ -217,11 +218,11 @@ def _optional(message: Any, name: str) -> Any:
 
 
 def _enum_value(enum: Any, prefix: str, status: Any) -> int:
-    return enum.Value(f"{prefix}{str(getattr(status, 'value', status)).upper()}")
+    return int(enum.Value(f"{prefix}{str(getattr(status, 'value', status)).upper()}"))
 
 
 def _enum_text(enum: Any, prefix: str, value: int) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+    return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
 def _json_or_empty(value: Any) -> str:
