@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .errors import ErrorCode, FpfError
 
@@ -159,7 +159,7 @@ def call(
     idempotent: bool = True,
     done_if: Collection[ErrorCode] = (),
     seen: Callable[[], bool] = lambda: True,
-) -> T | None:
+) -> T:
     """``send()``, retried through outages under ``policy``; ``seen()`` tells whether the service has
     ever answered (else a refused connection is raised at once)."""
     outage = Outage(policy, what, idempotent=idempotent, done_if=done_if, seen=seen)
@@ -168,7 +168,7 @@ def call(
             result = send()
         except FpfError as exc:
             if outage.settled(exc):
-                return None
+                return cast(T, None)  # only calls answered with nothing (deletes) name done_if
             delay = outage.pause(exc)
             if delay is None:
                 raise
@@ -186,7 +186,7 @@ async def acall(
     idempotent: bool = True,
     done_if: Collection[ErrorCode] = (),
     seen: Callable[[], bool] = lambda: True,
-) -> T | None:
+) -> T:
     """``await send()``, retried through outages under ``policy``; the coroutine twin of :func:`call`."""
     outage = Outage(policy, what, idempotent=idempotent, done_if=done_if, seen=seen)
     while True:
@@ -194,7 +194,7 @@ async def acall(
             result = await send()
         except FpfError as exc:
             if outage.settled(exc):
-                return None
+                return cast(T, None)  # only calls answered with nothing (deletes) name done_if
             delay = outage.pause(exc)
             if delay is None:
                 raise
