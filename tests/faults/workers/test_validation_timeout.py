@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_harness import LiveService, random_states
+from service_harness import LiveService, random_states, start_service
 
 from fpf_client import Client
 from fpf_client.errors import InvalidModel, ValidationTimeout
@@ -80,3 +80,16 @@ def test_a_model_that_never_returns_is_invalid_with_validation_timeout(
             fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120
         )
     assert fps.n >= 1
+
+
+def test_an_unsandboxed_validation_stuck_in_native_code_is_settled_after_its_pool_process_is_killed(
+    never_returns: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With ``FPF_SANDBOX=off`` the TorchScript loop never returns to Python, so Celery's soft limit cannot
+    stop it: Celery kills the pool process, and the worker's main process settles the model."""
+    settings = {"FPF_SANDBOX": "off", "FPF_VALIDATION_TIME_LIMIT_S": "2"}
+    with start_service(tmp_path_factory.mktemp("unsandboxed-validation"), **settings) as unsandboxed:
+        model = unsandboxed.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
+    error = model["error"]
+    assert model["status"] == "invalid" and error["code"] == "validation_timeout", model
+    assert error["attempts"] == 2 and "SoftTimeLimitExceeded" not in error["detail"]
