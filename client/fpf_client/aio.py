@@ -7,7 +7,7 @@ client; only sending and sleeping differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from os import PathLike
 from typing import Any
@@ -167,7 +167,7 @@ class AsyncClient:
         await job.wait(progress=progress, timeout=timeout)
         return await job.result()
 
-    async def _job_events(self, job_id: str, deadline: float) -> AsyncIterator[JobRecord]:
+    async def _job_events(self, job_id: str, deadline: float) -> AsyncGenerator[JobRecord, None]:
         """Job records from the event stream until it ends or breaks; see
         :meth:`fpf_client.transport.HttpTransport.job_events`. Raises :class:`_NoEventStream` when the
         service streams no events."""
@@ -231,7 +231,7 @@ class AsyncJob:
                         return record
         raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
 
-    async def _updates(self, deadline: float) -> AsyncIterator[JobRecord]:
+    async def _updates(self, deadline: float) -> AsyncGenerator[JobRecord, None]:
         """The job's records; see :meth:`fpf_client.Job._updates`."""
         yield await self.refresh()
         streams = True

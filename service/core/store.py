@@ -416,17 +416,17 @@ class JobStore:
     def live_worker_devices(self) -> dict[str, list[str]]:
         """The devices of every worker whose presence has not expired, by worker name."""
         now = time.time()
-        expired = self.redis.zrangebyscore(self.keys.workers, "-inf", now)
+        expired = [str(name) for name in self.redis.zrangebyscore(self.keys.workers, "-inf", now)]
         if expired:
             pipe = self.redis.pipeline()
             pipe.zrem(self.keys.workers, *expired)
             pipe.hdel(self.keys.worker_devices, *expired)
             pipe.execute()
-        names = self.redis.zrangebyscore(self.keys.workers, now, "+inf")
+        names = [str(name) for name in self.redis.zrangebyscore(self.keys.workers, now, "+inf")]
         if not names:
             return {}
         devices = self.redis.hmget(self.keys.worker_devices, names)
-        return {name: json.loads(found) for name, found in zip(names, devices) if found}
+        return {name: json.loads(found) for name, found in zip(names, devices, strict=True) if found}
 
     # --- metrics ----------------------------------------------------------------------
     def observe_duration(self, seconds: float) -> None:
