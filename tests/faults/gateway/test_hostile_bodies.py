@@ -128,6 +128,7 @@ def test_healthz_stays_fast_while_a_large_json_body_is_parsed(http: httpx.Client
     posting.join()
     posting_s = time.monotonic() - posting_started
     _problem(answers[0], 404, "model_not_found")
-    # On the event loop, parsing held /healthz for about as long as the whole POST took; off it, /healthz
-    # waits only for the CPU it shares with the parse (relative bound: the test machine may be busy).
-    assert len(latencies) >= 3 and max(latencies) < max(1.0, 0.4 * posting_s), (posting_s, latencies)
+    # On the event loop, parsing held /healthz for most of the POST (seconds for a body this size); off it,
+    # /healthz waits only for the CPU it shares with the parse and whatever else the machine runs, so the
+    # bound is relative to the POST, with a floor for a busy machine's scheduling delays.
+    assert len(latencies) >= 3 and max(latencies) < max(2.0, 0.5 * posting_s), (posting_s, latencies)
