@@ -61,8 +61,10 @@ def outages(trials: int) -> None:
         redis = PrivateRedis(Path(tmp))
         redis.start()
         try:
-            with start_service(Path(tmp), FPF_REDIS_URL=redis.url) as service, \
-                    httpx.Client(base_url=service.url, timeout=60) as http:
+            with (
+                start_service(Path(tmp), FPF_REDIS_URL=redis.url) as service,
+                httpx.Client(base_url=service.url, timeout=60) as http,
+            ):
                 model = service.upload_model(REPO / "tests" / "data" / "flipflop_tanh.pt", timeout_s=120)
                 before = http.post("/v1/jobs", json=_job(model["id"], 0)).json()
                 service.wait_job(before["id"])
@@ -87,12 +89,18 @@ def outages(trials: int) -> None:
                         ready_s = time.monotonic() - back
                         job = http.post("/v1/jobs", json=_job(model["id"], 2 + trial)).json()
                         assert service.wait_job(job["id"])["status"] == "succeeded"
-                        print(f"{fault} {trial}: /readyz 200 {ready_s:.2f} s after Redis was back; "
-                              f"a new job succeeded {time.monotonic() - back:.2f} s after", flush=True)
+                        print(
+                            f"{fault} {trial}: /readyz 200 {ready_s:.2f} s after Redis was back; "
+                            f"a new job succeeded {time.monotonic() - back:.2f} s after",
+                            flush=True,
+                        )
                     for name, answers in seen.items():
                         times = [t for t, _ in answers]
-                        print(f"{fault}: {name}: {sorted({s for _, s in answers})} in median "
-                              f"{statistics.median(times):.2f} s, max {max(times):.2f} s", flush=True)
+                        print(
+                            f"{fault}: {name}: {sorted({s for _, s in answers})} in median "
+                            f"{statistics.median(times):.2f} s, max {max(times):.2f} s",
+                            flush=True,
+                        )
                 assert http.get(f"/v1/jobs/{before['id']}").json()["status"] == "succeeded"
         finally:
             redis.stop()
@@ -101,12 +109,30 @@ def outages(trials: int) -> None:
 def body(rows: int, repo: Path, app: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        env = {**os.environ, "FPF_REDIS_URL": "redis://127.0.0.1:6379/11", "FPF_REDIS_PREFIX": f"fpfbench{port}",
-               "FPF_DATA_DIR": f"{tmp}/data", "FPF_KEYS_FILE": f"{tmp}/keys.json",
-               "FPF_MAX_BODY_BYTES": str(256 * 2**20)}
-        gateway = subprocess.Popen([sys.executable, "-c", _UVICORN_FROM.format(repo=str(repo.resolve())), "--factory",
-                                    app, "--port", str(port), "--log-level", "warning"],
-                                   cwd=repo, env=env, start_new_session=True)
+        env = {
+            **os.environ,
+            "FPF_REDIS_URL": "redis://127.0.0.1:6379/11",
+            "FPF_REDIS_PREFIX": f"fpfbench{port}",
+            "FPF_DATA_DIR": f"{tmp}/data",
+            "FPF_KEYS_FILE": f"{tmp}/keys.json",
+            "FPF_MAX_BODY_BYTES": str(256 * 2**20),
+        }
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _UVICORN_FROM.format(repo=str(repo.resolve())),
+                "--factory",
+                app,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=repo,
+            env=env,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             while True:
@@ -123,8 +149,9 @@ def body(rows: int, repo: Path, app: str) -> None:
 
             def post() -> None:
                 started = time.monotonic()
-                response = httpx.post(f"{url}/v1/jobs", content=payload, timeout=600,
-                                      headers={"Content-Type": "application/json"})
+                response = httpx.post(
+                    f"{url}/v1/jobs", content=payload, timeout=600, headers={"Content-Type": "application/json"}
+                )
                 answers.append((response.status_code, time.monotonic() - started))
 
             posting = threading.Thread(target=post)
@@ -139,10 +166,12 @@ def body(rows: int, repo: Path, app: str) -> None:
             posting.join()
             time.sleep(2)
             ms = np.array(latencies) * 1000
-            print(f"body {len(payload) / 1e6:.0f} MB: POST {answers[0][0]} in {answers[0][1]:.1f} s; /healthz "
-                  f"median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms "
-                  f"({len(ms)} polls); gateway RSS peak {peak / 2**20:.0f} MB, "
-                  f"after {process.memory_info().rss / 2**20:.0f} MB")
+            print(
+                f"body {len(payload) / 1e6:.0f} MB: POST {answers[0][0]} in {answers[0][1]:.1f} s; /healthz "
+                f"median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms "
+                f"({len(ms)} polls); gateway RSS peak {peak / 2**20:.0f} MB, "
+                f"after {process.memory_info().rss / 2**20:.0f} MB"
+            )
         finally:
             os.killpg(gateway.pid, signal.SIGTERM)
             gateway.wait(30)
@@ -155,8 +184,11 @@ def main() -> None:
     body_args = commands.add_parser("body")
     body_args.add_argument("--rows", type=int, default=130_000)
     body_args.add_argument("--repo", type=Path, default=REPO, help="checkout whose gateway runs (default: this one)")
-    body_args.add_argument("--app", default="service.gateway.app:create_app",
-                           help="the gateway's app factory in that checkout (default: %(default)s)")
+    body_args.add_argument(
+        "--app",
+        default="service.gateway.app:create_app",
+        help="the gateway's app factory in that checkout (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.command == "outages":
         outages(args.trials)

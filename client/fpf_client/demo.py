@@ -153,8 +153,10 @@ class Walkthrough:
         n_stable = int(points.stable.n)
         lines = [
             f"{self.label}",
-            (f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
-             f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s"),
+            (
+                f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
+                f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s"
+            ),
             f"  {points.n} fixed points: {n_stable} stable, {points.n - n_stable} unstable{_saddle_text(points)}",
         ]
         lines.append(f"  memories: {n_stable} stable, {self._corner_text()}")
@@ -170,8 +172,11 @@ class Walkthrough:
         counts = np.bincount(self.memory_corners, minlength=len(CORNERS))
         missing = ", ".join(_corner_name(int(i)) for i in np.flatnonzero(counts == 0))
         shared = ", ".join(_corner_name(int(i)) for i in np.flatnonzero(counts > 1))
-        return "; ".join(text for text in (missing and f"corners without one: {missing}",
-                                          shared and f"corners with several: {shared}") if text)
+        return "; ".join(
+            text
+            for text in (missing and f"corners without one: {missing}", shared and f"corners with several: {shared}")
+            if text
+        )
 
 
 def _saddle_text(points: FixedPoints) -> str:
@@ -222,10 +227,19 @@ def draw_figures(walkthrough: Walkthrough, out_dir: Path, prefix: str) -> dict[s
 
     recording, points = walkthrough.recording, walkthrough.isolated
     figures = {
-        "example trial": plot_trial(recording.inputs[0], recording.targets[0], recording.outputs()[0],
-                                    title=f"{walkthrough.label}: an example trial"),
-        "fixed points": plot_fixed_points(points, recording.states, mode_scale=_mode_scale(recording),
-                                          max_trajectories=24, title=f"{walkthrough.label}: fixed points"),
+        "example trial": plot_trial(
+            recording.inputs[0],
+            recording.targets[0],
+            recording.outputs()[0],
+            title=f"{walkthrough.label}: an example trial",
+        ),
+        "fixed points": plot_fixed_points(
+            points,
+            recording.states,
+            mode_scale=_mode_scale(recording),
+            max_trajectories=24,
+            title=f"{walkthrough.label}: fixed points",
+        ),
         "eigenvalues": plot_eigenvalues(points, title=f"{walkthrough.label}: eigenvalues of the Jacobians"),
     }
     paths = {}
@@ -261,7 +275,12 @@ def run_walkthrough(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fixed_points, job_id, seconds = find_fixed_points(
-        client, model, recording, n_initial_states=n_initial_states, noise_scale=noise_scale, progress=progress,
+        client,
+        model,
+        recording,
+        n_initial_states=n_initial_states,
+        noise_scale=noise_scale,
+        progress=progress,
         **find_options,
     )
     walkthrough = Walkthrough(label, recording, fixed_points, n_initial_states, noise_scale, job_id, seconds)
@@ -276,12 +295,27 @@ def run_demo(client: Client, cell: str, out_dir: str | PathLike[str], *, progres
     recording = shipped_recording(cell)
     with as_file(files(__package__) / "data" / f"flipflop_{cell}.pt") as model:
         return run_walkthrough(
-            client, model, recording, out_dir, label=f"3-bit flip-flop, {CELLS[cell]}", prefix=f"flipflop_{cell}",
+            client,
+            model,
+            recording,
+            out_dir,
+            label=f"3-bit flip-flop, {CELLS[cell]}",
+            prefix=f"flipflop_{cell}",
             progress=progress,
         )
 
 
 __all__ = [
-    "CELLS", "CORNERS", "FlipFlopRecording", "Walkthrough", "draw_figures", "find_fixed_points", "initial_states",
-    "isolated", "nearest_corners", "run_demo", "run_walkthrough", "shipped_recording",
+    "CELLS",
+    "CORNERS",
+    "FlipFlopRecording",
+    "Walkthrough",
+    "draw_figures",
+    "find_fixed_points",
+    "initial_states",
+    "isolated",
+    "nearest_corners",
+    "run_demo",
+    "run_walkthrough",
+    "shipped_recording",
 ]

@@ -121,7 +121,7 @@ class FpfError(Exception):
         return problem
 
     @classmethod
-    def from_problem(cls, problem: dict[str, Any]) -> "FpfError":
+    def from_problem(cls, problem: dict[str, Any]) -> FpfError:
         """Rebuild the matching exception from a problem document."""
         reserved = {"type", "title", "status", "detail", "code", "instance"}
         extra = {k: v for k, v in problem.items() if k not in reserved}
@@ -284,10 +284,30 @@ class ServiceUnavailable(FpfError):
 ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
     cls.code: cls
     for cls in (
-        InvalidRequest, NotFound, MethodNotAllowed, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
-        UnsupportedMediaType, InvalidModel, ValidationTimeout, IdempotencyConflict, ModelNotFound, ModelNotReady,
-        JobNotFound, JobNotFinished, JobFailed, JobCancelled, Unauthenticated, QuotaExceeded,
-        TimeLimitExceeded, DeviceUnavailable, ResultTooLarge, ServiceUnavailable,
+        InvalidRequest,
+        NotFound,
+        MethodNotAllowed,
+        InvalidArray,
+        ShapeMismatch,
+        NonFinite,
+        InvalidOptions,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InvalidModel,
+        ValidationTimeout,
+        IdempotencyConflict,
+        ModelNotFound,
+        ModelNotReady,
+        JobNotFound,
+        JobNotFinished,
+        JobFailed,
+        JobCancelled,
+        Unauthenticated,
+        QuotaExceeded,
+        TimeLimitExceeded,
+        DeviceUnavailable,
+        ResultTooLarge,
+        ServiceUnavailable,
     )
 }
 ERROR_CLASSES[ErrorCode.INTERNAL] = FpfError

@@ -93,8 +93,13 @@ def plot_fixed_points(
         figure = ax.figure
     if trajectories is not None:
         for n, trajectory in enumerate(trajectories[:max_trajectories]):
-            ax.plot(*project(trajectory).T, color="tab:blue", linewidth=0.5, alpha=0.5,
-                    label="trajectories" if n == 0 else None)
+            ax.plot(
+                *project(trajectory).T,
+                color="tab:blue",
+                linewidth=0.5,
+                alpha=0.5,
+                label="trajectories" if n == 0 else None,
+            )
 
     stable = fixed_points.is_stable.astype(bool) if fixed_points.is_stable is not None else None
     points = project(xstar)
@@ -134,13 +139,19 @@ def plot_eigenvalues(fixed_points: FixedPoints, *, title: str | None = None) -> 
     panels = figure.subplots(1, 2)
     finite = eigval[np.isfinite(eigval)]
     reach = 1.1 * max(1.0, float(np.abs(finite).max())) if finite.size else 1.1
-    for ax, selected, color, name in ((panels[0], stable, "black", "stable"),
-                                      (panels[1], ~stable, "red", "unstable")):
+    for ax, selected, color, name in ((panels[0], stable, "black", "stable"), (panels[1], ~stable, "red", "unstable")):
         values = eigval[selected].ravel()
         outside = np.abs(values) > 1 if discrete else values.real > 0
         ax.scatter(values.real[~outside], values.imag[~outside], s=12, color=color, alpha=0.5, linewidths=0)
-        ax.scatter(values.real[outside], values.imag[outside], s=40, color=color, marker="D", linewidths=0,
-                   label="unstable modes" if outside.any() else None)
+        ax.scatter(
+            values.real[outside],
+            values.imag[outside],
+            s=40,
+            color=color,
+            marker="D",
+            linewidths=0,
+            label="unstable modes" if outside.any() else None,
+        )
         if discrete:
             angle = np.linspace(0, 2 * np.pi, 361)
             ax.plot(np.cos(angle), np.sin(angle), color="gray", linestyle="--", linewidth=1, label="unit circle")
@@ -159,9 +170,7 @@ def plot_eigenvalues(fixed_points: FixedPoints, *, title: str | None = None) -> 
     return figure
 
 
-def plot_trial(
-    inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, *, title: str | None = None
-) -> Figure:
+def plot_trial(inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, *, title: str | None = None) -> Figure:
     """One trial of a task: per channel, the input pulses, the target and the network's output.
 
     Parameters
@@ -174,8 +183,10 @@ def plot_trial(
     """
     inputs, targets, outputs = (np.asarray(a, dtype=float) for a in (inputs, targets, outputs))
     if not inputs.shape == targets.shape == outputs.shape or inputs.ndim != 2:
-        raise ValueError(f"inputs, targets and outputs must share (n_time, n_channels), got "
-                         f"{inputs.shape}, {targets.shape}, {outputs.shape}")
+        raise ValueError(
+            f"inputs, targets and outputs must share (n_time, n_channels), got "
+            f"{inputs.shape}, {targets.shape}, {outputs.shape}"
+        )
     n_time, n_channels = inputs.shape
     figure = _figure_class()(figsize=(8, 1.2 + 1.3 * n_channels), layout="constrained")
     axes = figure.subplots(n_channels, 1, sharex=True, sharey=True, squeeze=False)[:, 0]
@@ -183,8 +194,7 @@ def plot_trial(
     for channel, ax in enumerate(axes):
         pulses = np.flatnonzero(inputs[:, channel])
         ax.vlines(pulses, 0, inputs[pulses, channel], color="tab:gray", linewidth=3, label="input")
-        ax.step(steps, targets[:, channel], where="post", color="black", linestyle="--", linewidth=1,
-                label="target")
+        ax.step(steps, targets[:, channel], where="post", color="black", linestyle="--", linewidth=1, label="target")
         ax.plot(steps, outputs[:, channel], color="tab:blue", linewidth=1.5, label="output")
         ax.axhline(0, color="lightgray", linewidth=0.5, zorder=0)
         ax.set_ylabel(f"bit {channel + 1}")

@@ -245,7 +245,10 @@ def poll_delays(first: float = 0.05, factor: float = 1.5, longest: float = 1.0) 
 def stream_timeout(base: httpx.Timeout, deadline: float, longest_silence: float = 30.0) -> httpx.Timeout:
     """Timeouts for the event stream: a read gives up at the deadline, or after a silence to reconnect."""
     return httpx.Timeout(
-        connect=base.connect, write=base.write, pool=base.pool, read=max(0.0, min(seconds_left(deadline), longest_silence))
+        connect=base.connect,
+        write=base.write,
+        pool=base.pool,
+        read=max(0.0, min(seconds_left(deadline), longest_silence)),
     )
 
 
@@ -257,7 +260,8 @@ def check_model_usable(model: Model) -> Model:
         code = _code_of(model.error)
         cls = ERROR_CLASSES.get(code, InvalidModel) if code is not None else InvalidModel
         raise (cls if issubclass(cls, InvalidModel) else InvalidModel)(
-            f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error)
+            f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error
+        )
     return model
 
 

@@ -82,8 +82,9 @@ class BodyParser:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: the gateway has threads, and a forked copy of its memory would defeat the purpose.
-            self._pool = ProcessPoolExecutor(self.max_processes, mp_context=multiprocessing.get_context("spawn"),
-                                             max_tasks_per_child=1)
+            self._pool = ProcessPoolExecutor(
+                self.max_processes, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+            )
         return self._pool
 
 

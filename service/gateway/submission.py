@@ -30,9 +30,13 @@ class Submission:
     cond_ids: np.ndarray | None = None
 
 
-async def read_submission(request: Request, max_elements: int, max_bytes: int,
-                          admit: Callable[[int], None] | None = None,
-                          parse_json: Callable[[Request], Awaitable[Submission]] | None = None) -> Submission:
+async def read_submission(
+    request: Request,
+    max_elements: int,
+    max_bytes: int,
+    admit: Callable[[int], None] | None = None,
+    parse_json: Callable[[Request], Awaitable[Submission]] | None = None,
+) -> Submission:
     """Parse the body by its content type; malformed parts raise the matching fpf error.
 
     Parsing and array conversion run off the event loop, so that a large body does not hold it (and
@@ -115,8 +119,9 @@ def _from_form(form: Any, max_elements: int, max_bytes: int, admit: Callable[[in
         raise InvalidRequest("model_id is required", field="model_id")
     arrays_file = form.get("arrays")
     if not isinstance(arrays_file, UploadFile):
-        raise InvalidArray("arrays (an .npz file with initial_states and optionally inputs) is required",
-                           field="arrays")
+        raise InvalidArray(
+            "arrays (an .npz file with initial_states and optionally inputs) is required", field="arrays"
+        )
     arrays = read_npz(arrays_file.file, max_elements=max_elements, max_bytes=max_bytes, admit=admit)
     if "initial_states" not in arrays:
         raise InvalidArray("arrays has no initial_states", field="initial_states")

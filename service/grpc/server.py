@@ -62,8 +62,13 @@ class GrpcServer:
         self._housekeeping.join(timeout=grace_s)
 
 
-def start_server(address: str, settings: Settings | None = None, *, threads: int = DEFAULT_THREADS,
-                 authenticate: Authenticate | None = None) -> GrpcServer:
+def start_server(
+    address: str,
+    settings: Settings | None = None,
+    *,
+    threads: int = DEFAULT_THREADS,
+    authenticate: Authenticate | None = None,
+) -> GrpcServer:
     """Serve on ``address`` (``host:port``; port 0 picks a free one) and return at once.
 
     Callers are authenticated by ``authenticate`` (default: the API keys of ``FPF_KEYS_FILE``,
@@ -84,7 +89,8 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
     quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
     load().pb2_grpc.add_FixedPointServiceServicer_to_server(
-        FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server)
+        FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -97,15 +103,20 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     server.start()
 
     stop = threading.Event()
-    housekeeping = threading.Thread(target=_housekeeping, args=(store, janitor, health_servicer, settings, stop),
-                                    name="fpf-grpc-housekeeping", daemon=True)
+    housekeeping = threading.Thread(
+        target=_housekeeping,
+        args=(store, janitor, health_servicer, settings, stop),
+        name="fpf-grpc-housekeeping",
+        daemon=True,
+    )
     housekeeping.start()
     log.info("gRPC server listening on %s", address.rsplit(":", 1)[0] + f":{port}")
     return GrpcServer(server, port, health_servicer, stop, housekeeping)
 
 
-def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings,
-                  stop: threading.Event) -> None:
+def _housekeeping(
+    store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings, stop: threading.Event
+) -> None:
     """Sweep lost and expired jobs, and serve FixedPointService's health as whether Redis answers."""
     health_servicer.set("", SERVING)
     while not stop.is_set():
@@ -114,8 +125,9 @@ def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.Hea
             janitor.sweep()
             health_servicer.set(SERVICE_NAME, SERVING)
         except OUTAGE_ERRORS as exc:
-            log.warning("Redis unreachable (%s: %s); reporting %s as NOT_SERVING", type(exc).__name__, exc,
-                        SERVICE_NAME)
+            log.warning(
+                "Redis unreachable (%s: %s); reporting %s as NOT_SERVING", type(exc).__name__, exc, SERVICE_NAME
+            )
             health_servicer.set(SERVICE_NAME, NOT_SERVING)
         except Exception:
             log.exception("housekeeping failed; reporting %s as NOT_SERVING", SERVICE_NAME)

@@ -17,7 +17,7 @@ from service.gateway.submission import parse_json_body
 
 def _parse(parser: BodyParser, body: bytes) -> object:
     """Parse ``body`` as it would arrive: in chunks of 64 KiB."""
-    chunks = [body[start:start + 2**16] for start in range(0, len(body), 2**16)]
+    chunks = [body[start : start + 2**16] for start in range(0, len(body), 2**16)]
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}

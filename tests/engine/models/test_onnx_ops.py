@@ -30,8 +30,9 @@ def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[lis
     return reference, [o.numpy() for o in out]
 
 
-def _recurrent_model(kind: str, *, direction: str = "forward", peepholes: bool = False,
-                     opset: int = 17, **attributes: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def _recurrent_model(
+    kind: str, *, direction: str = "forward", peepholes: bool = False, opset: int = 17, **attributes: object
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     n_dir = 2 if direction == "bidirectional" else 1
     rows = _GATES[kind] * HIDDEN
@@ -51,14 +52,16 @@ def _recurrent_model(kind: str, *, direction: str = "forward", peepholes: bool =
     if peepholes:
         node_inputs.append("P")
     outputs = ["Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else [])
-    node = oh.make_node(kind, node_inputs, outputs, hidden_size=HIDDEN, direction=direction,
-                        **attributes)
+    node = oh.make_node(kind, node_inputs, outputs, hidden_size=HIDDEN, direction=direction, **attributes)
     graph = oh.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [oh.make_tensor_value_info(name, TensorProto.FLOAT, value.shape) for name, value in feeds.items()],
         [oh.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-        [oh.make_tensor(name, TensorProto.FLOAT, value.shape, value.astype(np.float32).ravel())
-         for name, value in inits.items()],
+        [
+            oh.make_tensor(name, TensorProto.FLOAT, value.shape, value.astype(np.float32).ravel())
+            for name, value in inits.items()
+        ],
     )
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)]), feeds
 
@@ -110,9 +113,11 @@ def test_split_18(size: int, n_out: int, split: list[int] | None) -> None:
     attrs = {} if split is not None else {"num_outputs": n_out}
     outputs = [f"y{i}" for i in range(n_out)]
     graph = oh.make_graph(
-        [oh.make_node("Split", inputs, outputs, axis=1, **attrs)], "g",
+        [oh.make_node("Split", inputs, outputs, axis=1, **attrs)],
+        "g",
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", size])],
-        [oh.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits,
+        [oh.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        inits,
     )
     x = np.random.default_rng(0).normal(size=(4, size)).astype(np.float32)
     reference, converted = _run_both(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]), {"x": x})
@@ -124,7 +129,8 @@ def test_split_18(size: int, n_out: int, split: list[int] | None) -> None:
 @pytest.mark.parametrize("opset", [18, 20])
 def test_reductions_with_axes_input(op: str, opset: int) -> None:
     graph = oh.make_graph(
-        [oh.make_node(op, ["x", "axes"], ["y"], keepdims=0)], "g",
+        [oh.make_node(op, ["x", "axes"], ["y"], keepdims=0)],
+        "g",
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [oh.make_tensor("axes", TensorProto.INT64, [1], [2])],
@@ -136,12 +142,18 @@ def test_reductions_with_axes_input(op: str, opset: int) -> None:
 
 def test_type_only_revisions_convert() -> None:
     """Ops whose opset 19-23 revisions only added tensor types run as their older selves."""
-    nodes = [oh.make_node("Cast", ["x"], ["a"], to=TensorProto.FLOAT),
-             oh.make_node("Shape", ["a"], ["s"]),
-             oh.make_node("Reshape", ["a", "s"], ["b"]),
-             oh.make_node("Identity", ["b"], ["y"])]
-    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    nodes = [
+        oh.make_node("Cast", ["x"], ["a"], to=TensorProto.FLOAT),
+        oh.make_node("Shape", ["a"], ["s"]),
+        oh.make_node("Reshape", ["a", "s"], ["b"]),
+        oh.make_node("Identity", ["b"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     reference, converted = _run_both(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 23)]), {"x": x})
     np.testing.assert_array_equal(converted[0], reference[0])

@@ -31,8 +31,9 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 @pytest.fixture(scope="session")
 def fault_service(private_redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The gateway and one worker on :func:`private_redis`, with short outage timeouts (``FAULT_SETTINGS``)."""
-    with start_service(tmp_path_factory.mktemp("fault-service"), FPF_REDIS_URL=private_redis.url,
-                       **FAULT_SETTINGS) as service:
+    with start_service(
+        tmp_path_factory.mktemp("fault-service"), FPF_REDIS_URL=private_redis.url, **FAULT_SETTINGS
+    ) as service:
         yield service
 
 

@@ -58,21 +58,28 @@ def test_deeply_nested_json_is_refused_not_a_crash(http: httpx.Client, fault_mod
     assert "not valid JSON" in _problem(_post_json(http, in_states), 400, "invalid_request")["detail"]
     in_options = f'{{"model_id": {model_id}, "initial_states": [[0]], "options": {{"tol_q": {_nested(DEEP)}}}}}'
     _problem(_post_json(http, in_options), 400, "invalid_request")
-    as_form = http.post("/v1/jobs", data={"model_id": fault_model["id"], "options": f'{{"x": {_nested(DEEP)}}}'},
-                        files={"arrays": ("arrays.npz", _npz(initial_states=np.zeros((1, fault_model["n_states"]))))})
+    as_form = http.post(
+        "/v1/jobs",
+        data={"model_id": fault_model["id"], "options": f'{{"x": {_nested(DEEP)}}}'},
+        files={"arrays": ("arrays.npz", _npz(initial_states=np.zeros((1, fault_model["n_states"]))))},
+    )
     _problem(as_form, 422, "invalid_options")
 
 
-@pytest.mark.parametrize("change, code", [
-    ({"options": {"tol_q": "1e-10"}}, "invalid_options"),
-    ({"options": {"max_iters": True}}, "invalid_options"),
-    ({"options": {"do_compute_jacobians": "false"}}, "invalid_options"),
-    ({"initial_states": "strings"}, "invalid_array"),
-    ({"initial_states": "booleans"}, "invalid_array"),
-    ({"inputs": [["0", "0", "0"]]}, "invalid_array"),
-])
-def test_strings_and_booleans_are_not_numbers(http: httpx.Client, fault_model: dict[str, Any],
-                                              change: dict[str, Any], code: str) -> None:
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({"options": {"tol_q": "1e-10"}}, "invalid_options"),
+        ({"options": {"max_iters": True}}, "invalid_options"),
+        ({"options": {"do_compute_jacobians": "false"}}, "invalid_options"),
+        ({"initial_states": "strings"}, "invalid_array"),
+        ({"initial_states": "booleans"}, "invalid_array"),
+        ({"inputs": [["0", "0", "0"]]}, "invalid_array"),
+    ],
+)
+def test_strings_and_booleans_are_not_numbers(
+    http: httpx.Client, fault_model: dict[str, Any], change: dict[str, Any], code: str
+) -> None:
     body: dict[str, Any] = {"model_id": fault_model["id"], "initial_states": _states(fault_model)}
     body.update(change)
     if body["initial_states"] == "strings":
@@ -83,7 +90,9 @@ def test_strings_and_booleans_are_not_numbers(http: httpx.Client, fault_model: d
 
 
 def test_an_npz_that_inflates_past_the_body_limit_is_refused_from_its_headers(
-    http: httpx.Client, fault_service: LiveService, fault_model: dict[str, Any],
+    http: httpx.Client,
+    fault_service: LiveService,
+    fault_model: dict[str, Any],
 ) -> None:
     bomb = _npz(compressed=True, initial_states=np.zeros((4000, 4000)))  # 128 MB of float64 zeros
     limit = int(fault_service.env["FPF_MAX_BODY_BYTES"])
@@ -106,8 +115,9 @@ def test_model_file_names_are_kept_as_a_safe_base_name(http: httpx.Client, fault
     assert sorted(p.parent for p in fault_service.data_dir.rglob("*") if p.is_file() and "x.pt" in p.name) == []
 
 
-def test_healthz_stays_fast_while_a_large_json_body_is_parsed(http: httpx.Client, fault_service: LiveService,
-                                                              fault_model: dict[str, Any]) -> None:
+def test_healthz_stays_fast_while_a_large_json_body_is_parsed(
+    http: httpx.Client, fault_service: LiveService, fault_model: dict[str, Any]
+) -> None:
     """A body near the limit is parsed off the event loop: /healthz answers meanwhile."""
     limit = int(fault_service.env["FPF_MAX_BODY_BYTES"])
     n_states = fault_model["n_states"]
@@ -115,8 +125,9 @@ def test_healthz_stays_fast_while_a_large_json_body_is_parsed(http: httpx.Client
     body = json.dumps({"model_id": "0" * 64, "initial_states": rows}).encode()  # no such model: 404 once parsed
     assert limit // 2 < len(body) < limit
     answers: list[httpx.Response] = []
-    posting = threading.Thread(target=lambda: answers.append(
-        _post_json(httpx.Client(base_url=fault_service.url, timeout=120), body.decode())))
+    posting = threading.Thread(
+        target=lambda: answers.append(_post_json(httpx.Client(base_url=fault_service.url, timeout=120), body.decode()))
+    )
     posting_started = time.monotonic()
     posting.start()
     latencies = []

@@ -96,8 +96,11 @@ def _assert_recovered(service: LiveService, http: httpx.Client, model: dict[str,
 
 
 def test_redis_killed_gives_503_with_retry_after_then_recovers(
-    fault_service: LiveService, private_redis: PrivateRedis, fault_model: dict[str, Any],
-    finished_job: dict[str, Any], http: httpx.Client,
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    fault_model: dict[str, Any],
+    finished_job: dict[str, Any],
+    http: httpx.Client,
 ) -> None:
     private_redis.kill()
     try:
@@ -108,8 +111,11 @@ def test_redis_killed_gives_503_with_retry_after_then_recovers(
 
 
 def test_redis_frozen_gives_503_within_the_timeouts_and_readyz_never_hangs(
-    fault_service: LiveService, private_redis: PrivateRedis, fault_model: dict[str, Any],
-    finished_job: dict[str, Any], http: httpx.Client,
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    fault_model: dict[str, Any],
+    finished_job: dict[str, Any],
+    http: httpx.Client,
 ) -> None:
     private_redis.freeze()
     try:
@@ -121,7 +127,9 @@ def test_redis_frozen_gives_503_within_the_timeouts_and_readyz_never_hangs(
 
 
 def test_grpc_answers_unavailable_with_the_same_code_while_redis_is_down(
-    fault_service: LiveService, private_redis: PrivateRedis, finished_job: dict[str, Any],
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    finished_job: dict[str, Any],
 ) -> None:
     import grpc
 

@@ -76,9 +76,7 @@ def test_a_model_that_never_returns_is_invalid_with_validation_timeout(
             client.upload_model(never_returns, n_states=8, n_inputs=2)  # the same bytes: validated again
         assert isinstance(caught.value, InvalidModel)
         # The worker was freed: a job of another model runs at once.
-        fps = client.find_fixed_points(
-            fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120
-        )
+        fps = client.find_fixed_points(fault_model["id"], random_states(16), [[0.0, 0.0]], progress=False, timeout=120)
     assert fps.n >= 1
 
 

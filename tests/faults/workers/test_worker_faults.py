@@ -22,9 +22,7 @@ pytestmark = pytest.mark.integration
 STEADY_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 6000, "tol_q": 1e-30, "tol_dq": 0}
 
 
-def test_a_worker_killed_mid_job_loses_no_job(
-    fault_service: LiveService, fault_model: dict[str, Any]
-) -> None:
+def test_a_worker_killed_mid_job_loses_no_job(fault_service: LiveService, fault_model: dict[str, Any]) -> None:
     with Client(fault_service.url) as client:
         jobs = [
             client.submit(fault_model["id"], random_states(256, seed=i), [[0.0, 0.0]], **STEADY_OPTIONS)
