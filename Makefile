@@ -40,7 +40,7 @@ test: setup
 
 # Tests that start no processes: seconds, not minutes; for the edit-test loop.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "not integration and not slow and not subprocess"
 
 # Lint, format and the one-way import contracts (pyproject.toml).
 lint: setup

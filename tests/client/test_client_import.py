@@ -6,6 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.subprocess
+
 
 def test_the_client_imports_with_torch_blocked():
     script = textwrap.dedent(

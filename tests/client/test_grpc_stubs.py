@@ -15,6 +15,8 @@ from google.protobuf import descriptor_pb2
 
 from fpf_client.rpc.stubs import PROTO_FILE, load, proto_root
 
+pytestmark = pytest.mark.subprocess
+
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 GENERATED = {"__init__.py", "fixedpoints_pb2.py", "fixedpoints_pb2.pyi", "fixedpoints_pb2_grpc.py"}
 

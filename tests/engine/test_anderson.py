@@ -55,6 +55,7 @@ def test_stalls_at_its_best_point_where_there_is_no_root():
     assert (result.q <= 0.5 * problem.residual(x0).pow(2).sum(-1)).all()  # never worse than the start
 
 
+@pytest.mark.slow
 def test_finds_only_true_roots_of_the_roll_networks():
     for n in (2, 3, 4):
         W = roll_weights(n)

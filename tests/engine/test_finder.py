@@ -184,6 +184,7 @@ def test_the_example_in_docs_engine_md_runs():
     assert namespace["fps"].n == 9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
 def test_newton_finds_every_flip_flop_point_adam_finds(kind):
     path = ROOT / "tests" / "data" / f"flipflop_{kind}.pt"

@@ -25,6 +25,7 @@ def _parse(parser: BodyParser, body: bytes) -> object:
     return asyncio.run(parser.parse(Request({"type": "http", "method": "POST", "headers": []}, receive)))
 
 
+@pytest.mark.subprocess
 def test_a_body_over_the_threshold_is_parsed_by_a_child_like_in_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(body_parsing, "IN_PROCESS_MAX_BYTES", 2**16 + 1)  # spilled after two chunks
     monkeypatch.setattr(body_parsing, "parse_json_body", lambda body: pytest.fail("parsed in the gateway"))

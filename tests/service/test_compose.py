@@ -24,6 +24,8 @@ from ruamel.yaml import YAML
 
 from service.ops.cli import build_parser, celery_worker_argv
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 

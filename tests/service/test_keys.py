@@ -141,12 +141,14 @@ def test_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["keys", "revoke", "nope", "--data-dir", str(tmp_path)]) == 1
 
 
+@pytest.mark.subprocess
 def test_cli_refuses_a_bad_tenant(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["keys", "create", "--tenant", "Not Valid", "--data-dir", str(tmp_path)])
     assert not (tmp_path / "keys.json").exists()
 
 
+@pytest.mark.subprocess
 def test_the_console_command_prints_the_key_as_its_last_word(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "service.ops.cli", "keys", "create", "--tenant", "lab-a", "--data-dir", str(tmp_path)],
@@ -158,6 +160,7 @@ def test_the_console_command_prints_the_key_as_its_last_word(tmp_path: Path) -> 
     assert KeyStore(tmp_path / "keys.json").lookup(out.split()[-1]) is not None
 
 
+@pytest.mark.subprocess
 def test_the_gateway_refuses_to_listen_beyond_loopback_without_keys(tmp_path: Path) -> None:
     env = {"FPF_KEYS_FILE": str(tmp_path / "keys.json"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(

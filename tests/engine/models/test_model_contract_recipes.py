@@ -14,6 +14,8 @@ import torch
 from service.gateway.schemas import UploadHints
 from workers.engine.models import load_model
 
+pytestmark = pytest.mark.slow
+
 DOC = Path(__file__).resolve().parents[3] / "docs" / "model-contract.md"
 
 

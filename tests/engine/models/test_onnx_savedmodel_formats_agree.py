@@ -18,6 +18,8 @@ from workers.engine import as_step_model, find_fixed_points
 from workers.engine.models.onnx_model import load_onnx
 from workers.engine.models.torchscript import load_torchscript
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(1)
 TOL = 1e-5
 
