@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fpf_client import FixedPoints
+from fpf_client import Client, FixedPoints
 from tests.integration.service_harness import REPO, LiveService, start_service
 from tests.unit import export_nets, keras_nets, torch_exports
 from workers.engine import as_step_model, find_fixed_points
@@ -41,10 +41,11 @@ _BEGIN, _END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end
 
 @dataclass(frozen=True)
 class Row:
-    """One export: the uploaded file, its form fields, and the reference step of the same weights."""
+    """One export: the uploaded file (or a module the Python client uploads itself), its form fields,
+    and the reference step of the same weights."""
 
     name: str
-    path: Path
+    path: Path | torch.nn.Module
     reference: torch.nn.Module
     n_states: int
     n_inputs: int
@@ -101,12 +102,16 @@ def torch_export_rows(root: Path) -> list[Row]:
 
 
 def torchscript_rows(root: Path) -> list[Row]:
-    """TorchScript as before: a scripted multi-layer nn.LSTM, fpf packing its state."""
+    """TorchScript as before (a scripted multi-layer nn.LSTM, fpf packing its state), and an nn.GRU module
+    handed to the Python client, which scripts it."""
     layer = torch_exports.seeded_layer("LSTM", num_layers=2, batch_first=False, seed=7)
     path = root / "lstm-scripted.pt"
     torch.jit.save(torch.jit.script(layer), str(path))
+    gru = torch_exports.seeded_layer("GRU", num_layers=1, batch_first=True, seed=8)
     return [Row("TorchScript nn.LSTM (2 layers, scripted)", path, torch.jit.script(layer),
-                torch_exports.n_states(layer), torch_exports.N_INPUTS)]
+                torch_exports.n_states(layer), torch_exports.N_INPUTS),
+            Row("nn.GRU module given to the Python client", gru, torch.jit.script(gru), torch_exports.n_states(gru),
+                torch_exports.N_INPUTS)]
 
 
 #: The ONNX rows: layer kind, layers, exporter, opset, weights in an external-data file.
@@ -131,6 +136,11 @@ def onnx_rows(root: Path) -> list[Row]:
         where = "external data, zip" if external else "inline"
         rows.append(Row(f"ONNX {exporter} opset {opset} nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, "
                         f"{where})", path, torch.jit.script(layer), d, m))
+    looped = torch.jit.script(torch_exports.LoopStep(seed=30).eval())
+    path = torch_exports.export_onnx(looped, torch_exports.N_UNITS, torch_exports.N_INPUTS, root / "loop.onnx",
+                                     dynamo=False, opset=17)
+    rows.append(Row("ONNX legacy opset 17 scripted loop over one step (Loop)", path, looped, torch_exports.N_UNITS,
+                    torch_exports.N_INPUTS))
     return rows
 
 
@@ -176,10 +186,15 @@ def run_row(service: LiveService, row: Row, reference: FixedPoints) -> Outcome:
     """Upload ``row``, wait for validation (timed), solve it, compare with ``reference``."""
     with service.client() as http:
         started = time.perf_counter()
-        with open(row.path, "rb") as f:
-            response = http.post("/v1/models", files={"file": (row.path.name, f)}, data=row.fields)
-        response.raise_for_status()
-        model = service.wait_model(response.json()["id"], WAIT_S)
+        if isinstance(row.path, torch.nn.Module):
+            with Client(service.url) as client:
+                model_id = client.upload_model(row.path, wait=False, **row.fields).id
+        else:
+            with open(row.path, "rb") as f:
+                response = http.post("/v1/models", files={"file": (row.path.name, f)}, data=row.fields)
+            response.raise_for_status()
+            model_id = response.json()["id"]
+        model = service.wait_model(model_id, WAIT_S)
         validate_s = time.perf_counter() - started
         if model["status"] != "ready":
             return Outcome(row.name, False, False, None, model["error"]["detail"])

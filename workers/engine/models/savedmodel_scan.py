@@ -23,8 +23,9 @@ from typing import Any, Iterator
 
 from fpf_client.errors import InvalidModel
 
-#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads.
-#: Anything else (file, network, process, Python or printing ops) is refused.
+#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads, and
+#: stateless random numbers (functions of their seed; Keras seed generators feed them). Anything
+#: else (file, network, process, Python or printing ops) is refused.
 ALLOWED_OPS = frozenset(
     """
     Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient
@@ -44,6 +45,9 @@ ALLOWED_OPS = frozenset(
     Pad PadV2 MirrorPad OneHot TensorScatterUpdate
     TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack
     TensorListLength TensorListElementShape
+    StatelessRandomGetKeyCounter StatelessRandomGetKeyCounterAlg StatelessRandomGetAlg StatelessRandomNormal
+    StatelessRandomNormalV2 StatelessRandomUniform StatelessRandomUniformV2 StatelessTruncatedNormal
+    StatelessTruncatedNormalV2 StatelessRandomUniformInt StatelessRandomUniformIntV2 StatelessRandomUniformFullIntV2
     """.split()
 )
 #: Ops that write a resource variable: allowed only on the SavedModel's own variables (see module docs).
