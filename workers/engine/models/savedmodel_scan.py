@@ -69,6 +69,15 @@ class VariableWrite:
 
 
 @dataclass(frozen=True)
+class ScanReport:
+    """What the scan found the served step does besides arithmetic."""
+
+    writes: list[VariableWrite]
+    #: Whether the step runs a ``While`` loop (TF cannot vectorize Jacobians through a Keras layer's).
+    loops: bool
+
+
+@dataclass(frozen=True)
 class _Frame:
     """A function reached from a root, how (its call path), and what its arguments are bound to:
     for each argument, the top-level graph node feeding it (None when not a variable handle)."""
@@ -78,14 +87,14 @@ class _Frame:
     arguments: tuple[str | None, ...]
 
 
-def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
+def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
     """Refuse a SavedModel whose served ``signature`` or loader can run an op outside the allow-list.
 
     Returns
     -------
-    list of VariableWrite
-        The writes to the model's own variables the step performs (empty for most models);
-        the caller checks that they leave the step pure.
+    ScanReport
+        The writes to the model's own variables the step performs (none for most models; the
+        caller checks that they leave the step pure), and whether it runs loops.
 
     Raises
     ------
@@ -98,6 +107,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
     variables = {n.name for n in graph.node if n.op == "VarHandleOp"}
     refused: list[str] = []
     writes: list[VariableWrite] = []
+    loops = False
     queue: deque[_Frame] = deque()
     seen: set[tuple[str, tuple[str | None, ...]]] = set()
 
@@ -129,6 +139,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
         by_name = {n.name: n for n in fdef.node_def}
         for node in fdef.node_def:
             callees = _callees(node, library)
+            loops = loops or node.op in ("While", "StatelessWhile")
             if node.op in VARIABLE_WRITE_OPS:
                 variable = _resolve_variable(node.input[0], arguments, by_name)
                 if variable is None:
@@ -149,7 +160,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
             "the SavedModel can run ops a step model may not (file, network, process or other side effects): "
             + "; ".join(unique[:5]) + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
         )
-    return writes
+    return ScanReport(writes, loops)
 
 
 def _refusal(op: str, function: str, path: tuple[str, ...], why: str = "") -> str:
@@ -282,4 +293,4 @@ def _companions(library_def: Any, fdef: Any, library: dict[str, Any]) -> Iterato
             yield value.s.decode()
 
 
-__all__ = ["ALLOWED_OPS", "VARIABLE_WRITE_OPS", "VariableWrite", "scan_savedmodel"]
+__all__ = ["ALLOWED_OPS", "VARIABLE_WRITE_OPS", "ScanReport", "VariableWrite", "scan_savedmodel"]
