@@ -1,37 +1,43 @@
-"""Service overhead: what a small job costs end to end beyond the engine's own time.
+"""Service overhead: what a small job costs through the service beyond the engine's own time.
 
-Starts a gateway and one warm worker (the integration-test harness, against the Redis at
-127.0.0.1:6379; models run in the bubblewrap sandbox, as in production) with a queued-jobs quota
-that admits the whole burst, unless ``--url`` names a running service (whose
-``FPF_QUOTA_QUEUED_JOBS`` must then admit ``--burst`` jobs), then measures
+Starts a gateway, a gRPC server and ``--workers`` warm Celery workers (the test harness, against
+the Redis at 127.0.0.1:6379; models run in the bubblewrap sandbox, as in production) with a
+queued-jobs quota that admits the whole burst, then, for each transport (REST and gRPC) through
+the Python client, measures
 
-* overhead = client-measured end-to-end time (POST until the ``end`` event) minus the
-  engine time the worker recorded, for ``--jobs`` small jobs one after another (p50, p95);
-* throughput of ``--burst`` small jobs submitted at once, against the same jobs run
-  back to back in this process (the ratio is what the service keeps of the engine's rate).
+* latency: ``--jobs`` small jobs one after another, client -> result in hand (submit, wait, fetch
+  the result), against the same call of the engine in this process: the overhead is the
+  difference (p50, p95), and the worker's recorded engine time is set beside the in-process one;
+* throughput: ``--burst`` small jobs from 8 client threads, each submitting and waiting, against
+  the same jobs run back to back in this process (the ratio is what the service keeps of the
+  engine's rate on the same cores).
 
-Run: ``.venv/bin/python benchmarks/service_overhead.py`` (about a minute).
+Every in-process figure comes from the same run, so load from elsewhere falls on both sides.
+
+Run: ``.venv/bin/python -m benchmarks.service_overhead [--workers 1 4] [--jobs 100] [--burst 200]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
+
+from fpf_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 N_STATES, N_INPUTS, N_INITIAL = 8, 2, 16
 OPTIONS = {"method": "newton", "random_seed": 0}
+CLIENT_THREADS = 8
 
 
 def small_model(path: Path) -> Path:
@@ -53,112 +59,103 @@ def small_model(path: Path) -> Path:
     return path
 
 
-def states(seed: int) -> list[list[float]]:
-    return np.random.default_rng(seed).normal(size=(N_INITIAL, N_STATES)).round(6).tolist()
+def states(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(N_INITIAL, N_STATES))
 
 
-def run_one(http: httpx.Client, model_id: str, seed: int) -> tuple[float, dict[str, Any]]:
-    """Submit one job and follow its event stream to the end; (end-to-end seconds, final job)."""
+class InProcess:
+    """The engine on the same model in this process, one thread, as a warm worker runs it."""
+
+    def __init__(self, model_path: Path) -> None:
+        import torch
+
+        from workers.engine import find_fixed_points, load_model
+
+        torch.set_num_threads(1)
+        self._find = find_fixed_points
+        self.model = load_model(model_path)
+        self.solve(0)
+
+    def solve(self, seed: int) -> float:
+        started = time.perf_counter()
+        self._find(self.model, states(seed), None, **OPTIONS)
+        return time.perf_counter() - started
+
+
+def one_job(client: Client, model_id: str, seed: int) -> tuple[float, float]:
+    """Submit, wait and fetch the result: (client seconds, the worker's engine seconds)."""
     started = time.perf_counter()
-    job = http.post("/v1/jobs", json={"model_id": model_id, "initial_states": states(seed), "options": OPTIONS})
-    job.raise_for_status()
-    with http.stream("GET", f"/v1/jobs/{job.json()['id']}/events") as stream:
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event == "end":
-                return time.perf_counter() - started, json.loads(line[6:])
-    raise RuntimeError("the event stream ended without an end event")
+    job = client.submit(model_id, states(seed), **OPTIONS)
+    record = job.wait(progress=False)
+    job.result()
+    return time.perf_counter() - started, record.timings.engine_s
 
 
-def burst(http: httpx.Client, model_id: str, n_jobs: int) -> float:
-    """Submit ``n_jobs`` at once (32 client threads); seconds until the last one finished."""
+def burst(connect: Callable[[], Client], model_id: str, n_jobs: int) -> float:
+    """``n_jobs`` from CLIENT_THREADS threads, each submitting and waiting; seconds until the last result."""
+    def run(seeds: range) -> None:
+        with connect() as client:
+            for seed in seeds:
+                one_job(client, model_id, seed)
+
+    chunks = [range(1000 + i, 1000 + n_jobs, CLIENT_THREADS) for i in range(CLIENT_THREADS)]
     started = time.perf_counter()
-    def submit(seed: int) -> str:
-        response = http.post("/v1/jobs", json={"model_id": model_id, "initial_states": states(seed), "options": OPTIONS})
-        response.raise_for_status()  # a 429 here: the service's queued-jobs quota is below the burst
-        return response.json()["id"]
-
-    with ThreadPoolExecutor(32) as pool:
-        ids = list(pool.map(submit, range(1000, 1000 + n_jobs)))
-    pending = set(ids)
-    while pending:
-        done = {j["id"] for j in http.get("/v1/jobs", params={"status": "succeeded", "limit": 1000}).json()}
-        pending -= done
-        time.sleep(0.02)
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(run, chunks))
     return time.perf_counter() - started
 
 
-def in_process(model_path: Path, n_jobs: int) -> tuple[float, float]:
-    """(median seconds per job, total seconds for n_jobs) of the engine alone, in this process."""
-    import torch
-
-    from workers.engine import find_fixed_points, load_model
-
-    torch.set_num_threads(1)
-    model = load_model(model_path)
-    find_fixed_points(model, np.asarray(states(0)), None, **OPTIONS)
-    times = []
-    started = time.perf_counter()
-    for seed in range(1000, 1000 + n_jobs):
-        t = time.perf_counter()
-        find_fixed_points(model, np.asarray(states(seed)), None, **OPTIONS)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), time.perf_counter() - started
-
-
-def measure(url: str, model_path: Path, n_jobs: int, n_burst: int) -> None:
-    with httpx.Client(base_url=url, timeout=120) as http:
-        with open(model_path, "rb") as f:
-            model_id = http.post("/v1/models", files={"file": ("bench.pt", f)}).json()["id"]
-        while http.get(f"/v1/models/{model_id}").json()["status"] == "validating":
-            time.sleep(0.05)
-        for seed in range(5):  # warm the worker: model cache, first-call paths
-            run_one(http, model_id, seed)
-        overheads, engines, server_side = [], [], []
+def measure(name: str, connect: Callable[[], Client], model_path: Path, engine: InProcess, n_jobs: int,
+            n_burst: int) -> None:
+    with connect() as client:
+        model_id = client.upload_model(model_path).id
+        for seed in range(5):  # warm: the worker's model cache and sandbox, first-call paths
+            one_job(client, model_id, seed)
+        overheads, worker_engine, local_engine = [], [], []
         for seed in range(n_jobs):
-            end_to_end, job = run_one(http, model_id, seed)
-            engine = job["timings"]["engine_s"]
-            overheads.append(end_to_end - engine)
-            engines.append(engine)
-            server_side.append(job["timings"]["total_s"] - engine)
-        burst_s = burst(http, model_id, n_burst)
+            local = engine.solve(seed)
+            end_to_end, in_worker = one_job(client, model_id, seed)
+            overheads.append(end_to_end - local)
+            worker_engine.append(in_worker)
+            local_engine.append(local)
+    burst_s = burst(connect, model_id, n_burst)
+    local_burst_s = sum(engine.solve(seed) for seed in range(1000, 1000 + n_burst))
 
-    engine_job_s, engine_burst_s = in_process(model_path, n_burst)
-    p50, p95 = np.percentile(overheads, [50, 95])
-    print(f"small job: tanh RNN d={N_STATES}, {N_INITIAL} initial states, {OPTIONS}")
-    print(f"engine time per job (worker): median {statistics.median(engines) * 1e3:.1f} ms; "
-          f"in this process: {engine_job_s * 1e3:.1f} ms")
-    print(f"overhead over {n_jobs} sequential jobs (end to end - engine): p50 {p50 * 1e3:.1f} ms, "
-          f"p95 {p95 * 1e3:.1f} ms (target p50 < 30 ms: {'met' if p50 < 0.030 else 'NOT met'})")
-    print(f"  of which inside the service (submitted -> finished - engine): "
-          f"p50 {np.percentile(server_side, 50) * 1e3:.1f} ms, p95 {np.percentile(server_side, 95) * 1e3:.1f} ms")
-    slowdown = statistics.median(e + o for e, o in zip(engines, overheads)) / statistics.median(engines)
-    print(f"  end to end / engine, median: {slowdown:.2f}x")
-    print(f"burst of {n_burst} jobs submitted at once: {burst_s:.2f} s, {n_burst / burst_s:.1f} jobs/s; "
-          f"same jobs back to back in-process: {engine_burst_s:.2f} s, {n_burst / engine_burst_s:.1f} jobs/s; "
-          f"service/in-process throughput ratio {engine_burst_s / burst_s:.2f}")
+    p50, p95 = np.percentile(overheads, [50, 95]) * 1e3
+    worker_ms, local_ms = statistics.median(worker_engine) * 1e3, statistics.median(local_engine) * 1e3
+    print(f"| {name} | {worker_ms:.1f} / {local_ms:.1f} ({worker_ms / local_ms:.2f}x) | {p50:.1f} | {p95:.1f} "
+          f"| {n_burst / burst_s:.1f} / {n_burst / local_burst_s:.1f} ({local_burst_s / burst_s:.2f}x) |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running service; default: start one (gateway + 1 worker)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4], help="worker counts to measure")
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--burst", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from service_harness import grpc_server, start_service  # the test harness
 
+    print(f"small job: tanh RNN d={N_STATES}, {N_INITIAL} initial states, {OPTIONS}; {CLIENT_THREADS} client threads")
+    print("| transport, workers | engine ms: worker / in-process | overhead p50 ms | overhead p95 ms "
+          "| burst jobs/s: service / in-process |")
+    print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="fpf-bench-") as tmp:
         model_path = small_model(Path(tmp) / "bench.pt")
-        if args.url:
-            measure(args.url, model_path, args.jobs, args.burst)
-            return
-        sys.path.insert(0, str(REPO / "tests" / "integration"))
-        from service_harness import start_service  # the integration-test harness
-
-        with start_service(Path(tmp), FPF_QUOTA_QUEUED_JOBS=str(args.burst)) as service:
-            measure(service.url, model_path, args.jobs, args.burst)
+        engine = InProcess(model_path)
+        for n_workers in args.workers:
+            root = Path(tmp) / f"workers-{n_workers}"
+            root.mkdir()
+            with ExitStack() as stack:
+                service = stack.enter_context(start_service(root,
+                                                            FPF_QUOTA_QUEUED_JOBS=str(args.burst)))
+                for _ in range(n_workers - 1):
+                    service.start_worker()
+                target = stack.enter_context(grpc_server(service))
+                for name, url in (("REST", service.url), ("gRPC", f"grpc://{target}")):
+                    measure(f"{name}, {n_workers}", lambda url=url: Client(url), model_path, engine, args.jobs,
+                            args.burst)
 
 
 if __name__ == "__main__":

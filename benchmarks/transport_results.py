@@ -54,9 +54,9 @@ print(json.dumps({"seconds": seconds, "peak_mib": (peak - base) / 1024, "identic
 def write_result(service, n: int, d: int) -> tuple[str, Path]:
     """A succeeded job whose result holds ``(n, d, d)`` float32 Jacobians; (job id, result path)."""
     from fpf_client import FixedPoints
-    from service.artifacts import ArtifactStore
-    from service.records import DEFAULT_TENANT, Job, JobStatus
-    from service.store import JobStore
+    from service.core.artifacts import ArtifactStore
+    from service.core.records import DEFAULT_TENANT, Job, JobStatus
+    from service.core.store import JobStore
 
     rng = np.random.default_rng(0)
     result = FixedPoints(xstar=rng.standard_normal((n, d), dtype=np.float32), qstar=rng.random(n) * 1e-12,
@@ -83,12 +83,12 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=256)
     parser.add_argument("--skip-json", action="store_true", help="leave out the (slow, memory-hungry) JSON leg")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     from service_harness import free_port, start_service  # the integration-test harness
 
     with tempfile.TemporaryDirectory() as tmp, start_service(Path(tmp)) as service:
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "service.cli", "--log-level", "warning", "grpc",
+        server = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc",
                                    "--port", str(port)], cwd=REPO, env=service.env, start_new_session=True)
         try:
             job_id, path = write_result(service, args.n, args.d)

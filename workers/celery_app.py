@@ -1,10 +1,7 @@
 """The Celery application of the fpf workers (``celery -A workers.celery_app:app worker -Q gpu``).
 
-Configured for long, expensive, at-most-one-at-a-time tasks on Redis: late acks and
-requeue on a lost worker, one message prefetched per process, no result backend (the
-job store holds results), a visibility timeout above the hard time limit. Prompt
-recovery of a killed worker is the gateway janitor's job (see service/janitor.py):
-a Redis broker alone would redeliver only after the visibility timeout.
+The app is :func:`service.core.queue.make_celery`'s, the one the gateway sends with, plus the
+task modules (:mod:`workers.tasks`) and the pool's start-up hooks.
 
 Nothing here imports torch: the parent process forks its pool, and CUDA must never be
 initialised before a fork. Each pool process prepares torch in ``worker_process_init``.
@@ -12,41 +9,12 @@ initialised before a fork. Each pool process prepares torch in ``worker_process_
 
 from __future__ import annotations
 
-from celery import Celery, signals
+from celery import signals
 
-from service.settings import Settings, get_settings
-from service.store import Keys
+from service.core.queue import make_celery
+from service.core.settings import get_settings
 
-
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``; the gateway uses one to send tasks by name."""
-    celery = Celery("fpf", broker=settings.redis_url, include=["workers.tasks"])
-    celery.conf.update(
-        task_default_queue=settings.queue,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        result_backend=None,
-        task_serializer="json",
-        accept_content=["json"],
-        # The engine itself stops at FPF_SOFT_TIME_LIMIT_S (a partial result). Celery's soft limit
-        # is fpf's hard one: the task fails at once; its hard limit only kills a stuck pool process.
-        task_soft_time_limit=settings.hard_time_limit_s,
-        task_time_limit=settings.kill_time_limit_s,
-        broker_transport_options={
-            "visibility_timeout": settings.broker_visibility_timeout_s,
-            "global_keyprefix": Keys(settings.redis_prefix).broker,
-        },
-        broker_connection_retry_on_startup=True,
-        # Pool processes import torch and the engine before taking work; that can take a while.
-        worker_proc_alive_timeout=120,
-        worker_hijack_root_logger=False,
-    )
-    return celery
-
-
-app = make_celery(get_settings())
+app = make_celery(get_settings(), include=("workers.tasks",))
 
 
 @signals.celeryd_after_setup.connect

@@ -6,7 +6,7 @@ import logging
 import threading
 from types import TracebackType
 
-from service.store import JobStore
+from service.core.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -18,19 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitExceeded
+from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitExceeded, ValidationTimeout
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
-from service.artifacts import ArtifactStore
-from service.dispatch import Dispatcher
-from service.records import Job, JobStatus, Model, ModelStatus
-from service.settings import Settings
-from service.store import JobStore
+from service.core.artifacts import ArtifactStore
+from service.core.queue import Dispatcher
+from service.core.records import Job, JobStatus, Model, ModelStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
 
 from .heartbeat import Heartbeat
 from .results import result_arrays
+from .sandbox.process import RequestTimedOut
 
 if TYPE_CHECKING:
     from workers.engine import StepModel
@@ -42,10 +44,18 @@ log = logging.getLogger(__name__)
 PROGRESS_MIN_INTERVAL_S = 0.1
 #: Without progress reports, whether a job is still wanted (not cancelled) is looked up this often.
 IDLE_CHECK_S = 1.0
+#: Validations of one upload that may run past the validation time limit before the model is invalid:
+#: one more than one, so that a run slowed down by a busy machine does not condemn a model.
+VALIDATION_ATTEMPTS = 2
 
 
 class StopJob(Exception):
     """Raised from the progress callback to stop the engine: cancelled, deleted or taken over."""
+
+
+class StoreUnavailable(Exception):
+    """Redis failed while a job ran: an infrastructure fault, not the job's. The run is given up
+    unrecorded; its heartbeat expires and the gateway's janitor queues the job again."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +83,21 @@ class ProgressReporter:
         self.dispatch = dispatch
         self._last_report = 0.0
         self._last_check = time.monotonic()
+        self._store_down_since: float | None = None
 
     def progress(self, report: dict[str, Any]) -> None:
-        """The engine's progress callback."""
+        """The engine's progress callback. A report Redis cannot take is skipped and the search goes
+        on: progress is advisory, and the engine must not fail for the store's outage."""
         now = time.monotonic()
         if now - self._last_report < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_report = self._last_check = now
-        ack = self.store.report_progress(self.job_id, self.dispatch, _plain(report))
+        try:
+            ack = self.store.report_progress(self.job_id, self.dispatch, _plain(report))
+        except redis.RedisError as exc:
+            self._store_failed(exc)
+            return
+        self._store_back()
         self._stop_unless(ack.owned, ack.cancel_requested)
 
     def idle(self) -> None:
@@ -89,9 +106,26 @@ class ProgressReporter:
         if now - self._last_check < IDLE_CHECK_S:
             return
         self._last_check = now
-        job = self.store.get_job(self.job_id)
+        try:
+            job = self.store.get_job(self.job_id)
+        except redis.RedisError as exc:
+            self._store_failed(exc)
+            return
+        self._store_back()
         owned = job is not None and job.status is JobStatus.RUNNING and job.dispatch == self.dispatch
         self._stop_unless(owned, job is not None and job.cancel_requested)
+
+    def _store_failed(self, exc: redis.RedisError) -> None:
+        if self._store_down_since is None:
+            self._store_down_since = time.monotonic()
+            log.warning("job %s: Redis is unavailable (%s: %s); progress is not recorded, the search goes on",
+                        self.job_id, type(exc).__name__, exc)
+
+    def _store_back(self) -> None:
+        if self._store_down_since is not None:
+            log.info("job %s: Redis is back after %.1f s; progress recorded again", self.job_id,
+                     time.monotonic() - self._store_down_since)
+            self._store_down_since = None
 
     @staticmethod
     def _stop_unless(owned: bool, cancel_requested: bool) -> None:
@@ -104,8 +138,9 @@ class ProgressReporter:
 class Models(Protocol):
     """Where models are loaded and the engine runs: a sandbox, or (trusted models only) in-process."""
 
-    def describe(self, record: Model, path: Path) -> dict[str, Any]:
-        """Load the model file at ``path`` for its record's tenant; its format, shapes and dynamics."""
+    def describe(self, record: Model, path: Path, time_limit_s: float) -> dict[str, Any]:
+        """Load the model file at ``path`` for its record's tenant; its format, shapes and dynamics.
+        Past ``time_limit_s`` it raises :class:`RequestTimedOut` where it can stop the load itself."""
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
               reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
@@ -119,8 +154,8 @@ class SandboxedModels:
     def __init__(self, pool: SandboxPool) -> None:
         self.pool = pool
 
-    def describe(self, record: Model, path: Path) -> dict[str, Any]:
-        return self.pool.get(record.tenant).describe(_wire(record), path.read_bytes)
+    def describe(self, record: Model, path: Path, time_limit_s: float) -> dict[str, Any]:
+        return self.pool.get(record.tenant).describe(_wire(record), path.read_bytes, time_limit_s=time_limit_s)
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
               reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
@@ -141,7 +176,9 @@ class InProcessModels:
         self.size = size
         self._models: OrderedDict[tuple[str, str], StepModel] = OrderedDict()
 
-    def describe(self, record: Model, path: Path) -> dict[str, Any]:
+    def describe(self, record: Model, path: Path, time_limit_s: float) -> dict[str, Any]:
+        # A load in this process cannot be stopped from here: the validation task's Celery time
+        # limits (workers/tasks.py) raise SoftTimeLimitExceeded, or replace the pool process.
         return self._get(record, path).describe()
 
     def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
@@ -151,9 +188,10 @@ class InProcessModels:
         model = self._get(record, path)
         with np.load(arrays_path, allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+            cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
         start = time.perf_counter()
         fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress,
-                                         time_limit_s=limits.remaining_s())
+                                         time_limit_s=limits.remaining_s(), cond_ids=cond_ids)
         return fixed_points, time.perf_counter() - start
 
     def _get(self, record: Model, path: Path) -> StepModel:
@@ -200,18 +238,38 @@ class JobRunner:
         limits = RunLimits(deadline=claimed_at + self.settings.soft_time_limit_s,
                            max_result_bytes=self.settings.max_result_bytes)
         log.info("job %s: attempt %d started on %s", job_id, job.attempts, self.worker)
-        with Heartbeat(self.store, job_id, dispatch, interval_s=self.settings.heartbeat_interval_s,
-                       ttl_s=self.settings.heartbeat_ttl_s):
-            status, changes = self._execute(job, limits)
-        finished = self.store.finish(job_id, dispatch, status, **changes)
+        try:
+            with Heartbeat(self.store, job_id, dispatch, interval_s=self.settings.heartbeat_interval_s,
+                           ttl_s=self.settings.heartbeat_ttl_s):
+                status, changes = self._execute(job, limits)
+                finished = self._record_end(job_id, dispatch, status, changes)
+        except StoreUnavailable as exc:
+            log.warning("job %s: %s; attempt %d is given up unrecorded, and the job runs again once its "
+                        "heartbeat expires", job_id, exc, job.attempts)
+            return
         if finished is None:
             log.info("job %s: delivery %d no longer owns the job; outcome %s dropped", job_id, dispatch, status.value)
             return
         log.info("job %s: %s", job_id, status.value)
         self.store.observe_duration(finished.finished_at - finished.created_at)
 
+    def _record_end(self, job_id: str, dispatch: int, status: JobStatus, changes: dict[str, Any]) -> Job | None:
+        """Record the outcome, waiting out a Redis outage while the heartbeat still holds the job."""
+        give_up = time.monotonic() + self.settings.heartbeat_ttl_s
+        delay = 0.1
+        while True:
+            try:
+                return self.store.finish(job_id, dispatch, status, **changes)
+            except redis.RedisError as exc:
+                if time.monotonic() + delay > give_up:
+                    raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {exc}); "
+                                           f"the outcome {status.value} could not be recorded") from exc
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
     def _execute(self, job: Job, limits: RunLimits) -> tuple[JobStatus, dict[str, Any]]:
-        """The final status and the fields to record with it; every failure becomes a problem document."""
+        """The final status and the fields to record with it; every failure of the job becomes a
+        problem document, and a failure of Redis raises :class:`StoreUnavailable`."""
         try:
             fixed_points, engine_s = self._solve(job, limits)
             arrays = result_arrays(fixed_points, limits.max_result_bytes)
@@ -231,6 +289,8 @@ class JobRunner:
         except FpfError as exc:
             log.info("job %s: failed: %s", job.id, exc)
             return JobStatus.FAILED, {"error": exc.to_problem()}
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {exc})") from exc
         except Exception as exc:
             log.exception("job %s: the engine failed", job.id)
             return JobStatus.FAILED, {"error": FpfError(f"{type(exc).__name__}: {exc}").to_problem()}
@@ -246,16 +306,24 @@ class JobRunner:
         return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter, limits)
 
 
-def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, model_id: str, tenant: str, *,
+def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, dispatcher: Dispatcher,
+                   model_id: str, tenant: str, *, time_limit_s: float, attempt: int = 1,
                    max_n_states: int | None = None, max_n_inputs: int | None = None) -> None:
     """Load a freshly uploaded model: ``tenant``'s record becomes ``ready`` with its shapes, or ``invalid``
-    with the loader's reason (or because it has more states or inputs than the server accepts)."""
+    with the loader's reason (or because it has more states or inputs than the server accepts).
+
+    A load and dry run that pass ``time_limit_s`` are tried again (attempt ``attempt + 1``, through the
+    queue), and after :data:`VALIDATION_ATTEMPTS` the model is invalid with ``validation_timeout``.
+    """
     record = store.get_model(model_id, tenant)
     if record is None or record.status is not ModelStatus.VALIDATING:
         return
     try:
-        described = models.describe(record, artifacts.model_path(model_id))
+        described = models.describe(record, artifacts.model_path(model_id), time_limit_s)
         _check_dimensions(described, max_n_states=max_n_states, max_n_inputs=max_n_inputs)
+    except (RequestTimedOut, SoftTimeLimitExceeded):
+        validation_timed_out(store, dispatcher, model_id, tenant, time_limit_s=time_limit_s, attempt=attempt)
+        return
     except FpfError as exc:
         error = exc if isinstance(exc, InvalidModel) else InvalidModel(f"the model cannot be loaded: {exc.detail}")
     except Exception as exc:
@@ -269,6 +337,24 @@ def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, mo
     store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
                        error=error.to_problem())
     log.info("model %s: invalid: %s", model_id, error.detail)
+
+
+def validation_timed_out(store: JobStore, dispatcher: Dispatcher, model_id: str, tenant: str, *,
+                         time_limit_s: float, attempt: int) -> None:
+    """A validation ran past its time limit (its worker has been freed): queue the next attempt, or
+    after the last one mark the model ``invalid`` with ``validation_timeout``."""
+    if attempt < VALIDATION_ATTEMPTS:
+        log.warning("model %s: validation attempt %d passed its time limit of %g s; trying again",
+                    model_id, attempt, time_limit_s)
+        dispatcher.validate_model(model_id, tenant, attempt=attempt + 1)
+        return
+    error = ValidationTimeout(
+        f"loading the model and running its step on a few states did not finish within the validation time "
+        f"limit of {time_limit_s:g} s, in {attempt} attempts; its forward may never return "
+        f"(the limit is FPF_VALIDATION_TIME_LIMIT_S)", limit=time_limit_s, attempts=attempt)
+    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
+                       error=error.to_problem())
+    log.warning("model %s: invalid: %s", model_id, error.detail)
 
 
 def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, max_n_inputs: int | None) -> None:

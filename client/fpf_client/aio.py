@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from . import protocol
-from .client import default_url
+from . import protocol, retry
+from .client import default_url, submission_key
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
 from .payloads import (
@@ -29,7 +29,12 @@ from .payloads import (
 from .progress import ProgressArg, ProgressReporter
 from .protocol import Call, T
 from .records import JobRecord, Model
+from .retry import RetryPolicy
 from .transport import auth_headers, transport_kind
+
+
+class _NoEventStream(Exception):
+    """The service answered the ``/events`` request with something other than a stream: poll instead."""
 
 
 class AsyncClient:
@@ -41,17 +46,26 @@ class AsyncClient:
     ...     fps = await client.find_fixed_points(model_id, states, inputs)
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
+                 retry_timeout: float = RetryPolicy.timeout) -> None:
         self.url = default_url(url).rstrip("/")
         if transport_kind(self.url, None) == "grpc":
             raise ValueError(f"AsyncClient speaks REST only; for {self.url} use Client (gRPC is synchronous)")
         self._http = httpx.AsyncClient(base_url=self.url, headers=auth_headers(api_key), timeout=timeout)
+        self.retry_policy = RetryPolicy(timeout=retry_timeout)
+        self._reached = False
 
     async def _send(self, call: Call[T]) -> T:
+        """Send ``call``, retried through outages as :class:`fpf_client.Client` does."""
+        return await retry.acall(self.retry_policy, lambda: self._send_once(call), call.what,
+                                 idempotent=call.idempotent, done_if=call.done_if, seen=lambda: self._reached)
+
+    async def _send_once(self, call: Call[T]) -> T:
         try:
             response = await self._http.request(call.method, call.path, **call.request_kwargs())
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
+        self._reached = True
         return call.read(response)
 
     async def aclose(self) -> None:
@@ -118,14 +132,16 @@ class AsyncClient:
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
+        cond_ids: Any = None,
         **options: Any,
     ) -> "AsyncJob":
         """Queue a fixed-point search; see :meth:`fpf_client.Client.submit`."""
         option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs)
+        arrays = arrays_payload(initial_states, inputs, cond_ids)
         if is_local_model(model):
             model = await self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
-        record = await self._send(protocol.submit_job(model_id(model), arrays.npz, option_values, idempotency_key))
+        key = submission_key(idempotency_key, self.retry_policy)
+        record = await self._send(protocol.submit_job(model_id(model), arrays.npz, option_values, key))
         return AsyncJob(self, record)
 
     async def get_job(self, job_id: str) -> "AsyncJob":
@@ -152,15 +168,19 @@ class AsyncClient:
         return await job.result()
 
     async def _job_events(self, job_id: str, deadline: float) -> AsyncIterator[JobRecord]:
-        """Job records from the event stream; see :meth:`fpf_client.Client._job_events`."""
+        """Job records from the event stream until it ends or breaks; see
+        :meth:`fpf_client.transport.HttpTransport.job_events`. Raises :class:`_NoEventStream` when the
+        service streams no events."""
         while protocol.seconds_left(deadline) > 0:
             timeout = protocol.stream_timeout(self._http.timeout, deadline)
             try:
                 async with self._http.stream(
                     "GET", protocol.job_events_path(job_id), headers={"Accept": "text/event-stream"}, timeout=timeout
                 ) as response:
-                    if not protocol.is_event_stream(response):
+                    if protocol.is_stream_unavailable(response):
                         return
+                    if not protocol.is_event_stream(response):
+                        raise _NoEventStream
                     decoder = SSEDecoder()
                     async for line in response.aiter_lines():
                         event = decoder.feed(line)
@@ -202,7 +222,7 @@ class AsyncJob:
     async def wait(self, progress: ProgressArg = True, timeout: float | None = None) -> JobRecord:
         """Wait until the job stops and return its final record; see :meth:`fpf_client.Job.wait`."""
         deadline = protocol.deadline_after(timeout)
-        with ProgressReporter(progress, self.id) as report:
+        with ProgressReporter(progress, self.id) as report, retry.until(deadline, report.note):
             async with aclosing(self._updates(deadline)) as updates:
                 async for record in updates:
                     self.record = record
@@ -212,11 +232,17 @@ class AsyncJob:
         raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
 
     async def _updates(self, deadline: float) -> AsyncIterator[JobRecord]:
+        """The job's records; see :meth:`fpf_client.Job._updates`."""
         yield await self.refresh()
-        async with aclosing(self._client._job_events(self.id, deadline)) as events:
-            async for record in events:
-                yield record
+        streams = True
         for delay in protocol.poll_delays(longest=2.0):
+            if streams:
+                try:
+                    async with aclosing(self._client._job_events(self.id, deadline)) as events:
+                        async for record in events:
+                            yield record
+                except _NoEventStream:
+                    streams = False
             if protocol.seconds_left(deadline) <= 0:
                 return
             await asyncio.sleep(min(delay, protocol.seconds_left(deadline)))

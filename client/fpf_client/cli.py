@@ -22,6 +22,7 @@ from .client import Client
 from .demo import CELLS, run_demo
 from .errors import FpfError, ServiceUnavailable
 from .fixed_points import FixedPoints
+from .retry import RetryPolicy
 
 RESULT_SUFFIXES = (".npz", ".json")
 
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "http://127.0.0.1:8000)")
     parser.add_argument("--api-key", default=os.environ.get("FPF_API_KEY"), help="API key (default $FPF_API_KEY)")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="seconds to wait for one answer")
+    parser.add_argument("--retry-timeout", type=float, default=RetryPolicy.timeout,
+                        help="seconds to keep retrying while the service is unavailable (0: never)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in COMMANDS.values():
         sub = subparsers.add_parser(spec.name, help=spec.help, description=spec.help)
@@ -237,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fpf`` with ``argv`` (default: the process's arguments) and return the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        with Client(args.url, args.api_key, timeout=args.request_timeout) as client:
+        with Client(args.url, args.api_key, timeout=args.request_timeout, retry_timeout=args.retry_timeout) as client:
             args.run(client, args)
     except FpfError as exc:
         print(f"fpf: error [{exc.code.value}] {exc.detail}", file=sys.stderr)

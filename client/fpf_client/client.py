@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from os import PathLike
 from typing import Any
 
 import httpx
 
-from . import protocol
+from . import protocol, retry
 from .fixed_points import FixedPoints
 from .payloads import (
     UploadHints,
@@ -22,6 +23,7 @@ from .payloads import (
 )
 from .progress import ProgressArg, ProgressReporter
 from .records import JobRecord, Model
+from .retry import RetryPolicy
 from .transport import DEFAULT_GRPC_TARGET, HttpTransport, Transport, open_transport, transport_kind
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -31,6 +33,12 @@ def default_url(url: str | None, transport: str | None = None) -> str:
     """``url``, else the ``FPF_URL`` environment variable, else the local default (of ``transport``)."""
     return url or os.environ.get("FPF_URL") or (DEFAULT_GRPC_TARGET if transport == "grpc" else DEFAULT_URL)
 
+
+def submission_key(idempotency_key: str | None, policy: RetryPolicy) -> str | None:
+    """The ``Idempotency-Key`` a submission is sent with: the caller's, else (with retries on) a random one."""
+    if idempotency_key is not None or policy.timeout <= 0:
+        return idempotency_key
+    return f"fpf-client-{uuid.uuid4().hex}"
 
 
 class Client:
@@ -49,6 +57,11 @@ class Client:
         Overrides the URL's scheme; with ``"grpc"`` the URL may be a bare ``host:port``.
         Both give the same records, the same exceptions and bit-identical results
         (gRPC needs ``pip install 'fpf-client[grpc]'``).
+    retry_timeout : float
+        Seconds a call keeps being retried while the service is unavailable (a restart, a Redis
+        outage, ``503``, a refused connection) or over a quota (``429``, after its ``Retry-After``),
+        with exponential backoff and jitter; ``0`` turns retries off. ``Job.wait(timeout=...)`` rides
+        out outages until its own timeout instead. What it waits for is logged (logger ``fpf_client``).
 
     Examples
     --------
@@ -57,10 +70,11 @@ class Client:
     """
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
-                 transport: str | None = None) -> None:
+                 transport: str | None = None, retry_timeout: float = RetryPolicy.timeout) -> None:
         self.url = default_url(url, transport).rstrip("/")
         self.transport = transport_kind(self.url, transport)
-        self._transport: Transport = open_transport(self.url, self.transport, api_key, timeout)
+        self.retry_policy = RetryPolicy(timeout=retry_timeout)
+        self._transport: Transport = open_transport(self.url, self.transport, api_key, timeout, self.retry_policy)
 
     @property
     def _http(self) -> httpx.Client:
@@ -153,6 +167,7 @@ class Client:
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
+        cond_ids: Any = None,
         **options: Any,
     ) -> "Job":
         """Queue a fixed-point search and return its :class:`Job` at once.
@@ -167,15 +182,20 @@ class Client:
         inputs : array-like, (1 | n, n_inputs), optional
             The constant input of each search; zeros when absent.
         idempotency_key : str, optional
-            Retrying with the same key and arrays returns the same job instead of a new one.
+            Retrying with the same key and arrays returns the same job instead of a new one. Without
+            one, a random key is sent (while retries are on), so that a submission retried after a
+            lost answer never makes a second job.
+        cond_ids : array-like of int, (n,), optional
+            A label per initial state, reported as the points' ``cond_id``.
         **options
             :class:`~fpf_client.FinderOptions` fields, checked here before anything is sent.
         """
         option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs)
+        arrays = arrays_payload(initial_states, inputs, cond_ids)
         if is_local_model(model):
             model = self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
-        record = self._transport.submit_job(model_id(model), arrays, option_values, idempotency_key)
+        key = submission_key(idempotency_key, self.retry_policy)
+        record = self._transport.submit_job(model_id(model), arrays, option_values, key)
         return Job(self, record)
 
     def get_job(self, job_id: str) -> "Job":
@@ -236,10 +256,12 @@ class Job:
             :class:`JobRecord`. Updates come from the server-sent event stream, or from
             polling when the stream is unavailable.
         timeout : float, optional
-            Raise ``TimeoutError`` after this many seconds (the job keeps running).
+            Raise ``TimeoutError`` after this many seconds (the job keeps running). Until then the
+            wait rides out restarts of the gateway and outages of Redis, saying what it waits for;
+            without a timeout, each outage for the client's ``retry_timeout``.
         """
         deadline = protocol.deadline_after(timeout)
-        with ProgressReporter(progress, self.id) as report:
+        with ProgressReporter(progress, self.id) as report, retry.until(deadline, report.note):
             for record in self._updates(deadline):
                 self.record = record
                 report(record)
@@ -248,9 +270,13 @@ class Job:
         raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
 
     def _updates(self, deadline: float) -> Iterator[JobRecord]:
+        """The job's records from its event stream, opened again after it breaks (a gateway restart),
+        and from polling in between, or throughout when the service streams no events."""
         yield self.refresh()
-        yield from self._client._transport.job_events(self.id, deadline)
+        streams = True
         for delay in protocol.poll_delays(longest=2.0):
+            if streams:
+                streams = yield from self._client._transport.job_events(self.id, deadline)
             if protocol.seconds_left(deadline) <= 0:
                 return
             time.sleep(min(delay, protocol.seconds_left(deadline)))

@@ -24,6 +24,7 @@ class ErrorCode(str, Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_MODEL = "invalid_model"
+    VALIDATION_TIMEOUT = "validation_timeout"
     MODEL_NOT_FOUND = "model_not_found"
     MODEL_NOT_READY = "model_not_ready"
     JOB_NOT_FOUND = "job_not_found"
@@ -34,6 +35,7 @@ class ErrorCode(str, Enum):
     UNAUTHENTICATED = "unauthenticated"
     QUOTA_EXCEEDED = "quota_exceeded"
     TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
+    DEVICE_UNAVAILABLE = "device_unavailable"
     RESULT_TOO_LARGE = "result_too_large"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL = "internal"
@@ -60,6 +62,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_MODEL: 422,
+    ErrorCode.VALIDATION_TIMEOUT: 422,
     ErrorCode.MODEL_NOT_FOUND: 404,
     ErrorCode.MODEL_NOT_READY: 409,
     ErrorCode.JOB_NOT_FOUND: 404,
@@ -70,6 +73,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.TIME_LIMIT_EXCEEDED: 422,
+    ErrorCode.DEVICE_UNAVAILABLE: 422,
     ErrorCode.RESULT_TOO_LARGE: 413,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
@@ -150,6 +154,8 @@ InvalidOptions = _error_class("InvalidOptions", ErrorCode.INVALID_OPTIONS, Inval
 PayloadTooLarge = _error_class("PayloadTooLarge", ErrorCode.PAYLOAD_TOO_LARGE, InvalidRequest)
 UnsupportedMediaType = _error_class("UnsupportedMediaType", ErrorCode.UNSUPPORTED_MEDIA_TYPE, InvalidRequest)
 InvalidModel = _error_class("InvalidModel", ErrorCode.INVALID_MODEL, InvalidRequest)
+#: A model whose loading and dry run did not end within the validation time limit: it is invalid.
+ValidationTimeout = _error_class("ValidationTimeout", ErrorCode.VALIDATION_TIMEOUT, InvalidModel)
 IdempotencyConflict = _error_class("IdempotencyConflict", ErrorCode.IDEMPOTENCY_CONFLICT, InvalidRequest)
 NotFound = _error_class("NotFound", ErrorCode.NOT_FOUND)
 MethodNotAllowed = _error_class("MethodNotAllowed", ErrorCode.METHOD_NOT_ALLOWED)
@@ -162,6 +168,8 @@ JobCancelled = _error_class("JobCancelled", ErrorCode.JOB_CANCELLED)
 Unauthenticated = _error_class("Unauthenticated", ErrorCode.UNAUTHENTICATED)
 QuotaExceeded = _error_class("QuotaExceeded", ErrorCode.QUOTA_EXCEEDED)
 TimeLimitExceeded = _error_class("TimeLimitExceeded", ErrorCode.TIME_LIMIT_EXCEEDED)
+#: A job asked for a device (``device="cuda"``) that no worker offers.
+DeviceUnavailable = _error_class("DeviceUnavailable", ErrorCode.DEVICE_UNAVAILABLE)
 ResultTooLarge = _error_class("ResultTooLarge", ErrorCode.RESULT_TOO_LARGE)
 ServiceUnavailable = _error_class("ServiceUnavailable", ErrorCode.SERVICE_UNAVAILABLE)
 
@@ -169,9 +177,9 @@ ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest, NotFound, MethodNotAllowed, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
-        UnsupportedMediaType, InvalidModel, IdempotencyConflict, ModelNotFound, ModelNotReady,
+        UnsupportedMediaType, InvalidModel, ValidationTimeout, IdempotencyConflict, ModelNotFound, ModelNotReady,
         JobNotFound, JobNotFinished, JobFailed, JobCancelled, Unauthenticated, QuotaExceeded,
-        TimeLimitExceeded, ResultTooLarge, ServiceUnavailable,
+        TimeLimitExceeded, DeviceUnavailable, ResultTooLarge, ServiceUnavailable,
     )
 }
 ERROR_CLASSES[ErrorCode.INTERNAL] = FpfError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from os import PathLike
 from typing import IO, Any, Iterable
 
@@ -40,6 +40,7 @@ POINT_FIELDS: dict[str, str] = {
 
 _META_KEY = "__meta__"
 _SLOW_PREFIX = "slow_points."
+_ALL_PREFIX = "all_samples."
 
 
 @dataclass(eq=False)
@@ -65,6 +66,9 @@ class FixedPoints:
         samples, timings, the discovery curve.
     slow_points : FixedPoints or None
         Unconverged minima of q below ``q_slow``, never counted as fixed points.
+    all_samples : FixedPoints or None
+        With ``return_all_samples``: every initial state's outcome, one row each, in the order
+        given (FixedPointFinder's ``all_fps``), converged or not.
     """
 
     xstar: np.ndarray
@@ -89,6 +93,7 @@ class FixedPoints:
     tol_unique: float = 1e-3
     info: dict[str, Any] = field(default_factory=dict)
     slow_points: "FixedPoints | None" = None
+    all_samples: FixedPoints | None = None
 
     def __post_init__(self) -> None:
         self.xstar = np.atleast_2d(np.asarray(self.xstar))
@@ -133,6 +138,7 @@ class FixedPoints:
             and all(_arrays_identical(mine[name], theirs[name]) for name in mine)
             and self._meta() == other._meta()
             and self.slow_points == other.slow_points
+            and self.all_samples == other.all_samples
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable container
@@ -143,17 +149,126 @@ class FixedPoints:
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         selected = {name: value[index] for name, value in self.arrays().items()}
-        return replace(self, **selected, slow_points=self.slow_points)
+        return replace(self, **selected)
 
     def __iter__(self):
         return (self[i] for i in range(self.n))
 
-    def __contains__(self, state: Any) -> bool:
-        """Whether ``state`` (n_states,) lies within ``tol_unique`` (max-norm) of a point."""
-        state = np.asarray(state, dtype=float).reshape(-1)
+    def __contains__(self, item: Any) -> bool:
+        """Whether a point matches: a one-point :class:`FixedPoints` as in :meth:`find` (2-norm of
+        (xstar, inputs) within ``tol_unique``), or a state (n_states,) within ``tol_unique`` in max-norm."""
+        if isinstance(item, FixedPoints):
+            return self.find(item).size > 0
+        state = np.asarray(item, dtype=float).reshape(-1)
         if state.shape[0] != self.n_states or self.n == 0:
             return False
         return bool(np.any(np.max(np.abs(self.xstar - state), axis=1) <= self.tol_unique))
+
+    def __setitem__(self, index: Any, other: FixedPoints) -> None:
+        """Overwrite the points ``index`` with the rows of ``other``, field by field (fields absent here stay absent)."""
+        if not isinstance(other, FixedPoints):
+            raise TypeError(f"can only assign a FixedPoints, not {type(other).__name__}")
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        for name, value in self.arrays().items():
+            theirs = getattr(other, name)
+            if theirs is None:
+                raise ValueError(f"the assigned points have no {name}")
+            value[index] = theirs
+
+    def find(self, fp: FixedPoints) -> np.ndarray:
+        """Indices of the points within ``tol_unique`` of the one point in ``fp``, in the 2-norm of
+        (xstar, inputs) (FixedPointFinder's rule); empty when the dimensions differ."""
+        if not isinstance(fp, FixedPoints) or fp.n_states != self.n_states or fp.n_inputs != self.n_inputs:
+            return np.array([], dtype=int)
+        distance = np.linalg.norm(self._keys() - fp._keys()[:1], axis=1)
+        return np.flatnonzero(distance <= self.tol_unique)
+
+    def get_unique(self) -> FixedPoints:
+        """FixedPointFinder's de-duplication: points within ``tol_unique`` in the 2-norm of
+        (xstar, inputs) are one, and the one with the lowest ``qstar`` stands for them."""
+        q = self.qstar if self.qstar is not None else np.zeros(self.n)
+        return self[reference_unique_indices(self._keys(), np.asarray(q, dtype=float), self.tol_unique)]
+
+    def _keys(self) -> np.ndarray:
+        """(xstar, inputs) joined: what uniqueness compares."""
+        parts = [self.xstar] if self.inputs is None else [self.xstar, self.inputs]
+        keys: np.ndarray = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
+        return keys
+
+    def transform(self, U: np.ndarray, offset: Any = 0.0) -> FixedPoints:
+        """The points in another linear space: ``xstar @ U + offset`` (also x_init and F_xstar), and
+        the eigenvectors mapped by ``U.T`` (directions do not take the offset).
+
+        Parameters
+        ----------
+        U : ndarray, (n_states, k)
+        offset : float or ndarray, (k,)
+        """
+        U = np.asarray(U)
+        moved = {name: getattr(self, name) @ U + offset for name in ("xstar", "x_init", "F_xstar")
+                 if getattr(self, name) is not None}
+        if self.eigvec_J_xstar is not None:
+            moved["eigvec_J_xstar"] = np.matmul(U.T, self.eigvec_J_xstar)
+        return replace(self, **moved)
+
+    def update(self, other: FixedPoints) -> None:
+        """Append the points of ``other`` in place; both must hold the same fields."""
+        if set(self.arrays()) != set(other.arrays()):
+            raise ValueError(f"cannot update: fields differ ({sorted(set(self.arrays()) ^ set(other.arrays()))})")
+        if other.tol_unique != self.tol_unique or other.dynamics != self.dynamics:
+            raise ValueError("cannot update: tol_unique or dynamics differ")
+        for name, value in self.arrays().items():
+            setattr(self, name, np.concatenate([value, getattr(other, name)]))
+
+    def decompose_jacobians(self, do_batch: bool = True, str_prefix: str = "") -> None:
+        """Fill eigval_J_xstar and eigvec_J_xstar (by decreasing |lambda|), is_stable and
+        n_unstable from J_xstar; a Jacobian with NaNs gives NaN eigen-data. Already decomposed:
+        nothing is redone. ``do_batch`` and ``str_prefix`` are accepted for the reference's callers."""
+        if self.has_decomposed_jacobians:
+            return
+        J = self._require("J_xstar")
+        valid = np.isfinite(J).all(axis=(1, 2))
+        complex_dtype = np.result_type(J.dtype, np.complex64)
+        eigval = np.full(J.shape[:2], np.nan, dtype=complex_dtype)
+        eigvec = np.full(J.shape, np.nan, dtype=complex_dtype)
+        if valid.any():
+            values, vectors = np.linalg.eig(J[valid])
+            key = values.real if self.dynamics == "continuous" else np.abs(values)
+            order = np.argsort(-key, axis=1, kind="stable")
+            eigval[valid] = np.take_along_axis(values, order, axis=1)
+            eigvec[valid] = np.take_along_axis(vectors, order[:, None, :], axis=2)
+        unstable = eigval.real > 0 if self.dynamics == "continuous" else np.abs(eigval) >= 1
+        self.eigval_J_xstar, self.eigvec_J_xstar = eigval, eigvec
+        self.n_unstable = unstable.sum(axis=1)
+        self.is_stable = valid & (self.n_unstable == 0)
+
+    decompose_Jacobians = decompose_jacobians  # the spelling plot_utils calls
+
+    @property
+    def has_decomposed_jacobians(self) -> bool:
+        return self.eigval_J_xstar is not None
+
+    @property
+    def is_single_fixed_point(self) -> bool:
+        return self.n == 1
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild a (shallow) copy: ``FixedPoints(**fps.kwargs)``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def assert_valid_shapes(self) -> None:
+        """Raise ValueError when a per-point field has another number of rows than xstar (after edits in place)."""
+        for name, value in self.arrays().items():
+            if value.shape[:1] != (self.n,):
+                raise ValueError(f"{name} has {value.shape[:1]} rows, xstar has {self.n}")
+
+    def print_shapes(self) -> None:
+        """Print each per-point field's shape (None when it was not computed)."""
+        for name in POINT_FIELDS:
+            value = getattr(self, name)
+            print(f"{name}: {None if value is None else value.shape}")
 
     @property
     def stable(self) -> "FixedPoints":
@@ -180,7 +295,7 @@ class FixedPoints:
         shared = set.intersection(*(set(p.arrays()) for p in parts))
         joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
         empty = {name: None for name in POINT_FIELDS if name not in shared}
-        return replace(parts[0], **empty, **joined, info={}, slow_points=None)
+        return replace(parts[0], **empty, **joined, info={}, slow_points=None, all_samples=None)
 
     def unique(self, tol: float | None = None) -> "FixedPoints":
         """Merge points closer than ``tol`` (default ``tol_unique``), keeping the lowest q."""
@@ -200,16 +315,19 @@ class FixedPoints:
         """Flat ``name -> array`` mapping as stored in ``.npz`` (no pickled objects)."""
         out = dict(self.arrays())
         out[_META_KEY] = np.array(json.dumps(self._meta(), default=_json_default))
-        if self.slow_points is not None:
-            out.update({_SLOW_PREFIX + k: v for k, v in self.slow_points.to_npz_arrays().items()})
+        for prefix, nested in ((_SLOW_PREFIX, self.slow_points), (_ALL_PREFIX, self.all_samples)):
+            if nested is not None:
+                out.update({prefix + k: v for k, v in nested.to_npz_arrays().items()})
         return out
 
     @classmethod
     def from_npz_arrays(cls, arrays: dict[str, np.ndarray]) -> "FixedPoints":
         meta = json.loads(str(arrays[_META_KEY])) if _META_KEY in arrays else {}
         slow = {k[len(_SLOW_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
+        every = {k[len(_ALL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_ALL_PREFIX)}
         own = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
-        return cls(**own, **meta, slow_points=cls.from_npz_arrays(slow) if slow else None)
+        return cls(**own, **meta, slow_points=cls.from_npz_arrays(slow) if slow else None,
+                   all_samples=cls.from_npz_arrays(every) if every else None)
 
     def save(self, file: str | PathLike | IO[bytes]) -> None:
         """Write to ``.npz`` (compressed, loadable with ``allow_pickle=False``)."""
@@ -242,6 +360,8 @@ class FixedPoints:
             name: {"dtype": value.dtype.name, "shape": list(value.shape)} for name, value in self.arrays().items()
         }
         out["slow_points"] = None if self.slow_points is None else self.slow_points.to_json_dict()
+        if self.all_samples is not None:
+            out["all_samples"] = self.all_samples.to_json_dict()
         return out
 
     @classmethod
@@ -249,7 +369,7 @@ class FixedPoints:
         """Rebuild from :meth:`to_json_dict` output (``array_specs`` optional for hand-written JSON)."""
         specs = data.get("array_specs", {})
         arrays = {name: _array_from_json(value, specs.get(name)) for name, value in data["fields"].items()}
-        slow = data.get("slow_points")
+        slow, every = data.get("slow_points"), data.get("all_samples")
         return cls(
             **arrays,
             dynamics=data.get("dynamics", "discrete"),
@@ -257,6 +377,7 @@ class FixedPoints:
             tol_unique=data.get("tol_unique", 1e-3),
             info=data.get("info", {}),
             slow_points=None if slow is None else cls.from_json_dict(slow),
+            all_samples=None if every is None else cls.from_json_dict(every),
         )
 
     # --- display -------------------------------------------------------------------
@@ -327,6 +448,34 @@ def _array_from_json(value: Any, spec: dict[str, Any] | None = None) -> np.ndarr
     return array
 
 
+def reference_unique_indices(points: np.ndarray, q: np.ndarray, tol: float) -> np.ndarray:
+    """FixedPointFinder's de-duplication: in row order, each point not yet matched is grouped
+    with every unmatched point within ``tol`` in 2-norm, and the group's lowest-q point is kept.
+
+    Parameters
+    ----------
+    points : ndarray, (n, k)
+        Fixed points joined with their inputs.
+    q : ndarray, (n,)
+
+    Returns
+    -------
+    ndarray of int64: the kept rows, in the order their groups were formed.
+    """
+    matched = np.zeros(len(points), dtype=bool)
+    kept: list[int] = []
+    for i in range(len(points)):
+        if matched[i]:
+            continue
+        open_ = np.flatnonzero(~matched)
+        group = open_[np.linalg.norm(points[open_] - points[i], axis=1) <= tol]
+        if len(group) == 0:  # a point with NaN coordinates matches nothing, itself included
+            group = np.array([i])
+        kept.append(int(group[np.argmin(q[group])]))
+        matched[group] = True
+    return np.asarray(kept, dtype=np.int64)
+
+
 def _arrays_identical(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -342,4 +491,4 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["FixedPoints", "POINT_FIELDS"]
+__all__ = ["FixedPoints", "POINT_FIELDS", "reference_unique_indices"]

@@ -13,6 +13,58 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["newton", "newton_krylov", "lm_krylov", "anderson", "adam"]
 Dynamics = Literal["discrete", "continuous"]
+UniqueRule = Literal["converged", "reference"]
+
+
+class AdamHps(BaseModel):
+    """Adam's moment decay rates and denominator constant (TF FixedPointFinder's ``adam_hps``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    epsilon: float = Field(1e-8, gt=0, description="torch's default; TF FixedPointFinder uses 0.01.")
+
+
+class AdaptiveLearningRate(BaseModel):
+    """The TF reference's adaptive learning rate (``alr_hps``), used by ``adam`` in place of
+    reduce-on-plateau: after an optional warm-up, the rate falls by ``decrease_factor`` when the
+    newest mean q is worse than each of the previous ``min_steps_per_decrease``, and rises by
+    ``increase_factor`` after ``min_steps_per_increase`` strictly falling steps; no change
+    follows another within that many steps. ``min_rate`` and ``max_n_steps`` never stop a
+    search (as in the reference); they are accepted so that its dictionaries validate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_rate: float | None = Field(None, gt=0, description="None: lr_init.")
+    min_rate: float = Field(1e-3, ge=0)
+    max_n_steps: float = Field(1e4, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    warmup_scale: float = Field(1e-3, gt=0, le=1)
+    warmup_shape: Literal["linear", "exp", "gaussian"] = "gaussian"
+    do_decrease_rate: bool = True
+    min_steps_per_decrease: int = Field(5, ge=0)
+    decrease_factor: float = Field(0.95, ge=0, le=1)
+    do_increase_rate: bool = True
+    min_steps_per_increase: int = Field(5, ge=0)
+    increase_factor: float = Field(1 / 0.95, ge=1)
+    verbose: bool = False
+
+
+class AdaptiveGradNormClip(BaseModel):
+    """The TF reference's adaptive gradient-norm clipping (``agnc_hps``): the gradient of mean q
+    is rescaled to at most ``percentile`` of the last ``sliding_window_len`` gradient norms
+    (``init_clip_val`` before the first), never above ``max_clip_val``; without adaptive
+    clipping, always at ``max_clip_val``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    do_adaptive_clipping: bool = True
+    sliding_window_len: int = Field(128, ge=1)
+    percentile: float = Field(95.0, ge=0, le=100)
+    init_clip_val: float = Field(1e12, gt=0)
+    max_clip_val: float = Field(1e12, gt=0)
+    verbose: bool = False
 
 
 class FinderOptions(BaseModel):
@@ -38,6 +90,13 @@ class FinderOptions(BaseModel):
     lr_factor: float = Field(0.95, gt=0, lt=1, description="Adam's learning-rate decrease on plateau.")
     lr_patience: int = Field(5, ge=0, description="Adam: iterations without improvement before decreasing.")
     lr_cooldown: int = Field(0, ge=0, description="Adam: iterations to wait after a decrease.")
+    adam_hps: AdamHps = Field(AdamHps.model_validate({}), description="Adam's betas and epsilon.")
+    alr_hps: AdaptiveLearningRate | None = Field(
+        None, description="Adam: the TF reference's adaptive learning rate instead of reduce-on-plateau."
+    )
+    agnc_hps: AdaptiveGradNormClip | None = Field(
+        None, description="Adam: clip the gradient's global norm adaptively (the TF reference's agnc)."
+    )
     completeness: Literal["none", "midpoints"] = Field(
         "midpoints",
         description="Newton below 256 states: after the first pass, restart from midpoints between the "
@@ -49,6 +108,14 @@ class FinderOptions(BaseModel):
 
     # --- uniqueness and outliers ---------------------------------------------------
     tol_unique: float = Field(1e-3, gt=0, description="Points closer than this (max-norm) are one fixed point.")
+    unique_rule: UniqueRule = Field(
+        "converged",
+        description="converged: fixed points are the samples that met tol_q, de-duplicated in max-norm; "
+        "reference: FixedPointFinder's rule, every sample de-duplicated in the 2-norm of (xstar, inputs).",
+    )
+    return_all_samples: bool = Field(
+        False, description="Also return every initial state's outcome, in order, as all_samples."
+    )
     max_n_unique: int | None = Field(None, ge=1, description="Keep at most this many unique points.")
     do_exclude_distance_outliers: bool = True
     outlier_distance_scale: float = Field(10.0, gt=0)

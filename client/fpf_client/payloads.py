@@ -116,8 +116,8 @@ class ArraysPayload:
         return buffer.getvalue()
 
 
-def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
-    """Check ``initial_states: (n, n_states)`` and ``inputs: (1 | n, n_inputs)``."""
+def arrays_payload(initial_states: Any, inputs: Any = None, cond_ids: Any = None) -> ArraysPayload:
+    """Check ``initial_states: (n, n_states)``, ``inputs: (1 | n, n_inputs)`` and ``cond_ids: (n,)``."""
     arrays = {"initial_states": as_state_array(initial_states, "initial_states")}
     n, n_states = arrays["initial_states"].shape
     if n == 0:
@@ -128,7 +128,24 @@ def arrays_payload(initial_states: Any, inputs: Any = None) -> ArraysPayload:
             raise ShapeMismatch(
                 f"inputs has {arrays['inputs'].shape[0]} rows; expected 1 or {n} (one per initial state)"
             )
+    if cond_ids is not None:
+        arrays["cond_ids"] = as_cond_ids(cond_ids, n)
     return ArraysPayload(arrays, n_states, arrays["inputs"].shape[1] if inputs is not None else None)
+
+
+def as_cond_ids(value: Any, n: int) -> np.ndarray:
+    """One integer label per initial state, as int64 ``(n,)``."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    labels = np.asarray(value)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iub":
+        raise InvalidArray(f"cond_ids must hold integers, not {labels.dtype}")
+    labels = labels.reshape(-1).astype(np.int64)
+    if labels.shape[0] != n:
+        raise ShapeMismatch(f"cond_ids has {labels.shape[0]} entries; expected one per initial state ({n})")
+    return labels
 
 
 def is_local_model(model: Any) -> bool:

@@ -31,6 +31,11 @@ class ProgressReporter:
         if self._show_bar:
             self._update_bar(record)
 
+    def note(self, message: str) -> None:
+        """Show what the wait is waiting for (an outage of the service) until the next record."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(message, refresh=True)
+
     def _update_bar(self, record: JobRecord) -> None:
         progress = record.progress
         total = (progress.n_total if progress else None) or record.n_initial_states

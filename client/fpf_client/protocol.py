@@ -16,6 +16,7 @@ import httpx
 from pydantic import ValidationError
 
 from .errors import (
+    ERROR_CLASSES,
     ErrorCode,
     FpfError,
     InvalidModel,
@@ -28,6 +29,7 @@ from .events import ServerSentEvent
 from .fixed_points import FixedPoints
 from .payloads import NPZ_MEDIA_TYPE, ModelFile, UploadHints, form_fields
 from .records import JobRecord, Model
+from .retry import mark_unreached
 
 T = TypeVar("T")
 
@@ -51,6 +53,15 @@ class Call(Generic[T]):
     data: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes, str]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: Whether sending it twice does what sending it once does (so it may be retried after any failure).
+    idempotent: bool = True
+    #: Codes that, answered to a retry, mean an earlier attempt did the work (a delete's 404).
+    done_if: tuple[ErrorCode, ...] = ()
+
+    @property
+    def what(self) -> str:
+        """The call, for log lines."""
+        return f"{self.method} {self.path}"
 
     def request_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``httpx.Client.request`` / ``httpx.AsyncClient.request``."""
@@ -73,7 +84,18 @@ def raise_for_problem(response: httpx.Response) -> None:
         problem = None
     if not isinstance(problem, dict) or "code" not in problem:
         problem = _problem_without_code(response, problem)
+    retry_after = _retry_after_s(response.headers.get("retry-after"))
+    if retry_after is not None:
+        problem.setdefault("retry_after_s", retry_after)
     raise FpfError.from_problem(problem)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header given as a number (the HTTP date form is not used by fpf)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _problem_without_code(response: httpx.Response, body: Any) -> dict[str, Any]:
@@ -92,7 +114,7 @@ def _problem_without_code(response: httpx.Response, body: Any) -> dict[str, Any]
 def unreachable(url: str, exc: httpx.TransportError) -> FpfError:
     """The error for a request that never got an answer."""
     reason = str(exc) or type(exc).__name__
-    return ServiceUnavailable(f"cannot reach the fpf service at {url}: {reason}")
+    return mark_unreached(ServiceUnavailable(f"cannot reach the fpf service at {url}: {reason}"))
 
 
 def _items(response: httpx.Response) -> list[Any]:
@@ -107,6 +129,7 @@ def _nothing(response: httpx.Response) -> None:
 
 # --- models ----------------------------------------------------------------------------------
 def upload_model(model: ModelFile, hints: UploadHints) -> Call[Model]:
+    # Idempotent: models are stored by the sha256 of their bytes, so the same upload twice is one model.
     return Call(
         "POST",
         "/v1/models",
@@ -125,7 +148,7 @@ def list_models() -> Call[list[Model]]:
 
 
 def delete_model(model_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/models/{model_id}", _nothing)
+    return Call("DELETE", f"/v1/models/{model_id}", _nothing, done_if=(ErrorCode.MODEL_NOT_FOUND,))
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -139,6 +162,7 @@ def submit_job(
         data=form_fields(model_id=model_id, options=options),
         files={"arrays": ("arrays.npz", arrays_npz, NPZ_MEDIA_TYPE)},
         headers={"Idempotency-Key": idempotency_key} if idempotency_key else {},
+        idempotent=bool(idempotency_key),
     )
 
 
@@ -160,7 +184,7 @@ def cancel_job(job_id: str) -> Call[None]:
 
 
 def delete_job(job_id: str) -> Call[None]:
-    return Call("DELETE", f"/v1/jobs/{job_id}", _nothing)
+    return Call("DELETE", f"/v1/jobs/{job_id}", _nothing, done_if=(ErrorCode.JOB_NOT_FOUND,))
 
 
 def job_result(job_id: str) -> Call[FixedPoints]:
@@ -181,6 +205,12 @@ def job_events_path(job_id: str) -> str:
 def is_event_stream(response: httpx.Response) -> bool:
     """Whether the gateway answered the ``/events`` request with a stream (else the client polls)."""
     return response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def is_stream_unavailable(response: httpx.Response) -> bool:
+    """Whether the ``/events`` request was answered "not now" (a 503 or 502/504 from a proxy): the
+    stream may be opened again later, unlike an answer that is no stream at all."""
+    return response.status_code in (502, 503, 504)
 
 
 def event_record(event: ServerSentEvent) -> JobRecord | None:
@@ -219,11 +249,21 @@ def stream_timeout(base: httpx.Timeout, deadline: float, longest_silence: float 
 
 
 def check_model_usable(model: Model) -> Model:
-    """Return ``model`` unless the service found it invalid, in which case raise :class:`InvalidModel`."""
+    """Return ``model`` unless the service found it invalid, in which case raise :class:`InvalidModel`
+    (its subclass :class:`~fpf_client.errors.ValidationTimeout` for a validation that timed out)."""
     if model.status == "invalid":
         detail = (model.error or {}).get("detail") or "the service could not load it"
-        raise InvalidModel(f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error)
+        cls = ERROR_CLASSES.get(_code_of(model.error), InvalidModel)
+        raise (cls if issubclass(cls, InvalidModel) else InvalidModel)(
+            f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error)
     return model
+
+
+def _code_of(problem: dict[str, Any] | None) -> ErrorCode | None:
+    try:
+        return ErrorCode((problem or {}).get("code"))
+    except ValueError:
+        return None
 
 
 def check_succeeded(record: JobRecord) -> None:

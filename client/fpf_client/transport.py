@@ -7,18 +7,23 @@ of :mod:`fpf_client.protocol` with httpx; the gRPC one is :class:`fpf_client.rpc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from . import protocol
+from . import protocol, retry
 from .events import SSEDecoder
 from .fixed_points import FixedPoints
 from .payloads import ArraysPayload, ModelFile, UploadHints
 from .protocol import Call, T
 from .records import JobRecord, Model
+from .retry import RetryPolicy
+
+#: What :meth:`Transport.job_events` returns when it ends: whether the service streams events at all
+#: (False: the caller polls from then on; True: the stream ended or broke, and may be opened again).
+StreamEnd = bool
 
 TRANSPORTS = ("http", "grpc")
 DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
@@ -38,7 +43,7 @@ class Transport(Protocol):
     def cancel_job(self, job_id: str) -> None: ...
     def delete_job(self, job_id: str) -> None: ...
     def job_result(self, job_id: str) -> FixedPoints: ...
-    def job_events(self, job_id: str, deadline: float) -> Iterator[JobRecord]: ...
+    def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, StreamEnd]: ...
     def close(self) -> None: ...
 
 
@@ -56,17 +61,27 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 class HttpTransport:
-    """The REST API over httpx: each operation is a :class:`~fpf_client.protocol.Call` sent and read."""
+    """The REST API over httpx: each operation is a :class:`~fpf_client.protocol.Call` sent and read,
+    and sent again through outages as ``retry_policy`` says."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout: float,
+                 retry_policy: RetryPolicy = RetryPolicy()) -> None:
         self.url = url
         self.http = httpx.Client(base_url=url, headers=auth_headers(api_key), timeout=timeout)
+        self.retry_policy = retry_policy
+        #: Whether the service has ever answered: until then a refused connection is a wrong address.
+        self.reached = False
 
     def send(self, call: Call[T]) -> T:
+        return retry.call(self.retry_policy, lambda: self._send_once(call), call.what, idempotent=call.idempotent,
+                          done_if=call.done_if, seen=lambda: self.reached)
+
+    def _send_once(self, call: Call[T]) -> T:
         try:
             response = self.http.request(call.method, call.path, **call.request_kwargs())
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
+        self.reached = True
         return call.read(response)
 
     def close(self) -> None:
@@ -103,10 +118,11 @@ class HttpTransport:
     def job_result(self, job_id: str) -> FixedPoints:
         return self.send(protocol.job_result(job_id))
 
-    def job_events(self, job_id: str, deadline: float) -> Iterator[JobRecord]:
-        """Job records from the event stream until it ends, fails or the deadline passes.
+    def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, StreamEnd]:
+        """Job records from the event stream until it ends, breaks or the deadline passes.
 
-        A silent stream is reopened; any other trouble ends the stream and the caller polls.
+        A silent stream is reopened; a broken one ends (True: the caller may open it again after
+        checking the job); an answer that is no event stream returns False (the caller polls).
         """
         while protocol.seconds_left(deadline) > 0:
             timeout = protocol.stream_timeout(self.http.timeout, deadline)
@@ -114,8 +130,10 @@ class HttpTransport:
                 with self.http.stream(
                     "GET", protocol.job_events_path(job_id), headers={"Accept": "text/event-stream"}, timeout=timeout
                 ) as response:
+                    if protocol.is_stream_unavailable(response):
+                        return True
                     if not protocol.is_event_stream(response):
-                        return
+                        return False
                     decoder = SSEDecoder()
                     for line in response.iter_lines():
                         event = decoder.feed(line)
@@ -126,14 +144,16 @@ class HttpTransport:
                             yield record
                         if event.event == "end":
                             yield self.get_job(job_id)
-                    return
+                    return True
             except httpx.ReadTimeout:
                 continue
             except httpx.TransportError:
-                return
+                return True
+        return True
 
 
-def open_transport(url: str, kind: str, api_key: str | None, timeout: float) -> Transport:
+def open_transport(url: str, kind: str, api_key: str | None, timeout: float,
+                   retry_policy: RetryPolicy = RetryPolicy()) -> Transport:
     """The transport of ``kind`` to ``url``."""
     if kind == "grpc":
         try:
@@ -141,5 +161,5 @@ def open_transport(url: str, kind: str, api_key: str | None, timeout: float) -> 
         except ImportError as exc:
             raise ImportError(f"the gRPC transport needs the grpc extra: pip install 'fpf-client[grpc]' ({exc})") \
                 from exc
-        return GrpcTransport(url, api_key, timeout)
-    return HttpTransport(url, api_key, timeout)
+        return GrpcTransport(url, api_key, timeout, retry_policy)
+    return HttpTransport(url, api_key, timeout, retry_policy)

@@ -18,23 +18,27 @@ from fpf_client.rpc.stubs import SERVICE_NAME, load
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from workers.celery_app import make_celery
 
-from ..artifacts import ArtifactStore
-from ..auth import Authenticator, UnsafeBind, check_bind
-from ..dispatch import Dispatcher
-from ..janitor import Janitor, JanitorPolicy
-from ..keys import KeyStore
-from ..quotas import QuotaLimits, Quotas
-from ..settings import Settings, get_settings
-from ..store import JobStore
-from .servicer import Authenticate, FixedPointServicer
+from service.core.artifacts import ArtifactStore
+from service.gateway.auth import Authenticator, UnsafeBind, check_bind
+from service.core.queue import Dispatcher, make_celery
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.api_keys import KeyStore
+from service.core.outages import bound_broker, redis_client
+from service.gateway.quotas import QuotaLimits, Quotas
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
+from service.grpc.servicer import Authenticate, FixedPointServicer
 
 log = logging.getLogger(__name__)
 
 #: Concurrent calls served (each WatchJob holds one thread while it follows its job).
 DEFAULT_THREADS = 32
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class PortInUse(OSError):
+    """The server's address is taken (by another fpf, or anything else)."""
 
 
 @dataclass
@@ -68,14 +72,15 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     gateway's body limit.
     """
     settings = settings or get_settings()
-    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = JobStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
-    dispatcher = Dispatcher(make_celery(settings), settings.queue)
+    dispatcher = Dispatcher(bound_broker(make_celery(settings), settings), settings.queue)
     janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fpf-grpc"),
-        options=[("grpc.max_receive_message_length", settings.max_body_bytes)],
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share the port with the first.
+        options=[("grpc.max_receive_message_length", settings.max_body_bytes), ("grpc.so_reuseport", 0)],
     )
     authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
     quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
@@ -84,9 +89,12 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address"
+        raise PortInUse(f"cannot listen on {address}: the port is in use") from exc
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise PortInUse(f"cannot listen on {address}: the port is in use")
     server.start()
 
     stop = threading.Event()
@@ -122,7 +130,11 @@ def serve(host: str, port: int, *, threads: int = DEFAULT_THREADS) -> int:
     except UnsafeBind as exc:
         log.error("%s", exc)
         return 1
-    running = start_server(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", threads=threads)
+    try:
+        running = start_server(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", threads=threads)
+    except PortInUse:
+        log.error("gRPC port %d on %s is in use; choose another with --port (fpf-server up: --grpc-port)", port, host)
+        return 1
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

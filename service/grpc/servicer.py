@@ -1,6 +1,6 @@
 """The RPCs of ``fpf.v1.FixedPointService``: each one is the REST route of the same name, over gRPC.
 
-Validation, storage and queueing are :mod:`service.operations` and :mod:`service.submission`,
+Validation, storage and queueing are :mod:`service.gateway.operations` and :mod:`service.gateway.submission`,
 the functions the HTTP routes call; records are rendered through the same ``ModelOut`` /
 ``JobOut`` schemas, then converted by :mod:`fpf_client.rpc.codec`.
 """
@@ -15,32 +15,32 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-import redis
 from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
 from google.protobuf import empty_pb2
 from pydantic import ValidationError
 
-from ..artifacts import ArtifactStore
-from ..auth import Principal
-from ..dispatch import Dispatcher
-from ..operations import enqueue_job, remove_job, remove_model, result_path, store_model
-from ..problems import describe_validation_errors
-from ..quotas import Quotas
-from ..records import JobStatus
-from ..schemas import JobOut, ModelOut, UploadHints
-from ..scoping import find_job, find_model, visible_jobs, visible_models
-from ..settings import Settings
-from ..store import JobStore
-from ..submission import Submission, parse_options
-from .results import result_chunks
+from service.core.artifacts import ArtifactStore
+from service.gateway.auth import Principal
+from service.core.queue import Dispatcher
+from service.core.outages import OUTAGE_ERRORS, unavailable
+from service.gateway.operations import enqueue_job, remove_job, remove_model, result_path, store_model
+from service.gateway.problems import describe_validation_errors
+from service.gateway.quotas import Quotas
+from service.core.records import JobStatus
+from service.gateway.schemas import JobOut, ModelOut, UploadHints
+from service.gateway.scoping import find_job, find_model, visible_jobs, visible_models
+from service.core.settings import Settings
+from service.core.store import JobStore
+from service.gateway.submission import Submission, parse_options
+from service.grpc.results import result_chunks
 
 log = logging.getLogger(__name__)
 pb2, pb2_grpc = load().pb2, load().pb2_grpc
 
 #: The caller of the ``authorization`` metadata (``Bearer KEY``, or None when absent), or
-#: :class:`~fpf_client.errors.Unauthenticated`: :class:`service.auth.Authenticator`, which the REST
+#: :class:`~fpf_client.errors.Unauthenticated`: :class:`service.gateway.auth.Authenticator`, which the REST
 #: gateway calls with its ``Authorization`` header.
 Authenticate = Callable[[str | None], Principal]
 
@@ -53,11 +53,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 def rpc(method: F) -> F:
     """Run an RPC for the caller its API key names, answering :class:`FpfError` with its status and details.
 
-    The decorated method gets the :class:`~service.auth.Principal` as a fourth argument.
+    The decorated method gets the :class:`~service.gateway.auth.Principal` as a fourth argument.
     """
 
-    def fail(context: grpc.ServicerContext, exc: Exception) -> None:
-        if not isinstance(exc, FpfError):
+    def fail(self: "FixedPointServicer", context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, OUTAGE_ERRORS):
+            log.warning("%s: %s: %s", method.__name__, type(exc).__name__, exc)
+            exc = unavailable(exc, self.settings.unavailable_retry_after_s)
+        elif not isinstance(exc, FpfError):
             log.exception("unhandled error in %s", method.__name__)
             exc = FpfError("internal server error")
         context.abort_with_status(codec.status_of_problem(exc.to_problem()))
@@ -68,7 +71,7 @@ def rpc(method: F) -> F:
             try:
                 yield from method(self, request, context, self.caller(context))
             except Exception as exc:
-                fail(context, exc)
+                fail(self, context, exc)
 
         return streaming  # type: ignore[return-value]
 
@@ -77,7 +80,7 @@ def rpc(method: F) -> F:
         try:
             return method(self, request, context, self.caller(context))
         except Exception as exc:
-            fail(context, exc)
+            fail(self, context, exc)
 
     return unary  # type: ignore[return-value]
 
@@ -138,6 +141,8 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
             initial_states=codec.array_of_message(request.initial_states, "initial_states", max_elements=limit),
             inputs=(codec.array_of_message(request.inputs, "inputs", max_elements=limit)
                     if request.HasField("inputs") else None),
+            cond_ids=(codec.array_of_message(request.cond_ids, "cond_ids", max_elements=limit)
+                      if request.HasField("cond_ids") else None),
         )
         job, _ = enqueue_job(submission, request.idempotency_key or None, self.settings, self.store,
                              self.artifacts, self.dispatcher, principal=caller, quotas=self.quotas)
@@ -173,8 +178,6 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
                 if job.status.is_final:
                     return
                 pubsub.get_message(timeout=WATCH_POLL_S)
-        except redis.ConnectionError as exc:
-            raise FpfError(f"lost the job store while watching: {exc}") from exc
         finally:
             pubsub.close()
 

@@ -16,9 +16,8 @@ from .models.base import Dynamics, StepModel
 from .solvers.linearization import linearize
 
 #: Arnoldi vectors kept per wanted mode. ARPACK's default (2 k + 1, at least 20) restarts far too
-#: often when the leading eigenvalues crowd the edge of a disk, as a random network's do: for the 10
-#: largest of a 1024 x 1024 matrix with gain 0.9 it needed 8528 products, 2266 with 40 vectors and
-#: 761 with 160, at (ncv x d) floats of memory.
+#: often when the leading eigenvalues crowd the edge of a disk, as a random network's do; more
+#: vectors cut the Jacobian products by several times, at (ncv x d) floats of memory.
 NCV_PER_EIG = 16
 
 

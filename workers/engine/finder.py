@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from fpf_client.errors import NonFinite, ShapeMismatch
-from fpf_client.fixed_points import FixedPoints
+from fpf_client.fixed_points import FixedPoints, reference_unique_indices
 from fpf_client.options import FinderOptions
 
 from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
+from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
@@ -37,10 +38,9 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
 #: From this many states on, method="newton" runs ``lm_krylov`` (Anderson mixing, then LM on
-#: Jacobian products, dense for the last few samples): forming and factoring n dense (d, d)
-#: Jacobians per step costs more than that from here. At d = 64 and 128 it is as fast as dense
-#: newton on tanh (gain 0.9) and GRU networks and 1.5x and 3.5x faster on chaotic ones, with the
-#: same roots (docs/benchmarks.md).
+#: Jacobian products, dense for the last few samples): from here forming and factoring n dense
+#: (d, d) Jacobians per step costs more than the Jacobian products, with the same roots
+#: (benchmarks/large_networks.py measures both).
 KRYLOV_MIN_STATES = 64
 #: Below this many states, method="newton" also restarts between attractors (completeness);
 #: the restarts take dense Newton steps.
@@ -57,6 +57,7 @@ def find_fixed_points(
     *,
     progress: ProgressCallback | None = None,
     time_limit_s: float | None = None,
+    cond_ids: Any = None,
     **option_overrides: Any,
 ) -> FixedPoints:
     """Find and analyse the fixed points of ``model`` reachable from ``initial_states``.
@@ -72,13 +73,18 @@ def find_fixed_points(
     options : FinderOptions, optional
         Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
     progress : callable, optional
-        Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at
-        least every ~0.5 s of work; an exception it raises propagates unchanged, except
+        Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at the
+        start of each phase and then at most every ``REPORT_INTERVAL`` seconds of solver iterations;
+        an exception it raises propagates unchanged, except
         :class:`~workers.engine.solvers.TimeUp` during the search, which ends it like ``time_limit_s``.
     time_limit_s : float, optional
         Seconds the search may take. When they are over, the solvers stop where they are:
         samples meeting ``tol_q`` are fixed points, the rest capped (slow points with ``q_slow``),
         the analysis runs on what was found, and ``info["partial"]`` is True with ``info["partial_reason"]``.
+    cond_ids : array-like of int, (n,), optional
+        The caller's label of each initial state, reported as ``cond_id`` (a restart between
+        attractors takes the label of the first initial state with its input); the index of
+        each sample's distinct input row when absent.
 
     Returns
     -------
@@ -87,7 +93,7 @@ def find_fixed_points(
     """
     started = time.perf_counter()
     options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
-    device = _device(options.device)
+    device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
     step_model = as_step_model(model).to(device, dtype)
     dynamics = options.dynamics or step_model.dynamics
@@ -95,13 +101,14 @@ def find_fixed_points(
     n, d = _check_states(x0, step_model)
     u = _check_inputs(inputs, n, step_model, dtype, device)
     u_rows, group = _conditions(u, n)
+    cond_ids = _check_cond_ids(cond_ids, n)
     restarts_wanted = options.method == "newton" and options.completeness == "midpoints" and d < COMPLETENESS_MAX_STATES
     options = options.model_copy(update={"method": resolve_method(options.method, d)})
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     reporter = _Reporter(progress, n, deadline)
 
     result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
-    unique = _unique_converged(result, u_rows[group], options.tol_unique)
+    unique = _unique_converged(result, u_rows[group], options)
     starts, sample_group = x0, group
     completeness_passes = 0
     if restarts_wanted and reporter.stopped is None:
@@ -115,7 +122,7 @@ def find_fixed_points(
         completeness_passes = restarts.passes
         # The first pass's representatives stand for all its converged samples.
         candidates = torch.cat([unique, n + torch.nonzero(restarts.result.converged).squeeze(-1)])
-        unique = _unique_among(result, candidates, u_rows, sample_group, options.tol_unique)
+        unique = _unique_among(result, candidates, u_rows, sample_group, options)
 
     refinement = Refinement()
     if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
@@ -123,14 +130,17 @@ def find_fixed_points(
                                        progress=reporter.hook("refinement", n))
         if len(refinement.converged):
             candidates = torch.cat([unique, refinement.converged])
-            unique = _unique_among(result, candidates, u_rows, sample_group, options.tol_unique)
+            unique = _unique_among(result, candidates, u_rows, sample_group, options)
 
-    if len(unique):
-        roots = Problem(step_model, u_rows[sample_group[unique]], dynamics)
-        _polish(roots, result, unique)
-        unique = _unique_among(result, unique, u_rows, sample_group, options.tol_unique)
+    roots_found = unique[result.converged[unique]]  # the reference rule also keeps unconverged samples, as they are
+    if len(roots_found):
+        _polish(Problem(step_model, u_rows[sample_group[roots_found]], dynamics), result, roots_found)
+        unique = _unique_among(result, unique, u_rows, sample_group, options)
 
-    fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, dynamics, options, reporter)
+    labels = _labels(cond_ids, group, sample_group)
+    fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, labels, dynamics, options, reporter)
+    if options.return_all_samples:
+        fps.all_samples = _all_samples(step_model, result, x0, u_rows, group, labels, dynamics, options)
     fps.info["discovery_curve"] = _discovery_curve(fps, result, u_rows, group, options)
     first_pass = result.select(slice(0, n))
     at_floor = at_rounding_floor(first_pass)
@@ -278,6 +288,7 @@ def _analyse(
     starts: torch.Tensor,
     u_rows: torch.Tensor,
     group: torch.Tensor,
+    labels: np.ndarray,
     dynamics: str,
     options: FinderOptions,
     reporter: "_Reporter",
@@ -294,7 +305,7 @@ def _analyse(
         rng = np.random.default_rng(options.random_seed)
         chosen = np.sort(rng.choice(len(keep), options.max_n_unique, replace=False))
         keep = keep[torch.as_tensor(chosen, device=keep.device)]
-    fps = _points(result, starts, u_rows, group, keep, dynamics, options)
+    fps = _points(result, starts, u_rows, group, keep, labels, dynamics, options)
     lin = linearize(
         model, result.x[keep], u_rows[group[keep]], dynamics,
         tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
@@ -309,7 +320,7 @@ def _analyse(
         fps.eigval_J_xstar, fps.eigvec_J_xstar = lin.eigval, lin.eigvec
         fps.is_stable, fps.n_unstable = lin.is_stable, lin.n_unstable
     if options.q_slow is not None:
-        fps.slow_points = _slow_points(result, starts, u_rows, group, dynamics, options)
+        fps.slow_points = _slow_points(result, starts, u_rows, group, labels, dynamics, options)
     return fps
 
 
@@ -343,18 +354,26 @@ def _polish(roots: Problem, result: SolveResult, keep: torch.Tensor) -> None:
     result.q[keep[better]] = q_try[better]
 
 
-def _unique_converged(result: SolveResult, inputs: torch.Tensor, tol: float) -> torch.Tensor:
-    """Indices of one representative per distinct converged root (and input)."""
+def _unique_converged(result: SolveResult, inputs: torch.Tensor, options: FinderOptions) -> torch.Tensor:
+    """Indices of one representative per distinct root (and input), by ``options.unique_rule``:
+    converged samples in max-norm, or (``"reference"``) every sample with a finite q, grouped
+    the reference's way in 2-norm."""
+    if options.unique_rule == "reference":
+        candidates = torch.nonzero(torch.isfinite(result.q)).squeeze(-1)
+        keys = torch.cat([result.x[candidates], inputs[candidates]], dim=1).detach().cpu().double().numpy()
+        kept = reference_unique_indices(keys, result.q[candidates].detach().cpu().double().numpy(),
+                                        options.tol_unique)
+        return candidates[torch.as_tensor(kept, device=candidates.device)]
     converged = torch.nonzero(result.converged).squeeze(-1)
     keys = torch.cat([result.x[converged], inputs[converged]], dim=1)
-    return converged[unique_indices(keys, result.q[converged], tol)]
+    return converged[unique_indices(keys, result.q[converged], options.tol_unique)]
 
 
 def _unique_among(
-    result: SolveResult, candidates: torch.Tensor, u_rows: torch.Tensor, group: torch.Tensor, tol: float
+    result: SolveResult, candidates: torch.Tensor, u_rows: torch.Tensor, group: torch.Tensor, options: FinderOptions
 ) -> torch.Tensor:
-    """The samples among ``candidates`` (indices) that represent distinct converged roots."""
-    return candidates[_unique_converged(result.select(candidates), u_rows[group[candidates]], tol)]
+    """The samples among ``candidates`` (indices) that represent distinct roots."""
+    return candidates[_unique_converged(result.select(candidates), u_rows[group[candidates]], options)]
 
 
 def _rerun_q_outliers(
@@ -375,7 +394,7 @@ def _rerun_q_outliers(
     rerun = get_solver(options.method)(problem, result.x[outliers], options)
     better = rerun.q < result.q[outliers]
     result.update(outliers[better], rerun.select(better))
-    return keep[_unique_converged(result.select(keep), u_rows[group[keep]], options.tol_unique)]
+    return keep[_unique_converged(result.select(keep), u_rows[group[keep]], options)]
 
 
 def _points(
@@ -384,10 +403,11 @@ def _points(
     u_rows: torch.Tensor,
     group: torch.Tensor,
     keep: torch.Tensor,
+    labels: np.ndarray,
     dynamics: str,
     options: FinderOptions,
 ) -> FixedPoints:
-    """The per-sample fields of the samples ``keep``, as numpy."""
+    """The per-sample fields of the samples ``keep``, as numpy; ``labels`` are every sample's cond_id."""
     def pick(t: torch.Tensor) -> np.ndarray:
         return t[keep].detach().cpu().numpy()
 
@@ -399,7 +419,7 @@ def _points(
         dq=pick(result.dq),
         n_iters=pick(result.n_iters),
         step_norm=pick(result.step_norm),
-        cond_id=pick(group),
+        cond_id=labels[keep.cpu().numpy()],
         dynamics=dynamics,
         tol_q=options.tol_q,
         tol_unique=options.tol_unique,
@@ -411,6 +431,7 @@ def _slow_points(
     starts: torch.Tensor,
     u_rows: torch.Tensor,
     group: torch.Tensor,
+    labels: np.ndarray,
     dynamics: str,
     options: FinderOptions,
 ) -> FixedPoints:
@@ -418,7 +439,25 @@ def _slow_points(
     slow = torch.nonzero(~result.converged & (result.q < options.q_slow)).squeeze(-1)
     keys = torch.cat([result.x[slow], u_rows[group[slow]]], dim=1)
     keep = slow[unique_indices(keys, result.q[slow], options.tol_unique)]
-    return _points(result, starts, u_rows, group, keep, dynamics, options)
+    return _points(result, starts, u_rows, group, keep, labels, dynamics, options)
+
+
+def _all_samples(
+    model: StepModel,
+    result: SolveResult,
+    x0: torch.Tensor,
+    u_rows: torch.Tensor,
+    group: torch.Tensor,
+    labels: np.ndarray,
+    dynamics: str,
+    options: FinderOptions,
+) -> FixedPoints:
+    """Every initial state's outcome, in the order given (the reference's ``all_fps``), with F_xstar."""
+    every = torch.arange(len(group), device=group.device)
+    samples = _points(result, x0, u_rows, group, every, labels, dynamics, options)
+    with torch.no_grad():
+        samples.F_xstar = model.step(result.x[every], u_rows[group]).detach().cpu().numpy()
+    return samples
 
 
 class _Reporter:
@@ -479,12 +518,6 @@ class _Reporter:
         })
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A fresh tensor (never a view of the caller's memory), checked to be finite."""
     tensor = torch.as_tensor(np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array))
@@ -512,6 +545,30 @@ def _check_inputs(inputs: Any, n: int, model: StepModel, dtype: torch.dtype, dev
             f"inputs has shape {tuple(u.shape)}; expected (1 or {n}, {model.n_inputs})", field="inputs"
         )
     return u
+
+
+def _check_cond_ids(cond_ids: Any, n: int) -> np.ndarray | None:
+    """The caller's per-sample labels as a flat array of n entries, or None."""
+    if cond_ids is None:
+        return None
+    labels = np.asarray(cond_ids.detach().cpu() if isinstance(cond_ids, torch.Tensor) else cond_ids).reshape(-1)
+    if labels.shape[0] != n:
+        raise ShapeMismatch(f"cond_ids has {labels.shape[0]} entries; expected one per initial state ({n})",
+                            field="cond_ids")
+    return labels
+
+
+def _labels(cond_ids: np.ndarray | None, group: torch.Tensor, sample_group: torch.Tensor) -> np.ndarray:
+    """Every sample's cond_id: the caller's label (restarts: that of the first initial state with
+    their input), or the sample's input condition."""
+    if cond_ids is None:
+        return sample_group.cpu().numpy()
+    labels = cond_ids
+    first: dict[int, int] = {}
+    for index, g in enumerate(group.cpu().numpy().tolist()):
+        first.setdefault(g, index)
+    restarts = sample_group[len(group):].cpu().numpy()
+    return np.concatenate([labels, labels[[first[g] for g in restarts.tolist()]]]) if len(restarts) else labels
 
 
 def _conditions(u: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

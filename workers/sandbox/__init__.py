@@ -10,8 +10,9 @@ Nothing here imports the gateway's modules or torch: the child imports this pack
 
 from .command import Limits, SandboxUnavailable, probe, spawn
 from .pool import SandboxPool
-from .process import Listener, Sandbox, SandboxFailure
+from .process import Listener, RequestTimedOut, Sandbox, SandboxFailure
 
 __all__ = [
-    "Limits", "Listener", "Sandbox", "SandboxFailure", "SandboxPool", "SandboxUnavailable", "probe", "spawn",
+    "Limits", "Listener", "RequestTimedOut", "Sandbox", "SandboxFailure", "SandboxPool", "SandboxUnavailable",
+    "probe", "spawn",
 ]

@@ -137,9 +137,10 @@ class Child:
 
         with np.load(io.BytesIO(arrays_npz), allow_pickle=False) as arrays:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
+            cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
         start = time.perf_counter()
         fixed_points = find_fixed_points(model, initial_states, inputs, FinderOptions.model_validate(options),
-                                         progress=self.report, time_limit_s=time_limit_s)
+                                         progress=self.report, time_limit_s=time_limit_s, cond_ids=cond_ids)
         engine_s = time.perf_counter() - start
         out = io.BytesIO()
         # uncompressed: floats hardly compress
@@ -154,7 +155,7 @@ class Child:
 
 def warm_up() -> None:
     """Run the engine once on a tiny built-in map, so that its imports, lazy ones included (torch's
-    dynamo, 1-2 s), happen while the child starts and not in a tenant's first request."""
+    dynamo), happen while the child starts and not in a tenant's first request."""
     import numpy as np
     import torch
 

@@ -45,6 +45,29 @@ class SandboxFailure(FpfError):
     """The child died or broke a limit; the job fails with this, the worker goes on."""
 
 
+class RequestTimedOut(Exception):
+    """A request ran past the wall-time limit it was given; the child has been killed."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"no answer within {limit_s:g} s")
+        self.limit_s = limit_s
+
+
+class _Deadline:
+    """The listener of a request with a wall-time limit: past it, the exchange ends and the child is killed."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.end = time.monotonic() + limit_s
+
+    def progress(self, report: dict[str, Any]) -> None:
+        self.idle()
+
+    def idle(self) -> None:
+        if time.monotonic() > self.end:
+            raise RequestTimedOut(self.limit_s)
+
+
 class Sandbox:
     """One child process under bubblewrap; requests run one at a time."""
 
@@ -64,9 +87,16 @@ class Sandbox:
         self._ready = False
 
     # --- requests -----------------------------------------------------------------------
-    def describe(self, record: dict[str, Any], model_bytes: Callable[[], bytes]) -> dict[str, Any]:
-        """Load the model of ``record`` (a Model's id, format, shapes, dynamics) and describe it."""
-        header, _ = self._exchange({"op": "describe", "model": record}, b"", model_bytes, None)
+    def describe(self, record: dict[str, Any], model_bytes: Callable[[], bytes], *,
+                 time_limit_s: float | None = None) -> dict[str, Any]:
+        """Load the model of ``record`` (a Model's id, format, shapes, dynamics) and describe it.
+
+        ``time_limit_s`` counts from the moment the child is ready, so that only the model's own
+        loading and dry run count: past it the child is killed and :class:`RequestTimedOut` raised.
+        """
+        self.wait_ready()
+        listener = None if time_limit_s is None else _Deadline(time_limit_s)
+        header, _ = self._exchange({"op": "describe", "model": record}, b"", model_bytes, listener)
         return header["model"]
 
     def solve(self, record: dict[str, Any], model_bytes: Callable[[], bytes], arrays_npz: bytes,

@@ -44,6 +44,7 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.INVALID_MODEL: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.VALIDATION_TIMEOUT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.MODEL_NOT_READY: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.JOB_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -54,6 +55,7 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.QUOTA_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.TIME_LIMIT_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.DEVICE_UNAVAILABLE: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.RESULT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
@@ -98,6 +100,11 @@ def error_of_rpc(error: grpc.RpcError, target: str) -> FpfError:
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return NotFound(f"{target} does not serve this call: {details}")
     return FpfError(f"gRPC {code.name} from {target}: {details}")
+
+
+def answered_by_fpf(error: grpc.RpcError) -> bool:
+    """Whether a failed call carries fpf's own problem (the server answered), not a transport failure."""
+    return _problem_in(error) is not None
 
 
 def _problem_in(error: grpc.RpcError) -> dict[str, Any] | None:

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 
-from .. import protocol
-from ..errors import InvalidRequest
+from .. import protocol, retry
+from ..errors import ErrorCode, InvalidRequest
 from ..fixed_points import FixedPoints
 from ..payloads import ArraysPayload, ModelFile, UploadHints
 from ..records import JobRecord, Model
+from ..retry import RetryPolicy
 from . import codec
 from .stubs import load
 
 #: Bytes of a model file per UploadModel message.
 UPLOAD_CHUNK_BYTES = 1 << 20
+#: gRPC's reconnection backoff grows to two minutes by default: a restarted server would stay
+#: unreached long after it is back. The client's own retries pace the attempts instead.
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 2000))
 
 
 def channel_target(url: str) -> tuple[str, bool]:
@@ -47,23 +52,47 @@ class GrpcTransport:
     timeout : float
         Deadline of each unary call, in seconds; streams (uploads, results, watching) have none
         of their own, like REST's per-read timeout.
+    retry_policy : RetryPolicy
+        How calls are retried through outages (every call here is idempotent: submissions carry
+        an idempotency key).
     """
 
-    def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout: float,
+                 retry_policy: RetryPolicy = RetryPolicy()) -> None:
         self.url = url
+        self.retry_policy = retry_policy
+        #: Whether the server has ever answered: until then a refused connection is a wrong address.
+        self.reached = False
         target, tls = channel_target(url)
-        self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials()) if tls else \
-            grpc.insecure_channel(target)
+        self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS) \
+            if tls else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = load().pb2_grpc.FixedPointServiceStub(self.channel)
         self.pb2 = load().pb2
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.timeout = timeout
 
-    def _call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = -1.0) -> Any:
-        try:
-            return method(request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise codec.error_of_rpc(exc, self.url) from exc
+    def _call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = -1.0,
+              done_if: tuple[ErrorCode, ...] = ()) -> Any:
+        """A unary call, retried through outages; ``request`` may be a function making the request
+        (a stream of upload messages is made anew for each attempt)."""
+        def send() -> Any:
+            try:
+                answer = method(request() if callable(request) else request,
+                                timeout=self.timeout if timeout == -1.0 else timeout, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from exc
+            self.reached = True
+            return answer
+
+        return retry.call(self.retry_policy, send, f"gRPC {_name(method)}", done_if=done_if, seen=lambda: self.reached)
+
+    def _error(self, exc: grpc.RpcError) -> Exception:
+        """The FpfError of a failed call, noting whether the server answered it at all."""
+        error = codec.error_of_rpc(exc, self.url)
+        if not codec.answered_by_fpf(exc) and exc.code() is grpc.StatusCode.UNAVAILABLE:
+            return retry.mark_unreached(error)
+        self.reached = True
+        return error
 
     def close(self) -> None:
         self.channel.close()
@@ -77,7 +106,7 @@ class GrpcTransport:
             for start in range(0, len(model.content), UPLOAD_CHUNK_BYTES):
                 yield self.pb2.UploadModelRequest(chunk=model.content[start:start + UPLOAD_CHUNK_BYTES])
 
-        return _model(self._call(self.stub.UploadModel, messages(), timeout=None))
+        return _model(self._call(self.stub.UploadModel, messages, timeout=None))
 
     def get_model(self, model_id: str) -> Model:
         return _model(self._call(self.stub.GetModel, self.pb2.GetModelRequest(model_id=model_id)))
@@ -87,16 +116,18 @@ class GrpcTransport:
         return [_model(message) for message in answer.models]
 
     def delete_model(self, model_id: str) -> None:
-        self._call(self.stub.DeleteModel, self.pb2.DeleteModelRequest(model_id=model_id))
+        self._call(self.stub.DeleteModel, self.pb2.DeleteModelRequest(model_id=model_id),
+                   done_if=(ErrorCode.MODEL_NOT_FOUND,))
 
     # --- jobs --------------------------------------------------------------------------------
     def submit_job(self, model_id: str, arrays: ArraysPayload, options: dict[str, Any],
                    idempotency_key: str | None) -> JobRecord:
-        inputs = arrays.arrays.get("inputs")
+        inputs, cond_ids = arrays.arrays.get("inputs"), arrays.arrays.get("cond_ids")
         request = self.pb2.SubmitJobRequest(
             model_id=model_id, initial_states=codec.array_message(arrays.arrays["initial_states"]),
             inputs=None if inputs is None else codec.array_message(inputs),
             options_json=json.dumps(options), idempotency_key=idempotency_key or "",
+            cond_ids=None if cond_ids is None else codec.array_message(cond_ids),
         )
         return _job(self._call(self.stub.SubmitJob, request))
 
@@ -116,22 +147,26 @@ class GrpcTransport:
         self._call(self.stub.CancelJob, self.pb2.CancelJobRequest(job_id=job_id))
 
     def delete_job(self, job_id: str) -> None:
-        self._call(self.stub.DeleteJob, self.pb2.DeleteJobRequest(job_id=job_id))
+        self._call(self.stub.DeleteJob, self.pb2.DeleteJobRequest(job_id=job_id), done_if=(ErrorCode.JOB_NOT_FOUND,))
 
     def job_result(self, job_id: str) -> FixedPoints:
-        """Assemble the streamed arrays in place; equal, bit for bit, to the REST ``.npz``."""
-        assembler = codec.ResultAssembler()
-        stream = self._call(self.stub.GetResult, self.pb2.GetResultRequest(job_id=job_id), timeout=None)
-        try:
-            for chunk in stream:
-                assembler.add(chunk)
-        except grpc.RpcError as exc:
-            raise codec.error_of_rpc(exc, self.url) from exc
-        return FixedPoints.from_npz_arrays(assembler.finish())
+        """Assemble the streamed arrays in place; equal, bit for bit, to the REST ``.npz``. A stream
+        broken by an outage is fetched again from its start."""
+        def fetch() -> FixedPoints:
+            assembler = codec.ResultAssembler()
+            stream = self.stub.GetResult(self.pb2.GetResultRequest(job_id=job_id), metadata=self.metadata)
+            try:
+                for chunk in stream:
+                    assembler.add(chunk)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from exc
+            return FixedPoints.from_npz_arrays(assembler.finish())
 
-    def job_events(self, job_id: str, deadline: float) -> Iterator[JobRecord]:
+        return retry.call(self.retry_policy, fetch, "gRPC GetResult", seen=lambda: self.reached)
+
+    def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, bool]:
         """Job records from WatchJob until the job ends or the deadline passes; on any trouble the
-        stream just ends, and the caller polls (as with REST's event stream)."""
+        stream just ends (True: the caller checks the job and may watch again, as with REST)."""
         left = protocol.seconds_left(deadline)
         stream = self.stub.WatchJob(self.pb2.WatchJobRequest(job_id=job_id), metadata=self.metadata,
                                     timeout=None if math.isinf(left) else max(left, 0.0))
@@ -139,9 +174,17 @@ class GrpcTransport:
             for message in stream:
                 yield _job(message)
         except grpc.RpcError:
-            return
+            return True
         finally:
             stream.cancel()
+        return True
+
+
+def _name(method: Any) -> str:
+    """The RPC's name (``/fpf.v1.FixedPointService/GetJob`` -> ``GetJob``), for log lines."""
+    name = getattr(method, "_method", b"")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return name.rsplit("/", 1)[-1] or "call"
 
 
 def _model(message: Any) -> Model:

@@ -5,8 +5,8 @@ on an LSTM and loses on a GRU cell (no batching rule for its fused backward); fo
 mode fails inside some TorchScript ops. A :class:`PathChoice` checks each candidate
 once against a trusted reference, and at the first call on a realistic batch times
 the ones that agree and keeps the fastest. Small batches (the dry run) only check.
-A path measured to win by a wide margin wherever it applies (the closed-form
-Jacobians: 5-28x at d = 64..256) is declared ``decisive`` and taken once it is correct,
+A path that wins by a wide margin wherever it applies (the closed-form Jacobians)
+is declared ``decisive`` and taken once it is correct,
 which spares the first large call the timing of the slow paths.
 """
 

@@ -37,9 +37,9 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 #: Batches of at most this many rows (samples x states) take Jacobians by one backward pass over
-#: the batch repeated d times: d backward calls cost ~10 ms at d = 64 and seconds at d = 1024
-#: whatever the batch, the repeated batch a few ms up to here (above it, memory grows as n d^2
-#: and the chosen path is as fast).
+#: the batch repeated d times: d separate backward calls cost the same whatever the batch, one
+#: pass over the repeated batch is cheaper up to here (above it, memory grows as n d^2 and the
+#: chosen path is as fast).
 REPLICATE_MAX_ROWS = 1 << 14
 
 

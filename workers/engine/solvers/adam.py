@@ -6,6 +6,9 @@ once, minimising mean(q) with q = 0.5 * |F(x) - x|^2 (|f(x)|^2 for continuous ti
 |dq| < tol_dq * learning rate, or after max_iters. Unlike the reference it honours the
 learning-rate options, never writes into the caller's array, and returns the states q was
 evaluated at (the reference returns the states after one more step, with the older q).
+The TF reference's controls are options too: ``adam_hps`` (betas, epsilon), ``alr_hps``
+(its adaptive learning rate, replacing reduce-on-plateau) and ``agnc_hps`` (adaptive clipping
+of the gradient's global norm over the batch), see :mod:`.adaptive`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
+from .adaptive import GradNormClip, LearningRateSchedule
 from .base import Problem, ProgressHook, SolveResult, Status, time_up
 
 #: Iterations between progress reports (the stop test syncs every iteration, as the reference does).
@@ -32,17 +36,16 @@ def solve_adam(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``lr_init``, ``lr_factor``, ``lr_patience``, ``lr_cooldown``, ``tol_q``, ``tol_dq``
-        and ``max_iters``.
+        Uses ``lr_init``, ``lr_factor``, ``lr_patience``, ``lr_cooldown`` (or ``alr_hps``),
+        ``adam_hps``, ``agnc_hps``, ``tol_q``, ``tol_dq`` and ``max_iters``.
     progress : callable, optional
         Called every ``REPORT_EVERY`` iterations; when it raises ``TimeUp`` the states stop where they are.
     """
     x = x0.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=options.lr_init)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=options.lr_factor, patience=options.lr_patience,
-        cooldown=options.lr_cooldown,
-    )
+    hps = options.adam_hps
+    optimizer = torch.optim.Adam([x], lr=options.lr_init, betas=(hps.beta1, hps.beta2), eps=hps.epsilon)
+    schedule = _Schedule(optimizer, options)
+    clip = GradNormClip(options.agnc_hps) if options.agnc_hps is not None else None
     u = problem.inputs.expand(x.shape[0], -1) if problem.inputs.shape[0] == 1 else problem.inputs
     q_prev = torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device)
     iteration = 0
@@ -57,9 +60,11 @@ def solve_adam(
             dq = (q - q_prev).abs().detach()
             optimizer.zero_grad()
             q_mean.backward()
+            grad_norm = _clip_gradient(x, clip.value) if clip is not None else None
             optimizer.step()
-            scheduler.step(q_mean.item())
-            lr = scheduler.get_last_lr()[0]
+            lr = schedule.update(q_mean.item())
+            if clip is not None:
+                clip.update(grad_norm)
             q = q.detach()
             if iteration % REPORT_EVERY == 0 and time_up(progress, iteration, q, int((q < options.tol_q).sum())):
                 break
@@ -80,3 +85,47 @@ def solve_adam(
         status=status, step_norm=torch.full((n,), float("nan"), dtype=x.dtype, device=x.device),
         iterations=iteration,
     )
+
+
+class _Schedule:
+    """The learning rate of each iteration: reduce-on-plateau on mean q, or the TF reference's
+    adaptive schedule when ``alr_hps`` is set."""
+
+    def __init__(self, optimizer: torch.optim.Adam, options: FinderOptions) -> None:
+        self.optimizer = optimizer
+        if options.alr_hps is not None:
+            self.adaptive: LearningRateSchedule | None = LearningRateSchedule(options.alr_hps, options.lr_init)
+            self._set(self.adaptive.rate)
+        else:
+            self.adaptive = None
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=options.lr_factor, patience=options.lr_patience,
+                cooldown=options.lr_cooldown,
+            )
+
+    @property
+    def rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def update(self, q_mean: float) -> float:
+        """Set the rate of the next iteration from the mean q just evaluated, and return the rate
+        the stop test scales tol_dq by: the new one after a plateau step (as the torch reference
+        does), the one this step used with the adaptive schedule (as the TF reference does)."""
+        if self.adaptive is not None:
+            used = self.rate
+            self._set(self.adaptive.update(q_mean))
+            return used
+        self.plateau.step(q_mean)
+        return self.rate
+
+    def _set(self, rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
+
+def _clip_gradient(x: torch.Tensor, clip_value: float) -> float:
+    """Scale ``x.grad`` in place to a global norm of at most ``clip_value``; return its norm before."""
+    norm = float(torch.linalg.vector_norm(x.grad))
+    if norm > clip_value:
+        x.grad.mul_(clip_value / norm)
+    return norm

@@ -41,8 +41,7 @@ RIDGE = 1e-10
 #: Steps between host synchronisations (best points, restarts, status checks, compaction,
 #: progress): on a GPU each waits for the device; on the CPU that bookkeeping costs more kernels
 #: than a mixing step, and compacting the batch more than the few extra steps a finished sample
-#: takes (it keeps its best point). Every 4 steps rather than 2: flip-flops 4-6 % faster (GRU
-#: 85 -> 79 ms), networks with d = 64-256 unchanged.
+#: takes (it keeps its best point).
 CHECK_EVERY = 4
 #: With ``hand_over_slow``, from this step on (at host checks) a sample ends as ``CAPPED`` when its
 #: q has fallen by less than MIN_DECADES_PER_STEP decades per step on average, or would not reach

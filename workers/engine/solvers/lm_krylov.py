@@ -47,17 +47,15 @@ CG_CHECK_EVERY = 5
 #: ones whose Jacobians are too ill-conditioned for CG_ITERS products, which dense steps converge
 #: quadratically. "Few": at most DENSE_MAX_FRACTION of the batch, with n d^2 (the Jacobians'
 #: entries, 64 MiB in float32) and n d^3 (the factorisations' work) within these bounds: 256
-#: samples at d = 256 (a step ~0.3 s on one core), 4 at d = 1024. On chaotic networks at
-#: d = 256 this cut LM steps from 641 to 281 and the search's time by ~14 %, with the same roots.
+#: samples at d = 256, 4 at d = 1024, so a dense step stays a small part of a matrix-free one.
 DENSE_MAX_FRACTION = 0.25
 DENSE_MAX_ENTRIES = 2**24
 DENSE_MAX_WORK = 2**32
 #: Samples close to a root, |G| <= NEAR_ROOT_RESIDUAL (1 + |x|), take dense LM steps in networks
 #: of at most NEAR_ROOT_DENSE_MAX_STATES states (within the bounds above). There CGLS solves the
 #: often ill-conditioned Newton systems only roughly and q falls about twofold per step, where
-#: dense steps converge quadratically. A dense step costs about 2.5 matrix-free ones at d = 64,
-#: 5 at d = 128. Chaotic networks from three seeds at d = 64: 0-26 % less time (three runs each),
-#: the same roots; at d = 128 it cost 17 % more.
+#: dense steps converge quadratically. A dense step's cost relative to a matrix-free one grows
+#: with d, so beyond NEAR_ROOT_DENSE_MAX_STATES the quadratic convergence no longer pays for it.
 NEAR_ROOT_RESIDUAL = 1e-3
 NEAR_ROOT_DENSE_MAX_STATES = 64
 

@@ -28,16 +28,16 @@ GPU_CHECK_EVERY = 2
 LAMBDA_INIT = 1e-6
 #: Networks with up to SMALL_MAX_STATES states mix for at most MIXING_ITERS steps with a single
 #: difference (Anderson(1): a division per sample instead of a batched factorisation). There a
-#: Newton step costs a few forward passes, the least-squares solve of a longer memory costs more
-#: than the forward pass, and memories 1-12 converge the flip-flops in 12-16 steps alike; 20
-#: steps converge all but a few percent of 1024 flip-flop states and leave the rest within a few
-#: Newton steps of a root (benchmarks/engine_vs_adam.py).
+#: Newton step costs a few forward passes and the least-squares solve of a longer memory costs
+#: more than the forward pass, while longer memories converge no faster; MIXING_ITERS steps
+#: converge most states and leave the rest within a few Newton steps of a root
+#: (benchmarks/engine_vs_adam.py).
 MIXING_ITERS = 20
 SMALL_MAX_STATES = 32
 #: Larger networks mix for up to LONG_MIXING_ITERS steps with :data:`.anderson.MEMORY`
-#: differences, and samples converging too slowly leave early for LM (``hand_over_slow``): a
-#: dense step costs ~100 forward passes at d = 64, where tanh networks with gain 0.9 take ~90
-#: mixing steps (0.09 s instead of 0.20 s when LM took over after 20).
+#: differences, and samples converging too slowly leave early for LM (``hand_over_slow``): there
+#: a dense step costs on the order of d forward passes, more than the mixing steps a contracting
+#: network needs.
 LONG_MIXING_ITERS = 300
 
 

@@ -1,0 +1,517 @@
+"""The job store: job and model records in Redis, shared by the gateway and the workers.
+
+Every status change is a compare-and-set (WATCH/MULTI) on the record, so the gateway
+(cancel, reaper) and the workers (claim, progress, finish) never overwrite each other,
+and a stale or duplicate task delivery can tell that the job is no longer its own.
+Each change is announced on a per-job pub/sub channel for the event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from fpf_client.errors import FpfError, TimeLimitExceeded
+
+from service.core.records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
+
+log = logging.getLogger(__name__)
+
+#: kombu's separator between a queue name and its priority step.
+_PRIORITY_SEP = "\x06\x16"
+
+#: Upper bounds (seconds) of the job-duration histogram served on /metrics.
+DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names of every Redis key fpf uses, all under one prefix."""
+
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set of job ids by creation time."""
+        return f"{self.prefix}:jobs"
+
+    def jobs_in(self, status: JobStatus) -> str:
+        """Set of the ids of the jobs in ``status``."""
+        return f"{self.prefix}:jobs:{status.value}"
+
+    def heartbeat(self, job_id: str, dispatch: int) -> str:
+        return f"{self.prefix}:heartbeat:{job_id}:{dispatch}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:events:{job_id}"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set of finished job ids by the time their results expire."""
+        return f"{self.prefix}:expiry"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """Sorted set of one tenant's job ids by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def tenant_jobs_in(self, tenant: str, status: JobStatus) -> str:
+        """Set of the ids of one tenant's jobs in ``status`` (for quotas)."""
+        return f"{self.prefix}:tenant:{tenant}:jobs:{status.value}"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idempotency:{tenant}:{key}"
+
+    def model(self, tenant: str, model_id: str) -> str:
+        """A tenant's record of a model (each tenant has its own record of the same bytes)."""
+        return f"{self.prefix}:model:{tenant}:{model_id}"
+
+    def models(self, tenant: str) -> str:
+        """Sorted set of one tenant's model ids by creation time."""
+        return f"{self.prefix}:tenant:{tenant}:models"
+
+    @property
+    def all_models(self) -> str:
+        """Sorted set of ``tenant:model_id`` of every model record, for admins."""
+        return f"{self.prefix}:models"
+
+    def model_holders(self, model_id: str) -> str:
+        """Set of the tenants holding a record of the model file ``model_id``."""
+        return f"{self.prefix}:model-holders:{model_id}"
+
+    @property
+    def durations(self) -> str:
+        """Hash of job-duration histogram counters (bucket bounds, ``+Inf``, ``sum``)."""
+        return f"{self.prefix}:metrics:job_duration"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of live worker names by the time their presence expires."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_devices(self) -> str:
+        """Hash of worker name to the JSON list of the devices it offers."""
+        return f"{self.prefix}:worker-devices"
+
+    @property
+    def broker(self) -> str:
+        """The global key prefix given to the Celery broker."""
+        return f"{self.prefix}:broker:"
+
+
+@dataclass(frozen=True)
+class ProgressAck:
+    """What a running task learns when it reports progress."""
+
+    owned: bool
+    cancel_requested: bool
+
+
+class JobStore:
+    """Job and model records over a Redis connection.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A client created with ``decode_responses=True``.
+    prefix : str
+        Prefix of every key, so that several deployments (or test sessions) share one Redis.
+    result_ttl_s : float
+        Finished jobs are scheduled for deletion this long after they finish.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, *, result_ttl_s: float) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.result_ttl_s = result_ttl_s
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> JobStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix, result_ttl_s=result_ttl_s)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # --- models ----------------------------------------------------------------------
+    def create_model(self, model: Model) -> bool:
+        """Store a tenant's new model record; False (and nothing written) when that tenant has it."""
+        key = self.keys.model(model.tenant, model.id)
+
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=model.to_fields())
+            pipe.zadd(self.keys.models(model.tenant), {model.id: model.created_at})
+            pipe.zadd(self.keys.all_models, {f"{model.tenant}:{model.id}": model.created_at})
+            pipe.sadd(self.keys.model_holders(model.id), model.tenant)
+            return True
+
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
+
+    def get_model(self, model_id: str, tenant: str) -> Model | None:
+        """``tenant``'s record of a model."""
+        raw = self.redis.hgetall(self.keys.model(tenant, model_id))
+        return Model.from_fields(raw) if raw else None
+
+    def model_tenants(self, model_id: str) -> list[str]:
+        """The tenants holding a record of the model file ``model_id``, sorted."""
+        return sorted(self.redis.smembers(self.keys.model_holders(model_id)))
+
+    def list_models(self, tenant: str | None) -> list[Model]:
+        """A tenant's models (every tenant's for None), newest first."""
+        if tenant is None:
+            refs = [ref.split(":", 1) for ref in self.redis.zrevrange(self.keys.all_models, 0, -1)]
+        else:
+            refs = [(tenant, i) for i in self.redis.zrevrange(self.keys.models(tenant), 0, -1)]
+        return [m for m in (self.get_model(i, t) for t, i in refs) if m is not None]
+
+    def update_model(self, model_id: str, tenant: str, expect: Iterable[ModelStatus], **changes: Any) -> bool:
+        """Change ``tenant``'s model whose status is in ``expect``; False when it is not (or is gone)."""
+        allowed = {s.value for s in expect}
+        key = self.keys.model(tenant, model_id)
+
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.hget(key, "status") not in allowed:
+                return False
+            pipe.multi()
+            _write_fields(pipe, key, changes)
+            return True
+
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
+
+    def delete_model(self, model_id: str, tenant: str) -> tuple[bool, int]:
+        """Remove ``tenant``'s record; (whether it existed, how many tenants still hold the file)."""
+        pipe = self.redis.pipeline()
+        pipe.delete(self.keys.model(tenant, model_id))
+        pipe.zrem(self.keys.models(tenant), model_id)
+        pipe.zrem(self.keys.all_models, f"{tenant}:{model_id}")
+        pipe.srem(self.keys.model_holders(model_id), tenant)
+        pipe.scard(self.keys.model_holders(model_id))
+        results = pipe.execute()
+        return bool(results[0]), int(results[-1])
+
+    # --- jobs: creation and reading ---------------------------------------------------
+    def create_job(self, job: Job) -> bool:
+        """Store a new job record (and index it by status); False when the id exists."""
+        key = self.keys.job(job.id)
+
+        def apply(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=job.to_fields())
+            pipe.zadd(self.keys.jobs, {job.id: job.created_at})
+            pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: job.created_at})
+            pipe.sadd(self.keys.jobs_in(job.status), job.id)
+            pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
+            return True
+
+        return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
+
+    def get_job(self, job_id: str) -> Job | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return Job.from_fields(raw) if raw else None
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100, *, tenant: str | None = None) -> list[Job]:
+        """A tenant's jobs (every tenant's for None) newest first, optionally only those in ``status``."""
+        if status is None:
+            index = self.keys.jobs if tenant is None else self.keys.tenant_jobs(tenant)
+            ids = self.redis.zrevrange(index, 0, limit - 1)
+        else:
+            index = self.keys.jobs_in(status) if tenant is None else self.keys.tenant_jobs_in(tenant, status)
+            ids = list(self.redis.smembers(index))
+        jobs = [j for j in (self.get_job(i) for i in ids) if j is not None]
+        jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return jobs[:limit]
+
+    def job_ids(self, tenant: str) -> list[str]:
+        """Every job id of one tenant."""
+        return list(self.redis.zrange(self.keys.tenant_jobs(tenant), 0, -1))
+
+    def count_jobs(self, tenant: str | None = None) -> dict[JobStatus, int]:
+        """Jobs by status, of one tenant or (None) of all."""
+        pipe = self.redis.pipeline()
+        for status in JobStatus:
+            pipe.scard(self.keys.jobs_in(status) if tenant is None else self.keys.tenant_jobs_in(tenant, status))
+        return dict(zip(JobStatus, pipe.execute()))
+
+    def running_job_ids(self) -> list[str]:
+        return list(self.redis.smembers(self.keys.jobs_in(JobStatus.RUNNING)))
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove the record and its index entries (files are the artifact store's)."""
+        tenant = self.redis.hget(self.keys.job(job_id), "tenant") or DEFAULT_TENANT
+        pipe = self.redis.pipeline()
+        pipe.delete(self.keys.job(job_id))
+        pipe.zrem(self.keys.jobs, job_id)
+        pipe.zrem(self.keys.tenant_jobs(tenant), job_id)
+        pipe.zrem(self.keys.expiry, job_id)
+        for status in JobStatus:
+            pipe.srem(self.keys.jobs_in(status), job_id)
+            pipe.srem(self.keys.tenant_jobs_in(tenant, status), job_id)
+        pipe.publish(self.keys.events(job_id), "deleted")
+        pipe.execute()
+
+    # --- jobs: the state machine --------------------------------------------------------
+    def claim(self, job_id: str, dispatch: int, worker: str, heartbeat_ttl_s: float, *,
+              max_running: int | None = None, defer_s: float = 0.0) -> Job | None:
+        """queued -> running for the delivery ``dispatch``; None when the message is stale.
+
+        With ``max_running``, a job whose tenant already runs that many is deferred instead: it
+        stays queued under the next dispatch number, due ``defer_s`` from now, and the job is
+        returned with status queued (the caller sends that dispatch with a countdown). The count
+        and the claim are one transaction, so two workers never pass the limit together.
+        """
+        now = time.time()
+        tenant = self.redis.hget(self.keys.job(job_id), "tenant") or DEFAULT_TENANT
+        running = self.keys.tenant_jobs_in(tenant, JobStatus.RUNNING)
+
+        def changes(job: Job) -> dict[str, Any]:
+            if max_running is not None and self.redis.scard(running) >= max_running:
+                return {"dispatch": job.dispatch + 1, "sent_at": now + defer_s}
+            return {"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1,
+                    "worker": worker, "progress": None}
+
+        return self._transition(
+            job_id,
+            lambda job: job.status is JobStatus.QUEUED and job.dispatch == dispatch and not job.cancel_requested,
+            changes, heartbeat=(dispatch, heartbeat_ttl_s), watch=(running,),
+        )
+
+    def beat(self, job_id: str, dispatch: int, ttl_s: float) -> None:
+        """Refresh the heartbeat of a running delivery."""
+        self.redis.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+
+    def is_alive(self, job: Job) -> bool:
+        return bool(self.redis.exists(self.keys.heartbeat(job.id, job.dispatch)))
+
+    def report_progress(self, job_id: str, dispatch: int, progress: dict[str, Any]) -> ProgressAck:
+        """Record progress of the running delivery ``dispatch`` and tell it whether to go on."""
+        key = self.keys.job(job_id)
+
+        def apply(pipe: redis.client.Pipeline) -> ProgressAck:
+            status, current, cancel = pipe.hmget(key, "status", "dispatch", "cancel_requested")
+            if status != JobStatus.RUNNING.value or current != str(dispatch):
+                return ProgressAck(owned=False, cancel_requested=cancel == "1")
+            pipe.multi()
+            pipe.hset(key, "progress", json.dumps(progress))
+            pipe.publish(self.keys.events(job_id), "progress")
+            return ProgressAck(owned=True, cancel_requested=cancel == "1")
+
+        return cast("ProgressAck", self.redis.transaction(apply, key, value_from_callable=True))
+
+    def finish(self, job_id: str, dispatch: int, status: JobStatus, **changes: Any) -> Job | None:
+        """running -> a final status, for the delivery that owns the job; None otherwise."""
+        now = time.time()
+        return self._transition(
+            job_id,
+            lambda job: job.status is JobStatus.RUNNING and job.dispatch == dispatch,
+            lambda job: {"status": status, "finished_at": now, **changes},
+        )
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once, or ask a running one to stop; None when there is no such job."""
+        now = time.time()
+
+        def changes(job: Job) -> dict[str, Any]:
+            if job.status is JobStatus.QUEUED:
+                return {"status": JobStatus.CANCELLED, "finished_at": now, "cancel_requested": True}
+            return {"cancel_requested": True}
+
+        self._transition(job_id, lambda job: not job.status.is_final and not job.cancel_requested, changes)
+        return self.get_job(job_id)
+
+    def requeue_lost(self, job: Job, max_attempts: int, hard_time_limit_s: float = float("inf")) -> Job | None:
+        """Settle a running job whose heartbeat expired: re-queue it with a new dispatch number,
+        or end it (cancelled when asked to, failed when its run had passed ``hard_time_limit_s``,
+        which would happen again, or after ``max_attempts``). None when it changed meanwhile."""
+        now = time.time()
+
+        def changes(current: Job) -> dict[str, Any]:
+            if current.cancel_requested:
+                return {"status": JobStatus.CANCELLED, "finished_at": now}
+            if current.started_at is not None and now - current.started_at >= hard_time_limit_s:
+                error = TimeLimitExceeded(f"the run passed its time limit of {hard_time_limit_s:g} s and its "
+                                          f"worker ({current.worker}) was stopped", limit=hard_time_limit_s)
+                return {"status": JobStatus.FAILED, "finished_at": now, "error": error.to_problem()}
+            if current.attempts >= max_attempts:
+                detail = (f"the worker running this job was lost {current.attempts} times "
+                          f"(max_attempts={max_attempts}); last on {current.worker}")
+                return {"status": JobStatus.FAILED, "finished_at": now, "error": FpfError(detail).to_problem()}
+            return {"status": JobStatus.QUEUED, "dispatch": current.dispatch + 1, "progress": None,
+                    "started_at": None, "worker": None, "sent_at": now}
+
+        return self._transition(
+            job.id,
+            lambda current: current.status is JobStatus.RUNNING and current.dispatch == job.dispatch
+            and not self.is_alive(current),
+            changes,
+        )
+
+    def resend(self, job: Job) -> Job | None:
+        """A queued job under the next dispatch number, for a message that was lost; None when it changed."""
+        now = time.time()
+        return self._transition(job.id, lambda current: current.status is JobStatus.QUEUED
+                                and current.dispatch == job.dispatch,
+                                lambda current: {"dispatch": current.dispatch + 1, "sent_at": now})
+
+    def queued_jobs(self) -> list[Job]:
+        """Every queued job, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)):
+            pipe.hgetall(self.keys.job(job_id))
+        return [Job.from_fields(raw) for raw in pipe.execute() if raw]
+
+    def existing_job_ids(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` that have a record, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.exists(self.keys.job(job_id))
+        return {job_id for job_id, found in zip(job_ids, pipe.execute()) if found}
+
+    def abandon(self, job_id: str, error: dict[str, Any]) -> Job | None:
+        """queued -> failed, for a job that could not be handed to the queue."""
+        now = time.time()
+        return self._transition(job_id, lambda job: job.status is JobStatus.QUEUED,
+                                lambda job: {"status": JobStatus.FAILED, "finished_at": now, "error": error})
+
+    def expired_job_ids(self, now: float | None = None) -> list[str]:
+        """Finished jobs whose results have outlived the TTL."""
+        return list(self.redis.zrangebyscore(self.keys.expiry, "-inf", time.time() if now is None else now))
+
+    # --- idempotency ---------------------------------------------------------------------
+    def remember_idempotency(self, tenant: str, key: str, job_id: str, fingerprint: str) -> tuple[str, str]:
+        """Bind ``tenant``'s ``key`` to (job_id, fingerprint) unless bound already; returns the binding in force."""
+        name = self.keys.idempotency(tenant, key)
+        value = json.dumps([job_id, fingerprint])
+        if not self.redis.set(name, value, nx=True, px=int(self.result_ttl_s * 1000)):
+            value = self.redis.get(name) or value
+        bound_id, bound_fingerprint = json.loads(value)
+        return bound_id, bound_fingerprint
+
+    # --- workers ----------------------------------------------------------------------
+    def announce_worker(self, name: str, devices: list[str], ttl_s: float) -> None:
+        """Record that worker ``name`` is alive and offers ``devices``, for the next ``ttl_s`` seconds."""
+        pipe = self.redis.pipeline()
+        pipe.zadd(self.keys.workers, {name: time.time() + ttl_s})
+        pipe.hset(self.keys.worker_devices, name, json.dumps(devices))
+        pipe.execute()
+
+    def withdraw_worker(self, name: str) -> None:
+        """Forget worker ``name`` (it is shutting down)."""
+        pipe = self.redis.pipeline()
+        pipe.zrem(self.keys.workers, name)
+        pipe.hdel(self.keys.worker_devices, name)
+        pipe.execute()
+
+    def live_worker_devices(self) -> dict[str, list[str]]:
+        """The devices of every worker whose presence has not expired, by worker name."""
+        now = time.time()
+        expired = self.redis.zrangebyscore(self.keys.workers, "-inf", now)
+        if expired:
+            pipe = self.redis.pipeline()
+            pipe.zrem(self.keys.workers, *expired)
+            pipe.hdel(self.keys.worker_devices, *expired)
+            pipe.execute()
+        names = self.redis.zrangebyscore(self.keys.workers, now, "+inf")
+        if not names:
+            return {}
+        devices = self.redis.hmget(self.keys.worker_devices, names)
+        return {name: json.loads(found) for name, found in zip(names, devices) if found}
+
+    # --- metrics ----------------------------------------------------------------------
+    def observe_duration(self, seconds: float) -> None:
+        """Count one finished job in the duration histogram (cumulative buckets)."""
+        pipe = self.redis.pipeline()
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(self.keys.durations, repr(float(bound)), 1)
+        pipe.hincrby(self.keys.durations, "+Inf", 1)
+        pipe.hincrbyfloat(self.keys.durations, "sum", seconds)
+        pipe.execute()
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in a Celery queue (kombu keeps one Redis list per priority step)."""
+        pipe = self.redis.pipeline()
+        for name in self._queue_lists(queue):
+            pipe.llen(self.keys.broker + name)
+        return int(sum(pipe.execute()))
+
+    @staticmethod
+    def _queue_lists(queue: str) -> list[str]:
+        """kombu's Redis lists of a queue: one per priority step."""
+        return [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in (3, 6, 9)]
+
+    def waiting_task_ids(self, queue: str) -> set[str]:
+        """Ids of the task messages waiting in a Celery queue (not those a worker has taken).
+
+        kombu's Redis transport keeps each message as JSON with the Celery headers, ``id`` among them.
+        """
+        pipe = self.redis.pipeline()
+        for name in self._queue_lists(queue):
+            pipe.lrange(self.keys.broker + name, 0, -1)
+        ids = set()
+        for message in (m for messages in pipe.execute() for m in messages):
+            try:
+                ids.add(json.loads(message)["headers"]["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
+
+    def durations(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
+
+    # --- internals ----------------------------------------------------------------------
+    def _transition(self, job_id: str, allowed: Callable[[Job], bool], changes: Callable[[Job], dict[str, Any]], *,
+                    heartbeat: tuple[int, float] | None = None, watch: tuple[str, ...] = ()) -> Job | None:
+        """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
+        ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
+        starts running."""
+        key = self.keys.job(job_id)
+
+        def apply(pipe: redis.client.Pipeline) -> Job | None:
+            raw = pipe.hgetall(key)
+            if not raw:
+                return None
+            job = Job.from_fields(raw)
+            if not allowed(job):
+                return None
+            update = changes(job)
+            pipe.multi()
+            _write_fields(pipe, key, update)
+            new_status = update.get("status", job.status)
+            if new_status is not job.status:
+                pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
+                pipe.smove(self.keys.tenant_jobs_in(job.tenant, job.status),
+                           self.keys.tenant_jobs_in(job.tenant, new_status), job_id)
+                if new_status.is_final:
+                    pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
+                    pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
+            if heartbeat is not None and new_status is JobStatus.RUNNING:
+                dispatch, ttl_s = heartbeat
+                pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+            pipe.publish(self.keys.events(job_id), "status")
+            for name, value in update.items():
+                setattr(job, name, value)
+            return job
+
+        return cast("Job | None", self.redis.transaction(apply, key, *watch, value_from_callable=True))
+
+
+def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]) -> None:
+    present = {k: encode_field(k, v) for k, v in changes.items() if v is not None}
+    absent = [k for k, v in changes.items() if v is None]
+    if present:
+        pipe.hset(key, mapping=present)
+    if absent:
+        pipe.hdel(key, *absent)
+

@@ -1,0 +1,40 @@
+"""The server-sent event stream of one job, driven by the store's pub/sub notices."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi.concurrency import run_in_threadpool
+
+from service.gateway.schemas import JobOut
+from service.core.store import JobStore
+
+#: A comment line is sent after this many quiet seconds, so proxies keep the stream open.
+KEEPALIVE_S = 15.0
+
+
+async def job_events(client: aioredis.Redis, store: JobStore, job_id: str) -> AsyncIterator[str]:
+    """``event: progress`` with the job each time it changes, then ``event: end`` at a final status.
+
+    It subscribes before reading the job, so no change between the two is missed; a
+    deleted job ends the stream with ``data: null``.
+    """
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.events(job_id))
+        last = None
+        while True:
+            job = await run_in_threadpool(store.get_job, job_id)
+            if job is None:
+                yield "event: end\ndata: null\n\n"
+                return
+            data = JobOut.of(job).model_dump_json()
+            if data != last:
+                yield f"event: progress\ndata: {data}\n\n"
+                last = data
+            if job.status.is_final:
+                yield f"event: end\ndata: {data}\n\n"
+                return
+            notice = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_S)
+            if notice is None:
+                yield ": keep-alive\n\n"

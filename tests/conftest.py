@@ -1,0 +1,66 @@
+"""Fixtures shared by the whole suite: a live fpf service (started on first use) and a small TorchScript model.
+
+``live_service`` (session scope) runs a real Celery worker and the gateway under uvicorn
+against the Redis at 127.0.0.1:6379, in a database of its own (``FPF_TEST_REDIS_DB``,
+default 11) under a unique key prefix, with a temporary data directory; everything is
+stopped by PID and deleted afterwards. Other test modules (the client's) reuse it
+through its ``url``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
+
+
+@pytest.fixture(scope="session")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """The whole service, started once per test session and torn down by PID."""
+    with start_service(tmp_path_factory.mktemp("fpf-live")) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def tanh_rnn_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scripted 8-unit tanh RNN with 2 inputs, ``forward(u, h) -> h_next``, saved as TorchScript."""
+    import torch
+
+    class TanhRNN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            generator = torch.Generator().manual_seed(3)
+            self.W = torch.nn.Parameter(1.2 * torch.randn(8, 8, generator=generator) / 8**0.5)
+            self.B = torch.nn.Parameter(torch.randn(8, 2, generator=generator))
+            self.b = torch.nn.Parameter(0.1 * torch.randn(8, generator=generator))
+
+        def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(h @ self.W.T + u @ self.B.T + self.b)
+
+    path = tmp_path_factory.mktemp("models") / "tanh_rnn.pt"
+    torch.jit.script(TanhRNN()).save(str(path))
+    return path
+
+
+
+@pytest.fixture(scope="session")
+def tanh_model(live_service: LiveService, tanh_rnn_path: Path) -> dict[str, Any]:
+    """The tanh RNN uploaded and validated (status ready)."""
+    model = live_service.upload_model(tanh_rnn_path)
+    assert model["status"] == "ready", model
+    return model
+
+
+@pytest.fixture
+def slow_job(live_service: LiveService, tanh_model: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A job that runs for several seconds, seen running; cancelled afterwards if still going."""
+    with live_service.client() as http:
+        response = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": random_states(1024),
+                                               "options": SLOW_OPTIONS})
+        assert response.status_code == 202, response.text
+        job = live_service.wait_status(response.json()["id"], {"running", "succeeded", "failed", "cancelled"})
+        assert job["status"] == "running", job
+        yield job
+        http.post(f"/v1/jobs/{job['id']}/cancel")

@@ -1,0 +1,142 @@
+"""The job store's state machine and the janitor, on a real Redis (no worker, no HTTP)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from service_harness import REDIS_DB
+
+from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.records import Job, JobStatus
+from service.core.store import JobStore
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingDispatcher:
+    """Stands in for the Celery queue: it records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    def run_job(self, job_id: str, dispatch: int) -> None:
+        self.sent.append((job_id, dispatch))
+
+
+@pytest.fixture
+def store() -> Iterator[JobStore]:
+    prefix = f"fpftest-store-{uuid.uuid4().hex[:8]}"
+    job_store = JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", prefix, result_ttl_s=60)
+    yield job_store
+    keys = list(job_store.redis.scan_iter(match=f"{prefix}*"))
+    if keys:
+        job_store.redis.delete(*keys)
+    job_store.redis.close()
+
+
+def _new_job(store: JobStore) -> Job:
+    job = Job(id=uuid.uuid4().hex, model_id="m", status=JobStatus.QUEUED, n_initial_states=1, options={},
+              created_at=time.time())
+    assert store.create_job(job)
+    return job
+
+
+def _janitor(store: JobStore, tmp_path: Path, max_attempts: int = 2) -> tuple[Janitor, RecordingDispatcher]:
+    dispatcher = RecordingDispatcher()
+    janitor = Janitor(store, ArtifactStore(tmp_path), dispatcher, JanitorPolicy(max_attempts=max_attempts))  # type: ignore[arg-type]
+    return janitor, dispatcher
+
+
+def _expire_heartbeat(store: JobStore, job: Job) -> None:
+    store.redis.delete(store.keys.heartbeat(job.id, job.dispatch))
+
+
+def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: JobStore) -> None:
+    job = _new_job(store)
+    assert store.claim(job.id, dispatch=2, worker="w", heartbeat_ttl_s=5) is None  # not yet issued
+    running = store.claim(job.id, dispatch=1, worker="w", heartbeat_ttl_s=5)
+    assert running is not None and running.status is JobStatus.RUNNING and running.attempts == 1
+    assert store.claim(job.id, dispatch=1, worker="w2", heartbeat_ttl_s=5) is None  # a duplicate delivery
+    assert store.is_alive(store.get_job(job.id))
+    assert store.count_jobs()[JobStatus.RUNNING] == 1 and store.count_jobs()[JobStatus.QUEUED] == 0
+
+
+def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: JobStore, tmp_path: Path) -> None:
+    janitor, dispatcher = _janitor(store, tmp_path, max_attempts=2)
+    job = _new_job(store)
+    store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    janitor.sweep()
+    assert dispatcher.sent == []  # heartbeat alive: left alone
+
+    _expire_heartbeat(store, store.get_job(job.id))
+    janitor.sweep()
+    requeued = store.get_job(job.id)
+    assert (requeued.status, requeued.dispatch, dispatcher.sent) == (JobStatus.QUEUED, 2, [(job.id, 2)])
+    assert store.finish(job.id, 1, JobStatus.SUCCEEDED) is None  # the lost delivery cannot finish it
+
+    store.claim(job.id, 2, "w", heartbeat_ttl_s=5)
+    _expire_heartbeat(store, store.get_job(job.id))
+    janitor.sweep()
+    failed = store.get_job(job.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 2
+    assert failed.error["code"] == "internal" and "max_attempts=2" in failed.error["detail"]
+    assert len(dispatcher.sent) == 1
+
+
+def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: JobStore, tmp_path: Path) -> None:
+    janitor, dispatcher = _janitor(store, tmp_path)
+    job = _new_job(store)
+    store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    assert store.cancel(job.id).status is JobStatus.RUNNING  # running: asked, not yet stopped
+    assert store.report_progress(job.id, 1, {"iteration": 1}).cancel_requested
+    _expire_heartbeat(store, store.get_job(job.id))
+    janitor.sweep()
+    assert store.get_job(job.id).status is JobStatus.CANCELLED and dispatcher.sent == []
+
+
+def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: JobStore) -> None:
+    job = _new_job(store)
+    store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    assert store.report_progress(job.id, 1, {"iteration": 1}).owned
+    store.delete_job(job.id)
+    assert not store.report_progress(job.id, 1, {"iteration": 2}).owned
+    assert store.get_job(job.id) is None  # the report did not resurrect the record
+
+
+def test_expired_results_are_deleted_with_their_files(store: JobStore, tmp_path: Path) -> None:
+    store.result_ttl_s = 0.2
+    janitor, _ = _janitor(store, tmp_path)
+    job = _new_job(store)
+    store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    result = janitor.artifacts.result_path(job.id)
+    with janitor.artifacts.atomic_write(result) as out:
+        out.write(b"result")
+    store.finish(job.id, 1, JobStatus.SUCCEEDED)
+    janitor.sweep()
+    assert store.get_job(job.id) is not None and result.exists()
+    time.sleep(0.3)
+    janitor.sweep()
+    assert store.get_job(job.id) is None and not result.parent.exists()
+    assert job.id not in [j.id for j in store.list_jobs()]
+
+
+def test_idempotency_binding_keeps_the_first_job(store: JobStore) -> None:
+    assert store.remember_idempotency("lab", "k", "job-1", "digest-1") == ("job-1", "digest-1")
+    assert store.remember_idempotency("lab", "k", "job-2", "digest-2") == ("job-1", "digest-1")
+    assert store.remember_idempotency("other", "k", "job-3", "digest-3") == ("job-3", "digest-3")
+
+
+def test_concurrent_claims_let_exactly_one_win(store: JobStore) -> None:
+    job = _new_job(store)
+    clients = [JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60)
+               for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        won: list[Any] = list(pool.map(lambda s: s.claim(job.id, 1, "w", heartbeat_ttl_s=5), clients))
+    assert sum(r is not None for r in won) == 1
+    assert store.get_job(job.id).attempts == 1
