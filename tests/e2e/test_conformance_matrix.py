@@ -40,6 +40,7 @@ def test_the_documented_matrix_lists_the_rows_the_tests_run(outcomes: dict[str, 
 def test_the_comparison_can_fail() -> None:
     """compare() tells apart other roots, moved roots and other stability (the matrix's 'same roots')."""
     import numpy as np
+
     from fpf_client import FixedPoints
 
     def roots(xstar: list[list[float]], stable: list[bool]) -> FixedPoints:

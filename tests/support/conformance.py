@@ -19,16 +19,16 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from fpf_client import Client, FixedPoints
-from tests.support.service_harness import REPO, LiveService, start_service
 from tests.support import export_nets, keras_nets, torch_exports
+from tests.support.service_harness import REPO, LiveService, start_service
 from workers.engine import as_step_model, find_fixed_points
 
 TOL = 1e-5
@@ -75,8 +75,15 @@ def keras_rows(root: Path) -> list[Row]:
     rows = []
     for index, export in enumerate(keras_nets.keras_exports(root)):
         suffix = ".tar.gz" if index % 2 == 0 else ".zip"
-        rows.append(Row(f"{export.name} ({suffix.lstrip('.')})", pack(export.directory, root / f"{export.name}{suffix}"),
-                        export.reference, export.n_states, keras_nets.N_INPUTS))
+        rows.append(
+            Row(
+                f"{export.name} ({suffix.lstrip('.')})",
+                pack(export.directory, root / f"{export.name}{suffix}"),
+                export.reference,
+                export.n_states,
+                keras_nets.N_INPUTS,
+            )
+        )
     return rows
 
 
@@ -88,16 +95,31 @@ def torch_export_rows(root: Path) -> list[Row]:
     """``torch.export`` programs (.pt2) of a hand-written step and of nn.RNN / nn.GRU / nn.LSTM steps."""
     cell = export_nets.Cell("gru", export_nets.weights("gru"))
     d, m = export_nets.n_states("gru"), export_nets.N_INPUTS
-    rows = [Row("torch.export step module (GRU)", torch_exports.export_program(cell, d, m, root / "cell.pt2"),
-                torch.jit.script(cell), d, m)]
+    rows = [
+        Row(
+            "torch.export step module (GRU)",
+            torch_exports.export_program(cell, d, m, root / "cell.pt2"),
+            torch.jit.script(cell),
+            d,
+            m,
+        )
+    ]
     for seed, (kind, layers, batch_first) in enumerate(_LAYERS):
         layer = torch_exports.seeded_layer(kind, num_layers=layers, batch_first=batch_first, seed=seed)
         d = torch_exports.n_states(layer)
         name = f"{kind.lower()}-{layers}-{'bf' if batch_first else 'tf'}"
-        path = torch_exports.export_program(torch_exports.RecurrentStep(layer), d, torch_exports.N_INPUTS,
-                                            root / f"{name}.pt2")
-        rows.append(Row(f"torch.export nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, batch_first="
-                        f"{batch_first})", path, torch.jit.script(layer), d, torch_exports.N_INPUTS))
+        path = torch_exports.export_program(
+            torch_exports.RecurrentStep(layer), d, torch_exports.N_INPUTS, root / f"{name}.pt2"
+        )
+        rows.append(
+            Row(
+                f"torch.export nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, batch_first={batch_first})",
+                path,
+                torch.jit.script(layer),
+                d,
+                torch_exports.N_INPUTS,
+            )
+        )
     return rows
 
 
@@ -108,15 +130,32 @@ def torchscript_rows(root: Path) -> list[Row]:
     path = root / "lstm-scripted.pt"
     torch.jit.save(torch.jit.script(layer), str(path))
     gru = torch_exports.seeded_layer("GRU", num_layers=1, batch_first=True, seed=8)
-    return [Row("TorchScript nn.LSTM (2 layers, scripted)", path, torch.jit.script(layer),
-                torch_exports.n_states(layer), torch_exports.N_INPUTS),
-            Row("nn.GRU module given to the Python client", gru, torch.jit.script(gru), torch_exports.n_states(gru),
-                torch_exports.N_INPUTS)]
+    return [
+        Row(
+            "TorchScript nn.LSTM (2 layers, scripted)",
+            path,
+            torch.jit.script(layer),
+            torch_exports.n_states(layer),
+            torch_exports.N_INPUTS,
+        ),
+        Row(
+            "nn.GRU module given to the Python client",
+            gru,
+            torch.jit.script(gru),
+            torch_exports.n_states(gru),
+            torch_exports.N_INPUTS,
+        ),
+    ]
 
 
 #: The ONNX rows: layer kind, layers, exporter, opset, weights in an external-data file.
-_ONNX = (("GRU", 1, "legacy", 17, False), ("LSTM", 1, "legacy", 17, False), ("GRU", 2, "dynamo", 18, False),
-         ("LSTM", 1, "dynamo", 20, True), ("RNN", 1, "dynamo", 23, False))
+_ONNX = (
+    ("GRU", 1, "legacy", 17, False),
+    ("LSTM", 1, "legacy", 17, False),
+    ("GRU", 2, "dynamo", 18, False),
+    ("LSTM", 1, "dynamo", 20, True),
+    ("RNN", 1, "dynamo", 23, False),
+)
 
 
 def onnx_rows(root: Path) -> list[Row]:
@@ -129,24 +168,49 @@ def onnx_rows(root: Path) -> list[Row]:
         name = f"{kind.lower()}-{layers}-{exporter}-{opset}"
         folder = root / name
         folder.mkdir()
-        path = torch_exports.export_onnx(torch_exports.RecurrentStep(layer), d, m, folder / f"{name}.onnx",
-                                         dynamo=exporter == "dynamo", opset=opset, external_data=external)
+        path = torch_exports.export_onnx(
+            torch_exports.RecurrentStep(layer),
+            d,
+            m,
+            folder / f"{name}.onnx",
+            dynamo=exporter == "dynamo",
+            opset=opset,
+            external_data=external,
+        )
         if external:
             path = pack(folder, root / f"{name}.zip")
         where = "external data, zip" if external else "inline"
-        rows.append(Row(f"ONNX {exporter} opset {opset} nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, "
-                        f"{where})", path, torch.jit.script(layer), d, m))
+        rows.append(
+            Row(
+                f"ONNX {exporter} opset {opset} nn.{kind} ({layers} layer{'s' if layers > 1 else ''}, {where})",
+                path,
+                torch.jit.script(layer),
+                d,
+                m,
+            )
+        )
     looped = torch.jit.script(torch_exports.LoopStep(seed=30).eval())
-    path = torch_exports.export_onnx(looped, torch_exports.N_UNITS, torch_exports.N_INPUTS, root / "loop.onnx",
-                                     dynamo=False, opset=17)
-    rows.append(Row("ONNX legacy opset 17 scripted loop over one step (Loop)", path, looped, torch_exports.N_UNITS,
-                    torch_exports.N_INPUTS))
+    path = torch_exports.export_onnx(
+        looped, torch_exports.N_UNITS, torch_exports.N_INPUTS, root / "loop.onnx", dynamo=False, opset=17
+    )
+    rows.append(
+        Row(
+            "ONNX legacy opset 17 scripted loop over one step (Loop)",
+            path,
+            looped,
+            torch_exports.N_UNITS,
+            torch_exports.N_INPUTS,
+        )
+    )
     return rows
 
 
 #: Builders of every row group, in the matrix's order.
 GROUPS: dict[str, Callable[[Path], list[Row]]] = {
-    "keras": keras_rows, "torch_export": torch_export_rows, "onnx": onnx_rows, "torchscript": torchscript_rows,
+    "keras": keras_rows,
+    "torch_export": torch_export_rows,
+    "onnx": onnx_rows,
+    "torchscript": torchscript_rows,
 }
 
 
@@ -198,8 +262,12 @@ def run_row(service: LiveService, row: Row, reference: FixedPoints) -> Outcome:
         validate_s = time.perf_counter() - started
         if model["status"] != "ready":
             return Outcome(row.name, False, False, None, model["error"]["detail"])
-        body = {"model_id": model["id"], "initial_states": initial_states(row.n_states).tolist(),
-                "inputs": np.zeros((1, row.n_inputs)).tolist(), "options": OPTIONS}
+        body = {
+            "model_id": model["id"],
+            "initial_states": initial_states(row.n_states).tolist(),
+            "inputs": np.zeros((1, row.n_inputs)).tolist(),
+            "options": OPTIONS,
+        }
         response = http.post("/v1/jobs", json=body)
         response.raise_for_status()
         job = service.wait_job(response.json()["id"], WAIT_S)
@@ -221,14 +289,16 @@ def markdown(outcomes: list[Outcome]) -> str:
     lines = ["| export path | loads | same roots | validate s |", "|---|---|---|---|"]
     for outcome in outcomes:
         seconds = f"{outcome.validate_s:.1f}" if outcome.validate_s is not None else "–"
-        lines.append(f"| {outcome.row} | {'yes' if outcome.loads else 'no'} | "
-                     f"{'yes' if outcome.same_roots else 'no'} | {seconds} |")
+        lines.append(
+            f"| {outcome.row} | {'yes' if outcome.loads else 'no'} | "
+            f"{'yes' if outcome.same_roots else 'no'} | {seconds} |"
+        )
     return "\n".join(lines)
 
 
 def documented_rows(text: str) -> dict[str, tuple[str, str]]:
     """row -> (loads, same roots) as the matrix in ``text`` states them."""
-    block = text[text.index(_BEGIN):text.index(_END)]
+    block = text[text.index(_BEGIN) : text.index(_END)]
     rows = {}
     for line in block.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -241,8 +311,7 @@ def write_doc(outcomes: list[Outcome], path: Path = DOC) -> None:
     text = path.read_text()
     machine = f"{platform.machine()}, torch {torch.__version__}"
     table = f"{markdown(outcomes)}\n\nMeasured by `python -m tests.support.conformance --write` ({machine})."
-    path.write_text(re.sub(f"{re.escape(_BEGIN)}.*{re.escape(_END)}", f"{_BEGIN}\n{table}\n{_END}", text,
-                           flags=re.S))
+    path.write_text(re.sub(f"{re.escape(_BEGIN)}.*{re.escape(_END)}", f"{_BEGIN}\n{table}\n{_END}", text, flags=re.S))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,5 +339,16 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GROUPS", "Outcome", "Row", "build_rows", "compare", "documented_rows", "main", "markdown",
-           "reference_roots", "run_matrix", "run_row"]
+__all__ = [
+    "GROUPS",
+    "Outcome",
+    "Row",
+    "build_rows",
+    "compare",
+    "documented_rows",
+    "main",
+    "markdown",
+    "reference_roots",
+    "run_matrix",
+    "run_row",
+]

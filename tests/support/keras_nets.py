@@ -10,9 +10,10 @@ fpf's SavedModel path, not of a shared implementation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,16 +63,16 @@ class GRUStep(torch.nn.Module):
     def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         H = self.units
         x = u @ self.kernel + self.bias[0]
-        x_z, x_r, x_h = x[:, :H], x[:, H:2 * H], x[:, 2 * H:]
+        x_z, x_r, x_h = x[:, :H], x[:, H : 2 * H], x[:, 2 * H :]
         if self.reset_after:
             inner = h @ self.recurrent + self.bias[1]
             z = torch.sigmoid(x_z + inner[:, :H])
-            r = torch.sigmoid(x_r + inner[:, H:2 * H])
-            candidate = torch.tanh(x_h + r * inner[:, 2 * H:])
+            r = torch.sigmoid(x_r + inner[:, H : 2 * H])
+            candidate = torch.tanh(x_h + r * inner[:, 2 * H :])
         else:
             z = torch.sigmoid(x_z + h @ self.recurrent[:, :H])
-            r = torch.sigmoid(x_r + h @ self.recurrent[:, H:2 * H])
-            candidate = torch.tanh(x_h + (r * h) @ self.recurrent[:, 2 * H:])
+            r = torch.sigmoid(x_r + h @ self.recurrent[:, H : 2 * H])
+            candidate = torch.tanh(x_h + (r * h) @ self.recurrent[:, 2 * H :])
         return z * h + (1 - z) * candidate
 
 
@@ -89,8 +90,12 @@ class LSTMStep(torch.nn.Module):
         H = self.units
         hh, c = h[:, :H], h[:, H:]
         z = u @ self.kernel + hh @ self.recurrent + self.bias
-        i, f, g, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.tanh(z[:, 2 * H:3 * H]), \
-            torch.sigmoid(z[:, 3 * H:])
+        i, f, g, o = (
+            torch.sigmoid(z[:, :H]),
+            torch.sigmoid(z[:, H : 2 * H]),
+            torch.tanh(z[:, 2 * H : 3 * H]),
+            torch.sigmoid(z[:, 3 * H :]),
+        )
         c = f * c + i * g
         return torch.cat([o * torch.tanh(c), c], dim=1)
 
@@ -106,7 +111,7 @@ class StackedStep(torch.nn.Module):
 
     def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         h1 = self.first(u, h[:, : self.units])
-        return torch.cat([h1, self.second(h1, h[:, self.units:])], dim=1)
+        return torch.cat([h1, self.second(h1, h[:, self.units :])], dim=1)
 
 
 # --- the exports --------------------------------------------------------------------------------
@@ -158,14 +163,15 @@ def _cell_export(name: str, make_cell: Callable[[], Any], root: Path, seed: int)
     cell.build((None, N_INPUTS))
     weights = _seeded(cell, seed)
 
-    def step(u, h):  # noqa: ANN001, ANN202 - traced by TF
+    def step(u, h):
         states = [h[:, :N_UNITS], h[:, N_UNITS:]] if lstm else [h]
         _, new = cell(u, states)
         return {"h_next": tf.concat(new, axis=1)}
 
     specs = [tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"), tf.TensorSpec([None, d], tf.float32, name="h")]
-    return KerasExport(name, _save_module(step, specs, cell, root / name), torch.jit.script(_reference(cell, weights)),
-                       d)
+    return KerasExport(
+        name, _save_module(step, specs, cell, root / name), torch.jit.script(_reference(cell, weights)), d
+    )
 
 
 def _lstm_two_arguments(root: Path, seed: int) -> KerasExport:
@@ -177,15 +183,19 @@ def _lstm_two_arguments(root: Path, seed: int) -> KerasExport:
     cell.build((None, N_INPUTS))
     weights = _seeded(cell, seed)
 
-    def step(u, h, c):  # noqa: ANN001, ANN202
+    def step(u, h, c):
         _, (h_next, c_next) = cell(u, [h, c])
         return {"h_next": h_next, "c_next": c_next}
 
-    specs = [tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
-             tf.TensorSpec([None, N_UNITS], tf.float32, name="h"), tf.TensorSpec([None, N_UNITS], tf.float32, name="c")]
+    specs = [
+        tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
+        tf.TensorSpec([None, N_UNITS], tf.float32, name="h"),
+        tf.TensorSpec([None, N_UNITS], tf.float32, name="c"),
+    ]
     name = "keras-lstm-cell-h-c"
-    return KerasExport(name, _save_module(step, specs, cell, root / name), torch.jit.script(LSTMStep(*weights)),
-                       2 * N_UNITS)
+    return KerasExport(
+        name, _save_module(step, specs, cell, root / name), torch.jit.script(LSTMStep(*weights)), 2 * N_UNITS
+    )
 
 
 def _stacked(root: Path, seed: int) -> KerasExport:
@@ -198,15 +208,16 @@ def _stacked(root: Path, seed: int) -> KerasExport:
     stacked.build((None, N_INPUTS))
     reference = StackedStep(_reference(first, _seeded(first, seed)), _reference(second, _seeded(second, seed + 1)))
 
-    def step(u, h):  # noqa: ANN001, ANN202
+    def step(u, h):
         _, new = stacked(u, [[h[:, :N_UNITS]], [h[:, N_UNITS:]]])
         return {"h_next": tf.concat(tf.nest.flatten(new), axis=1)}
 
-    specs = [tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
-             tf.TensorSpec([None, 2 * N_UNITS], tf.float32, name="h")]
+    specs = [
+        tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
+        tf.TensorSpec([None, 2 * N_UNITS], tf.float32, name="h"),
+    ]
     name = "keras-stacked-cells"
-    return KerasExport(name, _save_module(step, specs, stacked, root / name), torch.jit.script(reference),
-                       2 * N_UNITS)
+    return KerasExport(name, _save_module(step, specs, stacked, root / name), torch.jit.script(reference), 2 * N_UNITS)
 
 
 def _gru_layer(root: Path, seed: int) -> KerasExport:
@@ -218,14 +229,21 @@ def _gru_layer(root: Path, seed: int) -> KerasExport:
     layer.build((None, 1, N_INPUTS))
     weights = _seeded(layer, seed)
 
-    def step(u, h):  # noqa: ANN001, ANN202
+    def step(u, h):
         _, h_next = layer(u[:, None, :], initial_state=[h])
         return {"h_next": h_next}
 
-    specs = [tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"), tf.TensorSpec([None, N_UNITS], tf.float32, name="h")]
+    specs = [
+        tf.TensorSpec([None, N_INPUTS], tf.float32, name="u"),
+        tf.TensorSpec([None, N_UNITS], tf.float32, name="h"),
+    ]
     name = "keras-gru-layer"
-    return KerasExport(name, _save_module(step, specs, layer, root / name),
-                       torch.jit.script(GRUStep(*weights, reset_after=layer.cell.reset_after)), N_UNITS)
+    return KerasExport(
+        name,
+        _save_module(step, specs, layer, root / name),
+        torch.jit.script(GRUStep(*weights, reset_after=layer.cell.reset_after)),
+        N_UNITS,
+    )
 
 
 def _model_export(kind: str, root: Path, seed: int) -> KerasExport:
@@ -262,9 +280,14 @@ def keras_exports(root: Path) -> list[KerasExport]:
         "keras-lstm-cell-packed": lambda: keras.layers.LSTMCell(N_UNITS),
     }
     exports = [_cell_export(name, make, root, seed) for seed, (name, make) in enumerate(cells.items())]
-    exports += [_lstm_two_arguments(root, 10), _stacked(root, 11), _gru_layer(root, 13),
-                _model_export("gru", root, 14), _model_export("lstm", root, 15)]
+    exports += [
+        _lstm_two_arguments(root, 10),
+        _stacked(root, 11),
+        _gru_layer(root, 13),
+        _model_export("gru", root, 14),
+        _model_export("lstm", root, 15),
+    ]
     return exports
 
 
-__all__ = ["KerasExport", "N_INPUTS", "N_UNITS", "keras_exports"]
+__all__ = ["N_INPUTS", "N_UNITS", "KerasExport", "keras_exports"]

@@ -35,7 +35,7 @@ class RecurrentStep(torch.nn.Module):
             return state.transpose(0, 1).reshape(-1, layers * units)
 
         if self.lstm:
-            _, (h_n, c_n) = self.layer(x, (unpack(h[:, : layers * units]), unpack(h[:, layers * units:])))
+            _, (h_n, c_n) = self.layer(x, (unpack(h[:, : layers * units]), unpack(h[:, layers * units :])))
             return torch.cat([pack(h_n), pack(c_n)], dim=1)
         _, h_n = self.layer(x, unpack(h))
         return pack(h_n)
@@ -78,14 +78,14 @@ def n_states(layer: torch.nn.Module) -> int:
 def export_program(step: torch.nn.Module, d: int, m: int, path: Path) -> Path:
     """``torch.export.export`` with a dynamic batch dimension, saved by ``torch.export.save``."""
     batch = torch.export.Dim("batch")
-    program = torch.export.export(step, (torch.zeros(2, m), torch.zeros(2, d)),
-                                  dynamic_shapes=({0: batch}, {0: batch}))
+    program = torch.export.export(step, (torch.zeros(2, m), torch.zeros(2, d)), dynamic_shapes=({0: batch}, {0: batch}))
     torch.export.save(program, str(path))
     return path
 
 
-def export_onnx(step: torch.nn.Module, d: int, m: int, path: Path, *, dynamo: bool, opset: int,
-                external_data: bool = False) -> Path:
+def export_onnx(
+    step: torch.nn.Module, d: int, m: int, path: Path, *, dynamo: bool, opset: int, external_data: bool = False
+) -> Path:
     """torch's default (dynamo) or legacy ONNX exporter at ``opset``, batch dynamic, tensors named u, h, h_next."""
     args = (torch.zeros(2, m), torch.zeros(2, d))
     names = {"input_names": ["u", "h"], "output_names": ["h_next"]}
@@ -93,12 +93,30 @@ def export_onnx(step: torch.nn.Module, d: int, m: int, path: Path, *, dynamo: bo
         warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch")
-            torch.onnx.export(step, args, str(path), dynamo=True, opset_version=opset, external_data=external_data,
-                              verbose=False, dynamic_shapes=({0: batch}, {0: batch}), **names)
+            torch.onnx.export(
+                step,
+                args,
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                external_data=external_data,
+                verbose=False,
+                dynamic_shapes=({0: batch}, {0: batch}),
+                **names,
+            )
         else:
             axes = {name: {0: "n"} for name in ("u", "h", "h_next")}
             torch.onnx.export(step, args, str(path), dynamo=False, opset_version=opset, dynamic_axes=axes, **names)
     return path
 
 
-__all__ = ["N_INPUTS", "N_UNITS", "LoopStep", "RecurrentStep", "export_onnx", "export_program", "n_states", "seeded_layer"]
+__all__ = [
+    "N_INPUTS",
+    "N_UNITS",
+    "LoopStep",
+    "RecurrentStep",
+    "export_onnx",
+    "export_program",
+    "n_states",
+    "seeded_layer",
+]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import torch_exports as tx
+
 from fpf_client.errors import InvalidModel
 from workers.engine.models import as_step_model, detect_format, load_model
 
@@ -32,8 +32,9 @@ def test_a_program_gives_the_map_and_jacobians_of_the_scripted_layer(
     v = torch.randn(6, d)
     torch.testing.assert_close(model.jvp(h, u, v)[1], reference.jvp(h, u, v)[1])
     double = model.to(dtype=torch.float64)
-    torch.testing.assert_close(double.step(h.double(), u.double()), reference.to(dtype=torch.float64).step(
-        h.double(), u.double()))
+    torch.testing.assert_close(
+        double.step(h.double(), u.double()), reference.to(dtype=torch.float64).step(h.double(), u.double())
+    )
 
 
 def test_a_fixed_batch_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -61,8 +62,9 @@ class _CallsACustomOp(torch.nn.Module):
 
 def test_ops_outside_aten_are_refused_by_name(tmp_path: Path) -> None:
     batch = torch.export.Dim("batch")
-    program = torch.export.export(_CallsACustomOp(), (torch.zeros(2, 1), torch.zeros(2, 3)),
-                                  dynamic_shapes=({0: batch}, {0: batch}))
+    program = torch.export.export(
+        _CallsACustomOp(), (torch.zeros(2, 1), torch.zeros(2, 3)), dynamic_shapes=({0: batch}, {0: batch})
+    )
     torch.export.save(program, str(tmp_path / "custom.pt2"))
     with pytest.raises(InvalidModel, match=r"fpftest\.leak\.default \(node 'leak' in the graph\)"):
         load_model(tmp_path / "custom.pt2")

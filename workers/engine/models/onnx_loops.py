@@ -9,8 +9,9 @@ copied into it as constants.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import onnx
 import torch
@@ -30,14 +31,14 @@ class OnnxLoop(nn.Module):
         self.n_scan_outputs = n_scan_outputs
 
     def forward(self, trip: torch.Tensor, condition: torch.Tensor, *values: torch.Tensor) -> Any:
-        carried, captured = list(values[: self.n_carried]), values[self.n_carried:]
+        carried, captured = list(values[: self.n_carried]), values[self.n_carried :]
         scans: list[list[torch.Tensor]] = [[] for _ in range(self.n_scan_outputs)]
         keep, i = bool(condition), 0
         while i < int(trip) and keep:
             out = _as_tuple(self.body(torch.tensor(i), torch.tensor(keep), *carried, *captured))
             keep = bool(out[0])
-            carried = list(out[1:1 + self.n_carried])
-            for scan, value in zip(scans, out[1 + self.n_carried:]):
+            carried = list(out[1 : 1 + self.n_carried])
+            for scan, value in zip(scans, out[1 + self.n_carried :], strict=True):
                 scan.append(value)
             i += 1
         return _outputs([*carried, *(torch.stack(scan) for scan in scans)])
@@ -54,14 +55,14 @@ class OnnxScan(nn.Module):
 
     def forward(self, *values: torch.Tensor) -> Any:
         states = list(values[: self.n_states])
-        sequences = values[self.n_states:self.n_states + self.n_scan_inputs]
-        captured = values[self.n_states + self.n_scan_inputs:]
+        sequences = values[self.n_states : self.n_states + self.n_scan_inputs]
+        captured = values[self.n_states + self.n_scan_inputs :]
         scans: list[list[torch.Tensor]] = []
         for t in range(sequences[0].shape[0]):
             out = _as_tuple(self.body(*states, *(sequence[t] for sequence in sequences), *captured))
             states = list(out[: self.n_states])
-            scans = scans or [[] for _ in out[self.n_states:]]
-            for scan, value in zip(scans, out[self.n_states:]):
+            scans = scans or [[] for _ in out[self.n_states :]]
+            for scan, value in zip(scans, out[self.n_states :], strict=True):
                 scan.append(value)
         return _outputs([*states, *(torch.stack(scan) for scan in scans)])
 

@@ -18,8 +18,9 @@ The bubblewrap sandbox remains the security boundary; this scan is a second wall
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from fpf_client.errors import InvalidModel
 
@@ -28,27 +29,24 @@ from fpf_client.errors import InvalidModel
 #: else (file, network, process, Python or printing ops) is refused.
 ALLOWED_OPS = frozenset(
     """
-    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient
-    CheckNumerics EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp
-    StatefulPartitionedCall PartitionedCall If StatelessIf While StatelessWhile Case StatelessCase
-    Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan FloorDiv FloorMod Mod Neg Reciprocal Inv
-    Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs Sign Maximum Minimum Floor Ceil
-    Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh Acosh Atanh Erf Erfc
-    Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue
-    MatMul BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod
-    Sum Mean Max Min Prod All Any ArgMax ArgMin EuclideanNorm FusedBatchNormV3
-    Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot
-    Select SelectV2 IsFinite IsNan IsInf Where
-    Reshape Shape ShapeN Size Rank Squeeze ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice
-    Pack Unpack Transpose Fill ZerosLike OnesLike Cast Tile Gather GatherV2 GatherNd Range
-    BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3 MatrixDiagPartV3 MatrixBandPart
-    Pad PadV2 MirrorPad OneHot TensorScatterUpdate
-    TensorListReserve TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack
-    TensorListLength TensorListElementShape
-    StatelessRandomGetKeyCounter StatelessRandomGetKeyCounterAlg StatelessRandomGetAlg StatelessRandomNormal
-    StatelessRandomNormalV2 StatelessRandomUniform StatelessRandomUniformV2 StatelessTruncatedNormal
-    StatelessTruncatedNormalV2 StatelessRandomUniformInt StatelessRandomUniformIntV2 StatelessRandomUniformFullIntV2
-    """.split()
+    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient CheckNumerics
+    EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp StatefulPartitionedCall PartitionedCall
+    If StatelessIf While StatelessWhile Case StatelessCase Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan
+    FloorDiv FloorMod Mod Neg Reciprocal Inv Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs
+    Sign Maximum Minimum Floor Ceil Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh
+    Acosh Atanh Erf Erfc Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue MatMul
+    BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod Sum Mean Max Min Prod All Any ArgMax
+    ArgMin EuclideanNorm FusedBatchNormV3 Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd
+    LogicalOr LogicalNot Select SelectV2 IsFinite IsNan IsInf Where Reshape Shape ShapeN Size Rank Squeeze
+    ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice Pack Unpack Transpose Fill ZerosLike OnesLike
+    Cast Tile Gather GatherV2 GatherNd Range BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3
+    MatrixDiagPartV3 MatrixBandPart Pad PadV2 MirrorPad OneHot TensorScatterUpdate TensorListReserve
+    TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack TensorListLength
+    TensorListElementShape StatelessRandomGetKeyCounter StatelessRandomGetKeyCounterAlg StatelessRandomGetAlg
+    StatelessRandomNormal StatelessRandomNormalV2 StatelessRandomUniform StatelessRandomUniformV2
+    StatelessTruncatedNormal StatelessTruncatedNormalV2 StatelessRandomUniformInt StatelessRandomUniformIntV2
+    StatelessRandomUniformFullIntV2
+    """.split()  # noqa: SIM905 - one op name per word reads better than a list of strings
 )
 #: Ops that write a resource variable: allowed only on the SavedModel's own variables (see module docs).
 VARIABLE_WRITE_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
@@ -116,7 +114,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
         # only where every caller hands it one of the model's variables.
         if function in library and (function, arguments) not in seen:
             seen.add((function, arguments))
-            queue.append(_Frame(function, path + (function,), arguments))
+            queue.append(_Frame(function, (*path, function), arguments))
 
     for function, path, arguments in _loader_roots(meta_graph, library, signature):
         enqueue(function, path, arguments)
@@ -135,7 +133,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
     while queue:
         frame = queue.popleft()
         fdef = library[frame.function]
-        arguments = {arg.name: bound for arg, bound in zip(fdef.signature.input_arg, frame.arguments)}
+        arguments = {arg.name: bound for arg, bound in zip(fdef.signature.input_arg, frame.arguments, strict=False)}
         by_name = {n.name: n for n in fdef.node_def}
         for node in fdef.node_def:
             callees = _callees(node, library)
@@ -143,8 +141,14 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
             if node.op in VARIABLE_WRITE_OPS:
                 variable = _resolve_variable(node.input[0], arguments, by_name)
                 if variable is None:
-                    refused.append(_refusal(node.op, frame.function, frame.path,
-                                            "it writes a resource that is not one of the model's variables"))
+                    refused.append(
+                        _refusal(
+                            node.op,
+                            frame.function,
+                            frame.path,
+                            "it writes a resource that is not one of the model's variables",
+                        )
+                    )
                 else:
                     writes.append(VariableWrite(node.op, frame.function, variable, frame.path))
             elif not callees and node.op not in ALLOWED_OPS:
@@ -158,7 +162,8 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
         unique = list(dict.fromkeys(refused))
         raise InvalidModel(
             "the SavedModel can run ops a step model may not (file, network, process or other side effects): "
-            + "; ".join(unique[:5]) + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
+            + "; ".join(unique[:5])
+            + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
         )
     return ScanReport(writes, loops)
 
@@ -182,10 +187,9 @@ def _graph_roots(meta_graph: Any, signature: str) -> Iterator[tuple[str, tuple[s
         if key in meta_graph.collection_def:
             for name in meta_graph.collection_def[key].node_list.value:
                 yield _base(name), (f"the {key} collection",)
-    if not meta_graph.object_graph_def.nodes:
+    if not meta_graph.object_graph_def.nodes and meta_graph.saver_def.restore_op_name:
         # A TF1 SavedModel: its loader also runs the saver's restore op.
-        if meta_graph.saver_def.restore_op_name:
-            yield _base(meta_graph.saver_def.restore_op_name), ("the TF1 saver's restore op",)
+        yield _base(meta_graph.saver_def.restore_op_name), ("the TF1 saver's restore op",)
 
 
 def _loader_roots(
@@ -202,14 +206,20 @@ def _loader_roots(
     def functions(node_id: int, why: str) -> Iterator[tuple[str, tuple[str, ...], tuple[str | None, ...]]]:
         obj = objects[node_id] if 0 <= node_id < len(objects) else None
         kind = obj.WhichOneof("kind") if obj is not None else None
-        names = (list(obj.function.concrete_functions) if kind == "function"
-                 else [obj.bare_concrete_function.concrete_function_name] if kind == "bare_concrete_function" else [])
+        names = (
+            list(obj.function.concrete_functions)
+            if kind == "function"
+            else [obj.bare_concrete_function.concrete_function_name]
+            if kind == "bare_concrete_function"
+            else []
+        )
         for name in names:
             if name not in library:
                 continue
             captured = tuple(
                 objects[i].variable.name or f"object {i}"
-                if 0 <= i < len(objects) and objects[i].WhichOneof("kind") == "variable" else None
+                if 0 <= i < len(objects) and objects[i].WhichOneof("kind") == "variable"
+                else None
                 for i in (concrete[name].bound_inputs if name in concrete else ())
             )
             n_args = len(library[name].signature.input_arg)

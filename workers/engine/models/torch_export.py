@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fpf_client.errors import InvalidModel
 
 from .adapt import module_step_model
@@ -28,8 +29,9 @@ _ARCHIVE_FORMAT = "archive_format"
 _NAMESPACES = frozenset({"aten", "prims"})
 #: ATen ops that read files.
 _REFUSED = frozenset({"from_file"})
-_CONTROL_FLOW = frozenset({"cond", "while_loop", "map_impl", "scan", "wrap_with_set_grad_enabled",
-                           "wrap_with_autocast"})
+_CONTROL_FLOW = frozenset(
+    {"cond", "while_loop", "map_impl", "scan", "wrap_with_set_grad_enabled", "wrap_with_autocast"}
+)
 
 
 def is_torch_export(path: Path) -> bool:
@@ -55,7 +57,7 @@ class ExportedStep(torch.nn.Module):
         super().__init__()
         self.program = program
 
-    def train(self, mode: bool = True) -> "ExportedStep":
+    def train(self, mode: bool = True) -> ExportedStep:
         self.training = mode
         return self
 
@@ -76,14 +78,20 @@ def load_torch_export(
     """
     try:
         program = torch.export.load(str(path))
-    except Exception as error:  # noqa: BLE001 - a corrupt or hostile file may raise anything
+    except Exception as error:
         first_line = next((line for line in str(error).splitlines() if line.strip()), "")
         raise InvalidModel(f"not a loadable torch.export program: {type(error).__name__}: {first_line}") from None
     scan_program(program)
     d, m = _declared_sizes(program)
     check_size_hints(d, m, n_states=n_states, n_inputs=n_inputs)
-    return module_step_model(ExportedStep(program.module()), n_states=d, n_inputs=m, dynamics=dynamics,
-                             format="torch_export", copy_module=False)
+    return module_step_model(
+        ExportedStep(program.module()),
+        n_states=d,
+        n_inputs=m,
+        dynamics=dynamics,
+        format="torch_export",
+        copy_module=False,
+    )
 
 
 def scan_program(program: Any) -> None:
@@ -96,12 +104,13 @@ def scan_program(program: Any) -> None:
             if node.op in ("placeholder", "output", "get_attr"):
                 continue
             if node.op != "call_function" or not _allowed(node.target):
-                refused.append(f"{node.target} (node {node.name!r} in {'the graph' if not name else name})")
+                refused.append(f"{node.target} (node {node.name!r} in {name or 'the graph'})")
     if refused:
         unique = list(dict.fromkeys(refused))
         raise InvalidModel(
             "the program holds ops a step model may not run (fpf runs ATen tensor ops only): "
-            + ", ".join(unique[:5]) + (f" and {len(unique) - 5} more" if len(unique) > 5 else "")
+            + ", ".join(unique[:5])
+            + (f" and {len(unique) - 5} more" if len(unique) > 5 else "")
         )
 
 
@@ -125,7 +134,7 @@ def _declared_sizes(program: Any) -> tuple[int, int]:
             "u: (n, n_inputs) and h: (n, n_states)"
         )
     sizes = []
-    for role, node in zip(("u", "h"), inputs):
+    for role, node in zip(("u", "h"), inputs, strict=True):
         value = node.meta.get("val")
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
         if len(shape) != 2:
