@@ -26,9 +26,9 @@ import argparse
 import ctypes
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -95,7 +95,12 @@ def random_cases(sizes: list[int]) -> Iterator[Case]:
             inputs = torch.randn(64, 100, RANDOM_INPUTS, generator=generator)
             with torch.no_grad():
                 trajectories = run_steps(step, inputs, 0.5 * torch.randn(64, d, generator=generator)).numpy()
-            yield Case(f"random {kind} d={d}", as_step_model(step), sample_states(trajectories, N_SAMPLES, rng=0), RANDOM_INPUTS)
+            yield Case(
+                f"random {kind} d={d}",
+                as_step_model(step),
+                sample_states(trajectories, N_SAMPLES, rng=0),
+                RANDOM_INPUTS,
+            )
 
 
 #: The runs compared on each case: name -> FinderOptions overrides. "newton, 1 pass" is Newton
@@ -161,10 +166,13 @@ def describe(points: FixedPoints) -> str:
 def compare(case: Case, repeats: int) -> list[str]:
     """Table rows for ``case``: one per entry of :data:`METHODS`."""
     inputs = np.zeros((1, case.n_inputs), dtype=np.float32)
-    runs = measure({
-        name: lambda overrides=overrides: find_fixed_points(case.model, case.initial_states, inputs, **overrides)
-        for name, overrides in METHODS.items()
-    }, repeats)
+    runs = measure(
+        {
+            name: lambda overrides=overrides: find_fixed_points(case.model, case.initial_states, inputs, **overrides)
+            for name, overrides in METHODS.items()
+        },
+        repeats,
+    )
     newton, adam = runs["newton"], runs["adam"]
     tol = newton.fps.tol_unique
     rows = []
@@ -173,10 +181,15 @@ def compare(case: Case, repeats: int) -> list[str]:
         isolated = fps[~fps.is_nonisolated] if fps.n else fps
         other = adam if name != "adam" else newton
         cells = [
-            case.name, name, f"{run.wall_s:.3f}", f"{adam.wall_s / run.wall_s:.1f}", str(info["iterations"]),
+            case.name,
+            name,
+            f"{run.wall_s:.3f}",
+            f"{adam.wall_s / run.wall_s:.1f}",
+            str(info["iterations"]),
             f"{info['n_converged'] / info['n_samples']:.3f}",
             f"{isolated.n} ({int(isolated.is_stable.sum()) if isolated.n else 0} stable)",
-            str(fps.n - isolated.n), f"{run.peak_mb:.0f}",
+            str(fps.n - isolated.n),
+            f"{run.peak_mb:.0f}",
             describe(only_in(fps, other.fps, tol)) if name != "adam" else describe(only_in(adam.fps, newton.fps, tol)),
         ]
         rows.append("| " + " | ".join(cells) + " |")
@@ -200,11 +213,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = [64, 256] + ([1024] if args.large else [])
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
-          f"torch {torch.__version__}, n = {N_SAMPLES}, zero input, default FinderOptions except method, "
-          f"best of {args.repeats}")
-    print("| case | method | wall s | adam s / this | iterations | converged | isolated points | non-isolated "
-          "| peak MB | not found by the other (adam vs newton) |")
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+        f"torch {torch.__version__}, n = {N_SAMPLES}, zero input, default FinderOptions except method, "
+        f"best of {args.repeats}"
+    )
+    print(
+        "| case | method | wall s | adam s / this | iterations | converged | isolated points | non-isolated "
+        "| peak MB | not found by the other (adam vs newton) |"
+    )
     print("|" + "---|" * 10)
     warm_up()
     groups = {"flipflop": flipflop_cases, "random": lambda: random_cases(sizes)}

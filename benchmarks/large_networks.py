@@ -109,9 +109,11 @@ def run_one(kind: str, d: int, method: str, adam_iters: tuple[int, int]) -> dict
     seconds = time.perf_counter() - started
     info = fps.info
     return {
-        "seconds": seconds, "converged": info["n_converged"] / info["n_samples"],
+        "seconds": seconds,
+        "converged": info["n_converged"] / info["n_samples"],
         "certified": int(fps.certified.sum()) if fps.certified is not None else 0,
-        "capped": info["n_capped"] > 0, "iterations": info["iterations"],
+        "capped": info["n_capped"] > 0,
+        "iterations": info["iterations"],
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "xstar": fps.xstar[fps.certified.astype(bool)] if fps.certified is not None else fps.xstar,
     }
@@ -126,14 +128,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="without adam the ratio columns stay empty")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="without adam the ratio columns stay empty"
+    )
     parser.add_argument("--adam-iters", type=int, default=5000)
     parser.add_argument("--adam-iters-large", type=int, default=300, help="adam's cap from d = 1024")
     parser.add_argument("--dense-max", type=int, default=64, help="largest d dense newton runs at")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
-    print("| network | d | method | time (s) | × adam | converged | certified roots | adam's roots found | peak RSS (MiB) |")
+    print(
+        "| network | d | method | time (s) | × adam | converged | certified roots | adam's roots found "
+        "| peak RSS (MiB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in args.networks:
         for d in args.sizes:
@@ -148,8 +154,11 @@ def main() -> None:
                 speedup = f"{adam['seconds'] / r['seconds']:.1f}" if adam else ""
                 covered = "" if adam is None else "yes" if same_roots(r["xstar"], adam["xstar"]) else "no"
                 capped = " (capped)" if r["capped"] else ""
-                print(f"| {kind} | {d} | {method} | {r['seconds']:.2f}{capped} | {speedup} | "
-                      f"{r['converged']:.1%} | {r['certified']} | {covered} | {r['peak_mib']:.0f} |", flush=True)
+                print(
+                    f"| {kind} | {d} | {method} | {r['seconds']:.2f}{capped} | {speedup} | "
+                    f"{r['converged']:.1%} | {r['certified']} | {covered} | {r['peak_mib']:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

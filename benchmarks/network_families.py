@@ -161,15 +161,20 @@ def summarise(outcomes: list[Outcome], label: str) -> list[str]:
         members = [o for o in outcomes if o.network.family == family]
         ratios = [o.ratio for o in members]
         missed = sum(o.missed_by_newton() for o in members)
-        lines.append(f"| {label} | {family} | {len(members)} | {min(ratios):.1f} | {statistics.median(ratios):.1f} "
-                     f"| {missed} |")
+        lines.append(
+            f"| {label} | {family} | {len(members)} | {min(ratios):.1f} | {statistics.median(ratios):.1f} | {missed} |"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=[*RANDOM_FAMILIES, *TRAINED_FAMILIES],
-                        choices=[*RANDOM_FAMILIES, *TRAINED_FAMILIES])
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=[*RANDOM_FAMILIES, *TRAINED_FAMILIES],
+        choices=[*RANDOM_FAMILIES, *TRAINED_FAMILIES],
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[64], help="d of the random families")
     parser.add_argument("--seeds", type=int, default=6, help="networks per family (half tuning, half held out)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -189,9 +194,12 @@ def main(argv: list[str] | None = None) -> None:
             outcome = solve_both(network, args.repeats)
             outcomes.append(outcome)
             n_roots = {m: len(_isolated(outcome.roots[m])) for m in METHODS}
-            print(f"| {network.family} | {network.model.n_states} | {network.seed} "
-                  f"| {outcome.wall_s['newton']:.3f} | {outcome.wall_s['adam']:.3f} | {outcome.ratio:.1f} "
-                  f"| {n_roots['newton']} / {n_roots['adam']} | {outcome.missed_by_newton()} |", flush=True)
+            print(
+                f"| {network.family} | {network.model.n_states} | {network.seed} "
+                f"| {outcome.wall_s['newton']:.3f} | {outcome.wall_s['adam']:.3f} | {outcome.ratio:.1f} "
+                f"| {n_roots['newton']} / {n_roots['adam']} | {outcome.missed_by_newton()} |",
+                flush=True,
+            )
 
     print("\n| seeds | family | networks | min adam / newton | median adam / newton | adam's roots newton missed |")
     print("|---|---|---|---|---|---|")

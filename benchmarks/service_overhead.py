@@ -93,6 +93,7 @@ def one_job(client: Client, model_id: str, seed: int) -> tuple[float, float]:
 
 def burst(connect: Callable[[], Client], model_id: str, n_jobs: int) -> float:
     """``n_jobs`` from CLIENT_THREADS threads, each submitting and waiting; seconds until the last result."""
+
     def run(seeds: range) -> None:
         with connect() as client:
             for seed in seeds:
@@ -105,8 +106,9 @@ def burst(connect: Callable[[], Client], model_id: str, n_jobs: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(name: str, connect: Callable[[], Client], model_path: Path, engine: InProcess, n_jobs: int,
-            n_burst: int) -> None:
+def measure(
+    name: str, connect: Callable[[], Client], model_path: Path, engine: InProcess, n_jobs: int, n_burst: int
+) -> None:
     with connect() as client:
         model_id = client.upload_model(model_path).id
         for seed in range(5):  # warm: the worker's model cache and sandbox, first-call paths
@@ -123,8 +125,11 @@ def measure(name: str, connect: Callable[[], Client], model_path: Path, engine: 
 
     p50, p95 = np.percentile(overheads, [50, 95]) * 1e3
     worker_ms, local_ms = statistics.median(worker_engine) * 1e3, statistics.median(local_engine) * 1e3
-    print(f"| {name} | {worker_ms:.1f} / {local_ms:.1f} ({worker_ms / local_ms:.2f}x) | {p50:.1f} | {p95:.1f} "
-          f"| {n_burst / burst_s:.1f} / {n_burst / local_burst_s:.1f} ({local_burst_s / burst_s:.2f}x) |", flush=True)
+    print(
+        f"| {name} | {worker_ms:.1f} / {local_ms:.1f} ({worker_ms / local_ms:.2f}x) | {p50:.1f} | {p95:.1f} "
+        f"| {n_burst / burst_s:.1f} / {n_burst / local_burst_s:.1f} ({local_burst_s / burst_s:.2f}x) |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -138,8 +143,10 @@ def main() -> None:
     from service_harness import grpc_server, start_service  # the test harness
 
     print(f"small job: tanh RNN d={N_STATES}, {N_INITIAL} initial states, {OPTIONS}; {CLIENT_THREADS} client threads")
-    print("| transport, workers | engine ms: worker / in-process | overhead p50 ms | overhead p95 ms "
-          "| burst jobs/s: service / in-process |")
+    print(
+        "| transport, workers | engine ms: worker / in-process | overhead p50 ms | overhead p95 ms "
+        "| burst jobs/s: service / in-process |"
+    )
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="fpf-bench-") as tmp:
         model_path = small_model(Path(tmp) / "bench.pt")
@@ -148,14 +155,14 @@ def main() -> None:
             root = Path(tmp) / f"workers-{n_workers}"
             root.mkdir()
             with ExitStack() as stack:
-                service = stack.enter_context(start_service(root,
-                                                            FPF_QUOTA_QUEUED_JOBS=str(args.burst)))
+                service = stack.enter_context(start_service(root, FPF_QUOTA_QUEUED_JOBS=str(args.burst)))
                 for _ in range(n_workers - 1):
                     service.start_worker()
                 target = stack.enter_context(grpc_server(service))
                 for name, url in (("REST", service.url), ("gRPC", f"grpc://{target}")):
-                    measure(f"{name}, {n_workers}", lambda url=url: Client(url), model_path, engine, args.jobs,
-                            args.burst)
+                    measure(
+                        f"{name}, {n_workers}", lambda url=url: Client(url), model_path, engine, args.jobs, args.burst
+                    )
 
 
 if __name__ == "__main__":

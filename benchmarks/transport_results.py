@@ -59,10 +59,22 @@ def write_result(service, n: int, d: int) -> tuple[str, Path]:
     from service.core.store import JobStore
 
     rng = np.random.default_rng(0)
-    result = FixedPoints(xstar=rng.standard_normal((n, d), dtype=np.float32), qstar=rng.random(n) * 1e-12,
-                         J_xstar=rng.standard_normal((n, d, d), dtype=np.float32), info={"n_samples": n})
-    job = Job(id=uuid.uuid4().hex, model_id="benchmark", status=JobStatus.SUCCEEDED, n_initial_states=n,
-              options={}, created_at=time.time(), finished_at=time.time(), tenant=DEFAULT_TENANT)
+    result = FixedPoints(
+        xstar=rng.standard_normal((n, d), dtype=np.float32),
+        qstar=rng.random(n) * 1e-12,
+        J_xstar=rng.standard_normal((n, d, d), dtype=np.float32),
+        info={"n_samples": n},
+    )
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id="benchmark",
+        status=JobStatus.SUCCEEDED,
+        n_initial_states=n,
+        options={},
+        created_at=time.time(),
+        finished_at=time.time(),
+        tenant=DEFAULT_TENANT,
+    )
     artifacts = ArtifactStore(service.data_dir)
     path = artifacts.result_path(job.id)
     with artifacts.atomic_write(path) as out:
@@ -72,8 +84,13 @@ def write_result(service, n: int, d: int) -> tuple[str, Path]:
 
 
 def fetch(url: str, job_id: str, mode: str, reference: Path, env: dict[str, str]) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", FETCH, url, job_id, mode, str(reference)], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH, url, job_id, mode, str(reference)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -88,13 +105,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, start_service(Path(tmp)) as service:
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc",
-                                   "--port", str(port)], cwd=REPO, env=service.env, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+            cwd=REPO,
+            env=service.env,
+            start_new_session=True,
+        )
         try:
             job_id, path = write_result(service, args.n, args.d)
             time.sleep(3)  # the gRPC server's start
-            print(f"result: n={args.n}, d={args.d}: J_xstar {args.n * args.d * args.d * 4 / 2**20:.0f} MiB float32, "
-                  f".npz {path.stat().st_size / 2**20:.0f} MiB")
+            print(
+                f"result: n={args.n}, d={args.d}: J_xstar {args.n * args.d * args.d * 4 / 2**20:.0f} MiB float32, "
+                f".npz {path.stat().st_size / 2**20:.0f} MiB"
+            )
             legs = [("REST npz", service.url, "npz"), ("gRPC stream", f"grpc://127.0.0.1:{port}", "grpc")]
             if not args.skip_json:
                 legs.append(("REST JSON", service.url, "json"))
@@ -103,9 +126,13 @@ def main() -> None:
             for name, url, mode in legs:
                 got = fetch(url, job_id, mode, path, service.env)
                 baseline = baseline or got
-                print(f"{name:<12} {got['seconds']:9.2f} {got['peak_mib']:9.0f} "
-                      f"{got['seconds'] / baseline['seconds']:9.2f} {got['peak_mib'] / max(baseline['peak_mib'], 1.0):8.2f}  "
-                      f"{got['identical']}", flush=True)
+                print(
+                    f"{name:<12} {got['seconds']:9.2f} {got['peak_mib']:9.0f} "
+                    f"{got['seconds'] / baseline['seconds']:9.2f} "
+                    f"{got['peak_mib'] / max(baseline['peak_mib'], 1.0):8.2f}  "
+                    f"{got['identical']}",
+                    flush=True,
+                )
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(15)

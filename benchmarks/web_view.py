@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fpf_client import FixedPoints
 
+from fpf_client import FixedPoints
 from service.gateway.web.view import result_view
 
 
@@ -28,9 +28,15 @@ def synthetic_result(path: Path, k: int = 2000, d: int = 1024, m: int = 8) -> No
     eigval = (0.5 * (rng.normal(size=(k, m)) + 1j * rng.normal(size=(k, m)))).astype(np.complex64)
     for i in range(k):
         eigval[i, : n_unstable[i]] = 1.5
-    FixedPoints(xstar=rng.normal(size=(k, d)).astype(np.float32), qstar=10 ** rng.uniform(-16, -12, k),
-                eigval_J_xstar=eigval, eigvec_J_xstar=rng.normal(size=(k, d, m)).astype(np.complex64),
-                is_stable=n_unstable == 0, n_unstable=n_unstable, certified=np.ones(k, bool)).save(path)
+    FixedPoints(
+        xstar=rng.normal(size=(k, d)).astype(np.float32),
+        qstar=10 ** rng.uniform(-16, -12, k),
+        eigval_J_xstar=eigval,
+        eigvec_J_xstar=rng.normal(size=(k, d, m)).astype(np.complex64),
+        is_stable=n_unstable == 0,
+        n_unstable=n_unstable,
+        certified=np.ones(k, bool),
+    ).save(path)
 
 
 def main() -> None:
@@ -55,8 +61,10 @@ def main() -> None:
         text = json.dumps(view, allow_nan=False, separators=(",", ":"))
         print(f"reading the members: {min(reads):.2f} s (best of {args.repeats})")
         print(f"whole view:          {min(views):.2f} s (best of {args.repeats})")
-        print(f"view JSON:           {len(text) / 2**20:.2f} MiB, {len(view['spectra']['re'])} eigenvalues, "
-              f"{len(view['modes']['point'])} mode segments")
+        print(
+            f"view JSON:           {len(text) / 2**20:.2f} MiB, {len(view['spectra']['re'])} eigenvalues, "
+            f"{len(view['modes']['point'])} mode segments"
+        )
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ def generate_stubs(proto_root: Path, out_dir: Path) -> None:
     staging = out_dir / "_protoc"
     staging.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"
-    status = protoc.main([
-        "grpc_tools.protoc", f"-I{proto_root}", f"-I{well_known}", f"--python_out={staging}",
-        f"--pyi_out={staging}", f"--grpc_python_out={staging}", str(proto_root / PROTO_FILE),
-    ])
+    status = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{proto_root}",
+            f"-I{well_known}",
+            f"--python_out={staging}",
+            f"--pyi_out={staging}",
+            f"--grpc_python_out={staging}",
+            str(proto_root / PROTO_FILE),
+        ]
+    )
     if status != 0:
         raise RuntimeError(f"protoc failed ({status}) on {proto_root / PROTO_FILE}")
     generated = staging / Path(PROTO_FILE).parent

@@ -9,8 +9,9 @@ through its ``url``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
@@ -44,7 +45,6 @@ def tanh_rnn_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-
 @pytest.fixture(scope="session")
 def tanh_model(live_service: LiveService, tanh_rnn_path: Path) -> dict[str, Any]:
     """The tanh RNN uploaded and validated (status ready)."""
@@ -57,8 +57,10 @@ def tanh_model(live_service: LiveService, tanh_rnn_path: Path) -> dict[str, Any]
 def slow_job(live_service: LiveService, tanh_model: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A job that runs for several seconds, seen running; cancelled afterwards if still going."""
     with live_service.client() as http:
-        response = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": random_states(1024),
-                                               "options": SLOW_OPTIONS})
+        response = http.post(
+            "/v1/jobs",
+            json={"model_id": tanh_model["id"], "initial_states": random_states(1024), "options": SLOW_OPTIONS},
+        )
         assert response.status_code == 202, response.text
         job = live_service.wait_status(response.json()["id"], {"running", "succeeded", "failed", "cancelled"})
         assert job["status"] == "running", job

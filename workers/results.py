@@ -7,6 +7,7 @@ result over its pipe). Nothing here imports the gateway's modules or torch.
 from __future__ import annotations
 
 import numpy as np
+
 from fpf_client.errors import ResultTooLarge
 from fpf_client.fixed_points import FixedPoints
 
@@ -25,5 +26,7 @@ def result_arrays(fixed_points: FixedPoints, max_bytes: int | None) -> dict[str,
         raise ResultTooLarge(
             f"the result of {fixed_points.n} fixed points would take {size} bytes; the limit is {max_bytes} "
             "(ask for fewer points with max_n_unique, or leave out Jacobians with do_compute_jacobians=false)",
-            limit=max_bytes, size_bytes=size)
+            limit=max_bytes,
+            size_bytes=size,
+        )
     return arrays

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+
 from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitExceeded, ValidationTimeout
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
-
 from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
@@ -118,13 +118,20 @@ class ProgressReporter:
     def _store_failed(self, exc: redis.RedisError) -> None:
         if self._store_down_since is None:
             self._store_down_since = time.monotonic()
-            log.warning("job %s: Redis is unavailable (%s: %s); progress is not recorded, the search goes on",
-                        self.job_id, type(exc).__name__, exc)
+            log.warning(
+                "job %s: Redis is unavailable (%s: %s); progress is not recorded, the search goes on",
+                self.job_id,
+                type(exc).__name__,
+                exc,
+            )
 
     def _store_back(self) -> None:
         if self._store_down_since is not None:
-            log.info("job %s: Redis is back after %.1f s; progress recorded again", self.job_id,
-                     time.monotonic() - self._store_down_since)
+            log.info(
+                "job %s: Redis is back after %.1f s; progress recorded again",
+                self.job_id,
+                time.monotonic() - self._store_down_since,
+            )
             self._store_down_since = None
 
     @staticmethod
@@ -142,8 +149,15 @@ class Models(Protocol):
         """Load the model file at ``path`` for its record's tenant; its format, shapes and dynamics.
         Past ``time_limit_s`` it raises :class:`RequestTimedOut` where it can stop the load itself."""
 
-    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
+    def solve(
+        self,
+        record: Model,
+        path: Path,
+        arrays_path: Path,
+        options: FinderOptions,
+        reporter: ProgressReporter,
+        limits: RunLimits,
+    ) -> tuple[FixedPoints, float]:
         """Find the fixed points of a job of the record's tenant within ``limits``; the result and the
         engine's seconds."""
 
@@ -157,11 +171,24 @@ class SandboxedModels:
     def describe(self, record: Model, path: Path, time_limit_s: float) -> dict[str, Any]:
         return self.pool.get(record.tenant).describe(_wire(record), path.read_bytes, time_limit_s=time_limit_s)
 
-    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
+    def solve(
+        self,
+        record: Model,
+        path: Path,
+        arrays_path: Path,
+        options: FinderOptions,
+        reporter: ProgressReporter,
+        limits: RunLimits,
+    ) -> tuple[FixedPoints, float]:
         sandbox = self.pool.get(record.tenant)
-        result, engine_s = sandbox.solve(_wire(record), path.read_bytes, arrays_path.read_bytes(),
-                                         options.model_dump(mode="json"), reporter, limits=limits.wire())
+        result, engine_s = sandbox.solve(
+            _wire(record),
+            path.read_bytes,
+            arrays_path.read_bytes(),
+            options.model_dump(mode="json"),
+            reporter,
+            limits=limits.wire(),
+        )
         return FixedPoints.load(result), engine_s  # parsed (no pickles), so only known fields are kept
 
 
@@ -181,8 +208,15 @@ class InProcessModels:
         # limits (workers/tasks.py) raise SoftTimeLimitExceeded, or replace the pool process.
         return self._get(record, path).describe()
 
-    def solve(self, record: Model, path: Path, arrays_path: Path, options: FinderOptions,
-              reporter: ProgressReporter, limits: RunLimits) -> tuple[FixedPoints, float]:
+    def solve(
+        self,
+        record: Model,
+        path: Path,
+        arrays_path: Path,
+        options: FinderOptions,
+        reporter: ProgressReporter,
+        limits: RunLimits,
+    ) -> tuple[FixedPoints, float]:
         from workers.engine import find_fixed_points
 
         model = self._get(record, path)
@@ -190,8 +224,15 @@ class InProcessModels:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
             cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
         start = time.perf_counter()
-        fixed_points = find_fixed_points(model, initial_states, inputs, options, progress=reporter.progress,
-                                         time_limit_s=limits.remaining_s(), cond_ids=cond_ids)
+        fixed_points = find_fixed_points(
+            model,
+            initial_states,
+            inputs,
+            options,
+            progress=reporter.progress,
+            time_limit_s=limits.remaining_s(),
+            cond_ids=cond_ids,
+        )
         return fixed_points, time.perf_counter() - start
 
     def _get(self, record: Model, path: Path) -> StepModel:
@@ -211,8 +252,9 @@ class InProcessModels:
 class JobRunner:
     """Run one delivery of a job, from claim to stored result."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models,
-                 dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models, dispatcher: Dispatcher
+    ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.settings = settings
@@ -224,28 +266,49 @@ class JobRunner:
         """Claim delivery ``dispatch`` (skip it when stale, defer it while its tenant is at its
         running-jobs quota), solve, store the result, record the end."""
         claimed_at = time.monotonic()
-        job = self.store.claim(job_id, dispatch, self.worker, self.settings.heartbeat_ttl_s,
-                               max_running=self.settings.quota_running_jobs,
-                               defer_s=self.settings.running_quota_retry_s)
+        job = self.store.claim(
+            job_id,
+            dispatch,
+            self.worker,
+            self.settings.heartbeat_ttl_s,
+            max_running=self.settings.quota_running_jobs,
+            defer_s=self.settings.running_quota_retry_s,
+        )
         if job is None:
             log.info("job %s: delivery %d is stale or cancelled; skipped", job_id, dispatch)
             return
         if job.status is JobStatus.QUEUED:
-            log.info("job %s: tenant %s runs its quota of %s jobs; tried again in %g s (dispatch %d)", job_id,
-                     job.tenant, self.settings.quota_running_jobs, self.settings.running_quota_retry_s, job.dispatch)
+            log.info(
+                "job %s: tenant %s runs its quota of %s jobs; tried again in %g s (dispatch %d)",
+                job_id,
+                job.tenant,
+                self.settings.quota_running_jobs,
+                self.settings.running_quota_retry_s,
+                job.dispatch,
+            )
             self.dispatcher.run_job(job_id, job.dispatch, countdown_s=self.settings.running_quota_retry_s)
             return
-        limits = RunLimits(deadline=claimed_at + self.settings.soft_time_limit_s,
-                           max_result_bytes=self.settings.max_result_bytes)
+        limits = RunLimits(
+            deadline=claimed_at + self.settings.soft_time_limit_s, max_result_bytes=self.settings.max_result_bytes
+        )
         log.info("job %s: attempt %d started on %s", job_id, job.attempts, self.worker)
         try:
-            with Heartbeat(self.store, job_id, dispatch, interval_s=self.settings.heartbeat_interval_s,
-                           ttl_s=self.settings.heartbeat_ttl_s):
+            with Heartbeat(
+                self.store,
+                job_id,
+                dispatch,
+                interval_s=self.settings.heartbeat_interval_s,
+                ttl_s=self.settings.heartbeat_ttl_s,
+            ):
                 status, changes = self._execute(job, limits)
                 finished = self._record_end(job_id, dispatch, status, changes)
         except StoreUnavailable as exc:
-            log.warning("job %s: %s; attempt %d is given up unrecorded, and the job runs again once its "
-                        "heartbeat expires", job_id, exc, job.attempts)
+            log.warning(
+                "job %s: %s; attempt %d is given up unrecorded, and the job runs again once its heartbeat expires",
+                job_id,
+                exc,
+                job.attempts,
+            )
             return
         if finished is None:
             log.info("job %s: delivery %d no longer owns the job; outcome %s dropped", job_id, dispatch, status.value)
@@ -262,8 +325,10 @@ class JobRunner:
                 return self.store.finish(job_id, dispatch, status, **changes)
             except redis.RedisError as exc:
                 if time.monotonic() + delay > give_up:
-                    raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {exc}); "
-                                           f"the outcome {status.value} could not be recorded") from exc
+                    raise StoreUnavailable(
+                        f"Redis is unavailable ({type(exc).__name__}: {exc}); "
+                        f"the outcome {status.value} could not be recorded"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)
 
@@ -282,9 +347,11 @@ class JobRunner:
         except SoftTimeLimitExceeded:  # Celery's soft limit is fpf's hard one
             limit = self.settings.hard_time_limit_s
             log.info("job %s: stopped at its hard time limit of %g s", job.id, limit)
-            error = TimeLimitExceeded(f"the job ran past its hard time limit of {limit:g} s "
-                                      f"(the search itself stops at {self.settings.soft_time_limit_s:g} s)",
-                                      limit=limit)
+            error = TimeLimitExceeded(
+                f"the job ran past its hard time limit of {limit:g} s "
+                f"(the search itself stops at {self.settings.soft_time_limit_s:g} s)",
+                limit=limit,
+            )
             return JobStatus.FAILED, {"error": error.to_problem()}
         except FpfError as exc:
             log.info("job %s: failed: %s", job.id, exc)
@@ -306,9 +373,19 @@ class JobRunner:
         return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter, limits)
 
 
-def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, dispatcher: Dispatcher,
-                   model_id: str, tenant: str, *, time_limit_s: float, attempt: int = 1,
-                   max_n_states: int | None = None, max_n_inputs: int | None = None) -> None:
+def validate_model(
+    store: JobStore,
+    artifacts: ArtifactStore,
+    models: Models,
+    dispatcher: Dispatcher,
+    model_id: str,
+    tenant: str,
+    *,
+    time_limit_s: float,
+    attempt: int = 1,
+    max_n_states: int | None = None,
+    max_n_inputs: int | None = None,
+) -> None:
     """Load a freshly uploaded model: ``tenant``'s record becomes ``ready`` with its shapes, or ``invalid``
     with the loader's reason (or because it has more states or inputs than the server accepts).
 
@@ -330,41 +407,51 @@ def validate_model(store: JobStore, artifacts: ArtifactStore, models: Models, di
         log.info("model %s: cannot be loaded", model_id, exc_info=True)
         error = InvalidModel(f"the model cannot be loaded: {type(exc).__name__}: {exc}")
     else:
-        store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.READY, error=None,
-                           **described)
+        store.update_model(
+            model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.READY, error=None, **described
+        )
         log.info("model %s: ready %s", model_id, described)
         return
-    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
-                       error=error.to_problem())
+    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID, error=error.to_problem())
     log.info("model %s: invalid: %s", model_id, error.detail)
 
 
-def validation_timed_out(store: JobStore, dispatcher: Dispatcher, model_id: str, tenant: str, *,
-                         time_limit_s: float, attempt: int) -> None:
+def validation_timed_out(
+    store: JobStore, dispatcher: Dispatcher, model_id: str, tenant: str, *, time_limit_s: float, attempt: int
+) -> None:
     """A validation ran past its time limit (its worker has been freed): queue the next attempt, or
     after the last one mark the model ``invalid`` with ``validation_timeout``."""
     if attempt < VALIDATION_ATTEMPTS:
-        log.warning("model %s: validation attempt %d passed its time limit of %g s; trying again",
-                    model_id, attempt, time_limit_s)
+        log.warning(
+            "model %s: validation attempt %d passed its time limit of %g s; trying again",
+            model_id,
+            attempt,
+            time_limit_s,
+        )
         dispatcher.validate_model(model_id, tenant, attempt=attempt + 1)
         return
     error = ValidationTimeout(
         f"loading the model and running its step on a few states did not finish within the validation time "
         f"limit of {time_limit_s:g} s, in {attempt} attempts; its forward may never return "
-        f"(the limit is FPF_VALIDATION_TIME_LIMIT_S)", limit=time_limit_s, attempts=attempt)
-    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID,
-                       error=error.to_problem())
+        f"(the limit is FPF_VALIDATION_TIME_LIMIT_S)",
+        limit=time_limit_s,
+        attempts=attempt,
+    )
+    store.update_model(model_id, tenant, [ModelStatus.VALIDATING], status=ModelStatus.INVALID, error=error.to_problem())
     log.warning("model %s: invalid: %s", model_id, error.detail)
 
 
 def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, max_n_inputs: int | None) -> None:
     """InvalidModel when a described model has more states or inputs than the server's limits."""
-    for name, limit, setting in (("n_states", max_n_states, "FPF_MAX_N_STATES"),
-                                 ("n_inputs", max_n_inputs, "FPF_MAX_N_INPUTS")):
+    for name, limit, setting in (
+        ("n_states", max_n_states, "FPF_MAX_N_STATES"),
+        ("n_inputs", max_n_inputs, "FPF_MAX_N_INPUTS"),
+    ):
         value = described.get(name)
         if limit is not None and value is not None and value > limit:
-            raise InvalidModel(f"the model has {name} = {value}; this server accepts at most {limit} ({setting})",
-                               limit=limit)
+            raise InvalidModel(
+                f"the model has {name} = {value}; this server accepts at most {limit} ({setting})", limit=limit
+            )
 
 
 def _stored_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:
@@ -383,9 +470,16 @@ def _wire(record: Model) -> dict[str, Any]:
 
 def _load_arguments(record: Model) -> dict[str, Any]:
     """The keyword arguments of ``workers.engine.load_model`` for a record: format, hints, tensor names."""
-    return {"format": record.format, "n_states": record.n_states, "n_inputs": record.n_inputs,
-            "dynamics": record.dynamics, "signature": record.signature, "input_name": record.input_name,
-            "state_name": record.state_name, "output_name": record.output_name}
+    return {
+        "format": record.format,
+        "n_states": record.n_states,
+        "n_inputs": record.n_inputs,
+        "dynamics": record.dynamics,
+        "signature": record.signature,
+        "input_name": record.input_name,
+        "state_name": record.state_name,
+        "output_name": record.output_name,
+    }
 
 
 def _plain(progress: dict[str, Any]) -> dict[str, Any]:

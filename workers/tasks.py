@@ -73,8 +73,14 @@ class ValidationTask(Task):
         settings = get_settings()
         store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
         try:
-            runner.validation_timed_out(store, Dispatcher(app, settings.queue), model_id, tenant,
-                                        time_limit_s=settings.validation_time_limit_s, attempt=attempt)
+            runner.validation_timed_out(
+                store,
+                Dispatcher(app, settings.queue),
+                model_id,
+                tenant,
+                time_limit_s=settings.validation_time_limit_s,
+                attempt=attempt,
+            )
         finally:
             store.redis.close()
 
@@ -91,9 +97,18 @@ def validate_model(model_id: str, tenant: str = DEFAULT_TENANT, attempt: int = 1
     """Load an uploaded model and mark ``tenant``'s record of it ready or invalid (attempt ``attempt``)."""
     job_runner = _runner()
     settings = job_runner.settings
-    runner.validate_model(job_runner.store, job_runner.artifacts, job_runner.models, job_runner.dispatcher,
-                          model_id, tenant, time_limit_s=settings.validation_time_limit_s, attempt=attempt,
-                          max_n_states=settings.max_n_states, max_n_inputs=settings.max_n_inputs)
+    runner.validate_model(
+        job_runner.store,
+        job_runner.artifacts,
+        job_runner.models,
+        job_runner.dispatcher,
+        model_id,
+        tenant,
+        time_limit_s=settings.validation_time_limit_s,
+        attempt=attempt,
+        max_n_states=settings.max_n_states,
+        max_n_inputs=settings.max_n_inputs,
+    )
 
 
 @app.task(name=RUN_JOB)
@@ -108,16 +123,21 @@ def _check_sandbox(**_) -> None:
     from .sandbox import SandboxUnavailable, probe
 
     if get_settings().sandbox == "off":
-        log.warning("FPF_SANDBOX=off: user models run unconfined in the worker's processes, with its files, "
-                    "network and environment; use this only where every model is trusted")
+        log.warning(
+            "FPF_SANDBOX=off: user models run unconfined in the worker's processes, with its files, "
+            "network and environment; use this only where every model is trusted"
+        )
         return
     try:
         version = probe()
     except SandboxUnavailable as exc:
-        raise SystemExit(f"fpf worker: refusing to run user models: {exc}. "
-                         "Set FPF_SANDBOX=off only if every model is trusted.") from None
-    log.info("model sandbox: %s; each model runs in a child with no network, no data directory and a "
-             "clean environment", version)
+        raise SystemExit(
+            f"fpf worker: refusing to run user models: {exc}. Set FPF_SANDBOX=off only if every model is trusted."
+        ) from None
+    log.info(
+        "model sandbox: %s; each model runs in a child with no network, no data directory and a clean environment",
+        version,
+    )
 
 
 #: This pool process's entry in the store's table of live workers.
@@ -132,8 +152,9 @@ def _start_sandboxes(**_) -> None:
     from .engine.devices import available_devices
 
     job_runner = _runner()
-    _PRESENCE = Presence(job_runner.store, job_runner.worker, available_devices(),
-                         ttl_s=job_runner.settings.worker_presence_ttl_s)
+    _PRESENCE = Presence(
+        job_runner.store, job_runner.worker, available_devices(), ttl_s=job_runner.settings.worker_presence_ttl_s
+    )
     _PRESENCE.start()
 
 

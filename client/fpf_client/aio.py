@@ -7,7 +7,7 @@ client; only sending and sleeping differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from os import PathLike
 from typing import Any
@@ -46,8 +46,14 @@ class AsyncClient:
     ...     fps = await client.find_fixed_points(model_id, states, inputs)
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
-                 retry_timeout: float = RetryPolicy.timeout) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        retry_timeout: float = RetryPolicy.timeout,
+    ) -> None:
         self.url = default_url(url).rstrip("/")
         if transport_kind(self.url, None) == "grpc":
             raise ValueError(f"AsyncClient speaks REST only; for {self.url} use Client (gRPC is synchronous)")
@@ -57,8 +63,14 @@ class AsyncClient:
 
     async def _send(self, call: Call[T]) -> T:
         """Send ``call``, retried through outages as :class:`fpf_client.Client` does."""
-        return await retry.acall(self.retry_policy, lambda: self._send_once(call), call.what,
-                                 idempotent=call.idempotent, done_if=call.done_if, seen=lambda: self._reached)
+        return await retry.acall(
+            self.retry_policy,
+            lambda: self._send_once(call),
+            call.what,
+            idempotent=call.idempotent,
+            done_if=call.done_if,
+            seen=lambda: self._reached,
+        )
 
     async def _send_once(self, call: Call[T]) -> T:
         try:
@@ -72,7 +84,7 @@ class AsyncClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -84,7 +96,7 @@ class AsyncClient:
     # --- models --------------------------------------------------------------------------
     async def upload_model(
         self,
-        model: str | PathLike | Any,
+        model: str | PathLike[str] | Any,
         *,
         format: str | None = None,
         n_states: int | None = None,
@@ -127,14 +139,14 @@ class AsyncClient:
     # --- jobs ----------------------------------------------------------------------------
     async def submit(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
         cond_ids: Any = None,
         **options: Any,
-    ) -> "AsyncJob":
+    ) -> AsyncJob:
         """Queue a fixed-point search; see :meth:`fpf_client.Client.submit`."""
         option_values = options_payload(options)
         arrays = arrays_payload(initial_states, inputs, cond_ids)
@@ -144,7 +156,7 @@ class AsyncClient:
         record = await self._send(protocol.submit_job(model_id(model), arrays.npz, option_values, key))
         return AsyncJob(self, record)
 
-    async def get_job(self, job_id: str) -> "AsyncJob":
+    async def get_job(self, job_id: str) -> AsyncJob:
         """A handle on an existing job."""
         return AsyncJob(self, await self._send(protocol.get_job(job_id)))
 
@@ -154,7 +166,7 @@ class AsyncClient:
 
     async def find_fixed_points(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
@@ -167,7 +179,7 @@ class AsyncClient:
         await job.wait(progress=progress, timeout=timeout)
         return await job.result()
 
-    async def _job_events(self, job_id: str, deadline: float) -> AsyncIterator[JobRecord]:
+    async def _job_events(self, job_id: str, deadline: float) -> AsyncGenerator[JobRecord, None]:
         """Job records from the event stream until it ends or breaks; see
         :meth:`fpf_client.transport.HttpTransport.job_events`. Raises :class:`_NoEventStream` when the
         service streams no events."""
@@ -231,7 +243,7 @@ class AsyncJob:
                         return record
         raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
 
-    async def _updates(self, deadline: float) -> AsyncIterator[JobRecord]:
+    async def _updates(self, deadline: float) -> AsyncGenerator[JobRecord, None]:
         """The job's records; see :meth:`fpf_client.Job._updates`."""
         yield await self.refresh()
         streams = True

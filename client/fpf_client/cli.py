@@ -45,10 +45,13 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, kwargs
 
 
-def command(name: str, help: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]):
+Run = Callable[[Client, argparse.Namespace], None]
+
+
+def command(name: str, help: str, *arguments: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Run], Run]:
     """Register the decorated ``run(client, args)`` as the subcommand ``name``."""
 
-    def register(run: Callable[[Client, argparse.Namespace], None]) -> Callable[[Client, argparse.Namespace], None]:
+    def register(run: Run) -> Run:
         COMMANDS[name] = Command(name, help, arguments, run)
         return run
 
@@ -108,7 +111,11 @@ def _finish(fixed_points: FixedPoints, output: Path | None) -> None:
     arg("model", help="the model: a TorchScript or ONNX file, a SavedModel .zip/.tar.gz or directory"),
     arg("--n-states", type=int, help="number of state units (checked by a dry run)"),
     arg("--n-inputs", type=int, help="number of inputs (checked by a dry run)"),
-    arg("--format", choices=("torchscript", "torch_export", "onnx", "savedmodel"), help="model format (detected when absent)"),
+    arg(
+        "--format",
+        choices=("torchscript", "torch_export", "onnx", "savedmodel"),
+        help="model format (detected when absent)",
+    ),
     arg("--dynamics", choices=("discrete", "continuous"), help="discrete map or continuous vector field"),
     arg("--signature", help="SavedModel signature to run (serving_default when absent)"),
     arg("--input-name", help="ONNX/SavedModel input that is u, when fpf cannot tell by name"),
@@ -117,8 +124,14 @@ def _finish(fixed_points: FixedPoints, output: Path | None) -> None:
 )
 def upload(client: Client, args: argparse.Namespace) -> None:
     model = client.upload_model(
-        args.model, format=args.format, n_states=args.n_states, n_inputs=args.n_inputs, dynamics=args.dynamics,
-        signature=args.signature, input_name=args.input_name, state_name=args.state_name,
+        args.model,
+        format=args.format,
+        n_states=args.n_states,
+        n_inputs=args.n_inputs,
+        dynamics=args.dynamics,
+        signature=args.signature,
+        input_name=args.input_name,
+        state_name=args.state_name,
         output_name=args.output_name,
     )
     print(f"{model.id}\t{model.status}\tn_states={model.n_states}\tn_inputs={model.n_inputs}\t{model.filename}")
@@ -130,8 +143,14 @@ def upload(client: Client, args: argparse.Namespace) -> None:
     arg("model", help="a model file (uploaded first) or a model id"),
     arg("--states", required=True, type=load_array, help="initial states, (n, n_states) .npy"),
     arg("--inputs", type=load_array, help="inputs, (1 | n, n_inputs) .npy; zeros when absent"),
-    arg("--option", action="append", type=option_pair, default=[], metavar="KEY=VALUE",
-        help="a FinderOptions field, e.g. --option method=adam --option tol_q=1e-10 (repeatable)"),
+    arg(
+        "--option",
+        action="append",
+        type=option_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a FinderOptions field, e.g. --option method=adam --option tol_q=1e-10 (repeatable)",
+    ),
     arg("-o", "--output", type=result_path, help="save the result as .npz or .json"),
     arg("--timeout", type=float, help="give up waiting after this many seconds"),
     arg("--no-progress", action="store_true", help="do not draw a progress bar"),
@@ -150,11 +169,15 @@ def status(client: Client, args: argparse.Namespace) -> None:
     print(f"  model {record.model_id}, {record.n_initial_states} initial states, attempts {record.attempts}")
     if record.progress is not None:
         progress = record.progress
-        print(f"  {progress.phase} iteration {progress.iteration}: {progress.n_converged} of {progress.n_total}"
-              f" converged, q median {progress.q_median}, q max {progress.q_max}")
+        print(
+            f"  {progress.phase} iteration {progress.iteration}: {progress.n_converged} of {progress.n_total}"
+            f" converged, q median {progress.q_median}, q max {progress.q_max}"
+        )
     if record.timings is not None:
-        print(f"  queued {record.timings.queued_s} s, engine {record.timings.engine_s} s,"
-              f" total {record.timings.total_s} s")
+        print(
+            f"  queued {record.timings.queued_s} s, engine {record.timings.engine_s} s,"
+            f" total {record.timings.total_s} s"
+        )
     if record.error:
         print(f"  error [{record.error.get('code')}] {record.error.get('detail')}")
 
@@ -178,8 +201,10 @@ def cancel(client: Client, args: argparse.Namespace) -> None:
 @command("models", "list the uploaded models")
 def models(client: Client, args: argparse.Namespace) -> None:
     for model in client.list_models():
-        print(f"{model.id}\t{model.status}\t{model.format}\tn_states={model.n_states}\t"
-              f"n_inputs={model.n_inputs}\t{model.filename}")
+        print(
+            f"{model.id}\t{model.status}\t{model.format}\tn_states={model.n_states}\t"
+            f"n_inputs={model.n_inputs}\t{model.filename}"
+        )
 
 
 @command(
@@ -197,10 +222,20 @@ def jobs(client: Client, args: argparse.Namespace) -> None:
     "demo",
     "the 3-bit flip-flop walkthrough on a shipped network: find its fixed points, draw figures, summarise",
     arg("--url", default=argparse.SUPPRESS, help="service URL (as fpf --url; default the local server)"),
-    arg("--out", type=Path, default=Path("fpf-demo"), help="directory for the figures and the result "
-        "(default ./fpf-demo)"),
-    arg("--cell", choices=tuple(CELLS), default="tanh", help="which trained network: "
-        + ", ".join(f"{name} ({text})" for name, text in CELLS.items()) + "; default tanh"),
+    arg(
+        "--out",
+        type=Path,
+        default=Path("fpf-demo"),
+        help="directory for the figures and the result (default ./fpf-demo)",
+    ),
+    arg(
+        "--cell",
+        choices=tuple(CELLS),
+        default="tanh",
+        help="which trained network: "
+        + ", ".join(f"{name} ({text})" for name, text in CELLS.items())
+        + "; default tanh",
+    ),
     arg("--no-progress", action="store_true", help="do not draw a progress bar"),
 )
 def demo(client: Client, args: argparse.Namespace) -> None:
@@ -221,12 +256,17 @@ def demo(client: Client, args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``fpf`` parser with one subparser per registered command."""
     parser = argparse.ArgumentParser(prog="fpf", description="Fixed points of recurrent networks, from an fpf service.")
-    parser.add_argument("--url", default=os.environ.get("FPF_URL"), help="service URL (default $FPF_URL, else "
-                        "http://127.0.0.1:8000)")
+    parser.add_argument(
+        "--url", default=os.environ.get("FPF_URL"), help="service URL (default $FPF_URL, else http://127.0.0.1:8000)"
+    )
     parser.add_argument("--api-key", default=os.environ.get("FPF_API_KEY"), help="API key (default $FPF_API_KEY)")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="seconds to wait for one answer")
-    parser.add_argument("--retry-timeout", type=float, default=RetryPolicy.timeout,
-                        help="seconds to keep retrying while the service is unavailable (0: never)")
+    parser.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=RetryPolicy.timeout,
+        help="seconds to keep retrying while the service is unavailable (0: never)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in COMMANDS.values():
         sub = subparsers.add_parser(spec.name, help=spec.help, description=spec.help)

@@ -69,8 +69,15 @@ class Client:
     ...     fps = client.find_fixed_points("rnn.pt", states, inputs)
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0, *,
-                 transport: str | None = None, retry_timeout: float = RetryPolicy.timeout) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: str | None = None,
+        retry_timeout: float = RetryPolicy.timeout,
+    ) -> None:
         self.url = default_url(url, transport).rstrip("/")
         self.transport = transport_kind(self.url, transport)
         self.retry_policy = RetryPolicy(timeout=retry_timeout)
@@ -87,7 +94,7 @@ class Client:
         """Close the connection pool (or channel)."""
         self._transport.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -99,7 +106,7 @@ class Client:
     # --- models --------------------------------------------------------------------------
     def upload_model(
         self,
-        model: str | PathLike | Any,
+        model: str | PathLike[str] | Any,
         *,
         format: str | None = None,
         n_states: int | None = None,
@@ -162,14 +169,14 @@ class Client:
     # --- jobs ----------------------------------------------------------------------------
     def submit(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,
         idempotency_key: str | None = None,
         cond_ids: Any = None,
         **options: Any,
-    ) -> "Job":
+    ) -> Job:
         """Queue a fixed-point search and return its :class:`Job` at once.
 
         Parameters
@@ -198,7 +205,7 @@ class Client:
         record = self._transport.submit_job(model_id(model), arrays, option_values, key)
         return Job(self, record)
 
-    def get_job(self, job_id: str) -> "Job":
+    def get_job(self, job_id: str) -> Job:
         """A handle on an existing job."""
         return Job(self, self._transport.get_job(job_id))
 
@@ -208,7 +215,7 @@ class Client:
 
     def find_fixed_points(
         self,
-        model: Model | str | PathLike | Any,
+        model: Model | str | PathLike[str] | Any,
         initial_states: Any,
         inputs: Any = None,
         *,

@@ -63,9 +63,10 @@ class FlipFlopRecording:
     def outputs(self, states: np.ndarray | None = None) -> np.ndarray:
         """The readout of ``states: (..., n_states)`` (default: the recorded trajectories)."""
         states = self.states if states is None else np.asarray(states)
-        return states @ self.readout_weight.T + self.readout_bias
+        readout: np.ndarray = states @ self.readout_weight.T + self.readout_bias
+        return readout
 
-    def save(self, path: str | PathLike) -> None:
+    def save(self, path: str | PathLike[str]) -> None:
         """Write a compressed ``.npz``, no pickles: int8 pulses and targets, float16 states (half the bytes;
         ample for PCA and for initial states that get noise of 0.5 anyway), float32 readout."""
         np.savez_compressed(
@@ -78,7 +79,7 @@ class FlipFlopRecording:
         )
 
     @classmethod
-    def load(cls, path: str | PathLike) -> FlipFlopRecording:
+    def load(cls, path: str | PathLike[str]) -> FlipFlopRecording:
         """Read a file written by :meth:`save`; every array comes back as float32."""
         with np.load(path, allow_pickle=False) as data:
             return cls(**{name: data[name].astype(np.float32) for name in _RECORDING_FIELDS})
@@ -107,7 +108,8 @@ def initial_states(recording: FlipFlopRecording, n: int, noise_scale: float, see
 def nearest_corners(recording: FlipFlopRecording, states: np.ndarray) -> np.ndarray:
     """For each state (k, n_states), the index into :data:`CORNERS` nearest its readout, (k,)."""
     outputs = recording.outputs(states)
-    return np.argmin(((outputs[:, None, :] - CORNERS[None]) ** 2).sum(axis=-1), axis=1)
+    nearest: np.ndarray = np.argmin(((outputs[:, None, :] - CORNERS[None]) ** 2).sum(axis=-1), axis=1)
+    return nearest
 
 
 def isolated(fixed_points: FixedPoints) -> FixedPoints:
@@ -148,11 +150,13 @@ class Walkthrough:
     def summary(self) -> str:
         """A few lines: the counts, whether every memory is a stable point, and the files written."""
         points = self.isolated
-        n_stable = int(points.is_stable.sum())
+        n_stable = int(points.stable.n)
         lines = [
             f"{self.label}",
-            (f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
-             f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s"),
+            (
+                f"  {self.n_initial_states} initial states from {self.recording.states.shape[0]} trajectories"
+                f" + noise {self.noise_scale:g}, zero input; job {self.job_id[:8]} took {self.job_seconds:.1f} s"
+            ),
             f"  {points.n} fixed points: {n_stable} stable, {points.n - n_stable} unstable{_saddle_text(points)}",
         ]
         lines.append(f"  memories: {n_stable} stable, {self._corner_text()}")
@@ -166,10 +170,13 @@ class Walkthrough:
         if self.one_per_corner:
             return "one nearest each corner of the memory cube"
         counts = np.bincount(self.memory_corners, minlength=len(CORNERS))
-        missing = ", ".join(_corner_name(i) for i in np.flatnonzero(counts == 0))
-        shared = ", ".join(_corner_name(i) for i in np.flatnonzero(counts > 1))
-        return "; ".join(text for text in (missing and f"corners without one: {missing}",
-                                          shared and f"corners with several: {shared}") if text)
+        missing = ", ".join(_corner_name(int(i)) for i in np.flatnonzero(counts == 0))
+        shared = ", ".join(_corner_name(int(i)) for i in np.flatnonzero(counts > 1))
+        return "; ".join(
+            text
+            for text in (missing and f"corners without one: {missing}", shared and f"corners with several: {shared}")
+            if text
+        )
 
 
 def _saddle_text(points: FixedPoints) -> str:
@@ -186,7 +193,7 @@ def _corner_name(index: int) -> str:
 
 def find_fixed_points(
     client: Client,
-    model: str | PathLike,
+    model: str | PathLike[str],
     recording: FlipFlopRecording,
     *,
     n_initial_states: int = 1024,
@@ -220,10 +227,19 @@ def draw_figures(walkthrough: Walkthrough, out_dir: Path, prefix: str) -> dict[s
 
     recording, points = walkthrough.recording, walkthrough.isolated
     figures = {
-        "example trial": plot_trial(recording.inputs[0], recording.targets[0], recording.outputs()[0],
-                                    title=f"{walkthrough.label}: an example trial"),
-        "fixed points": plot_fixed_points(points, recording.states, mode_scale=_mode_scale(recording),
-                                          max_trajectories=24, title=f"{walkthrough.label}: fixed points"),
+        "example trial": plot_trial(
+            recording.inputs[0],
+            recording.targets[0],
+            recording.outputs()[0],
+            title=f"{walkthrough.label}: an example trial",
+        ),
+        "fixed points": plot_fixed_points(
+            points,
+            recording.states,
+            mode_scale=_mode_scale(recording),
+            max_trajectories=24,
+            title=f"{walkthrough.label}: fixed points",
+        ),
         "eigenvalues": plot_eigenvalues(points, title=f"{walkthrough.label}: eigenvalues of the Jacobians"),
     }
     paths = {}
@@ -240,9 +256,9 @@ def _mode_scale(recording: FlipFlopRecording) -> float:
 
 def run_walkthrough(
     client: Client,
-    model: str | PathLike,
+    model: str | PathLike[str],
     recording: FlipFlopRecording,
-    out_dir: str | PathLike,
+    out_dir: str | PathLike[str],
     *,
     label: str,
     prefix: str,
@@ -259,7 +275,12 @@ def run_walkthrough(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fixed_points, job_id, seconds = find_fixed_points(
-        client, model, recording, n_initial_states=n_initial_states, noise_scale=noise_scale, progress=progress,
+        client,
+        model,
+        recording,
+        n_initial_states=n_initial_states,
+        noise_scale=noise_scale,
+        progress=progress,
         **find_options,
     )
     walkthrough = Walkthrough(label, recording, fixed_points, n_initial_states, noise_scale, job_id, seconds)
@@ -269,17 +290,32 @@ def run_walkthrough(
     return walkthrough
 
 
-def run_demo(client: Client, cell: str, out_dir: str | PathLike, *, progress: ProgressArg = True) -> Walkthrough:
+def run_demo(client: Client, cell: str, out_dir: str | PathLike[str], *, progress: ProgressArg = True) -> Walkthrough:
     """The walkthrough on the network shipped for ``cell``: what ``fpf demo`` runs."""
     recording = shipped_recording(cell)
     with as_file(files(__package__) / "data" / f"flipflop_{cell}.pt") as model:
         return run_walkthrough(
-            client, model, recording, out_dir, label=f"3-bit flip-flop, {CELLS[cell]}", prefix=f"flipflop_{cell}",
+            client,
+            model,
+            recording,
+            out_dir,
+            label=f"3-bit flip-flop, {CELLS[cell]}",
+            prefix=f"flipflop_{cell}",
             progress=progress,
         )
 
 
 __all__ = [
-    "CELLS", "CORNERS", "FlipFlopRecording", "Walkthrough", "draw_figures", "find_fixed_points", "initial_states",
-    "isolated", "nearest_corners", "run_demo", "run_walkthrough", "shipped_recording",
+    "CELLS",
+    "CORNERS",
+    "FlipFlopRecording",
+    "Walkthrough",
+    "draw_figures",
+    "find_fixed_points",
+    "initial_states",
+    "isolated",
+    "nearest_corners",
+    "run_demo",
+    "run_walkthrough",
+    "shipped_recording",
 ]

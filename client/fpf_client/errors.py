@@ -46,7 +46,7 @@ class ErrorCode(str, Enum):
         return _HTTP_STATUS[self]
 
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]  # the problem title, not str.title
         """A short, human-readable summary of the problem type."""
         return self.value.replace("_", " ").capitalize()
 
@@ -121,7 +121,7 @@ class FpfError(Exception):
         return problem
 
     @classmethod
-    def from_problem(cls, problem: dict[str, Any]) -> "FpfError":
+    def from_problem(cls, problem: dict[str, Any]) -> FpfError:
         """Rebuild the matching exception from a problem document."""
         reserved = {"type", "title", "status", "detail", "code", "instance"}
         extra = {k: v for k, v in problem.items() if k not in reserved}
@@ -137,49 +137,177 @@ class FpfError(Exception):
         return f"[{self.code.value}] {self.detail}"
 
 
-def _error_class(name: str, code: ErrorCode, base: type[FpfError] = FpfError) -> type[FpfError]:
-    return type(name, (base,), {"code": code, "__doc__": f"Raised for error code ``{code.value}``."})
-
-
 class InvalidRequest(FpfError):
     """The request itself is malformed (base of the input errors)."""
 
     code = ErrorCode.INVALID_REQUEST
 
 
-InvalidArray = _error_class("InvalidArray", ErrorCode.INVALID_ARRAY, InvalidRequest)
-ShapeMismatch = _error_class("ShapeMismatch", ErrorCode.SHAPE_MISMATCH, InvalidRequest)
-NonFinite = _error_class("NonFinite", ErrorCode.NON_FINITE, InvalidRequest)
-InvalidOptions = _error_class("InvalidOptions", ErrorCode.INVALID_OPTIONS, InvalidRequest)
-PayloadTooLarge = _error_class("PayloadTooLarge", ErrorCode.PAYLOAD_TOO_LARGE, InvalidRequest)
-UnsupportedMediaType = _error_class("UnsupportedMediaType", ErrorCode.UNSUPPORTED_MEDIA_TYPE, InvalidRequest)
-InvalidModel = _error_class("InvalidModel", ErrorCode.INVALID_MODEL, InvalidRequest)
-#: A model whose loading and dry run did not end within the validation time limit: it is invalid.
-ValidationTimeout = _error_class("ValidationTimeout", ErrorCode.VALIDATION_TIMEOUT, InvalidModel)
-IdempotencyConflict = _error_class("IdempotencyConflict", ErrorCode.IDEMPOTENCY_CONFLICT, InvalidRequest)
-NotFound = _error_class("NotFound", ErrorCode.NOT_FOUND)
-MethodNotAllowed = _error_class("MethodNotAllowed", ErrorCode.METHOD_NOT_ALLOWED)
-ModelNotFound = _error_class("ModelNotFound", ErrorCode.MODEL_NOT_FOUND)
-ModelNotReady = _error_class("ModelNotReady", ErrorCode.MODEL_NOT_READY)
-JobNotFound = _error_class("JobNotFound", ErrorCode.JOB_NOT_FOUND)
-JobNotFinished = _error_class("JobNotFinished", ErrorCode.JOB_NOT_FINISHED)
-JobFailed = _error_class("JobFailed", ErrorCode.JOB_FAILED)
-JobCancelled = _error_class("JobCancelled", ErrorCode.JOB_CANCELLED)
-Unauthenticated = _error_class("Unauthenticated", ErrorCode.UNAUTHENTICATED)
-QuotaExceeded = _error_class("QuotaExceeded", ErrorCode.QUOTA_EXCEEDED)
-TimeLimitExceeded = _error_class("TimeLimitExceeded", ErrorCode.TIME_LIMIT_EXCEEDED)
-#: A job asked for a device (``device="cuda"``) that no worker offers.
-DeviceUnavailable = _error_class("DeviceUnavailable", ErrorCode.DEVICE_UNAVAILABLE)
-ResultTooLarge = _error_class("ResultTooLarge", ErrorCode.RESULT_TOO_LARGE)
-ServiceUnavailable = _error_class("ServiceUnavailable", ErrorCode.SERVICE_UNAVAILABLE)
+class InvalidArray(InvalidRequest):
+    """Raised for error code ``invalid_array``."""
+
+    code = ErrorCode.INVALID_ARRAY
+
+
+class ShapeMismatch(InvalidRequest):
+    """Raised for error code ``shape_mismatch``."""
+
+    code = ErrorCode.SHAPE_MISMATCH
+
+
+class NonFinite(InvalidRequest):
+    """Raised for error code ``non_finite``."""
+
+    code = ErrorCode.NON_FINITE
+
+
+class InvalidOptions(InvalidRequest):
+    """Raised for error code ``invalid_options``."""
+
+    code = ErrorCode.INVALID_OPTIONS
+
+
+class PayloadTooLarge(InvalidRequest):
+    """Raised for error code ``payload_too_large``."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """Raised for error code ``unsupported_media_type``."""
+
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class InvalidModel(InvalidRequest):
+    """Raised for error code ``invalid_model``."""
+
+    code = ErrorCode.INVALID_MODEL
+
+
+class ValidationTimeout(InvalidModel):
+    """A model whose loading and dry run did not end within the validation time limit: it is invalid."""
+
+    code = ErrorCode.VALIDATION_TIMEOUT
+
+
+class IdempotencyConflict(InvalidRequest):
+    """Raised for error code ``idempotency_conflict``."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+class NotFound(FpfError):
+    """Raised for error code ``not_found``."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class MethodNotAllowed(FpfError):
+    """Raised for error code ``method_not_allowed``."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED
+
+
+class ModelNotFound(FpfError):
+    """Raised for error code ``model_not_found``."""
+
+    code = ErrorCode.MODEL_NOT_FOUND
+
+
+class ModelNotReady(FpfError):
+    """Raised for error code ``model_not_ready``."""
+
+    code = ErrorCode.MODEL_NOT_READY
+
+
+class JobNotFound(FpfError):
+    """Raised for error code ``job_not_found``."""
+
+    code = ErrorCode.JOB_NOT_FOUND
+
+
+class JobNotFinished(FpfError):
+    """Raised for error code ``job_not_finished``."""
+
+    code = ErrorCode.JOB_NOT_FINISHED
+
+
+class JobFailed(FpfError):
+    """Raised for error code ``job_failed``."""
+
+    code = ErrorCode.JOB_FAILED
+
+
+class JobCancelled(FpfError):
+    """Raised for error code ``job_cancelled``."""
+
+    code = ErrorCode.JOB_CANCELLED
+
+
+class Unauthenticated(FpfError):
+    """Raised for error code ``unauthenticated``."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class QuotaExceeded(FpfError):
+    """Raised for error code ``quota_exceeded``."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+
+
+class TimeLimitExceeded(FpfError):
+    """Raised for error code ``time_limit_exceeded``."""
+
+    code = ErrorCode.TIME_LIMIT_EXCEEDED
+
+
+class DeviceUnavailable(FpfError):
+    """A job asked for a device (``device="cuda"``) that no worker offers."""
+
+    code = ErrorCode.DEVICE_UNAVAILABLE
+
+
+class ResultTooLarge(FpfError):
+    """Raised for error code ``result_too_large``."""
+
+    code = ErrorCode.RESULT_TOO_LARGE
+
+
+class ServiceUnavailable(FpfError):
+    """Raised for error code ``service_unavailable``."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
 
 ERROR_CLASSES: dict[ErrorCode, type[FpfError]] = {
     cls.code: cls
     for cls in (
-        InvalidRequest, NotFound, MethodNotAllowed, InvalidArray, ShapeMismatch, NonFinite, InvalidOptions, PayloadTooLarge,
-        UnsupportedMediaType, InvalidModel, ValidationTimeout, IdempotencyConflict, ModelNotFound, ModelNotReady,
-        JobNotFound, JobNotFinished, JobFailed, JobCancelled, Unauthenticated, QuotaExceeded,
-        TimeLimitExceeded, DeviceUnavailable, ResultTooLarge, ServiceUnavailable,
+        InvalidRequest,
+        NotFound,
+        MethodNotAllowed,
+        InvalidArray,
+        ShapeMismatch,
+        NonFinite,
+        InvalidOptions,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        InvalidModel,
+        ValidationTimeout,
+        IdempotencyConflict,
+        ModelNotFound,
+        ModelNotReady,
+        JobNotFound,
+        JobNotFinished,
+        JobFailed,
+        JobCancelled,
+        Unauthenticated,
+        QuotaExceeded,
+        TimeLimitExceeded,
+        DeviceUnavailable,
+        ResultTooLarge,
+        ServiceUnavailable,
     )
 }
 ERROR_CLASSES[ErrorCode.INTERNAL] = FpfError

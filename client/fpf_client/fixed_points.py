@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from os import PathLike
-from typing import IO, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Per-point array fields, in display order, with the trailing shape of one point.
 #: ``d`` is n_states, ``m`` is n_inputs.
@@ -92,7 +96,7 @@ class FixedPoints:
     tol_q: float = 1e-12
     tol_unique: float = 1e-3
     info: dict[str, Any] = field(default_factory=dict)
-    slow_points: "FixedPoints | None" = None
+    slow_points: FixedPoints | None = None
     all_samples: FixedPoints | None = None
 
     def __post_init__(self) -> None:
@@ -144,14 +148,14 @@ class FixedPoints:
     __hash__ = None  # type: ignore[assignment]  # mutable container
 
     # --- selection -----------------------------------------------------------------
-    def __getitem__(self, index: Any) -> "FixedPoints":
+    def __getitem__(self, index: Any) -> FixedPoints:
         """Select points by integer, slice, index array or boolean mask."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         selected = {name: value[index] for name, value in self.arrays().items()}
         return replace(self, **selected)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[FixedPoints]:
         return (self[i] for i in range(self.n))
 
     def __contains__(self, item: Any) -> bool:
@@ -165,7 +169,8 @@ class FixedPoints:
         return bool(np.any(np.max(np.abs(self.xstar - state), axis=1) <= self.tol_unique))
 
     def __setitem__(self, index: Any, other: FixedPoints) -> None:
-        """Overwrite the points ``index`` with the rows of ``other``, field by field (fields absent here stay absent)."""
+        """Overwrite the points ``index`` with the rows of ``other``, field by field (fields absent here
+        stay absent)."""
         if not isinstance(other, FixedPoints):
             raise TypeError(f"can only assign a FixedPoints, not {type(other).__name__}")
         if isinstance(index, (int, np.integer)):
@@ -206,8 +211,11 @@ class FixedPoints:
         offset : float or ndarray, (k,)
         """
         U = np.asarray(U)
-        moved = {name: getattr(self, name) @ U + offset for name in ("xstar", "x_init", "F_xstar")
-                 if getattr(self, name) is not None}
+        moved = {
+            name: getattr(self, name) @ U + offset
+            for name in ("xstar", "x_init", "F_xstar")
+            if getattr(self, name) is not None
+        }
         if self.eigvec_J_xstar is not None:
             moved["eigvec_J_xstar"] = np.matmul(U.T, self.eigvec_J_xstar)
         return replace(self, **moved)
@@ -258,6 +266,32 @@ class FixedPoints:
         """Keyword arguments that rebuild a (shallow) copy: ``FixedPoints(**fps.kwargs)``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def approximate_updates(self, states: Any, inputs: Any = None) -> np.ndarray:
+        """x_{t+1} ~= x* + J (x - x*) + dFdu (u - u*) around every point: the update each point's
+        linearisation predicts for each state.
+
+        Parameters
+        ----------
+        states : ndarray, (n, d)
+        inputs : ndarray, (1 | n, m), optional
+            Without it the input term is dropped (inputs equal to each point's own).
+
+        Returns
+        -------
+        ndarray, (k, n, d), k the number of points.
+        """
+        if self.J_xstar is None:
+            raise ValueError("no J_xstar: find the points with do_compute_jacobians=True")
+        states = np.atleast_2d(np.asarray(states, dtype=float))
+        dx = states[None, :, :] - self.xstar[:, None, :]
+        out: np.ndarray = self.xstar[:, None, :] + np.einsum("kij,knj->kni", self.J_xstar, dx)
+        if inputs is not None:
+            if self.dFdu is None or self.inputs is None:
+                raise ValueError("no dFdu: find the points with do_compute_input_jacobians=True")
+            du = np.atleast_2d(np.asarray(inputs, dtype=float))[None, :, :] - self.inputs[:, None, :]
+            out = out + np.einsum("kij,knj->kni", self.dFdu, du)
+        return out
+
     def assert_valid_shapes(self) -> None:
         """Raise ValueError when a per-point field has another number of rows than xstar (after edits in place)."""
         for name, value in self.arrays().items():
@@ -271,33 +305,33 @@ class FixedPoints:
             print(f"{name}: {None if value is None else value.shape}")
 
     @property
-    def stable(self) -> "FixedPoints":
+    def stable(self) -> FixedPoints:
         """The stable fixed points."""
         return self[self._require("is_stable").astype(bool)]
 
     @property
-    def unstable(self) -> "FixedPoints":
+    def unstable(self) -> FixedPoints:
         """The unstable fixed points (saddles and repellers)."""
         return self[~self._require("is_stable").astype(bool)]
 
     def _require(self, name: str) -> np.ndarray:
-        value = getattr(self, name)
+        value: np.ndarray | None = getattr(self, name)
         if value is None:
             raise ValueError(f"{name} was not computed (run with do_decompose_jacobians=True)")
         return value
 
     @classmethod
-    def concatenate(cls, parts: Iterable["FixedPoints"]) -> "FixedPoints":
+    def concatenate(cls, parts: Iterable[FixedPoints]) -> FixedPoints:
         """Join point sets; fields missing from any part are dropped."""
         parts = list(parts)
         if not parts:
             raise ValueError("nothing to concatenate")
         shared = set.intersection(*(set(p.arrays()) for p in parts))
-        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
-        empty = {name: None for name in POINT_FIELDS if name not in shared}
+        joined: dict[str, Any] = {name: np.concatenate([getattr(p, name) for p in parts]) for name in shared}
+        empty: dict[str, Any] = {name: None for name in POINT_FIELDS if name not in shared}
         return replace(parts[0], **empty, **joined, info={}, slow_points=None, all_samples=None)
 
-    def unique(self, tol: float | None = None) -> "FixedPoints":
+    def unique(self, tol: float | None = None) -> FixedPoints:
         """Merge points closer than ``tol`` (default ``tol_unique``), keeping the lowest q."""
         tol = self.tol_unique if tol is None else tol
         order = np.argsort(self.qstar) if self.qstar is not None else np.arange(self.n)
@@ -321,17 +355,22 @@ class FixedPoints:
         return out
 
     @classmethod
-    def from_npz_arrays(cls, arrays: dict[str, np.ndarray]) -> "FixedPoints":
+    def from_npz_arrays(cls, arrays: dict[str, np.ndarray]) -> FixedPoints:
         meta = json.loads(str(arrays[_META_KEY])) if _META_KEY in arrays else {}
-        slow = {k[len(_SLOW_PREFIX):]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
-        every = {k[len(_ALL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_ALL_PREFIX)}
-        own = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
-        return cls(**own, **meta, slow_points=cls.from_npz_arrays(slow) if slow else None,
-                   all_samples=cls.from_npz_arrays(every) if every else None)
+        slow = {k[len(_SLOW_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
+        every = {k[len(_ALL_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_ALL_PREFIX)}
+        own: dict[str, Any] = {k: v for k, v in arrays.items() if k in POINT_FIELDS}
+        return cls(
+            **own,
+            **meta,
+            slow_points=cls.from_npz_arrays(slow) if slow else None,
+            all_samples=cls.from_npz_arrays(every) if every else None,
+        )
 
-    def save(self, file: str | PathLike | IO[bytes]) -> None:
+    def save(self, file: str | PathLike[str] | IO[bytes]) -> None:
         """Write to ``.npz`` (compressed, loadable with ``allow_pickle=False``)."""
-        np.savez_compressed(file, **self.to_npz_arrays())
+        arrays: dict[str, Any] = self.to_npz_arrays()
+        np.savez_compressed(file, **arrays)
 
     def to_npz_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -339,7 +378,7 @@ class FixedPoints:
         return buffer.getvalue()
 
     @classmethod
-    def load(cls, file: str | PathLike | IO[bytes] | bytes) -> "FixedPoints":
+    def load(cls, file: str | PathLike[str] | IO[bytes] | bytes) -> FixedPoints:
         """Read a file written by :meth:`save` (or the service's npz result)."""
         if isinstance(file, (bytes, bytearray)):
             file = io.BytesIO(file)
@@ -365,7 +404,7 @@ class FixedPoints:
         return out
 
     @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> "FixedPoints":
+    def from_json_dict(cls, data: dict[str, Any]) -> FixedPoints:
         """Rebuild from :meth:`to_json_dict` output (``array_specs`` optional for hand-written JSON)."""
         specs = data.get("array_specs", {})
         arrays = {name: _array_from_json(value, specs.get(name)) for name, value in data["fields"].items()}
@@ -404,8 +443,10 @@ class FixedPoints:
             if key in self.info:
                 lines.append(f"  {key}: {self.info[key]}")
         if self.info.get("n_refined_in_float64"):
-            lines.append(f"  certified in float64 (the search's dtype could not reach tol_q): "
-                         f"{self.info['n_refined_in_float64']}")
+            lines.append(
+                f"  certified in float64 (the search's dtype could not reach tol_q): "
+                f"{self.info['n_refined_in_float64']}"
+            )
         lines += [f"  warning: {warning}" for warning in self.info.get("warnings", [])]
         return "\n".join(lines)
 
@@ -415,7 +456,7 @@ class FixedPoints:
     def __repr__(self) -> str:
         return f"FixedPoints(n={self.n}, n_states={self.n_states}, dynamics={self.dynamics!r})"
 
-    def plot(self, *args: Any, **kwargs: Any):
+    def plot(self, *args: Any, **kwargs: Any) -> Figure:
         """Plot in the top-3 PCA space of trajectories; see :func:`fpf_client.plotting.plot_fixed_points`."""
         from .plotting import plot_fixed_points
 
@@ -491,4 +532,4 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-__all__ = ["FixedPoints", "POINT_FIELDS", "reference_unique_indices"]
+__all__ = ["POINT_FIELDS", "FixedPoints", "reference_unique_indices"]

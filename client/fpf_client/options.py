@@ -127,7 +127,8 @@ class FinderOptions(BaseModel):
     do_compute_input_jacobians: bool = True
     do_decompose_jacobians: bool = True
     n_eigs: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Decompose only the n_eigs least stable modes, by Arnoldi on Jacobian-vector products "
         "(large networks); None: all, densely.",
     )
@@ -143,7 +144,7 @@ class FinderOptions(BaseModel):
     dynamics: Dynamics | None = Field(None, description="Override the model's own dynamics type.")
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "FinderOptions":
+    def _check_consistency(self) -> FinderOptions:
         if self.q_slow is not None and self.q_slow <= self.tol_q:
             raise ValueError("q_slow must be larger than tol_q")
         if self.do_decompose_jacobians and not self.do_compute_jacobians:

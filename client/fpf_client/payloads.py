@@ -112,7 +112,8 @@ class ArraysPayload:
     def npz(self) -> bytes:
         """The arrays as an ``.npz`` file, the REST upload format."""
         buffer = io.BytesIO()
-        np.savez(buffer, **self.arrays)
+        arrays: dict[str, Any] = self.arrays
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
 
@@ -154,15 +155,16 @@ def is_local_model(model: Any) -> bool:
         return True
     if isinstance(model, str):
         return Path(model).is_file()
-    return _torch_module_type() is not None and isinstance(model, _torch_module_type())
+    module_type = _torch_module_type()
+    return module_type is not None and isinstance(model, module_type)
 
 
-def model_id(model: Model | str) -> str:
-    """The id of a :class:`Model` record or an id string."""
+def model_id(model: object) -> str:
+    """The id of a :class:`Model` record, or the id string ``model`` is."""
     return model.id if isinstance(model, Model) else str(model)
 
 
-def model_file(model: str | PathLike | Any) -> ModelFile:
+def model_file(model: str | PathLike[str] | Any) -> ModelFile:
     """Read a model file, pack a directory (a SavedModel) as ``.tar.gz``, or script a torch module
     into TorchScript bytes.
 
@@ -187,8 +189,10 @@ def _tar_gz(directory: Path) -> bytes:
     """The directory as a ``.tar.gz`` of regular files and folders, the same bytes for the same content
     (sorted, no times or owners), so that uploading it twice gives the same model id."""
     out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed, \
-            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+    with (
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
         for path in [directory, *sorted(directory.rglob("*"))]:
             if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 raise InvalidModel(f"{path} is not a regular file or folder; a model upload cannot hold it")

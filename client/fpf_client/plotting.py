@@ -33,12 +33,15 @@ def unstable_modes(fixed_points: FixedPoints, index: int) -> np.ndarray:
     Unstable means |lambda| > 1 for a discrete map, Re lambda > 0 for a continuous flow; a complex
     pair contributes the real part of its eigenvector.
     """
+    if fixed_points.eigval_J_xstar is None or fixed_points.eigvec_J_xstar is None:
+        raise ValueError("the fixed points carry no eigen-decomposition (do_decompose_jacobians=False)")
     eigval = fixed_points.eigval_J_xstar[index]
     eigvec = fixed_points.eigvec_J_xstar[index]
     outside = eigval.real > 0 if fixed_points.dynamics == "continuous" else np.abs(eigval) > 1
     modes = np.real(eigvec[:, outside])
     norms = np.linalg.norm(modes, axis=0)
-    return modes[:, norms > 0] / norms[norms > 0]
+    unit: np.ndarray = modes[:, norms > 0] / norms[norms > 0]
+    return unit
 
 
 def plot_fixed_points(
@@ -90,8 +93,13 @@ def plot_fixed_points(
         figure = ax.figure
     if trajectories is not None:
         for n, trajectory in enumerate(trajectories[:max_trajectories]):
-            ax.plot(*project(trajectory).T, color="tab:blue", linewidth=0.5, alpha=0.5,
-                    label="trajectories" if n == 0 else None)
+            ax.plot(
+                *project(trajectory).T,
+                color="tab:blue",
+                linewidth=0.5,
+                alpha=0.5,
+                label="trajectories" if n == 0 else None,
+            )
 
     stable = fixed_points.is_stable.astype(bool) if fixed_points.is_stable is not None else None
     points = project(xstar)
@@ -101,7 +109,7 @@ def plot_fixed_points(
         ax.scatter(*points[stable].T, color="black", marker="o", label="stable")
         ax.scatter(*points[~stable].T, color="red", marker="o", label="unstable")
         if fixed_points.eigvec_J_xstar is not None:
-            modes = [(i, mode) for i in np.flatnonzero(~stable) for mode in unstable_modes(fixed_points, i).T]
+            modes = [(i, mode) for i in np.flatnonzero(~stable) for mode in unstable_modes(fixed_points, int(i)).T]
             for n, (i, mode) in enumerate(modes):
                 ends = project(np.stack([xstar[i] - mode_scale * mode, xstar[i] + mode_scale * mode]))
                 ax.plot(*ends.T, color="red", linewidth=1.5, label="unstable modes" if n == 0 else None)
@@ -131,13 +139,19 @@ def plot_eigenvalues(fixed_points: FixedPoints, *, title: str | None = None) -> 
     panels = figure.subplots(1, 2)
     finite = eigval[np.isfinite(eigval)]
     reach = 1.1 * max(1.0, float(np.abs(finite).max())) if finite.size else 1.1
-    for ax, selected, color, name in ((panels[0], stable, "black", "stable"),
-                                      (panels[1], ~stable, "red", "unstable")):
+    for ax, selected, color, name in ((panels[0], stable, "black", "stable"), (panels[1], ~stable, "red", "unstable")):
         values = eigval[selected].ravel()
         outside = np.abs(values) > 1 if discrete else values.real > 0
         ax.scatter(values.real[~outside], values.imag[~outside], s=12, color=color, alpha=0.5, linewidths=0)
-        ax.scatter(values.real[outside], values.imag[outside], s=40, color=color, marker="D", linewidths=0,
-                   label="unstable modes" if outside.any() else None)
+        ax.scatter(
+            values.real[outside],
+            values.imag[outside],
+            s=40,
+            color=color,
+            marker="D",
+            linewidths=0,
+            label="unstable modes" if outside.any() else None,
+        )
         if discrete:
             angle = np.linspace(0, 2 * np.pi, 361)
             ax.plot(np.cos(angle), np.sin(angle), color="gray", linestyle="--", linewidth=1, label="unit circle")
@@ -156,9 +170,7 @@ def plot_eigenvalues(fixed_points: FixedPoints, *, title: str | None = None) -> 
     return figure
 
 
-def plot_trial(
-    inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, *, title: str | None = None
-) -> Figure:
+def plot_trial(inputs: np.ndarray, targets: np.ndarray, outputs: np.ndarray, *, title: str | None = None) -> Figure:
     """One trial of a task: per channel, the input pulses, the target and the network's output.
 
     Parameters
@@ -171,17 +183,18 @@ def plot_trial(
     """
     inputs, targets, outputs = (np.asarray(a, dtype=float) for a in (inputs, targets, outputs))
     if not inputs.shape == targets.shape == outputs.shape or inputs.ndim != 2:
-        raise ValueError(f"inputs, targets and outputs must share (n_time, n_channels), got "
-                         f"{inputs.shape}, {targets.shape}, {outputs.shape}")
+        raise ValueError(
+            f"inputs, targets and outputs must share (n_time, n_channels), got "
+            f"{inputs.shape}, {targets.shape}, {outputs.shape}"
+        )
     n_time, n_channels = inputs.shape
     figure = _figure_class()(figsize=(8, 1.2 + 1.3 * n_channels), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(n_channels, 1, sharex=True, sharey=True))
+    axes = figure.subplots(n_channels, 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     steps = np.arange(n_time)
     for channel, ax in enumerate(axes):
         pulses = np.flatnonzero(inputs[:, channel])
         ax.vlines(pulses, 0, inputs[pulses, channel], color="tab:gray", linewidth=3, label="input")
-        ax.step(steps, targets[:, channel], where="post", color="black", linestyle="--", linewidth=1,
-                label="target")
+        ax.step(steps, targets[:, channel], where="post", color="black", linestyle="--", linewidth=1, label="target")
         ax.plot(steps, outputs[:, channel], color="tab:blue", linewidth=1.5, label="output")
         ax.axhline(0, color="lightgray", linewidth=0.5, zorder=0)
         ax.set_ylabel(f"bit {channel + 1}")
@@ -193,7 +206,7 @@ def plot_trial(
     return figure
 
 
-def _figure_class() -> type:
+def _figure_class() -> type[Figure]:
     """matplotlib's Figure, or an ImportError saying how to install it."""
     try:
         from matplotlib.figure import Figure

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -13,7 +13,7 @@ from .records import JobRecord
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} converged [{elapsed}{postfix}]"
 
 #: ``True`` for a bar (shown only when stderr is a terminal), ``False`` for nothing, or a callable.
-ProgressArg = Union[bool, Callable[[JobRecord], Any]]
+ProgressArg = bool | Callable[[JobRecord], Any]
 
 
 class ProgressReporter:
@@ -55,7 +55,7 @@ class ProgressReporter:
         self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.refresh()
 
-    def __enter__(self) -> "ProgressReporter":
+    def __enter__(self) -> ProgressReporter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

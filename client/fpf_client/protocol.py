@@ -120,7 +120,8 @@ def unreachable(url: str, exc: httpx.TransportError) -> FpfError:
 def _items(response: httpx.Response) -> list[Any]:
     """A list endpoint's items, whether the body is a list or ``{"items": [...]}``."""
     body = response.json()
-    return body["items"] if isinstance(body, dict) else body
+    items: list[Any] = body["items"] if isinstance(body, dict) else body
+    return items
 
 
 def _nothing(response: httpx.Response) -> None:
@@ -244,7 +245,10 @@ def poll_delays(first: float = 0.05, factor: float = 1.5, longest: float = 1.0) 
 def stream_timeout(base: httpx.Timeout, deadline: float, longest_silence: float = 30.0) -> httpx.Timeout:
     """Timeouts for the event stream: a read gives up at the deadline, or after a silence to reconnect."""
     return httpx.Timeout(
-        connect=base.connect, write=base.write, pool=base.pool, read=max(0.0, min(seconds_left(deadline), longest_silence))
+        connect=base.connect,
+        write=base.write,
+        pool=base.pool,
+        read=max(0.0, min(seconds_left(deadline), longest_silence)),
     )
 
 
@@ -253,9 +257,11 @@ def check_model_usable(model: Model) -> Model:
     (its subclass :class:`~fpf_client.errors.ValidationTimeout` for a validation that timed out)."""
     if model.status == "invalid":
         detail = (model.error or {}).get("detail") or "the service could not load it"
-        cls = ERROR_CLASSES.get(_code_of(model.error), InvalidModel)
+        code = _code_of(model.error)
+        cls = ERROR_CLASSES.get(code, InvalidModel) if code is not None else InvalidModel
         raise (cls if issubclass(cls, InvalidModel) else InvalidModel)(
-            f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error)
+            f"model {model.id[:12]} ({model.filename}) is invalid: {detail}", error=model.error
+        )
     return model
 
 

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .errors import ErrorCode, FpfError
 
@@ -103,8 +103,15 @@ def retry_after(exc: FpfError) -> float:
 class Outage:
     """The retries of one call: the pause before each, when to give up, and the log lines that say so."""
 
-    def __init__(self, policy: RetryPolicy, what: str, *, idempotent: bool, done_if: Collection[ErrorCode],
-                 seen: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        *,
+        idempotent: bool,
+        done_if: Collection[ErrorCode],
+        seen: Callable[[], bool],
+    ) -> None:
         self.policy = policy
         self.seen = seen
         self.what = what
@@ -128,8 +135,7 @@ class Outage:
             return None
         delay = min(max(next(self._delays), retry_after(exc)), left)
         self.attempts += 1
-        message = f"{self.what}: {exc}; waiting for the service, next try in {delay:.1f} s " \
-                  f"(giving up in {left:.0f} s)"
+        message = f"{self.what}: {exc}; waiting for the service, next try in {delay:.1f} s (giving up in {left:.0f} s)"
         log.log(logging.WARNING if self.attempts == 1 else logging.INFO, message)
         note = _wait_note.get()
         if note is not None:
@@ -145,8 +151,15 @@ class Outage:
             log.warning("%s: the service answered again after %.1f s", self.what, time.monotonic() - self.start)
 
 
-def call(policy: RetryPolicy, send: Callable[[], T], what: str, *, idempotent: bool = True,
-         done_if: Collection[ErrorCode] = (), seen: Callable[[], bool] = lambda: True) -> T | None:
+def call(
+    policy: RetryPolicy,
+    send: Callable[[], T],
+    what: str,
+    *,
+    idempotent: bool = True,
+    done_if: Collection[ErrorCode] = (),
+    seen: Callable[[], bool] = lambda: True,
+) -> T:
     """``send()``, retried through outages under ``policy``; ``seen()`` tells whether the service has
     ever answered (else a refused connection is raised at once)."""
     outage = Outage(policy, what, idempotent=idempotent, done_if=done_if, seen=seen)
@@ -155,7 +168,7 @@ def call(policy: RetryPolicy, send: Callable[[], T], what: str, *, idempotent: b
             result = send()
         except FpfError as exc:
             if outage.settled(exc):
-                return None
+                return cast(T, None)  # only calls answered with nothing (deletes) name done_if
             delay = outage.pause(exc)
             if delay is None:
                 raise
@@ -165,8 +178,15 @@ def call(policy: RetryPolicy, send: Callable[[], T], what: str, *, idempotent: b
         return result
 
 
-async def acall(policy: RetryPolicy, send: Callable[[], Awaitable[T]], what: str, *, idempotent: bool = True,
-                done_if: Collection[ErrorCode] = (), seen: Callable[[], bool] = lambda: True) -> T | None:
+async def acall(
+    policy: RetryPolicy,
+    send: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    idempotent: bool = True,
+    done_if: Collection[ErrorCode] = (),
+    seen: Callable[[], bool] = lambda: True,
+) -> T:
     """``await send()``, retried through outages under ``policy``; the coroutine twin of :func:`call`."""
     outage = Outage(policy, what, idempotent=idempotent, done_if=done_if, seen=seen)
     while True:
@@ -174,7 +194,7 @@ async def acall(policy: RetryPolicy, send: Callable[[], Awaitable[T]], what: str
             result = await send()
         except FpfError as exc:
             if outage.settled(exc):
-                return None
+                return cast(T, None)  # only calls answered with nothing (deletes) name done_if
             delay = outage.pause(exc)
             if delay is None:
                 raise

@@ -36,8 +36,9 @@ class Transport(Protocol):
     def get_model(self, model_id: str) -> Model: ...
     def list_models(self) -> list[Model]: ...
     def delete_model(self, model_id: str) -> None: ...
-    def submit_job(self, model_id: str, arrays: ArraysPayload, options: dict[str, Any],
-                   idempotency_key: str | None) -> JobRecord: ...
+    def submit_job(
+        self, model_id: str, arrays: ArraysPayload, options: dict[str, Any], idempotency_key: str | None
+    ) -> JobRecord: ...
     def get_job(self, job_id: str) -> JobRecord: ...
     def list_jobs(self, status: str | None) -> list[JobRecord]: ...
     def cancel_job(self, job_id: str) -> None: ...
@@ -64,8 +65,9 @@ class HttpTransport:
     """The REST API over httpx: each operation is a :class:`~fpf_client.protocol.Call` sent and read,
     and sent again through outages as ``retry_policy`` says."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float,
-                 retry_policy: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float, retry_policy: RetryPolicy = RetryPolicy()
+    ) -> None:
         self.url = url
         self.http = httpx.Client(base_url=url, headers=auth_headers(api_key), timeout=timeout)
         self.retry_policy = retry_policy
@@ -73,8 +75,14 @@ class HttpTransport:
         self.reached = False
 
     def send(self, call: Call[T]) -> T:
-        return retry.call(self.retry_policy, lambda: self._send_once(call), call.what, idempotent=call.idempotent,
-                          done_if=call.done_if, seen=lambda: self.reached)
+        return retry.call(
+            self.retry_policy,
+            lambda: self._send_once(call),
+            call.what,
+            idempotent=call.idempotent,
+            done_if=call.done_if,
+            seen=lambda: self.reached,
+        )
 
     def _send_once(self, call: Call[T]) -> T:
         try:
@@ -99,8 +107,9 @@ class HttpTransport:
     def delete_model(self, model_id: str) -> None:
         self.send(protocol.delete_model(model_id))
 
-    def submit_job(self, model_id: str, arrays: ArraysPayload, options: dict[str, Any],
-                   idempotency_key: str | None) -> JobRecord:
+    def submit_job(
+        self, model_id: str, arrays: ArraysPayload, options: dict[str, Any], idempotency_key: str | None
+    ) -> JobRecord:
         return self.send(protocol.submit_job(model_id, arrays.npz, options, idempotency_key))
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -152,14 +161,16 @@ class HttpTransport:
         return True
 
 
-def open_transport(url: str, kind: str, api_key: str | None, timeout: float,
-                   retry_policy: RetryPolicy = RetryPolicy()) -> Transport:
+def open_transport(
+    url: str, kind: str, api_key: str | None, timeout: float, retry_policy: RetryPolicy = RetryPolicy()
+) -> Transport:
     """The transport of ``kind`` to ``url``."""
     if kind == "grpc":
         try:
             from .rpc.transport import GrpcTransport
         except ImportError as exc:
-            raise ImportError(f"the gRPC transport needs the grpc extra: pip install 'fpf-client[grpc]' ({exc})") \
-                from exc
+            raise ImportError(
+                f"the gRPC transport needs the grpc extra: pip install 'fpf-client[grpc]' ({exc})"
+            ) from exc
         return GrpcTransport(url, api_key, timeout, retry_policy)
     return HttpTransport(url, api_key, timeout, retry_policy)

@@ -55,9 +55,17 @@ def export_onnx(step: torch.nn.Module, path: str | Path) -> Path:
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():  # the exporter warns about torchvision and its own internals
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, (torch.zeros(2, n_inputs), torch.zeros(2, n_states)), str(path), dynamo=True,
-                          input_names=["u", "h"], output_names=["h_next"], dynamic_shapes=({0: batch}, {0: batch}),
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            step,
+            (torch.zeros(2, n_inputs), torch.zeros(2, n_states)),
+            str(path),
+            dynamo=True,
+            input_names=["u", "h"],
+            output_names=["h_next"],
+            dynamic_shapes=({0: batch}, {0: batch}),
+            external_data=False,
+            verbose=False,
+        )
     return Path(path)
 
 

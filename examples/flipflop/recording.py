@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from fpf_client.demo import FlipFlopRecording
 
 from .export import load_readout, step_shapes

@@ -30,8 +30,12 @@ def tf_step_module(cell: Cell, weights: dict[str, np.ndarray]) -> Any:
             super().__init__()
             self.w = {name: tf.Variable(value.astype(np.float32), name=name) for name, value in weights.items()}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, n_inputs], tf.float32, name="u"),
-                                      tf.TensorSpec([None, n_states], tf.float32, name="h")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, n_inputs], tf.float32, name="u"),
+                tf.TensorSpec([None, n_states], tf.float32, name="h"),
+            ]
+        )
         def step(self, u: tf.Tensor, h: tf.Tensor) -> dict[str, tf.Tensor]:
             w = self.w
             gi = tf.matmul(u, w["weight_ih"], transpose_b=True) + w["bias_ih"]

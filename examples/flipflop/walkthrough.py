@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from fpf_client import Client
 from fpf_client.demo import CELLS as CELL_NAMES
 from fpf_client.demo import FlipFlopRecording, Walkthrough, run_walkthrough
@@ -49,8 +50,14 @@ def prepare(
 def walkthrough(client: Client, cell: Cell, format: str, out_dir: Path, *, train: bool = False) -> Walkthrough:
     """Export, analyse through ``client`` and draw: the whole walkthrough for one network and format."""
     model, recording = prepare(cell, format, out_dir, train=train)
-    return run_walkthrough(client, model, recording, out_dir, label=f"3-bit flip-flop, {CELL_NAMES[cell]} ({format})",
-                           prefix=f"flipflop_{cell}_{format}")
+    return run_walkthrough(
+        client,
+        model,
+        recording,
+        out_dir,
+        label=f"3-bit flip-flop, {CELL_NAMES[cell]} ({format})",
+        prefix=f"flipflop_{cell}_{format}",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,11 +19,11 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
 
 #: Tenant names become parts of Redis keys and file names: short, lower case, no separators.
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

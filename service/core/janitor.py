@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.core.artifacts import ArtifactStore
+from service.core.outages import OUTAGE_ERRORS
 from service.core.queue import Dispatcher, task_id
 from service.core.records import JobStatus
 from service.core.settings import Settings
@@ -44,16 +45,21 @@ class JanitorPolicy:
 
     @classmethod
     def of(cls, settings: Settings) -> JanitorPolicy:
-        return cls(max_attempts=settings.max_attempts, hard_time_limit_s=settings.hard_time_limit_s,
-                   resend_queued_after_s=settings.resend_queued_after_s, orphan_after_s=settings.orphan_after_s,
-                   queue=settings.queue)
+        return cls(
+            max_attempts=settings.max_attempts,
+            hard_time_limit_s=settings.hard_time_limit_s,
+            resend_queued_after_s=settings.resend_queued_after_s,
+            orphan_after_s=settings.orphan_after_s,
+            queue=settings.queue,
+        )
 
 
 class Janitor:
     """Re-queue lost running jobs, re-send lost messages, delete expired jobs and orphaned job files."""
 
-    def __init__(self, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher,
-                 policy: JanitorPolicy) -> None:
+    def __init__(
+        self, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, policy: JanitorPolicy
+    ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.dispatcher = dispatcher
@@ -79,8 +85,13 @@ class Janitor:
             settled = self.store.requeue_lost(job, self.policy.max_attempts, self.policy.hard_time_limit_s)
             if settled is None:
                 continue
-            log.warning("job %s: worker %s lost during attempt %d; now %s",
-                        job_id, job.worker, job.attempts, settled.status.value)
+            log.warning(
+                "job %s: worker %s lost during attempt %d; now %s",
+                job_id,
+                job.worker,
+                job.attempts,
+                settled.status.value,
+            )
             if settled.status is JobStatus.QUEUED:
                 self.dispatcher.run_job(job_id, settled.dispatch)
 
@@ -97,8 +108,12 @@ class Janitor:
                 continue
             resent = self.store.resend(job)
             if resent is not None:
-                log.warning("job %s: message of dispatch %d lost; sent again as dispatch %d",
-                            job.id, job.dispatch, resent.dispatch)
+                log.warning(
+                    "job %s: message of dispatch %d lost; sent again as dispatch %d",
+                    job.id,
+                    job.dispatch,
+                    resent.dispatch,
+                )
                 self.dispatcher.run_job(job.id, resent.dispatch)
 
     def delete_expired_jobs(self) -> None:
@@ -128,6 +143,8 @@ class Janitor:
         while True:
             try:
                 await asyncio.to_thread(self.sweep)
+            except OUTAGE_ERRORS as exc:  # expected while Redis is down: one line, not a traceback a second
+                log.warning("janitor sweep skipped: Redis unreachable (%s: %s)", type(exc).__name__, exc)
             except Exception:
                 log.exception("janitor sweep failed")
             await asyncio.sleep(interval_s)

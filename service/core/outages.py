@@ -14,12 +14,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
-from fpf_client.errors import ServiceUnavailable
 from kombu.exceptions import OperationalError
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from fpf_client.errors import ServiceUnavailable
 from service.core.settings import Settings
 
 #: What an unreachable or frozen Redis raises: redis-py's errors, and kombu's when a publish fails.
@@ -30,20 +30,29 @@ _RECONNECT_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.2)
 
 
 def _client_options(settings: Settings) -> dict[str, Any]:
-    return {"socket_connect_timeout": settings.redis_connect_timeout_s,
-            "socket_timeout": settings.redis_socket_timeout_s, "decode_responses": True}
+    return {
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "decode_responses": True,
+    }
 
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A client of ``FPF_REDIS_URL`` that fails within the timeouts while Redis is down."""
-    return redis.Redis.from_url(settings.redis_url, **_client_options(settings),
-                                retry=Retry(_RECONNECT_BACKOFF, 1, supported_errors=(redis.ConnectionError,)))
+    return redis.Redis.from_url(
+        settings.redis_url,
+        **_client_options(settings),
+        retry=Retry(_RECONNECT_BACKOFF, 1, supported_errors=(redis.ConnectionError,)),
+    )
 
 
 def async_redis_client(settings: Settings) -> aioredis.Redis:
     """The asyncio twin of :func:`redis_client` (event streams)."""
-    return aioredis.Redis.from_url(settings.redis_url, **_client_options(settings),
-                                   retry=AsyncRetry(_RECONNECT_BACKOFF, 1, supported_errors=(redis.ConnectionError,)))
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        **_client_options(settings),
+        retry=AsyncRetry(_RECONNECT_BACKOFF, 1, supported_errors=(redis.ConnectionError,)),
+    )
 
 
 def bound_broker(celery: Celery, settings: Settings) -> Celery:
@@ -55,9 +64,12 @@ def bound_broker(celery: Celery, settings: Settings) -> Celery:
     once = {"max_retries": 1, "interval_start": 0.05, "interval_step": 0.0, "interval_max": 0.05}
     celery.conf.update(
         broker_connection_timeout=settings.redis_connect_timeout_s,
-        broker_transport_options={**celery.conf.broker_transport_options, **once,
-                                  "socket_connect_timeout": settings.redis_connect_timeout_s,
-                                  "socket_timeout": settings.redis_socket_timeout_s},
+        broker_transport_options={
+            **celery.conf.broker_transport_options,
+            **once,
+            "socket_connect_timeout": settings.redis_connect_timeout_s,
+            "socket_timeout": settings.redis_socket_timeout_s,
+        },
         task_publish_retry_policy=once,
     )
     return celery
@@ -65,5 +77,6 @@ def bound_broker(celery: Celery, settings: Settings) -> Celery:
 
 def unavailable(exc: BaseException, retry_after_s: int) -> ServiceUnavailable:
     """The 503 answered for an outage error ``exc``: try again in ``retry_after_s`` seconds."""
-    return ServiceUnavailable(f"the job store (Redis) is unreachable: {type(exc).__name__}: {exc}",
-                              retry_after_s=retry_after_s)
+    return ServiceUnavailable(
+        f"the job store (Redis) is unreachable: {type(exc).__name__}: {exc}", retry_after_s=retry_after_s
+    )

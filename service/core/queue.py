@@ -67,10 +67,15 @@ class Dispatcher:
     def run_job(self, job_id: str, dispatch: int, countdown_s: float | None = None) -> None:
         """Queue delivery number ``dispatch`` of a job (due ``countdown_s`` from now); a worker runs it
         only if it is still current. The message's task id is :func:`task_id`."""
-        self.celery.send_task(RUN_JOB, args=(job_id, dispatch), queue=self.queue, task_id=task_id(job_id, dispatch),
-                              countdown=countdown_s)
-        log.info("job %s: queued (dispatch %d%s)", job_id, dispatch,
-                 "" if countdown_s is None else f", due in {countdown_s:g} s")
+        self.celery.send_task(
+            RUN_JOB, args=(job_id, dispatch), queue=self.queue, task_id=task_id(job_id, dispatch), countdown=countdown_s
+        )
+        log.info(
+            "job %s: queued (dispatch %d%s)",
+            job_id,
+            dispatch,
+            "" if countdown_s is None else f", due in {countdown_s:g} s",
+        )
 
     def ping_workers(self, timeout_s: float) -> list[dict[str, Any]]:
         """The replies of the workers that answered a control ping within ``timeout_s``.

@@ -45,8 +45,11 @@ class Settings(BaseSettings):
     max_array_elements: int = Field(50_000_000, ge=1, description="Most elements in one uploaded array.")
     max_n_states: int = Field(65536, ge=1, description="Most state dimensions of a model (and of a job's states).")
     max_n_inputs: int = Field(65536, ge=0, description="Most input dimensions of a model (and of a job's inputs).")
-    max_result_bytes: int = Field(2**30, ge=2**20, description="Largest result file; a job whose result would "
-                                  "be larger fails with result_too_large.")
+    max_result_bytes: int = Field(
+        2**30,
+        ge=2**20,
+        description="Largest result file; a job whose result would be larger fails with result_too_large.",
+    )
 
     # --- access and quotas -------------------------------------------------------------
     keys_file: Path = Field(Path("var/keys.json"), description="API-key hashes; keep it out of data_dir.")
@@ -57,7 +60,9 @@ class Settings(BaseSettings):
     running_quota_retry_s: float = Field(
         5.0, gt=0, description="A job whose tenant is at its running limit is tried again this much later."
     )
-    quota_stored_bytes: int = Field(20 * 2**30, ge=0, description="Most bytes of models, arrays and results per tenant.")
+    quota_stored_bytes: int = Field(
+        20 * 2**30, ge=0, description="Most bytes of models, arrays and results per tenant."
+    )
     quota_retry_after_s: int = Field(30, ge=1, description="Retry-After of a 429 quota_exceeded answer.")
 
     # --- execution --------------------------------------------------------------------
@@ -68,8 +73,10 @@ class Settings(BaseSettings):
         3660.0, gt=0, description="A run still going after this fails with time_limit_exceeded."
     )
     validation_time_limit_s: float = Field(
-        30.0, gt=0, description="Wall time of loading and dry-running an uploaded model; a model past it is "
-        "tried once more, then invalid with validation_timeout."
+        30.0,
+        gt=0,
+        description="Wall time of loading and dry-running an uploaded model; a model past it is "
+        "tried once more, then invalid with validation_timeout.",
     )
     worker_torch_threads: int | None = Field(
         None, ge=1, description="torch threads per worker process; default: CPU cores / worker concurrency."

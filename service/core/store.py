@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from fpf_client.errors import FpfError, TimeLimitExceeded
 
+from fpf_client.errors import FpfError, TimeLimitExceeded
 from service.core.records import DEFAULT_TENANT, Job, JobStatus, Model, ModelStatus, encode_field
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,16 @@ class JobStore:
         pipe.execute()
 
     # --- jobs: the state machine --------------------------------------------------------
-    def claim(self, job_id: str, dispatch: int, worker: str, heartbeat_ttl_s: float, *,
-              max_running: int | None = None, defer_s: float = 0.0) -> Job | None:
+    def claim(
+        self,
+        job_id: str,
+        dispatch: int,
+        worker: str,
+        heartbeat_ttl_s: float,
+        *,
+        max_running: int | None = None,
+        defer_s: float = 0.0,
+    ) -> Job | None:
         """queued -> running for the delivery ``dispatch``; None when the message is stale.
 
         With ``max_running``, a job whose tenant already runs that many is deferred instead: it
@@ -278,13 +286,20 @@ class JobStore:
         def changes(job: Job) -> dict[str, Any]:
             if max_running is not None and self.redis.scard(running) >= max_running:
                 return {"dispatch": job.dispatch + 1, "sent_at": now + defer_s}
-            return {"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1,
-                    "worker": worker, "progress": None}
+            return {
+                "status": JobStatus.RUNNING,
+                "started_at": now,
+                "attempts": job.attempts + 1,
+                "worker": worker,
+                "progress": None,
+            }
 
         return self._transition(
             job_id,
             lambda job: job.status is JobStatus.QUEUED and job.dispatch == dispatch and not job.cancel_requested,
-            changes, heartbeat=(dispatch, heartbeat_ttl_s), watch=(running,),
+            changes,
+            heartbeat=(dispatch, heartbeat_ttl_s),
+            watch=(running,),
         )
 
     def beat(self, job_id: str, dispatch: int, ttl_s: float) -> None:
@@ -340,29 +355,43 @@ class JobStore:
             if current.cancel_requested:
                 return {"status": JobStatus.CANCELLED, "finished_at": now}
             if current.started_at is not None and now - current.started_at >= hard_time_limit_s:
-                error = TimeLimitExceeded(f"the run passed its time limit of {hard_time_limit_s:g} s and its "
-                                          f"worker ({current.worker}) was stopped", limit=hard_time_limit_s)
+                error = TimeLimitExceeded(
+                    f"the run passed its time limit of {hard_time_limit_s:g} s and its "
+                    f"worker ({current.worker}) was stopped",
+                    limit=hard_time_limit_s,
+                )
                 return {"status": JobStatus.FAILED, "finished_at": now, "error": error.to_problem()}
             if current.attempts >= max_attempts:
-                detail = (f"the worker running this job was lost {current.attempts} times "
-                          f"(max_attempts={max_attempts}); last on {current.worker}")
+                detail = (
+                    f"the worker running this job was lost {current.attempts} times "
+                    f"(max_attempts={max_attempts}); last on {current.worker}"
+                )
                 return {"status": JobStatus.FAILED, "finished_at": now, "error": FpfError(detail).to_problem()}
-            return {"status": JobStatus.QUEUED, "dispatch": current.dispatch + 1, "progress": None,
-                    "started_at": None, "worker": None, "sent_at": now}
+            return {
+                "status": JobStatus.QUEUED,
+                "dispatch": current.dispatch + 1,
+                "progress": None,
+                "started_at": None,
+                "worker": None,
+                "sent_at": now,
+            }
 
         return self._transition(
             job.id,
-            lambda current: current.status is JobStatus.RUNNING and current.dispatch == job.dispatch
-            and not self.is_alive(current),
+            lambda current: (
+                current.status is JobStatus.RUNNING and current.dispatch == job.dispatch and not self.is_alive(current)
+            ),
             changes,
         )
 
     def resend(self, job: Job) -> Job | None:
         """A queued job under the next dispatch number, for a message that was lost; None when it changed."""
         now = time.time()
-        return self._transition(job.id, lambda current: current.status is JobStatus.QUEUED
-                                and current.dispatch == job.dispatch,
-                                lambda current: {"dispatch": current.dispatch + 1, "sent_at": now})
+        return self._transition(
+            job.id,
+            lambda current: current.status is JobStatus.QUEUED and current.dispatch == job.dispatch,
+            lambda current: {"dispatch": current.dispatch + 1, "sent_at": now},
+        )
 
     def queued_jobs(self) -> list[Job]:
         """Every queued job, read in one round trip."""
@@ -381,8 +410,11 @@ class JobStore:
     def abandon(self, job_id: str, error: dict[str, Any]) -> Job | None:
         """queued -> failed, for a job that could not be handed to the queue."""
         now = time.time()
-        return self._transition(job_id, lambda job: job.status is JobStatus.QUEUED,
-                                lambda job: {"status": JobStatus.FAILED, "finished_at": now, "error": error})
+        return self._transition(
+            job_id,
+            lambda job: job.status is JobStatus.QUEUED,
+            lambda job: {"status": JobStatus.FAILED, "finished_at": now, "error": error},
+        )
 
     def expired_job_ids(self, now: float | None = None) -> list[str]:
         """Finished jobs whose results have outlived the TTL."""
@@ -416,17 +448,17 @@ class JobStore:
     def live_worker_devices(self) -> dict[str, list[str]]:
         """The devices of every worker whose presence has not expired, by worker name."""
         now = time.time()
-        expired = self.redis.zrangebyscore(self.keys.workers, "-inf", now)
+        expired = [str(name) for name in self.redis.zrangebyscore(self.keys.workers, "-inf", now)]
         if expired:
             pipe = self.redis.pipeline()
             pipe.zrem(self.keys.workers, *expired)
             pipe.hdel(self.keys.worker_devices, *expired)
             pipe.execute()
-        names = self.redis.zrangebyscore(self.keys.workers, now, "+inf")
+        names = [str(name) for name in self.redis.zrangebyscore(self.keys.workers, now, "+inf")]
         if not names:
             return {}
         devices = self.redis.hmget(self.keys.worker_devices, names)
-        return {name: json.loads(found) for name, found in zip(names, devices) if found}
+        return {name: json.loads(found) for name, found in zip(names, devices, strict=True) if found}
 
     # --- metrics ----------------------------------------------------------------------
     def observe_duration(self, seconds: float) -> None:
@@ -471,8 +503,15 @@ class JobStore:
         return {k: float(v) for k, v in self.redis.hgetall(self.keys.durations).items()}
 
     # --- internals ----------------------------------------------------------------------
-    def _transition(self, job_id: str, allowed: Callable[[Job], bool], changes: Callable[[Job], dict[str, Any]], *,
-                    heartbeat: tuple[int, float] | None = None, watch: tuple[str, ...] = ()) -> Job | None:
+    def _transition(
+        self,
+        job_id: str,
+        allowed: Callable[[Job], bool],
+        changes: Callable[[Job], dict[str, Any]],
+        *,
+        heartbeat: tuple[int, float] | None = None,
+        watch: tuple[str, ...] = (),
+    ) -> Job | None:
         """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
         ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
         starts running."""
@@ -491,8 +530,11 @@ class JobStore:
             new_status = update.get("status", job.status)
             if new_status is not job.status:
                 pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
-                pipe.smove(self.keys.tenant_jobs_in(job.tenant, job.status),
-                           self.keys.tenant_jobs_in(job.tenant, new_status), job_id)
+                pipe.smove(
+                    self.keys.tenant_jobs_in(job.tenant, job.status),
+                    self.keys.tenant_jobs_in(job.tenant, new_status),
+                    job_id,
+                )
                 if new_status.is_final:
                     pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
                     pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
@@ -514,4 +556,3 @@ def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]
         pipe.hset(key, mapping=present)
     if absent:
         pipe.hdel(key, *absent)
-

@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
-
-from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Authenticator
-from service.core.queue import Dispatcher, make_celery
-from service.core.janitor import Janitor, JanitorPolicy
 from service.core.api_keys import KeyStore
+from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.outages import async_redis_client, bound_broker, redis_client
+from service.core.queue import Dispatcher, make_celery
+from service.core.settings import Settings, get_settings
+from service.core.store import JobStore
+from service.gateway.auth import Authenticator
+from service.gateway.body_parsing import BodyParser
 from service.gateway.limits import BodySizeLimit
 from service.gateway.metrics import JobMetrics
-from service.core.outages import async_redis_client, bound_broker, redis_client
 from service.gateway.problems import install_problem_handlers
 from service.gateway.quotas import QuotaLimits, Quotas
 from service.gateway.routes import health, jobs, models
-from service.core.settings import Settings, get_settings
-from service.core.store import JobStore
 from service.gateway.web import routes as web
 
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.body_parser.close()
             sweeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeping
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.artifacts = artifacts
     app.state.dispatcher = dispatcher
+    app.state.body_parser = BodyParser()
     app.state.authenticator = Authenticator(KeyStore(settings.keys_file))
     app.state.quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
     app.state.metrics_registry = CollectorRegistry()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
+
 from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 
 ARRAY_NAMES = ("initial_states", "inputs", "cond_ids")
@@ -21,8 +22,9 @@ ARRAY_NAMES = ("initial_states", "inputs", "cond_ids")
 JSON_ROWS_PER_STEP = 512
 
 
-def read_npz(source: BinaryIO, *, max_elements: int, max_bytes: int | None = None,
-             admit: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+def read_npz(
+    source: BinaryIO, *, max_elements: int, max_bytes: int | None = None, admit: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
     """The arrays of an uploaded ``.npz``: ``initial_states`` and optionally ``inputs``.
 
     Every member's ``.npy`` header is read first: the arrays' uncompressed size (what they will
@@ -41,8 +43,9 @@ def read_npz(source: BinaryIO, *, max_elements: int, max_bytes: int | None = Non
             raise InvalidArray(f"arrays holds unexpected members {unknown}; allowed: {list(ARRAY_NAMES)}")
         expanded = sum(_check_header(archive, name, max_elements) for name in archive.files)
         if max_bytes is not None and expanded > max_bytes:
-            raise PayloadTooLarge(f"arrays take {expanded} bytes uncompressed; the limit is {max_bytes}",
-                                  field="arrays", limit=max_bytes)
+            raise PayloadTooLarge(
+                f"arrays take {expanded} bytes uncompressed; the limit is {max_bytes}", field="arrays", limit=max_bytes
+            )
         if admit is not None:
             admit(expanded)
         arrays = {}
@@ -68,8 +71,9 @@ def _check_header(archive: np.lib.npyio.NpzFile, name: str, max_elements: int) -
         raise InvalidArray(f"{name} holds Python objects (pickled); send a numeric array", field=name)
     n_elements = int(np.prod(shape, dtype=np.int64))
     if n_elements > max_elements:
-        raise PayloadTooLarge(f"{name} has {n_elements} elements; the limit is {max_elements}",
-                              field=name, limit=max_elements)
+        raise PayloadTooLarge(
+            f"{name} has {n_elements} elements; the limit is {max_elements}", field=name, limit=max_elements
+        )
     return n_elements * dtype.itemsize
 
 
@@ -89,9 +93,11 @@ def from_json(name: str, rows: list[list[float]]) -> np.ndarray:
         except ValueError:
             step = None
         if step is None or step.shape != (len(rows) - start, out.shape[1]):
-            raise InvalidArray(f"{name} must be a rectangular array of numbers: every row of {out.shape[1]} "
-                               "numbers, as the first", field=name)
-        out[start:start + len(step)] = step
+            raise InvalidArray(
+                f"{name} must be a rectangular array of numbers: every row of {out.shape[1]} numbers, as the first",
+                field=name,
+            )
+        out[start : start + len(step)] = step
         del rows[start:]
     return out
 
@@ -113,29 +119,37 @@ def check_job_arrays(
     """
     initial_states = _as_float("initial_states", initial_states)
     if initial_states.ndim != 2 or initial_states.shape[0] == 0:
-        raise ShapeMismatch(f"initial_states must have shape (n, n_states) with n >= 1; got {initial_states.shape}",
-                            field="initial_states")
+        raise ShapeMismatch(
+            f"initial_states must have shape (n, n_states) with n >= 1; got {initial_states.shape}",
+            field="initial_states",
+        )
     n, d = initial_states.shape
     if n_states is not None and d != n_states:
-        raise ShapeMismatch(f"initial_states has {d} columns; the model has {n_states} states",
-                            field="initial_states")
+        raise ShapeMismatch(f"initial_states has {d} columns; the model has {n_states} states", field="initial_states")
     if n > max_initial_states:
-        raise PayloadTooLarge(f"{n} initial states; the limit is {max_initial_states}",
-                              field="initial_states", limit=max_initial_states)
+        raise PayloadTooLarge(
+            f"{n} initial states; the limit is {max_initial_states}", field="initial_states", limit=max_initial_states
+        )
     if max_n_states is not None and d > max_n_states:
-        raise PayloadTooLarge(f"initial_states has {d} columns (states); the limit is {max_n_states}",
-                              field="initial_states", limit=max_n_states)
+        raise PayloadTooLarge(
+            f"initial_states has {d} columns (states); the limit is {max_n_states}",
+            field="initial_states",
+            limit=max_n_states,
+        )
     if inputs is None:
         inputs = np.zeros((1, n_inputs or 0), dtype=initial_states.dtype)
     inputs = _as_float("inputs", inputs)
     if inputs.ndim != 2 or inputs.shape[0] not in (1, n):
-        raise ShapeMismatch(f"inputs must have shape (1 | {n}, n_inputs) (one row, or one per initial state); "
-                            f"got {inputs.shape}", field="inputs")
+        raise ShapeMismatch(
+            f"inputs must have shape (1 | {n}, n_inputs) (one row, or one per initial state); got {inputs.shape}",
+            field="inputs",
+        )
     if n_inputs is not None and inputs.shape[1] != n_inputs:
         raise ShapeMismatch(f"inputs has {inputs.shape[1]} columns; the model has {n_inputs} inputs", field="inputs")
     if max_n_inputs is not None and inputs.shape[1] > max_n_inputs:
-        raise PayloadTooLarge(f"inputs has {inputs.shape[1]} columns; the limit is {max_n_inputs}",
-                              field="inputs", limit=max_n_inputs)
+        raise PayloadTooLarge(
+            f"inputs has {inputs.shape[1]} columns; the limit is {max_n_inputs}", field="inputs", limit=max_n_inputs
+        )
     for name, array in (("initial_states", initial_states), ("inputs", inputs)):
         if not np.isfinite(array).all():
             raise NonFinite(f"{name} holds NaN or infinite values", field=name)
@@ -152,8 +166,9 @@ def check_cond_ids(cond_ids: np.ndarray | None, n: int) -> np.ndarray | None:
     if cond_ids.dtype.kind not in "iub":
         raise InvalidArray(f"cond_ids has dtype {cond_ids.dtype}; send integers", field="cond_ids")
     if cond_ids.ndim != 1 or cond_ids.shape[0] != n:
-        raise ShapeMismatch(f"cond_ids must have shape ({n},) (one label per initial state); got {cond_ids.shape}",
-                            field="cond_ids")
+        raise ShapeMismatch(
+            f"cond_ids must have shape ({n},) (one label per initial state); got {cond_ids.shape}", field="cond_ids"
+        )
     return cond_ids.astype(np.int64)
 
 
@@ -161,8 +176,7 @@ def _as_float(name: str, array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype.kind in "fiu" and array.dtype != np.float16:
         return array if array.dtype.kind == "f" else array.astype(np.float64)
-    raise InvalidArray(f"{name} has dtype {array.dtype}; send real numbers (float32, float64 or integers)",
-                       field=name)
+    raise InvalidArray(f"{name} has dtype {array.dtype}; send real numbers (float32, float64 or integers)", field=name)
 
 
 def fingerprint(model_id: str, options: str, *arrays: np.ndarray) -> str:

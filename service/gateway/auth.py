@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 from fpf_client.errors import Unauthenticated
-
 from service.core.api_keys import KeyStore, Role
 from service.core.records import DEFAULT_TENANT
 
@@ -82,6 +81,8 @@ def check_bind(host: str, keys: KeyStore) -> None:
         raise UnsafeBind(
             f"refusing to listen on {host} without API keys (anyone who reaches it could run code on this "
             f"machine); create one with 'fpf-server keys create --tenant NAME' (keys file {keys.path}), "
-            f"or listen on 127.0.0.1")
-    log.warning("no API keys in %s: the API is open to every user of this machine, and listens on %s only",
-                keys.path, host)
+            f"or listen on 127.0.0.1"
+        )
+    log.warning(
+        "no API keys in %s: the API is open to every user of this machine, and listens on %s only", keys.path, host
+    )

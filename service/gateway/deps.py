@@ -1,5 +1,6 @@
-"""FastAPI dependencies: the app's settings, stores and dispatcher (built once in :func:`service.gateway.app.create_app`),
-the caller (:class:`~service.gateway.auth.Principal`) and the records it may see."""
+"""FastAPI dependencies: the app's settings, stores and dispatcher (built once in
+:func:`service.gateway.app.create_app`), the caller (:class:`~service.gateway.auth.Principal`)
+and the records it may see."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Principal
 from service.core.queue import Dispatcher
-from service.gateway.quotas import Quotas
 from service.core.records import Job, Model
-from service.gateway.scoping import find_job, find_model
 from service.core.settings import Settings
 from service.core.store import JobStore
+from service.gateway.auth import Principal
+from service.gateway.quotas import Quotas
+from service.gateway.scoping import find_job, find_model
 
 
 def get_settings(request: Request) -> Settings:

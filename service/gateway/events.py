@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
 
-from service.gateway.schemas import JobOut
 from service.core.store import JobStore
+from service.gateway.schemas import JobOut
 
 #: A comment line is sent after this many quiet seconds, so proxies keep the stream open.
 KEEPALIVE_S = 15.0

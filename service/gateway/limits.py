@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fpf_client.errors import PayloadTooLarge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fpf_client.errors import PayloadTooLarge
 from service.gateway.problems import problem_response
 
 

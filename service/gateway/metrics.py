@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,10 +22,15 @@ class JobMetrics(Collector):
         for status, count in self.store.count_jobs().items():
             jobs.add_metric([status.value], count)
         yield jobs
-        yield GaugeMetricFamily("fpf_queue_depth", "Messages waiting in the worker queue",
-                                value=self.store.queue_depth(self.queue))
+        yield GaugeMetricFamily(
+            "fpf_queue_depth", "Messages waiting in the worker queue", value=self.store.queue_depth(self.queue)
+        )
         counts = self.store.durations()
         buckets = [(repr(float(b)), counts.get(repr(float(b)), 0.0)) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", counts.get("+Inf", 0.0)))
-        yield HistogramMetricFamily("fpf_job_duration_seconds", "Submission to end of finished jobs",
-                                    buckets=buckets, sum_value=counts.get("sum", 0.0))
+        yield HistogramMetricFamily(
+            "fpf_job_duration_seconds",
+            "Submission to end of finished jobs",
+            buckets=buckets,
+            sum_value=counts.get("sum", 0.0),
+        )

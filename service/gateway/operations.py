@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
 from fpf_client.errors import (
     DeviceUnavailable,
     IdempotencyConflict,
@@ -27,15 +28,14 @@ from fpf_client.errors import (
     QuotaExceeded,
     ServiceUnavailable,
 )
-
-from service.gateway.arrays import check_cond_ids, check_job_arrays, fingerprint
 from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Principal
 from service.core.queue import Dispatcher
-from service.gateway.quotas import Quotas
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
 from service.core.store import JobStore
+from service.gateway.arrays import check_cond_ids, check_job_arrays, fingerprint
+from service.gateway.auth import Principal
+from service.gateway.quotas import Quotas
 from service.gateway.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,17 @@ log = logging.getLogger(__name__)
 MAX_FILENAME_CHARS = 255
 
 
-def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, source: BinaryIO, *,
-                filename: str | None, hints: dict[str, Any], principal: Principal,
-                quotas: Quotas) -> tuple[Model, bool]:
+def store_model(
+    store: JobStore,
+    artifacts: ArtifactStore,
+    dispatcher: Dispatcher,
+    source: BinaryIO,
+    *,
+    filename: str | None,
+    hints: dict[str, Any],
+    principal: Principal,
+    quotas: Quotas,
+) -> tuple[Model, bool]:
     """Store a model by the sha256 of its bytes and have a worker validate it; (model, validation queued).
 
     Each tenant has its own record (status, hints, validation) of the bytes, so nobody learns
@@ -56,8 +64,15 @@ def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatche
     """
     tenant = principal.tenant
     model_id, size = artifacts.put_model(source)
-    model = Model(id=model_id, status=ModelStatus.VALIDATING, size_bytes=size, created_at=time.time(),
-                  filename=safe_filename(filename), tenant=tenant, **hints)
+    model = Model(
+        id=model_id,
+        status=ModelStatus.VALIDATING,
+        size_bytes=size,
+        created_at=time.time(),
+        filename=safe_filename(filename),
+        tenant=tenant,
+        **hints,
+    )
     if store.get_model(model_id, tenant) is None:
         try:
             quotas.check_storage(tenant, size)
@@ -68,8 +83,9 @@ def store_model(store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatche
     if store.create_model(model):
         dispatcher.validate_model(model_id, tenant)
         return model, True
-    queued = store.update_model(model_id, tenant, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None,
-                                **hints)
+    queued = store.update_model(
+        model_id, tenant, [ModelStatus.INVALID], status=ModelStatus.VALIDATING, error=None, **hints
+    )
     if queued:
         dispatcher.validate_model(model_id, tenant)
     existing = store.get_model(model_id, tenant)
@@ -93,9 +109,17 @@ def remove_model(model: Model, store: JobStore, artifacts: ArtifactStore) -> Non
         artifacts.delete_model(model.id)
 
 
-def enqueue_job(submission: Submission, idempotency_key: str | None, settings: Settings, store: JobStore,
-                artifacts: ArtifactStore, dispatcher: Dispatcher, *, principal: Principal,
-                quotas: Quotas) -> tuple[Job, bool]:
+def enqueue_job(
+    submission: Submission,
+    idempotency_key: str | None,
+    settings: Settings,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    dispatcher: Dispatcher,
+    *,
+    principal: Principal,
+    quotas: Quotas,
+) -> tuple[Job, bool]:
     """Check the arrays against the model, store the job and queue it; (job, created).
 
     A job runs one of the caller's own models (admins included) and belongs to the caller's tenant.
@@ -111,17 +135,29 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         raise InvalidModel(f"model {model.id} is invalid: {reason}", field="model_id")
     check_device_offered(store, submission.options.device)
     initial_states, inputs = check_job_arrays(
-        submission.initial_states, submission.inputs, n_states=model.n_states, n_inputs=model.n_inputs,
-        max_initial_states=settings.max_initial_states, max_n_states=settings.max_n_states,
-        max_n_inputs=settings.max_n_inputs)
+        submission.initial_states,
+        submission.inputs,
+        n_states=model.n_states,
+        n_inputs=model.n_inputs,
+        max_initial_states=settings.max_initial_states,
+        max_n_states=settings.max_n_states,
+        max_n_inputs=settings.max_n_inputs,
+    )
     cond_ids = check_cond_ids(submission.cond_ids, initial_states.shape[0])
     labelled = {} if cond_ids is None else {"cond_ids": cond_ids}
     options = submission.options.model_dump(mode="json")
     digest = fingerprint(model.id, json.dumps(options, sort_keys=True), initial_states, inputs, *labelled.values())
 
     quotas.check_job(tenant, initial_states.nbytes + inputs.nbytes)
-    job = Job(id=uuid.uuid4().hex, model_id=model.id, status=JobStatus.QUEUED, tenant=tenant,
-              n_initial_states=int(initial_states.shape[0]), options=options, created_at=time.time())
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id=model.id,
+        status=JobStatus.QUEUED,
+        tenant=tenant,
+        n_initial_states=int(initial_states.shape[0]),
+        options=options,
+        created_at=time.time(),
+    )
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
         np.savez(out, initial_states=initial_states, inputs=inputs, **labelled)
     store.create_job(job)
@@ -140,8 +176,9 @@ def enqueue_job(submission: Submission, idempotency_key: str | None, settings: S
         dispatcher.run_job(job.id, job.dispatch)
     except Exception as exc:
         log.exception("job %s: could not be queued", job.id)
-        error = ServiceUnavailable(f"the job queue is unavailable: {exc}",
-                                   retry_after_s=settings.unavailable_retry_after_s)
+        error = ServiceUnavailable(
+            f"the job queue is unavailable: {exc}", retry_after_s=settings.unavailable_retry_after_s
+        )
         store.abandon(job.id, error.to_problem())
         raise error from exc
     return job, True
@@ -158,8 +195,11 @@ def check_device_offered(store: JobStore, device: str) -> None:
     offered = store.live_worker_devices()
     on_offer = sorted({name for devices in offered.values() for name in devices})
     if offered and device not in on_offer:
-        raise DeviceUnavailable(f"no worker offers device {device!r}; devices on offer: {', '.join(on_offer)}",
-                                field="options.device", devices=on_offer)
+        raise DeviceUnavailable(
+            f"no worker offers device {device!r}; devices on offer: {', '.join(on_offer)}",
+            field="options.device",
+            devices=on_offer,
+        )
 
 
 def _idempotency_conflict(key: str, why: str = "with another request body") -> IdempotencyConflict:

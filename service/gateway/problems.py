@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fpf_client.errors import ErrorCode, FpfError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fpf_client.errors import ErrorCode, FpfError
 from service.core.outages import OUTAGE_ERRORS, unavailable
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,9 @@ _HTTP_CODES: dict[int, ErrorCode] = {
 }
 
 
-def problem_response(error: FpfError, instance: str | None = None, *, status: int | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    error: FpfError, instance: str | None = None, *, status: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The problem document of ``error`` as a response."""
     body = error.to_problem(instance)
     if status is not None:
@@ -69,8 +70,9 @@ MAX_DESCRIBED_ERRORS = 10
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     """One line per pydantic error, ``where: what``, for the first ``MAX_DESCRIBED_ERRORS``."""
-    described = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-                          for e in errors[:MAX_DESCRIBED_ERRORS])
+    described = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:MAX_DESCRIBED_ERRORS]
+    )
     more = len(errors) - MAX_DESCRIBED_ERRORS
     return described + (f"; and {more} more" if more > 0 else "")
 
@@ -96,8 +98,9 @@ def install_problem_handlers(app: FastAPI, *, unavailable_retry_after_s: int = 5
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, FpfError):  # FastAPI wraps errors raised while it reads the body
             return problem_response(exc.__cause__, request.url.path)
-        code = _HTTP_CODES.get(exc.status_code, ErrorCode.INTERNAL if exc.status_code >= 500 else
-                               ErrorCode.INVALID_REQUEST)
+        code = _HTTP_CODES.get(
+            exc.status_code, ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.INVALID_REQUEST
+        )
         error = FpfError(str(exc.detail), code=code)
         return problem_response(error, request.url.path, status=exc.status_code, headers=exc.headers)
 

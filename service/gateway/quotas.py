@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fpf_client.errors import QuotaExceeded
-
 from service.core.artifacts import ArtifactStore
 from service.core.records import JobStatus
 from service.core.settings import Settings
@@ -27,9 +26,12 @@ class QuotaLimits:
     retry_after_s: int
 
     @classmethod
-    def of(cls, settings: Settings) -> "QuotaLimits":
-        return cls(queued_jobs=settings.quota_queued_jobs, stored_bytes=settings.quota_stored_bytes,
-                   retry_after_s=settings.quota_retry_after_s)
+    def of(cls, settings: Settings) -> QuotaLimits:
+        return cls(
+            queued_jobs=settings.quota_queued_jobs,
+            stored_bytes=settings.quota_stored_bytes,
+            retry_after_s=settings.quota_retry_after_s,
+        )
 
 
 class Quotas:
@@ -49,8 +51,11 @@ class Quotas:
         """Before queueing a job whose arrays take ``new_bytes``: room in the queue and the storage."""
         queued = self.store.count_jobs(tenant)[JobStatus.QUEUED]
         if queued >= self.limits.queued_jobs:
-            raise self._exceeded(f"tenant {tenant} has {queued} queued jobs; the quota is {self.limits.queued_jobs}",
-                                 "queued_jobs", self.limits.queued_jobs)
+            raise self._exceeded(
+                f"tenant {tenant} has {queued} queued jobs; the quota is {self.limits.queued_jobs}",
+                "queued_jobs",
+                self.limits.queued_jobs,
+            )
         self.check_storage(tenant, new_bytes)
 
     def check_storage(self, tenant: str, new_bytes: int) -> None:
@@ -60,7 +65,9 @@ class Quotas:
             raise self._exceeded(
                 f"tenant {tenant} stores {used} bytes; {new_bytes} more would pass the quota of "
                 f"{self.limits.stored_bytes} (delete jobs or models, or wait for results to expire)",
-                "stored_bytes", self.limits.stored_bytes)
+                "stored_bytes",
+                self.limits.stored_bytes,
+            )
 
     def _exceeded(self, detail: str, quota: str, limit: int) -> QuotaExceeded:
         return QuotaExceeded(detail, quota=quota, limit=limit, retry_after_s=self.limits.retry_after_s)

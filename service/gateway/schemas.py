@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -12,7 +12,7 @@ from service.core.records import Job, JobStatus, Model, ModelStatus
 
 
 def _iso(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class ModelFormat(str, Enum):
@@ -76,12 +76,24 @@ class ModelOut(BaseModel):
     error: dict[str, Any] | None = Field(None, description="The problem document when status is invalid")
 
     @classmethod
-    def of(cls, model: Model) -> "ModelOut":
-        return cls(id=model.id, status=model.status, format=model.format, filename=model.filename,
-                   size_bytes=model.size_bytes, n_states=model.n_states, n_inputs=model.n_inputs,
-                   dynamics=model.dynamics, signature=model.signature, input_name=model.input_name,
-                   state_name=model.state_name, output_name=model.output_name, validation=model.validation,
-                   created_at=_iso(model.created_at), error=model.error)
+    def of(cls, model: Model) -> ModelOut:
+        return cls(
+            id=model.id,
+            status=model.status,
+            format=model.format,
+            filename=model.filename,
+            size_bytes=model.size_bytes,
+            n_states=model.n_states,
+            n_inputs=model.n_inputs,
+            dynamics=model.dynamics,
+            signature=model.signature,
+            input_name=model.input_name,
+            state_name=model.state_name,
+            output_name=model.output_name,
+            validation=model.validation,
+            created_at=_iso(model.created_at),
+            error=model.error,
+        )
 
 
 class JobRequest(BaseModel):
@@ -129,22 +141,34 @@ class JobOut(BaseModel):
     attempts: int
     cancel_requested: bool
     error: dict[str, Any] | None
-    partial: bool = Field(False, description="Succeeded with a partial result: the wall-time limit stopped the "
-                                             "search, and the result's info says where (partial_reason).")
+    partial: bool = Field(
+        False,
+        description="Succeeded with a partial result: the wall-time limit stopped the "
+        "search, and the result's info says where (partial_reason).",
+    )
 
     @classmethod
-    def of(cls, job: Job) -> "JobOut":
+    def of(cls, job: Job) -> JobOut:
         started, finished = job.started_at, job.finished_at
         return cls(
-            id=job.id, model_id=job.model_id, status=job.status, n_initial_states=job.n_initial_states,
-            options=job.options, progress=_progress(job.progress), created_at=_iso(job.created_at),
-            started_at=_iso(started), finished_at=_iso(finished),
+            id=job.id,
+            model_id=job.model_id,
+            status=job.status,
+            n_initial_states=job.n_initial_states,
+            options=job.options,
+            progress=_progress(job.progress),
+            created_at=_iso(job.created_at),
+            started_at=_iso(started),
+            finished_at=_iso(finished),
             timings=Timings(
                 queued_s=None if started is None else started - job.created_at,
                 engine_s=job.engine_s,
                 total_s=None if finished is None else finished - job.created_at,
             ),
-            attempts=job.attempts, cancel_requested=job.cancel_requested, error=job.error, partial=job.partial,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            error=job.error,
+            partial=job.partial,
         )
 
 
@@ -153,6 +177,12 @@ def _progress(raw: dict[str, Any] | None) -> Progress | None:
         return None
     n_total = int(raw.get("n_total", 0))
     n_converged = int(raw.get("n_converged", 0))
-    return Progress(phase=str(raw.get("phase", "")), iteration=int(raw.get("iteration", 0)), n_total=n_total,
-                    n_converged=n_converged, fraction_converged=n_converged / n_total if n_total else 0.0,
-                    q_median=raw.get("q_median"), q_max=raw.get("q_max"))
+    return Progress(
+        phase=str(raw.get("phase", "")),
+        iteration=int(raw.get("iteration", 0)),
+        n_total=n_total,
+        n_converged=n_converged,
+        fraction_converged=n_converged / n_total if n_total else 0.0,
+        q_median=raw.get("q_median"),
+        q_max=raw.get("q_max"),
+    )

@@ -7,10 +7,9 @@ probed for existence. REST (through :mod:`service.gateway.deps`) and gRPC both g
 from __future__ import annotations
 
 from fpf_client.errors import JobNotFound, ModelNotFound
-
-from service.gateway.auth import Principal
 from service.core.records import Job, JobStatus, Model
 from service.core.store import JobStore
+from service.gateway.auth import Principal
 
 
 def find_job(store: JobStore, principal: Principal, job_id: str) -> Job:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fpf_client.errors import InvalidArray, InvalidOptions, InvalidRequest, UnsupportedMediaType
-from fpf_client.options import FinderOptions
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from fpf_client.errors import InvalidArray, InvalidOptions, InvalidRequest, UnsupportedMediaType
+from fpf_client.options import FinderOptions
 from service.gateway.arrays import ARRAY_NAMES, from_json, read_npz
 from service.gateway.problems import describe_validation_errors
 from service.gateway.schemas import JobRequest
@@ -30,17 +30,26 @@ class Submission:
     cond_ids: np.ndarray | None = None
 
 
-async def read_submission(request: Request, max_elements: int, max_bytes: int,
-                          admit: Callable[[int], None] | None = None) -> Submission:
+async def read_submission(
+    request: Request,
+    max_elements: int,
+    max_bytes: int,
+    admit: Callable[[int], None] | None = None,
+    parse_json: Callable[[Request], Awaitable[Submission]] | None = None,
+) -> Submission:
     """Parse the body by its content type; malformed parts raise the matching fpf error.
 
-    Parsing and array conversion run in the threadpool, so that a large body does not hold the
-    event loop (and ``/healthz``) for the seconds it takes. ``admit`` is called with the bytes the
-    arrays will take in memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
+    Parsing and array conversion run off the event loop, so that a large body does not hold it (and
+    ``/healthz``) for the seconds it takes: a JSON request by ``parse_json`` (the gateway's
+    :class:`~service.gateway.body_parsing.BodyParser`; default: its body in the threadpool), an
+    ``.npz`` in the threadpool (numpy reads it without the GIL). ``admit`` is called with the bytes
+    the arrays will take in memory before an ``.npz`` is decompressed (quotas); ``max_bytes`` bounds them.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        return await run_in_threadpool(_from_json, await request.body())
+        if parse_json is not None:
+            return await parse_json(request)
+        return await run_in_threadpool(parse_json_body, await request.body())
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=8)
         try:
@@ -62,7 +71,7 @@ def parse_options(raw: str | dict[str, Any]) -> FinderOptions:
         raise InvalidOptions(describe_validation_errors(errors), field="options") from exc
 
 
-def _from_json(body: bytes) -> Submission:
+def parse_json_body(body: bytes) -> Submission:
     """A JSON job body, parsed and typed by ``JobRequest`` in strict mode: arrays hold JSON numbers only."""
     try:
         request = JobRequest.model_validate_json(body, strict=True)
@@ -110,8 +119,9 @@ def _from_form(form: Any, max_elements: int, max_bytes: int, admit: Callable[[in
         raise InvalidRequest("model_id is required", field="model_id")
     arrays_file = form.get("arrays")
     if not isinstance(arrays_file, UploadFile):
-        raise InvalidArray("arrays (an .npz file with initial_states and optionally inputs) is required",
-                           field="arrays")
+        raise InvalidArray(
+            "arrays (an .npz file with initial_states and optionally inputs) is required", field="arrays"
+        )
     arrays = read_npz(arrays_file.file, max_elements=max_elements, max_bytes=max_bytes, admit=admit)
     if "initial_states" not in arrays:
         raise InvalidArray("arrays has no initial_states", field="initial_states")

@@ -35,8 +35,9 @@ def result_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]
             name = member.removesuffix(".npy")
             with archive.open(member) as stream:
                 version = np.lib.format.read_magic(stream)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran_order, dtype = read_header(stream)
                 if dtype.hasobject:
                     raise ValueError(f"{name} holds Python objects")
@@ -71,5 +72,10 @@ def _converted(name: str, array: np.ndarray, chunk_bytes: int) -> Iterator[Chunk
     data = memoryview(little.reshape(-1).view(np.uint8))
     for offset in range(0, max(len(data), 1), chunk_bytes):
         first = offset == 0
-        yield Chunk(name, offset, bytes(data[offset:offset + chunk_bytes]), little.dtype.str if first else "",
-                    little.shape if first else ())
+        yield Chunk(
+            name,
+            offset,
+            bytes(data[offset : offset + chunk_bytes]),
+            little.dtype.str if first else "",
+            little.shape if first else (),
+        )

@@ -14,20 +14,19 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from fpf_client.rpc.stubs import SERVICE_NAME, load
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-
-from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Authenticator, UnsafeBind, check_bind
-from service.core.queue import Dispatcher, make_celery
-from service.core.janitor import Janitor, JanitorPolicy
+from fpf_client.rpc.stubs import SERVICE_NAME, load
 from service.core.api_keys import KeyStore
-from service.core.outages import bound_broker, redis_client
-from service.gateway.quotas import QuotaLimits, Quotas
+from service.core.artifacts import ArtifactStore
+from service.core.janitor import Janitor, JanitorPolicy
+from service.core.outages import OUTAGE_ERRORS, bound_broker, redis_client
+from service.core.queue import Dispatcher, make_celery
 from service.core.settings import Settings, get_settings
 from service.core.store import JobStore
+from service.gateway.auth import Authenticator, UnsafeBind, check_bind
+from service.gateway.quotas import QuotaLimits, Quotas
 from service.grpc.servicer import Authenticate, FixedPointServicer
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,13 @@ class GrpcServer:
         self._housekeeping.join(timeout=grace_s)
 
 
-def start_server(address: str, settings: Settings | None = None, *, threads: int = DEFAULT_THREADS,
-                 authenticate: Authenticate | None = None) -> GrpcServer:
+def start_server(
+    address: str,
+    settings: Settings | None = None,
+    *,
+    threads: int = DEFAULT_THREADS,
+    authenticate: Authenticate | None = None,
+) -> GrpcServer:
     """Serve on ``address`` (``host:port``; port 0 picks a free one) and return at once.
 
     Callers are authenticated by ``authenticate`` (default: the API keys of ``FPF_KEYS_FILE``,
@@ -85,7 +89,8 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
     quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
     load().pb2_grpc.add_FixedPointServiceServicer_to_server(
-        FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server)
+        FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -98,15 +103,20 @@ def start_server(address: str, settings: Settings | None = None, *, threads: int
     server.start()
 
     stop = threading.Event()
-    housekeeping = threading.Thread(target=_housekeeping, args=(store, janitor, health_servicer, settings, stop),
-                                    name="fpf-grpc-housekeeping", daemon=True)
+    housekeeping = threading.Thread(
+        target=_housekeeping,
+        args=(store, janitor, health_servicer, settings, stop),
+        name="fpf-grpc-housekeeping",
+        daemon=True,
+    )
     housekeeping.start()
     log.info("gRPC server listening on %s", address.rsplit(":", 1)[0] + f":{port}")
     return GrpcServer(server, port, health_servicer, stop, housekeeping)
 
 
-def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings,
-                  stop: threading.Event) -> None:
+def _housekeeping(
+    store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings, stop: threading.Event
+) -> None:
     """Sweep lost and expired jobs, and serve FixedPointService's health as whether Redis answers."""
     health_servicer.set("", SERVING)
     while not stop.is_set():
@@ -114,6 +124,11 @@ def _housekeeping(store: JobStore, janitor: Janitor, health_servicer: health.Hea
             store.ping()
             janitor.sweep()
             health_servicer.set(SERVICE_NAME, SERVING)
+        except OUTAGE_ERRORS as exc:
+            log.warning(
+                "Redis unreachable (%s: %s); reporting %s as NOT_SERVING", type(exc).__name__, exc, SERVICE_NAME
+            )
+            health_servicer.set(SERVICE_NAME, NOT_SERVING)
         except Exception:
             log.exception("housekeeping failed; reporting %s as NOT_SERVING", SERVICE_NAME)
             health_servicer.set(SERVICE_NAME, NOT_SERVING)

@@ -15,24 +15,24 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
-from fpf_client.rpc import codec
-from fpf_client.rpc.stubs import load
 from google.protobuf import empty_pb2
 from pydantic import ValidationError
 
+from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
+from fpf_client.rpc import codec
+from fpf_client.rpc.stubs import load
 from service.core.artifacts import ArtifactStore
-from service.gateway.auth import Principal
-from service.core.queue import Dispatcher
 from service.core.outages import OUTAGE_ERRORS, unavailable
+from service.core.queue import Dispatcher
+from service.core.records import JobStatus
+from service.core.settings import Settings
+from service.core.store import JobStore
+from service.gateway.auth import Principal
 from service.gateway.operations import enqueue_job, remove_job, remove_model, result_path, store_model
 from service.gateway.problems import describe_validation_errors
 from service.gateway.quotas import Quotas
-from service.core.records import JobStatus
 from service.gateway.schemas import JobOut, ModelOut, UploadHints
 from service.gateway.scoping import find_job, find_model, visible_jobs, visible_models
-from service.core.settings import Settings
-from service.core.store import JobStore
 from service.gateway.submission import Submission, parse_options
 from service.grpc.results import result_chunks
 
@@ -56,7 +56,7 @@ def rpc(method: F) -> F:
     The decorated method gets the :class:`~service.gateway.auth.Principal` as a fourth argument.
     """
 
-    def fail(self: "FixedPointServicer", context: grpc.ServicerContext, exc: Exception) -> None:
+    def fail(self: FixedPointServicer, context: grpc.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, OUTAGE_ERRORS):
             log.warning("%s: %s: %s", method.__name__, type(exc).__name__, exc)
             exc = unavailable(exc, self.settings.unavailable_retry_after_s)
@@ -66,8 +66,9 @@ def rpc(method: F) -> F:
         context.abort_with_status(codec.status_of_problem(exc.to_problem()))
 
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
-        def streaming(self: "FixedPointServicer", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def streaming(self: FixedPointServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 yield from method(self, request, context, self.caller(context))
             except Exception as exc:
@@ -76,7 +77,7 @@ def rpc(method: F) -> F:
         return streaming  # type: ignore[return-value]
 
     @functools.wraps(method)
-    def unary(self: "FixedPointServicer", request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: FixedPointServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context, self.caller(context))
         except Exception as exc:
@@ -88,8 +89,15 @@ def rpc(method: F) -> F:
 class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
     """The gRPC face of the gateway, over the same store, artifacts and queue."""
 
-    def __init__(self, settings: Settings, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher,
-                 authenticate: Authenticate, quotas: Quotas) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        artifacts: ArtifactStore,
+        dispatcher: Dispatcher,
+        authenticate: Authenticate,
+        quotas: Quotas,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
@@ -109,8 +117,16 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
             raise InvalidRequest("the first UploadModel message must be the header")
         hints = _upload_hints(first.header)
         source = _ChunkReader(request_iterator, self.settings.max_body_bytes)
-        model, _ = store_model(self.store, self.artifacts, self.dispatcher, source, filename=first.header.filename or None,
-                               hints=hints.record_fields(), principal=caller, quotas=self.quotas)
+        model, _ = store_model(
+            self.store,
+            self.artifacts,
+            self.dispatcher,
+            source,
+            filename=first.header.filename or None,
+            hints=hints.record_fields(),
+            principal=caller,
+            quotas=self.quotas,
+        )
         return codec.model_message(ModelOut.of(model).model_dump())
 
     @rpc
@@ -119,8 +135,9 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
 
     @rpc
     def ListModels(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
-        return pb2.ListModelsResponse(models=[codec.model_message(ModelOut.of(m).model_dump())
-                                              for m in visible_models(self.store, caller)])
+        return pb2.ListModelsResponse(
+            models=[codec.model_message(ModelOut.of(m).model_dump()) for m in visible_models(self.store, caller)]
+        )
 
     @rpc
     def DeleteModel(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
@@ -139,13 +156,27 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
             model_id=request.model_id,
             options=parse_options(request.options_json or "{}"),
             initial_states=codec.array_of_message(request.initial_states, "initial_states", max_elements=limit),
-            inputs=(codec.array_of_message(request.inputs, "inputs", max_elements=limit)
-                    if request.HasField("inputs") else None),
-            cond_ids=(codec.array_of_message(request.cond_ids, "cond_ids", max_elements=limit)
-                      if request.HasField("cond_ids") else None),
+            inputs=(
+                codec.array_of_message(request.inputs, "inputs", max_elements=limit)
+                if request.HasField("inputs")
+                else None
+            ),
+            cond_ids=(
+                codec.array_of_message(request.cond_ids, "cond_ids", max_elements=limit)
+                if request.HasField("cond_ids")
+                else None
+            ),
         )
-        job, _ = enqueue_job(submission, request.idempotency_key or None, self.settings, self.store,
-                             self.artifacts, self.dispatcher, principal=caller, quotas=self.quotas)
+        job, _ = enqueue_job(
+            submission,
+            request.idempotency_key or None,
+            self.settings,
+            self.store,
+            self.artifacts,
+            self.dispatcher,
+            principal=caller,
+            quotas=self.quotas,
+        )
         return _job_message(job)
 
     @rpc
@@ -191,8 +222,9 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
     def GetResult(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Iterator[Any]:
         path = result_path(find_job(self.store, caller, request.job_id), self.artifacts)
         for chunk in result_chunks(path):
-            yield pb2.ResultChunk(name=chunk.name, dtype=chunk.dtype, shape=chunk.shape, offset=chunk.offset,
-                                  data=chunk.data)
+            yield pb2.ResultChunk(
+                name=chunk.name, dtype=chunk.dtype, shape=chunk.shape, offset=chunk.offset, data=chunk.data
+            )
 
     @rpc
     def DeleteJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:
@@ -210,8 +242,7 @@ def _upload_hints(header: Any) -> UploadHints:
     try:
         return UploadHints.model_validate(given)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation_errors(exc.errors()),
-                             field=str(exc.errors()[0]["loc"][0])) from exc
+        raise InvalidRequest(describe_validation_errors(exc.errors()), field=str(exc.errors()[0]["loc"][0])) from exc
 
 
 class _ChunkReader(io.RawIOBase):

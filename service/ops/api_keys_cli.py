@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from service.core.api_keys import ApiKey, KeyStore, Role, check_tenant
@@ -31,7 +31,7 @@ def _tenant(text: str) -> str:
 
 
 def _when(epoch: float | None) -> str:
-    return "-" if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "-" if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _row(key: ApiKey) -> str:
@@ -68,13 +68,21 @@ def add_keys_command(commands: argparse._SubParsersAction) -> None:
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     data_dir = argparse.ArgumentParser(add_help=False)
-    data_dir.add_argument("--data-dir", type=Path, default=None,
-                          help="the data dir of 'fpf-server up' (keys in DIR/keys.json); default: FPF_KEYS_FILE")
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data dir of 'fpf-server up' (keys in DIR/keys.json); default: FPF_KEYS_FILE",
+    )
 
     made = actions.add_parser("create", parents=[data_dir], help="make a key for a tenant and print it once")
     made.add_argument("--tenant", type=_tenant, required=True, help="the lab the key belongs to")
-    made.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value,
-                      help="user: the tenant's own models and jobs; admin: everyone's (default: %(default)s)")
+    made.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.USER.value,
+        help="user: the tenant's own models and jobs; admin: everyone's (default: %(default)s)",
+    )
     made.set_defaults(handler=create)
 
     listed = actions.add_parser("list", parents=[data_dir], help="show every key (never the key itself)")

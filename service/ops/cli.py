@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from service.ops.api_keys_cli import add_keys_command, keys_file
 from service.core.settings import get_settings
+from service.ops.api_keys_cli import add_keys_command, keys_file
 
 GATEWAY_APP = "service.gateway.app:create_app"
 CELERY_APP = "workers.celery_app:app"
@@ -28,16 +28,30 @@ def celery_worker_argv(queue: str, name: str, loglevel: str = "info") -> list[st
     Concurrency is 1 because a worker owns one accelerator and the engine batches internally.
     """
     return [
-        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
-        "-Q", queue, "--pool", "prefork", "--concurrency", "1", "-E",
-        "-n", f"{name}@%h", "--loglevel", loglevel,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        CELERY_APP,
+        "worker",
+        "-Q",
+        queue,
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "-E",
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        loglevel,
     ]
 
 
 def bind_allowed(host: str, keys_file: Path) -> bool:
     """Whether the API may listen on ``host``: beyond loopback only once an API key exists (logged either way)."""
-    from service.gateway.auth import UnsafeBind, check_bind
     from service.core.api_keys import KeyStore
+    from service.gateway.auth import UnsafeBind, check_bind
 
     try:
         check_bind(host, KeyStore(keys_file))
@@ -92,8 +106,14 @@ def run_up(args: argparse.Namespace) -> int:
         return 1
     os.environ["FPF_KEYS_FILE"] = str(keys.resolve())  # the parts inherit it
     config = LaunchConfig(
-        host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers,
-        redis_url=external, grace_s=args.grace, log_level=args.log_level, grpc_port=args.grpc_port or None,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        workers=args.workers,
+        redis_url=external,
+        grace_s=args.grace,
+        log_level=args.log_level,
+        grpc_port=args.grpc_port or None,
     )
     try:
         return up(config)
@@ -118,13 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run Redis (embedded unless FPF_REDIS_URL is set), workers and the gateway")
     up.add_argument("--host", default="127.0.0.1", help="gateway address (default: %(default)s)")
     up.add_argument("--port", type=int, default=8000, help="gateway port (default: %(default)s)")
-    up.add_argument("--data-dir", type=Path, default=Path("var"),
-                    help="models, results, Redis files and pid files (default: ./%(default)s)")
-    up.add_argument("--grpc-port", type=int, default=50051,
-                    help="gRPC port, on the gateway's address; 0 serves no gRPC (default: %(default)s)")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("var"),
+        help="models, results, Redis files and pid files (default: ./%(default)s)",
+    )
+    up.add_argument(
+        "--grpc-port",
+        type=int,
+        default=50051,
+        help="gRPC port, on the gateway's address; 0 serves no gRPC (default: %(default)s)",
+    )
     up.add_argument("--workers", type=_positive_int, default=1, help="Celery worker processes (default: 1)")
-    up.add_argument("--grace", type=float, default=10.0,
-                    help="seconds each part may take to stop before it is killed (default: %(default)s)")
+    up.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds each part may take to stop before it is killed (default: %(default)s)",
+    )
     up.set_defaults(handler=run_up)
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway (uvicorn) alone")
@@ -135,8 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     grpc = commands.add_parser("grpc", help="run the gRPC server alone (beside or instead of the gateway)")
     grpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     grpc.add_argument("--port", type=int, default=50051, help="port to listen on (default: %(default)s)")
-    grpc.add_argument("--threads", type=_positive_int, default=32,
-                      help="concurrent calls; each WatchJob holds one (default: %(default)s)")
+    grpc.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=32,
+        help="concurrent calls; each WatchJob holds one (default: %(default)s)",
+    )
     grpc.set_defaults(handler=lambda a: run_grpc(a.host, a.port, a.threads))
 
     worker = commands.add_parser("worker", help="run one Celery worker process (queue from FPF_QUEUE)")
@@ -151,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fpf-server`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))
 
 

@@ -36,14 +36,22 @@ def redis_server_argv(data_dir: Path, port: int, host: str = "127.0.0.1") -> lis
     """
     return [
         redis_server_executable(),
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--save", "",
-        "--daemonize", "no",
-        "--protected-mode", "yes",
-        "--loglevel", "warning",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
     ]
 
 

@@ -85,9 +85,7 @@ class LaunchConfig:
         return f"[{host}]" if ":" in host else host
 
 
-def child_environment(
-    base: Mapping[str, str], *, redis_url: str, data_dir: Path, workers: int
-) -> dict[str, str]:
+def child_environment(base: Mapping[str, str], *, redis_url: str, data_dir: Path, workers: int) -> dict[str, str]:
     """The environment of the gateway and worker processes.
 
     They get the Redis URL and artifact directory chosen by the launcher, unbuffered output,
@@ -113,8 +111,9 @@ def service_specs(config: LaunchConfig, env: Mapping[str, str]) -> list[ProcessS
         ProcessSpec("gateway", [*cli, "gateway", "--host", config.host, "--port", str(config.port)], env, tier=1)
     )
     if config.grpc_port is not None:
-        specs.append(ProcessSpec("grpc", [*cli, "grpc", "--host", config.host, "--port", str(config.grpc_port)],
-                                 env, tier=1))
+        specs.append(
+            ProcessSpec("grpc", [*cli, "grpc", "--host", config.host, "--port", str(config.grpc_port)], env, tier=1)
+        )
     return specs
 
 
@@ -124,8 +123,9 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
     with open(lock_path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LaunchError(f"another fpf-server is already running with data dir {lock_path.parent.parent}")
+        except BlockingIOError as busy:
+            data_dir = lock_path.parent.parent
+            raise LaunchError(f"another fpf-server is already running with data dir {data_dir}") from busy
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
@@ -152,7 +152,7 @@ class _StopSignals:
             log.info("received %s; stopping", signal.Signals(signum).name)
             self.stop.set()
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -185,17 +185,19 @@ def _gateway_healthy(base_url: str) -> bool:
 def banner(config: LaunchConfig, data_dir: Path, redis_url: str, embedded: bool) -> str:
     """The lines that tell a person where the running service is."""
     redis_note = "embedded" if embedded else "external"
-    return "\n".join([
-        "fpf is running",
-        f"  Web:      {config.base_url}/",
-        f"  API:      {config.base_url}",
-        f"  Docs:     {config.base_url}/docs",
-        *([f"  gRPC:     {config.grpc_url}"] if config.grpc_url else []),
-        f"  Data dir: {data_dir}",
-        f"  Redis:    {redis_url} ({redis_note})",
-        f"  Workers:  {config.workers}",
-        "Press Ctrl-C to stop.",
-    ])
+    return "\n".join(
+        [
+            "fpf is running",
+            f"  Web:      {config.base_url}/",
+            f"  API:      {config.base_url}",
+            f"  Docs:     {config.base_url}/docs",
+            *([f"  gRPC:     {config.grpc_url}"] if config.grpc_url else []),
+            f"  Data dir: {data_dir}",
+            f"  Redis:    {redis_url} ({redis_note})",
+            f"  Workers:  {config.workers}",
+            "Press Ctrl-C to stop.",
+        ]
+    )
 
 
 def _print_now(text: str) -> None:
@@ -218,8 +220,10 @@ def up(config: LaunchConfig, *, announce: Callable[[str], None] = _print_now) ->
     if not port_is_free(config.host, config.port):
         raise LaunchError(f"port {config.port} on {config.host} is in use; choose another with --port")
     if config.grpc_port is not None and not port_is_free(config.host, config.grpc_port):
-        raise LaunchError(f"gRPC port {config.grpc_port} on {config.host} is in use; choose another with "
-                          "--grpc-port (0 serves no gRPC)")
+        raise LaunchError(
+            f"gRPC port {config.grpc_port} on {config.host} is in use; choose another with "
+            "--grpc-port (0 serves no gRPC)"
+        )
 
     with _exclusive(run_dir / "fpf-server.lock"), _StopSignals() as signals:
         supervisor = Supervisor(run_dir, grace_s=config.grace_s)

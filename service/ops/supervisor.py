@@ -132,7 +132,10 @@ class Supervised:
         self.process = None
         log.warning(
             "%s exited with %s after %.1f s; restarting in %.1f s",
-            self.spec.name, _describe_exit(code), uptime, self.delay_s,
+            self.spec.name,
+            _describe_exit(code),
+            uptime,
+            self.delay_s,
         )
 
     def restart_if_due(self) -> None:

@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+
 from fpf_client import FixedPoints
 from fpf_client.cli import COMMANDS, build_parser, main, option_pair, write_result
 
@@ -25,9 +26,14 @@ def test_every_documented_subcommand_is_registered():
 
 @pytest.mark.parametrize(
     ("text", "pair"),
-    [("tol_q=1e-10", ("tol_q", 1e-10)), ("max_iters=50", ("max_iters", 50)), ("method=adam", ("method", "adam")),
-     ("do_compute_jacobians=false", ("do_compute_jacobians", False)), ("max_n_unique=null", ("max_n_unique", None)),
-     ("device = cpu", ("device", " cpu"))],
+    [
+        ("tol_q=1e-10", ("tol_q", 1e-10)),
+        ("max_iters=50", ("max_iters", 50)),
+        ("method=adam", ("method", "adam")),
+        ("do_compute_jacobians=false", ("do_compute_jacobians", False)),
+        ("max_n_unique=null", ("max_n_unique", None)),
+        ("device = cpu", ("device", " cpu")),
+    ],
 )
 def test_option_values_are_read_as_json_else_text(text, pair):
     assert option_pair(text) == pair
@@ -38,8 +44,18 @@ def test_run_collects_options_arrays_and_output(tmp_path, monkeypatch):
     monkeypatch.setenv("FPF_API_KEY", "secret")
     np.save(tmp_path / "states.npy", np.ones((4, 3)))
     args = build_parser().parse_args(
-        ["run", "model.pt", "--states", str(tmp_path / "states.npy"), "--option", "method=adam",
-         "--option", "tol_q=1e-9", "-o", str(tmp_path / "out.json")]
+        [
+            "run",
+            "model.pt",
+            "--states",
+            str(tmp_path / "states.npy"),
+            "--option",
+            "method=adam",
+            "--option",
+            "tol_q=1e-9",
+            "-o",
+            str(tmp_path / "out.json"),
+        ]
     )
     assert args.model == "model.pt" and args.states.shape == (4, 3) and args.inputs is None
     assert dict(args.option) == {"method": "adam", "tol_q": 1e-9}
@@ -55,8 +71,14 @@ def test_url_comes_from_the_flag_or_the_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv",
-    [["run", "m", "--states", "missing.npy"], ["run", "m"], ["result", "job", "-o", "out.csv"],
-     ["run", "m", "--states", "x.npy", "--option", "no-equals-sign"], ["frobnicate"], []],
+    [
+        ["run", "m", "--states", "missing.npy"],
+        ["run", "m"],
+        ["result", "job", "-o", "out.csv"],
+        ["run", "m", "--states", "x.npy", "--option", "no-equals-sign"],
+        ["frobnicate"],
+        [],
+    ],
 )
 def test_usage_errors_exit_with_status_2(argv, capsys):
     with pytest.raises(SystemExit) as caught:

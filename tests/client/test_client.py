@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from fpf_client import AsyncClient, Client, FixedPoints, JobRecord
 from fpf_client.errors import (
     IdempotencyConflict,
@@ -126,8 +127,16 @@ def test_roots_float32_cannot_certify_come_back_refined_in_float64(client, model
 
 def test_a_result_explains_samples_that_stalled_for_want_of_precision(client, model_path, states):
     """tol_q below what even float64 resolves: the samples stall on roots, and the result says why."""
-    fps = client.find_fixed_points(model_path, states[:32], progress=False, timeout=120, method="newton",
-                                   dtype="float32", device="cpu", tol_q=1e-40)
+    fps = client.find_fixed_points(
+        model_path,
+        states[:32],
+        progress=False,
+        timeout=120,
+        method="newton",
+        dtype="float32",
+        device="cpu",
+        tol_q=1e-40,
+    )
     assert fps.n == 0 and fps.info["n_converged"] == 0
     assert fps.info["n_stalled_at_rounding_floor"] > 0
     assert any("did not converge in float64 either" in warning for warning in fps.info["warnings"])

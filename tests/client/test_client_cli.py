@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from fpf_client import Client, FixedPoints
 
 pytestmark = pytest.mark.integration
@@ -51,8 +52,20 @@ def test_upload_run_status_result_models_jobs(fpf, files, live_service):
     model_id, status = uploaded.split("\t")[:2]
     assert status == "ready" and len(model_id) == 64
 
-    done = fpf("run", model_id, "--states", str(files["states"]), "--inputs", str(files["inputs"]),
-               "--option", "dtype=float64", "--option", "tol_unique=1e-6", "-o", "result.json")
+    done = fpf(
+        "run",
+        model_id,
+        "--states",
+        str(files["states"]),
+        "--inputs",
+        str(files["inputs"]),
+        "--option",
+        "dtype=float64",
+        "--option",
+        "tol_unique=1e-6",
+        "-o",
+        "result.json",
+    )
     assert done.stdout.startswith("1 fixed point in 3 dimensions (discrete)")
     assert "1 stable, 0 unstable" in done.stdout
     job_id = done.stderr.split()[1]
@@ -78,8 +91,17 @@ def test_run_uploads_a_model_file_itself(fpf, files):
 def test_errors_are_one_line_with_their_code(fpf, files):
     missing = fpf("status", "no-such-job", expect=1)
     assert missing.stderr.startswith("fpf: error [job_not_found]") and missing.stderr.count("\n") == 1
-    shape = fpf("run", str(files["model"]), "--states", str(files["states"]), "--inputs",
-                str(files["inputs"]), "--option", "tol_qq=1", expect=1)
+    shape = fpf(
+        "run",
+        str(files["model"]),
+        "--states",
+        str(files["states"]),
+        "--inputs",
+        str(files["inputs"]),
+        "--option",
+        "tol_qq=1",
+        expect=1,
+    )
     assert shape.stderr.strip() == "fpf: error [invalid_options] unknown option 'tol_qq'"
     bad = files["dir"] / "bad.pt"
     bad.write_bytes(b"not a model")

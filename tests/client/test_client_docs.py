@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fpf_client import FixedPoints
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,9 @@ def test_the_quick_start_example_runs(live_service, tmp_path):
     script = tmp_path / "quick_start.py"  # a file: torch.jit.script reads the module's source
     script.write_text(quick_start())
     env = {**os.environ, "FPF_URL": live_service.url}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     fps = FixedPoints.load(tmp_path / "fixed_points.npz")
     assert done.stdout.startswith(f"{len(fps)} fixed point")

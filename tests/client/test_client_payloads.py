@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+
 from fpf_client.errors import (
     InvalidArray,
     InvalidModel,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from fpf_client import errors
 from fpf_client.errors import ErrorCode, FpfError
 from fpf_client.events import SSEDecoder
@@ -44,15 +45,32 @@ def test_an_answer_without_a_problem_document_still_gets_a_class():
 
 
 def test_success_decodes_the_record():
-    body = {"id": "abc", "model_id": "m", "status": "running", "n_initial_states": 8, "options": {},
-            "progress": {"phase": "solve", "iteration": 3, "n_total": 8, "n_converged": 5}, "future_field": 1}
+    body = {
+        "id": "abc",
+        "model_id": "m",
+        "status": "running",
+        "n_initial_states": 8,
+        "options": {},
+        "progress": {"phase": "solve", "iteration": 3, "n_total": 8, "n_converged": 5},
+        "future_field": 1,
+    }
     record = get_job("abc").read(answer(200, json=body))
     assert record.status == "running" and record.progress.n_converged == 5 and not record.is_final
 
 
 def test_sse_decoder_follows_the_event_stream_format():
-    lines = [": keep-alive", "event: progress", 'data: {"id": "j", "status": "running"}', "",
-             "data: a", "data:b", "id: 7", "", "event: end", ""]
+    lines = [
+        ": keep-alive",
+        "event: progress",
+        'data: {"id": "j", "status": "running"}',
+        "",
+        "data: a",
+        "data:b",
+        "id: 7",
+        "",
+        "event: end",
+        "",
+    ]
     decoder = SSEDecoder()
     events = [event for line in lines if (event := decoder.feed(line)) is not None]
     assert [(e.event, e.data, e.id) for e in events] == [

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import ClassVar
 
 import pytest
+
 from fpf_client import Client
 from fpf_client.errors import QuotaExceeded, ServiceUnavailable
 from fpf_client.protocol import submit_job
@@ -21,15 +23,20 @@ JOB = {"id": "abc", "model_id": "m", "status": "queued", "n_initial_states": 1, 
 class NotNow(BaseHTTPRequestHandler):
     """Answers ``GET /v1/jobs/abc`` with the queued failures first (status, Retry-After), then the job."""
 
-    failures: list[tuple[int, str | None]] = []
-    times: list[float] = []
+    failures: ClassVar[list[tuple[int, str | None]]] = []
+    times: ClassVar[list[float]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         type(self).times.append(time.monotonic())
         if type(self).failures:
             status, retry_after = type(self).failures.pop(0)
-            body = json.dumps({"code": "quota_exceeded" if status == 429 else "service_unavailable",
-                               "detail": "not now", "status": status}).encode()
+            body = json.dumps(
+                {
+                    "code": "quota_exceeded" if status == 429 else "service_unavailable",
+                    "detail": "not now",
+                    "status": status,
+                }
+            ).encode()
             self.send_response(status)
             if retry_after is not None:
                 self.send_header("Retry-After", retry_after)
@@ -62,7 +69,7 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     delays = RetryPolicy(first_delay=0.2, max_delay=5.0).delays()
     values = [next(delays) for _ in range(12)]
     bounds = [min(5.0, 0.2 * 2**i) for i in range(12)]
-    assert all(0.5 * bound <= value <= bound for value, bound in zip(values, bounds))
+    assert all(0.5 * bound <= value <= bound for value, bound in zip(values, bounds, strict=True))
     assert len(set(values)) == len(values)  # jittered
 
 
@@ -70,7 +77,7 @@ def test_a_503_and_a_429_are_ridden_out_and_retry_after_is_honoured(server: str)
     NotNow.failures = [(503, None), (429, "1")]
     with Client(server) as client:
         assert client.get_job("abc").id == "abc"
-    first, second, third = NotNow.times
+    _, second, third = NotNow.times
     assert third - second >= 1.0  # the 429's Retry-After
 
 
@@ -85,8 +92,7 @@ def test_retries_end_at_the_retry_timeout_and_raise_the_last_error(server: str) 
 def test_a_wait_deadline_replaces_the_retry_timeout(server: str) -> None:
     NotNow.failures = [(503, None)] * 100
     start = time.monotonic()
-    with Client(server, retry_timeout=60) as client, until(time.monotonic() + 1.0), \
-            pytest.raises(ServiceUnavailable):
+    with Client(server, retry_timeout=60) as client, until(time.monotonic() + 1.0), pytest.raises(ServiceUnavailable):
         client.get_job("abc")
     assert time.monotonic() - start < 3.0
 

@@ -178,6 +178,29 @@ def test_outlier_helpers(searches):
     assert fpf.identify_distance_non_outliers(unique, initial_states, 10.0).size == unique.n
 
 
+def test_approximate_updates_and_the_exact_step(searches):
+    """Near a stable point the linearisation predicts the step to second order in the distance; the
+    exact step is the network's own (run here in float32 through the shipped cell)."""
+    fpf, _, unique, _ = searches["default"]
+    cell = torch.jit.load(str(DATA / "flipflop_tanh.pt"))
+    point = unique.stable[0]
+    offsets = np.random.default_rng(5).normal(size=(6, 16))
+    offsets /= np.linalg.norm(offsets, axis=1, keepdims=True)
+    for eps in (1e-2, 1e-3):
+        states = point.xstar + eps * offsets
+        approx, exact = fpf.approximate_updates(states, np.zeros((1, 3)), point)
+        with torch.no_grad():
+            truth = cell(torch.zeros(6, 3), torch.as_tensor(states, dtype=torch.float32)).numpy()
+        np.testing.assert_allclose(exact, truth, atol=1e-6)
+        assert approx.shape == (1, 6, 16)
+        assert np.abs(approx[0] - exact).max() < 10 * eps**2 + 1e-5
+    only = fpf.approximate_updates(states, np.zeros((1, 3)), unique, do_compute_exact_update=False)
+    assert only.shape == (unique.n, 6, 16)
+    remote_like = FixedPointFinder("a-model-id", verbose=False)
+    with pytest.raises(ValueError, match="do_compute_exact_update=False"):
+        remote_like.approximate_updates(states, np.zeros((1, 3)), unique)
+
+
 def test_options_map_to_fpf(flipflop):
     rnn, _ = flipflop
     assert set(REFERENCE_DEFAULTS) <= set(FixedPointFinder.default_hps())
@@ -186,6 +209,7 @@ def test_options_map_to_fpf(flipflop):
     assert fpf.options.unique_rule == "reference" and fpf.max_n_unique == np.inf
     fpf = FixedPointFinder(rnn, method="sequential", alr_hps={}, agnc_hps={"percentile": 90}, q_slow=1e-6)
     assert fpf.options.method == "adam" and fpf.options.batch_size == 1 and fpf.options.agnc_hps.percentile == 90
+    assert FixedPointFinder(rnn, do_rerun_outliers=True).options.do_rerun_q_outliers  # an older spelling
     with pytest.raises(InvalidOptions, match=r"unknown hyperparameter.*'tol_qq'.*known: .*tol_q"):
         FixedPointFinder(rnn, tol_qq=1e-9)
     with pytest.raises(InvalidOptions, match="unknown method 'bfgs'; known: joint, sequential, newton"):

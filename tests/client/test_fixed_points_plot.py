@@ -5,9 +5,10 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
+
 from fpf_client import FixedPoints
 from fpf_client.plotting import principal_axes, unstable_modes
-from matplotlib.colors import to_rgba
 
 matplotlib.use("Agg")
 

@@ -6,23 +6,34 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from fpf_client.records import Model as ClientModel
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
-
 from service.core.records import Model, ModelStatus
 from service.gateway.schemas import ModelOut, UploadHints
 
 
 def _record(**fields: object) -> Model:
-    return Model(id="ab" * 32, status=ModelStatus.READY, size_bytes=10, created_at=time.time(), format="onnx",
-                 n_states=6, n_inputs=3, **fields)
+    return Model(
+        id="ab" * 32,
+        status=ModelStatus.READY,
+        size_bytes=10,
+        created_at=time.time(),
+        format="onnx",
+        n_states=6,
+        n_inputs=3,
+        **fields,
+    )
 
 
 def test_naming_and_validation_round_trip() -> None:
-    record = _record(input_name="a", state_name="b", output_name="y",
-                     validation={"max_abs_diff": 2.4e-7, "tolerance": 1.9e-4, "n_samples": 16,
-                                 "reference": "onnxruntime 1.32"})
+    record = _record(
+        input_name="a",
+        state_name="b",
+        output_name="y",
+        validation={"max_abs_diff": 2.4e-7, "tolerance": 1.9e-4, "n_samples": 16, "reference": "onnxruntime 1.32"},
+    )
     rest = ModelOut.of(record).model_dump(mode="json")
     over_grpc = codec.model_fields(codec.model_message(ModelOut.of(record).model_dump()))
     assert ClientModel.model_validate(over_grpc) == ClientModel.model_validate(rest)

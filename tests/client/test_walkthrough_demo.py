@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from examples.flipflop.export import load_readout
+from examples.flipflop.networks import run_steps
 from fpf_client import FixedPoints
 from fpf_client.demo import (
     CELLS,
@@ -26,9 +29,6 @@ from fpf_client.demo import (
     nearest_corners,
     shipped_recording,
 )
-
-from examples.flipflop.export import load_readout
-from examples.flipflop.networks import run_steps
 from workers.engine import find_fixed_points
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -52,8 +52,11 @@ def test_recordings_are_the_models_own_trials(cell: str) -> None:
     assert (n_trials, n_time) == (64, 64) and recording.states.dtype == np.float32
     step = torch.jit.load(str(DATA / f"flipflop_{cell}.pt")).double()
     with torch.no_grad():
-        states = run_steps(step, torch.as_tensor(recording.inputs, dtype=torch.float64),
-                           torch.zeros(n_trials, recording.n_states, dtype=torch.float64)).numpy()
+        states = run_steps(
+            step,
+            torch.as_tensor(recording.inputs, dtype=torch.float64),
+            torch.zeros(n_trials, recording.n_states, dtype=torch.float64),
+        ).numpy()
     np.testing.assert_allclose(recording.states, states, atol=2e-3)  # stored as float16
     weight, bias = load_readout(DATA / f"flipflop_{cell}_readout.npz")
     np.testing.assert_array_equal(recording.readout_weight, weight)
@@ -66,8 +69,9 @@ def _identity_recording(states: np.ndarray) -> FlipFlopRecording:
     """A recording whose readout is the first three state coordinates."""
     n_trials, n_time, d = states.shape
     pulses = np.zeros((n_trials, n_time, 3), dtype=np.float32)
-    return FlipFlopRecording(pulses, pulses, states.astype(np.float32), np.eye(3, d, dtype=np.float32),
-                             np.zeros(3, dtype=np.float32))
+    return FlipFlopRecording(
+        pulses, pulses, states.astype(np.float32), np.eye(3, d, dtype=np.float32), np.zeros(3, dtype=np.float32)
+    )
 
 
 def test_recording_round_trips_through_npz(tmp_path: Path) -> None:
@@ -101,14 +105,27 @@ def test_nearest_corners_follow_the_readout() -> None:
 
 def _points(xstar: np.ndarray, stable: list[bool], nonisolated: list[bool]) -> FixedPoints:
     n = len(stable)
-    return FixedPoints(xstar=xstar, is_stable=np.array(stable), is_nonisolated=np.array(nonisolated),
-                       n_unstable=np.where(stable, 0, 1), qstar=np.zeros(n))
+    return FixedPoints(
+        xstar=xstar,
+        is_stable=np.array(stable),
+        is_nonisolated=np.array(nonisolated),
+        n_unstable=np.where(stable, 0, 1),
+        qstar=np.zeros(n),
+    )
 
 
 def _walkthrough(fixed_points: FixedPoints) -> Walkthrough:
     recording = _identity_recording(np.zeros((3, 4, 4)))
-    return Walkthrough("test network", recording, fixed_points, 1024, 0.5, "0123456789abcdef", 1.5,
-                       files={"fixed points": Path("out/fp.png")})
+    return Walkthrough(
+        "test network",
+        recording,
+        fixed_points,
+        1024,
+        0.5,
+        "0123456789abcdef",
+        1.5,
+        files={"fixed points": Path("out/fp.png")},
+    )
 
 
 def test_summary_counts_isolated_points_and_names_the_memories() -> None:
@@ -129,8 +146,10 @@ def test_summary_names_a_corner_without_a_memory() -> None:
     memories[7, :3] = CORNERS[6]  # two points nearest (+1, +1, -1), none nearest (+1, +1, +1)
     walkthrough = _walkthrough(_points(memories, [True] * 8, [False] * 8))
     assert not walkthrough.one_per_corner
-    assert ("memories: 8 stable, corners without one: (+1, +1, +1); corners with several: (+1, +1, -1)"
-            in walkthrough.summary())
+    assert (
+        "memories: 8 stable, corners without one: (+1, +1, +1); corners with several: (+1, +1, -1)"
+        in walkthrough.summary()
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -138,8 +157,11 @@ def test_the_walkthrough_analysis_finds_the_eight_memories(cell: str) -> None:
     """The demo's initial states, solved in-process: 8 isolated stable points, one nearest each corner."""
     torch.set_num_threads(1)
     recording = shipped_recording(cell)
-    fps = find_fixed_points(torch.jit.load(str(DATA / f"flipflop_{cell}.pt")),
-                            initial_states(recording, 1024, noise_scale=0.5), np.zeros((1, 3), dtype=np.float32))
+    fps = find_fixed_points(
+        torch.jit.load(str(DATA / f"flipflop_{cell}.pt")),
+        initial_states(recording, 1024, noise_scale=0.5),
+        np.zeros((1, 3), dtype=np.float32),
+    )
     points = isolated(fps)
     assert points.stable.n == 8, f"{cell}: {points.stable.n} stable"
     assert sorted(nearest_corners(recording, points.stable.xstar).tolist()) == list(range(8))

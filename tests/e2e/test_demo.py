@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fpf_client import FixedPoints
 from matplotlib.image import imread
 
 from examples.flipflop.export import load_readout
+from fpf_client import FixedPoints
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,15 @@ DEMO_LIMIT_S = 120  # the demo's promise on a 2-core CPU
 def _run(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {key: value for key, value in os.environ.items() if key != "FPF_URL"}
     start = time.perf_counter()
-    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=cwd, timeout=DEMO_LIMIT_S,
-                          env={**env, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=DEMO_LIMIT_S,
+        env={**env, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     return done, time.perf_counter() - start
 
@@ -70,8 +77,9 @@ def _check_figure(path: Path, colours: dict[str, tuple[float, float, float]]) ->
 
 @pytest.mark.parametrize("cell", ["tanh", "gru", "lstm"])
 def test_demo_finds_the_eight_memories_and_draws_them(live_service, tmp_path: Path, cell: str) -> None:
-    done, seconds = _run([str(FPF), "demo", "--url", live_service.url, "--out", "figures", "--cell", cell,
-                          "--no-progress"], tmp_path)
+    done, seconds = _run(
+        [str(FPF), "demo", "--url", live_service.url, "--out", "figures", "--cell", cell, "--no-progress"], tmp_path
+    )
     print(f"fpf demo --cell {cell}: {seconds:.1f} s")
     assert "8 stable, one nearest each corner of the memory cube" in done.stdout, done.stdout
     out = tmp_path / "figures"
@@ -79,14 +87,30 @@ def test_demo_finds_the_eight_memories_and_draws_them(live_service, tmp_path: Pa
         assert f"figures/flipflop_{cell}_{figure}.png" in done.stdout  # where the summary says they are
     _check_memories(cell, out / f"flipflop_{cell}_fixed_points.npz")
     _check_figure(out / f"flipflop_{cell}_example_trial.png", {"output": (0.12, 0.47, 0.71)})
-    _check_figure(out / f"flipflop_{cell}_fixed_points.png",
-                  {"trajectories": (0.12, 0.47, 0.71), "saddles": (1, 0, 0), "stable points": (0, 0, 0)})
+    _check_figure(
+        out / f"flipflop_{cell}_fixed_points.png",
+        {"trajectories": (0.12, 0.47, 0.71), "saddles": (1, 0, 0), "stable points": (0, 0, 0)},
+    )
     _check_figure(out / f"flipflop_{cell}_eigenvalues.png", {"saddle eigenvalues": (1, 0, 0)})
 
 
 def test_walkthrough_analyses_the_lstm_exported_to_onnx(live_service, tmp_path: Path) -> None:
-    done, seconds = _run([sys.executable, "-m", "examples.flipflop.walkthrough", "--cell", "lstm", "--format",
-                          "onnx", "--url", live_service.url, "--out", str(tmp_path)], REPO)
+    done, seconds = _run(
+        [
+            sys.executable,
+            "-m",
+            "examples.flipflop.walkthrough",
+            "--cell",
+            "lstm",
+            "--format",
+            "onnx",
+            "--url",
+            live_service.url,
+            "--out",
+            str(tmp_path),
+        ],
+        REPO,
+    )
     print(f"walkthrough lstm onnx: {seconds:.1f} s")
     assert "16-unit LSTM (onnx)" in done.stdout
     assert "8 stable, one nearest each corner of the memory cube" in done.stdout, done.stdout
@@ -115,10 +139,40 @@ FROM_WHEEL = textwrap.dedent("""
 
 def test_demo_runs_from_the_client_wheel_without_torch(live_service, tmp_path: Path) -> None:
     """The installed client alone (models and recordings as package data) runs the demo."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    str(REPO / "client"), "-w", str(tmp_path)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            str(REPO / "client"),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     wheel = next(tmp_path.glob("fpf_client-*.whl"))
-    done, _ = _run([sys.executable, "-c", FROM_WHEEL, str(wheel), "demo", "--url", live_service.url, "--out", "out",
-                    "--cell", "gru", "--no-progress"], tmp_path)
+    done, _ = _run(
+        [
+            sys.executable,
+            "-c",
+            FROM_WHEEL,
+            str(wheel),
+            "demo",
+            "--url",
+            live_service.url,
+            "--out",
+            "out",
+            "--cell",
+            "gru",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert "8 stable, one nearest each corner of the memory cube" in done.stdout, done.stdout
     _check_memories("gru", tmp_path / "out" / "flipflop_gru_fixed_points.npz")

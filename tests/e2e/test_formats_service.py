@@ -20,22 +20,23 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import export_nets as nets
 import grpc
 import httpx
 import numpy as np
 import onnx
 import pytest
 import torch
-from fpf_client import Client, FixedPoints
-from fpf_client.errors import InvalidModel, InvalidRequest
 from onnx import TensorProto
 from onnx import helper as oh
 from service_harness import REPO, LiveService, free_port
 
-import export_nets as nets
+from fpf_client import Client, FixedPoints
+from fpf_client.errors import InvalidModel, InvalidRequest
 from workers.engine import as_step_model, find_fixed_points
 
 pytestmark = pytest.mark.integration
@@ -91,8 +92,9 @@ def _upload(http: httpx.Client, path: Path, fields: dict[str, Any]) -> httpx.Res
 
 
 @pytest.fixture(scope="module")
-def solved(live_service: LiveService, tmp_path_factory: pytest.TempPathFactory
-           ) -> dict[str, dict[str, tuple[dict[str, Any], FixedPoints]]]:
+def solved(
+    live_service: LiveService, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, tuple[dict[str, Any], FixedPoints]]]:
     """kind -> export -> (its ready model record, the fixed points its job found)."""
     root = tmp_path_factory.mktemp("exports")
     exports = {kind: _exports(kind, root) for kind in nets.KINDS}
@@ -108,8 +110,12 @@ def solved(live_service: LiveService, tmp_path_factory: pytest.TempPathFactory
             assert model["status"] == "ready", (key, model["error"])
         jobs = {}
         for (kind, name), model in models.items():
-            body = {"model_id": model["id"], "initial_states": _initial_states(kind).tolist(),
-                    "inputs": _inputs().tolist(), "options": OPTIONS}
+            body = {
+                "model_id": model["id"],
+                "initial_states": _initial_states(kind).tolist(),
+                "inputs": _inputs().tolist(),
+                "options": OPTIONS,
+            }
             response = http.post("/v1/jobs", json=body)
             assert response.status_code == 202, response.text
             jobs[kind, name] = response.json()["id"]
@@ -129,9 +135,15 @@ def _sorted_eigenvalues(values: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("kind", nets.KINDS)
 def test_every_format_gives_the_same_fixed_points(solved: dict, kind: str) -> None:
     reference = find_fixed_points(
-        as_step_model(nets.Cell(kind, nets.weights(kind)), dynamics=nets.dynamics(kind),
-                      n_states=nets.n_states(kind), n_inputs=nets.N_INPUTS),
-        _initial_states(kind), _inputs(), **OPTIONS,
+        as_step_model(
+            nets.Cell(kind, nets.weights(kind)),
+            dynamics=nets.dynamics(kind),
+            n_states=nets.n_states(kind),
+            n_inputs=nets.N_INPUTS,
+        ),
+        _initial_states(kind),
+        _inputs(),
+        **OPTIONS,
     )
     assert reference.n >= 1 and not reference.is_nonisolated.any()
     expected_exports = 8 if kind != "rate" else 6
@@ -213,10 +225,12 @@ def test_unsafe_archives_refused(live_service: LiveService, http: httpx.Client, 
     assert "is a symbolic link" in _refused(live_service, http, zip_link)
 
 
-def _step_graph(nodes: list[onnx.NodeProto], domains: list[tuple[str, int]],
-                names: tuple[str, str] = ("u", "h")) -> onnx.ModelProto:
+def _step_graph(
+    nodes: list[onnx.NodeProto], domains: list[tuple[str, int]], names: tuple[str, str] = ("u", "h")
+) -> onnx.ModelProto:
     graph = oh.make_graph(
-        nodes, "step",
+        nodes,
+        "step",
         [oh.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 2]) for name in names],
         [oh.make_tensor_value_info("h_next", TensorProto.FLOAT, ["n", 2])],
         [onnx.numpy_helper.from_array(np.array([[0.5, 0.1], [-0.2, 0.4]], np.float32), "W")],
@@ -231,8 +245,9 @@ def test_onnx_refusals(live_service: LiveService, http: httpx.Client, tmp_path: 
     assert "custom-op domain(s) com.example" in _refused(live_service, http, custom)
 
     # Weights kept outside the upload: the tensor points at ../weights.bin, present beside the archive.
-    proto = _step_graph([oh.make_node("MatMul", ["h", "W"], ["m"]), oh.make_node("Add", ["m", "u"], ["h_next"])],
-                        [("", 17)])
+    proto = _step_graph(
+        [oh.make_node("MatMul", ["h", "W"], ["m"]), oh.make_node("Add", ["m", "u"], ["h_next"])], [("", 17)]
+    )
     folder = tmp_path / "external"
     folder.mkdir()
     onnx.external_data_helper.convert_model_to_external_data(proto, location="weights.bin", size_threshold=0)
@@ -258,7 +273,7 @@ def _savedmodel(tmp_path: Path, name: str, body: Any, arg_names: tuple[str, str]
 def test_savedmodel_reading_a_file_refused(live_service: LiveService, http: httpx.Client, tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
 
-    def read_file(u, h):  # noqa: ANN001, ANN202 - a traced TF function
+    def read_file(u, h):
         length = tf.cast(tf.strings.length(tf.io.read_file("/etc/hostname")), tf.float32)
         return {"h_next": h + u + 0.0 * length}
 
@@ -266,8 +281,9 @@ def test_savedmodel_reading_a_file_refused(live_service: LiveService, http: http
     assert "ReadFile" in detail
 
 
-def _ready_after_naming(live_service: LiveService, http: httpx.Client, path: Path, names: dict[str, str]
-                        ) -> dict[str, Any]:
+def _ready_after_naming(
+    live_service: LiveService, http: httpx.Client, path: Path, names: dict[str, str]
+) -> dict[str, Any]:
     """Upload the same bytes again with ``names``: validated again (202), ready, the names on the record."""
     response = _upload(http, path, names)
     assert response.status_code == 202, response.text
@@ -278,8 +294,9 @@ def _ready_after_naming(live_service: LiveService, http: httpx.Client, path: Pat
     return model
 
 
-def _solve(live_service: LiveService, http: httpx.Client, model: dict[str, Any], h: np.ndarray, u: np.ndarray
-           ) -> FixedPoints:
+def _solve(
+    live_service: LiveService, http: httpx.Client, model: dict[str, Any], h: np.ndarray, u: np.ndarray
+) -> FixedPoints:
     body = {"model_id": model["id"], "initial_states": h.tolist(), "inputs": u.tolist(), "options": OPTIONS}
     job = live_service.wait_job(http.post("/v1/jobs", json=body).raise_for_status().json()["id"], WAIT_S)
     assert job["status"] == "succeeded", job["error"]
@@ -290,8 +307,11 @@ def test_ambiguous_onnx_says_how_to_name_and_is_accepted_when_named(
     live_service: LiveService, http: httpx.Client, tmp_path: Path
 ) -> None:
     path = tmp_path / "ambiguous.onnx"
-    nodes = [oh.make_node("MatMul", ["b", "W"], ["m"]), oh.make_node("Tanh", ["m"], ["t"]),
-             oh.make_node("Add", ["t", "a"], ["h_next"])]
+    nodes = [
+        oh.make_node("MatMul", ["b", "W"], ["m"]),
+        oh.make_node("Tanh", ["m"], ["t"]),
+        oh.make_node("Add", ["t", "a"], ["h_next"]),
+    ]
     onnx.save_model(_step_graph(nodes, [("", 17)], names=("a", "b")), str(path))
     detail = _refused(live_service, http, path)
     assert "cannot tell the input u from the state h" in detail and "input_names=['u', 'h']" in detail
@@ -335,7 +355,9 @@ def test_unknown_format_is_refused_as_an_invalid_request(http: httpx.Client, tmp
     assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["code"] == "invalid_request"
-    assert "format" in problem["detail"] and "'torchscript', 'torch_export', 'onnx' or 'savedmodel'" in problem["detail"]
+    assert (
+        "format" in problem["detail"] and "'torchscript', 'torch_export', 'onnx' or 'savedmodel'" in problem["detail"]
+    )
     schema = http.get("/openapi.json").json()["components"]["schemas"]
     assert schema["ModelFormat"]["enum"] == ["torchscript", "torch_export", "onnx", "savedmodel"]
 
@@ -348,9 +370,14 @@ def grpc_url(live_service: LiveService) -> Iterator[str]:
     """``grpc://host:port`` of an ``fpf-server grpc`` process beside the live gateway (same Redis and data)."""
     port = free_port()
     log = open(live_service.log_dir / "grpc-formats.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port",
-                                str(port)], cwd=REPO, env=live_service.env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
+        cwd=REPO,
+        env=live_service.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -374,8 +401,11 @@ def _serving(channel: grpc.Channel) -> bool:
 
 def test_names_given_through_grpc_and_the_client(grpc_url: str, tmp_path: Path) -> None:
     path = tmp_path / "ambiguous-grpc.onnx"
-    nodes = [oh.make_node("MatMul", ["b", "W"], ["m"]), oh.make_node("Sin", ["m"], ["t"]),
-             oh.make_node("Add", ["t", "a"], ["h_next"])]
+    nodes = [
+        oh.make_node("MatMul", ["b", "W"], ["m"]),
+        oh.make_node("Sin", ["m"], ["t"]),
+        oh.make_node("Add", ["t", "a"], ["h_next"]),
+    ]
     onnx.save_model(_step_graph(nodes, [("", 17)], names=("a", "b")), str(path))
     with Client(grpc_url) as client:
         with pytest.raises(InvalidModel, match="or name them at upload"):
@@ -393,11 +423,26 @@ def test_names_given_through_grpc_and_the_client(grpc_url: str, tmp_path: Path) 
 def test_fpf_upload_names_tensors_and_packs_a_savedmodel_directory(live_service: LiveService, tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
     module = tf.Module()
-    module.step = tf.function(lambda a, b: {"y": 0.25 * tf.tanh(b) + a},
-                              input_signature=[tf.TensorSpec([None, 3], tf.float32, name=n) for n in "ab"])
+    module.step = tf.function(
+        lambda a, b: {"y": 0.25 * tf.tanh(b) + a},
+        input_signature=[tf.TensorSpec([None, 3], tf.float32, name=n) for n in "ab"],
+    )
     tf.saved_model.save(module, str(tmp_path / "cli_sm"), signatures={"predict": module.step})
-    command = [sys.executable, "-m", "fpf_client.cli", "--url", live_service.url, "upload", str(tmp_path / "cli_sm"),
-               "--signature", "predict", "--input-name", "a", "--state-name", "b"]
+    command = [
+        sys.executable,
+        "-m",
+        "fpf_client.cli",
+        "--url",
+        live_service.url,
+        "upload",
+        str(tmp_path / "cli_sm"),
+        "--signature",
+        "predict",
+        "--input-name",
+        "a",
+        "--state-name",
+        "b",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=WAIT_S, check=False)
     assert done.returncode == 0, done.stderr
     model_id, status = done.stdout.split("\t")[:2]

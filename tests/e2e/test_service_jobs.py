@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from service_harness import LiveService, random_states
+
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
-
-from service_harness import LiveService, random_states
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,24 @@ def _result_both_ways(http: httpx.Client, job_id: str) -> tuple[FixedPoints, Fix
     return FixedPoints.from_json_dict(as_json.json()), FixedPoints.load(as_npz.content)
 
 
-def test_job_result_matches_the_engine_in_process(live_service: LiveService, tanh_model: dict[str, Any],
-                                                  tanh_rnn_path: Path) -> None:
+def test_job_result_matches_the_engine_in_process(
+    live_service: LiveService, tanh_model: dict[str, Any], tanh_rnn_path: Path
+) -> None:
     from workers.engine import find_fixed_points, load_model
 
     states = np.asarray(random_states(64, seed=1))
     inputs = np.array([[0.3, -0.2]])
     options = {"method": "newton", "random_seed": 0}
     with live_service.client() as http:
-        response = _submit(http, {"model_id": tanh_model["id"], "initial_states": states.tolist(),
-                                  "inputs": inputs.tolist(), "options": options})
+        response = _submit(
+            http,
+            {
+                "model_id": tanh_model["id"],
+                "initial_states": states.tolist(),
+                "inputs": inputs.tolist(),
+                "options": options,
+            },
+        )
         assert response.status_code == 202, response.text
         assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
         job = live_service.wait_job(response.json()["id"])
@@ -65,16 +73,19 @@ def test_job_result_matches_the_engine_in_process(live_service: LiveService, tan
     assert residual < 1e-5
 
 
-def test_multipart_npz_submission_gives_the_json_answer(live_service: LiveService,
-                                                        tanh_model: dict[str, Any]) -> None:
+def test_multipart_npz_submission_gives_the_json_answer(live_service: LiveService, tanh_model: dict[str, Any]) -> None:
     states = np.asarray(random_states(32, seed=2), dtype=np.float32)
     arrays = _npz(initial_states=states)
     with live_service.client() as http:
-        by_form = http.post("/v1/jobs", data={"model_id": tanh_model["id"], "options": '{"method": "newton"}'},
-                            files={"arrays": ("arrays.npz", arrays, "application/octet-stream")})
+        by_form = http.post(
+            "/v1/jobs",
+            data={"model_id": tanh_model["id"], "options": '{"method": "newton"}'},
+            files={"arrays": ("arrays.npz", arrays, "application/octet-stream")},
+        )
         assert by_form.status_code == 202, by_form.text
-        by_json = _submit(http, {"model_id": tanh_model["id"], "initial_states": states.tolist(),
-                                 "options": {"method": "newton"}})
+        by_json = _submit(
+            http, {"model_id": tanh_model["id"], "initial_states": states.tolist(), "options": {"method": "newton"}}
+        )
         first, second = (live_service.wait_job(r.json()["id"]) for r in (by_form, by_json))
         assert first["status"] == second["status"] == "succeeded"
         a, _ = _result_both_ways(http, first["id"])
@@ -97,20 +108,23 @@ def test_idempotency_key_returns_the_same_job(live_service: LiveService, tanh_mo
     assert listed.count(first.json()["id"]) == 1
 
 
-def test_same_model_bytes_give_the_same_model(live_service: LiveService, tanh_model: dict[str, Any],
-                                              tanh_rnn_path: Path) -> None:
+def test_same_model_bytes_give_the_same_model(
+    live_service: LiveService, tanh_model: dict[str, Any], tanh_rnn_path: Path
+) -> None:
     with live_service.client() as http:
         response = http.post("/v1/models", files={"file": ("again.pt", tanh_rnn_path.read_bytes())})
         listed = [m["id"] for m in http.get("/v1/models").json()]
     assert response.status_code == 200
-    assert response.json()["id"] == tanh_model["id"] == hashlib.sha256(
-        tanh_rnn_path.read_bytes()).hexdigest()
+    assert response.json()["id"] == tanh_model["id"] == hashlib.sha256(tanh_rnn_path.read_bytes()).hexdigest()
     assert listed.count(tanh_model["id"]) == 1
 
 
 def test_event_stream_follows_a_job_to_its_end(live_service: LiveService, tanh_model: dict[str, Any]) -> None:
-    body = {"model_id": tanh_model["id"], "initial_states": random_states(256, seed=5),
-            "options": {"method": "adam", "lr_init": 0.05}}
+    body = {
+        "model_id": tanh_model["id"],
+        "initial_states": random_states(256, seed=5),
+        "options": {"method": "adam", "lr_init": 0.05},
+    }
     events: list[tuple[str, Any]] = []
     with live_service.client() as http:
         job_id = _submit(http, body).json()["id"]
@@ -119,9 +133,9 @@ def test_event_stream_follows_a_job_to_its_end(live_service: LiveService, tanh_m
             event = None
             for line in stream.iter_lines():
                 if line.startswith("event: "):
-                    event = line[len("event: "):]
+                    event = line[len("event: ") :]
                 elif line.startswith("data: "):
-                    events.append((event, json.loads(line[len("data: "):])))
+                    events.append((event, json.loads(line[len("data: ") :])))
     kinds = [kind for kind, _ in events]
     assert kinds[-1] == "end" and set(kinds[:-1]) == {"progress"}
     assert events[-1][1]["status"] == "succeeded"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_solvers import Tanh, roll_weights
 
 from fpf_client.fixed_points import FixedPoints
 from workers.engine import approximate_updates, find_fixed_points
 from workers.engine.analysis import decompose, distance_inliers, q_outliers, unique_indices
-
-from test_solvers import Tanh, roll_weights
 
 torch.set_num_threads(1)
 
@@ -29,8 +28,8 @@ def test_jacobians_and_eigenvalues_match_finite_differences_and_numpy():
     assert fps.n >= 1
     for k in range(fps.n):
         x, uk = fps.xstar[k], fps.inputs[k]
-        J_fd = finite_difference(lambda h: np.tanh(h @ W + uk @ B), x)
-        dFdu_fd = finite_difference(lambda v: np.tanh(x @ W + v @ B), uk)
+        J_fd = finite_difference(lambda h, uk=uk: np.tanh(h @ W + uk @ B), x)
+        dFdu_fd = finite_difference(lambda v, x=x: np.tanh(x @ W + v @ B), uk)
         np.testing.assert_allclose(fps.J_xstar[k], J_fd, atol=1e-8)
         np.testing.assert_allclose(fps.dFdu[k], dFdu_fd, atol=1e-8)
         ref = np.linalg.eigvals(J_fd)
@@ -68,17 +67,17 @@ def test_outlier_rules_follow_the_reference():
 
 def test_approximate_updates_match_the_network_near_each_fixed_point():
     W = roll_weights(3)
-    fps = find_fixed_points(Tanh(W), np.random.default_rng(0).uniform(-1, 1, (27, 3)), dtype="float64",
-                            device="cpu")
+    fps = find_fixed_points(Tanh(W), np.random.default_rng(0).uniform(-1, 1, (27, 3)), dtype="float64", device="cpu")
     states = fps.xstar[:, None, :] + 1e-4 * np.random.default_rng(1).standard_normal((fps.n, 5, 3))
     predicted = approximate_updates(fps, states.reshape(-1, 3))
     for k in range(fps.n):
         actual = np.tanh(states[k] @ W)
-        np.testing.assert_allclose(predicted[k, 5 * k:5 * k + 5], actual, atol=1e-7)
+        np.testing.assert_allclose(predicted[k, 5 * k : 5 * k + 5], actual, atol=1e-7)
 
 
 def test_approximate_updates_use_input_jacobians():
-    fps = FixedPoints(xstar=np.zeros((1, 2)), inputs=np.zeros((1, 1)), J_xstar=np.eye(2)[None] * 0.5,
-                      dFdu=np.array([[[1.0], [2.0]]]))
+    fps = FixedPoints(
+        xstar=np.zeros((1, 2)), inputs=np.zeros((1, 1)), J_xstar=np.eye(2)[None] * 0.5, dFdu=np.array([[[1.0], [2.0]]])
+    )
     out = approximate_updates(fps, np.array([[2.0, 4.0]]), np.array([[1.0]]))
     np.testing.assert_allclose(out, [[[2.0, 4.0]]])

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
 from workers.engine.solvers.anderson import CHECK_EVERY, MEMORY, RATE_MIN_STEPS
-
-from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
 torch.set_num_threads(1)
 solve = get_solver("anderson")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_solvers import Linear, Tanh
 
 from examples.flipflop.networks import CELLS, run_steps
 from examples.flipflop.task import FlipFlopTask
@@ -21,8 +22,6 @@ from workers.engine import find_fixed_points, load_model, sample_states
 from workers.engine.analysis import unique_indices
 from workers.engine.solvers import Problem
 from workers.engine.solvers.completeness import midpoint_restarts
-
-from test_solvers import Linear, Tanh
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -81,8 +80,9 @@ def test_restarts_report_their_starts_and_pair_each_attractor_pair_once():
     model = DoubleWells(np.eye(2))
     roots = torch.tensor(corners(2))
     problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
-    restarts = midpoint_restarts(problem, roots, torch.zeros(4, dtype=torch.int64), FinderOptions(),
-                                 torch.Generator().manual_seed(0))
+    restarts = midpoint_restarts(
+        problem, roots, torch.zeros(4, dtype=torch.int64), FinderOptions(), torch.Generator().manual_seed(0)
+    )
     assert restarts.passes == 1  # the saddles found are no attractors: no new pairs
     midpoints = {tuple(x) for x in restarts.starts.tolist()}
     assert midpoints == {(0.0, -1.0), (-1.0, 0.0), (0.0, 0.0), (1.0, 0.0), (0.0, 1.0)}
@@ -99,8 +99,9 @@ def test_roots_of_another_input_condition_are_never_paired():
 
 
 def test_a_line_attractor_has_no_isolated_roots_to_pair():
-    fps = find_fixed_points(Linear(np.diag([1.0, 0.5])), np.array([[0.3, 1.0], [-0.7, 2.0], [0.9, -1.0]]),
-                            dtype="float64", device="cpu")
+    fps = find_fixed_points(
+        Linear(np.diag([1.0, 0.5])), np.array([[0.3, 1.0], [-0.7, 2.0], [0.9, -1.0]]), dtype="float64", device="cpu"
+    )
     assert fps.n == 3 and fps.is_nonisolated.all()
     assert fps.info["n_restarts"] == 0
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_solvers import Tanh
 
 from workers.engine.analysis import decompose
 from workers.engine.eigs import leading_eigs
-
-from test_solvers import Tanh
 
 torch.set_num_threads(1)
 
@@ -36,5 +35,6 @@ def test_leading_eigenpairs_match_the_dense_decomposition(dynamics):
 def test_n_eigs_must_leave_room_for_arnoldi():
     model = Tanh(np.eye(4))
     with pytest.raises(ValueError):
-        leading_eigs(model, torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64),
-                     "discrete", 3)
+        leading_eigs(
+            model, torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64), "discrete", 3
+        )

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fpf_client.errors import DeviceUnavailable, ErrorCode
+from test_solvers import Tanh, roll_weights
 
+from fpf_client.errors import DeviceUnavailable, ErrorCode
 from workers.engine import find_fixed_points
 from workers.engine.devices import available_devices, resolve_device
-
-from test_solvers import Tanh, roll_weights
 
 
 def test_the_devices_on_offer_follow_torch() -> None:

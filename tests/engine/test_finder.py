@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_solvers import Linear, Tanh, grid, roll_weights
 
 from fpf_client.errors import InvalidModel, NonFinite, ShapeMismatch
-from workers.engine import as_step_model, find_fixed_points, load_model, sample_states
-from workers.engine import precision
+from workers.engine import as_step_model, find_fixed_points, load_model, precision, sample_states
 from workers.engine.solvers import TimeUp
-
-from test_solvers import Linear, Tanh, grid, roll_weights
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +104,13 @@ def test_each_root_is_reported_once_to_the_precision_of_its_dtype(method):
         return h @ torch.as_tensor(a).T + u_
 
     fps = find_fixed_points(
-        as_step_model(linear, n_states=4, n_inputs=4), rng.normal(size=(32, 4)), u,
-        method=method, dtype="float64", tol_unique=1e-9, max_iters=20000,
+        as_step_model(linear, n_states=4, n_inputs=4),
+        rng.normal(size=(32, 4)),
+        u,
+        method=method,
+        dtype="float64",
+        tol_unique=1e-9,
+        max_iters=20000,
     )
     assert fps.n == 1
     np.testing.assert_allclose(fps.xstar[0], root, atol=1e-12)
@@ -161,8 +164,9 @@ def test_slow_points_are_returned_apart_from_fixed_points():
         def step(self, h, u):
             return torch.stack([h[:, 0] + 0.01 + h[:, 0] ** 2, 0.5 * h[:, 1]], dim=1)
 
-    fps = find_fixed_points(Ghost(np.eye(2)), np.array([[0.5, 1.0], [-0.4, 0.2]]), device="cpu",
-                            dtype="float64", q_slow=1e-3)
+    fps = find_fixed_points(
+        Ghost(np.eye(2)), np.array([[0.5, 1.0], [-0.4, 0.2]]), device="cpu", dtype="float64", q_slow=1e-3
+    )
     assert fps.n == 0
     # A minimum of q is located only to the solver's stall step (1e-3, relative): the two samples
     # may end on either side of tol_unique apart, as one slow point or two, all at the ghost.
@@ -229,8 +233,9 @@ def test_the_time_limit_also_ends_float64_refinement(monkeypatch):
             raise TimeUp("the job's budget is spent")
 
     monkeypatch.setattr(precision, "REFINE_MAX_ENTRIES", d * d)  # one point at a time
-    search = partial(find_fixed_points, SlowInFloat64(A, B=B, b=b), x0, inputs, dtype="float32", tol_q=1e-14,
-                     device="cpu")
+    search = partial(
+        find_fixed_points, SlowInFloat64(A, B=B, b=b), x0, inputs, dtype="float32", tol_q=1e-14, device="cpu"
+    )
     complete = search()
     assert complete.info["n_refined_in_float64"] == 2 and complete.info["partial"] is False
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_solvers import Tanh
 
 from workers.engine.solvers import Problem
 from workers.engine.solvers.krylov import gmres
-
-from test_solvers import Tanh
 
 torch.set_num_threads(1)
 
 
 def systems(n: int, d: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    A = torch.eye(d, dtype=torch.float64) + spread * torch.randn(n, d, d, generator=generator, dtype=torch.float64) / d**0.5
+    A = (
+        torch.eye(d, dtype=torch.float64)
+        + spread * torch.randn(n, d, d, generator=generator, dtype=torch.float64) / d**0.5
+    )
     b = torch.randn(n, d, generator=generator, dtype=torch.float64)
     return A, b
 
@@ -40,7 +42,9 @@ def test_each_sample_stops_at_its_own_tolerance_and_reports_its_residual():
     relative = torch.linalg.vector_norm(b - product(A)(result.x), dim=-1) / torch.linalg.vector_norm(b, dim=-1)
     assert bool((relative <= rtol * 1.001).all())
     assert relative[0] > 1e-3, "a loose sample should not be solved to the tightest tolerance"
-    torch.testing.assert_close(result.residual_norm / torch.linalg.vector_norm(b, dim=-1), relative, rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(
+        result.residual_norm / torch.linalg.vector_norm(b, dim=-1), relative, rtol=1e-4, atol=1e-12
+    )
 
 
 def test_a_sample_whose_rhs_is_zero_and_an_exactly_solvable_one_stay_finite():

@@ -6,16 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
-from workers.engine.solvers import Problem, Status, get_solver
+from workers.engine.solvers import Problem, Status, get_solver, lm_krylov
 from workers.engine.solvers.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
 from workers.engine.solvers.linearization import Linearized
-from workers.engine.solvers import lm_krylov
 from workers.engine.solvers.lm_krylov import cgls
-
-from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
 
 torch.set_num_threads(1)
 solve = get_solver("lm_krylov")
@@ -76,8 +74,10 @@ def test_converges_on_a_chaotic_network_at_least_as_often_as_dense_lm():
         x0 = problem.map(x0)
     result = solve(problem, x0, FinderOptions())
     dense = get_solver("newton")(problem, x0, FinderOptions(), warm_start=False)  # dense LM alone
-    assert result.converged.sum() >= max(dense.converged.sum(), len(x0) // 2), (result.converged.sum(),
-                                                                                 dense.converged.sum())
+    assert result.converged.sum() >= max(dense.converged.sum(), len(x0) // 2), (
+        result.converged.sum(),
+        dense.converged.sum(),
+    )
     roots = result.x[result.converged]
     # independent check: a float64 dense Newton step from each root moves it less than the engine's
     # certification threshold (0.1 tol_unique)

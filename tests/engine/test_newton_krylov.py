@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Deflation, Problem, Status, get_solver
-
-from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
 torch.set_num_threads(1)
 solve = get_solver("newton_krylov")
@@ -67,8 +66,9 @@ def test_deflation_steers_away_from_a_known_root():
     x0 = torch.tensor([[0.05, -0.02]], dtype=torch.float64)  # next to the root at the origin
     plain = solve(problem, x0, FinderOptions())
     assert plain.converged.all() and plain.x.abs().max() < 1e-6
-    deflation = Deflation(torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.int64),
-                          torch.zeros(1, dtype=torch.int64))
+    deflation = Deflation(
+        torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+    )
     deflated = solve(problem, x0, FinderOptions(), deflation=deflation)
     assert deflated.converged.all()
     found = deflated.x[0].numpy()
@@ -78,8 +78,10 @@ def test_deflation_steers_away_from_a_known_root():
 
 def test_agrees_with_dense_newton_on_a_random_64_unit_network():
     generator = torch.Generator().manual_seed(5)
-    model = Tanh(0.9 * torch.randn(64, 64, generator=generator, dtype=torch.float64) / 8,
-                 b=0.3 * torch.randn(64, generator=generator, dtype=torch.float64))
+    model = Tanh(
+        0.9 * torch.randn(64, 64, generator=generator, dtype=torch.float64) / 8,
+        b=0.3 * torch.randn(64, generator=generator, dtype=torch.float64),
+    )
     x0 = torch.randn(64, 64, generator=generator, dtype=torch.float64)
     before = x0.clone()
     problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
@@ -94,8 +96,10 @@ def test_agrees_with_dense_newton_on_a_random_64_unit_network():
 def test_newton_runs_matrix_free_lm_for_large_networks():
     d = 256
     generator = torch.Generator().manual_seed(6)
-    model = Tanh(0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5,
-                 b=0.5 * torch.randn(d, generator=generator, dtype=torch.float64))
+    model = Tanh(
+        0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64) / d**0.5,
+        b=0.5 * torch.randn(d, generator=generator, dtype=torch.float64),
+    )
     fps = find_fixed_points(model, torch.randn(8, d, generator=generator), device="cpu", n_eigs=4)
     assert fps.info["method"] == "lm_krylov"
     assert fps.n == 1 and fps.certified.all() and fps.is_stable.all()

@@ -10,7 +10,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 from workers.engine import StepModel, find_fixed_points
-from workers.engine.solvers import Problem, SOLVERS, Status, get_solver
+from workers.engine.solvers import SOLVERS, Problem, Status, get_solver
 
 torch.set_num_threads(1)
 
@@ -30,8 +30,9 @@ class Tanh(StepModel):
 
     def to(self, device=None, dtype=None):
         out = type(self).__new__(type(self))
-        out.__dict__.update({k: v.to(device=device, dtype=dtype) if torch.is_tensor(v) else v
-                             for k, v in self.__dict__.items()})
+        out.__dict__.update(
+            {k: v.to(device=device, dtype=dtype) if torch.is_tensor(v) else v for k, v in self.__dict__.items()}
+        )
         return out
 
     def step(self, h, u):
@@ -64,9 +65,9 @@ def true_roots(W: np.ndarray, n_starts: int = 600, seed: int = 0) -> np.ndarray:
                 break
             if not np.all(np.isfinite(x)) or np.abs(x).max() > 10:
                 break
-        if np.all(np.isfinite(x)) and np.linalg.norm(np.tanh(x @ W) - x) < 1e-12:
-            if not any(np.abs(r - x).max() < 1e-6 for r in roots):
-                roots.append(x)
+        converged = np.all(np.isfinite(x)) and np.linalg.norm(np.tanh(x @ W) - x) < 1e-12
+        if converged and not any(np.abs(r - x).max() < 1e-6 for r in roots):
+            roots.append(x)
     return np.array(roots)
 
 
@@ -116,7 +117,7 @@ def test_linear_system_has_its_exact_root_jacobian_and_eigenvalues(dynamics):
     b = rng.standard_normal(d)
     u = rng.standard_normal((1, m))
     c = u @ B + b
-    x_true = (np.linalg.solve(np.eye(d) - A, c.T).T if dynamics == "discrete" else -np.linalg.solve(A, c.T).T)
+    x_true = np.linalg.solve(np.eye(d) - A, c.T).T if dynamics == "discrete" else -np.linalg.solve(A, c.T).T
     model = Linear(A, B, b, dynamics=dynamics)
     fps = find_fixed_points(model, rng.standard_normal((16, d)), u, dtype="float64", device="cpu")
     assert fps.n == 1
@@ -138,8 +139,9 @@ def test_stable_linear_system_is_stable():
 
 def test_line_attractor_is_flagged_non_isolated():
     A = np.diag([1.0, 0.5])  # every point of the first axis is fixed
-    fps = find_fixed_points(Linear(A), np.array([[0.3, 1.0], [-0.7, 2.0]]), dtype="float64", device="cpu",
-                            completeness="none")
+    fps = find_fixed_points(
+        Linear(A), np.array([[0.3, 1.0], [-0.7, 2.0]]), dtype="float64", device="cpu", completeness="none"
+    )
     assert fps.n == 2
     assert fps.is_nonisolated.all() and not fps.certified.any()
 

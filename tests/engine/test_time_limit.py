@@ -9,9 +9,9 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from fpf_client.options import FinderOptions
 from test_solvers import Tanh, grid, roll_weights, same_set, true_roots
 
+from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
@@ -26,9 +26,11 @@ STOP_AT = {"adam": 20}
 
 def _stop_at(iteration_to_stop: int):
     """A solver hook that raises TimeUp at ``iteration_to_stop``."""
+
     def hook(iteration: int, q: torch.Tensor, n_done: int) -> None:
         if iteration >= iteration_to_stop:
             raise TimeUp("test")
+
     return hook
 
 
@@ -65,8 +67,7 @@ def test_newton_stopped_while_mixing_returns_the_mixing_states():
 
 def test_a_time_limit_of_zero_gives_a_partial_result_of_true_roots_only():
     W = roll_weights(4)
-    fps = find_fixed_points(Tanh(W), grid(4), dtype="float64", device="cpu", time_limit_s=0.0,
-                            q_slow=1e-2)
+    fps = find_fixed_points(Tanh(W), grid(4), dtype="float64", device="cpu", time_limit_s=0.0, q_slow=1e-2)
     info = fps.info
     assert info["partial"] is True and "time limit" in info["partial_reason"]
     assert info["completeness_passes"] == 0  # no restarts (the default for newton) once time is up
@@ -92,8 +93,15 @@ def test_time_up_from_the_progress_callback_stops_later_chunks_unstarted():
         calls.append(report)
         raise TimeUp("the job's budget is spent")
 
-    fps = find_fixed_points(Tanh(roll_weights(3)), np.tile(grid(3), (4, 1)), dtype="float64", device="cpu",
-                            method="adam", batch_size=27, progress=callback)
+    fps = find_fixed_points(
+        Tanh(roll_weights(3)),
+        np.tile(grid(3), (4, 1)),
+        dtype="float64",
+        device="cpu",
+        method="adam",
+        batch_size=27,
+        progress=callback,
+    )
     assert fps.info["partial"] is True and fps.info["partial_reason"] == "the job's budget is spent"
     assert fps.info["n_capped"] + fps.info["n_stalled"] + fps.info["n_converged"] == 108
     assert fps.info["iterations"] == 20  # the first chunk stopped at its first report, the others never ran

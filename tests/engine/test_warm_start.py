@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_solvers import Tanh, grid, roll_weights, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine.solvers import Problem, Status
 from workers.engine.solvers.anderson import solve_anderson
 from workers.engine.solvers.newton import solve_newton
 from workers.engine.solvers.warm_start import anderson_then
-
-from test_solvers import Tanh, grid, roll_weights, true_roots
 
 
 class RecordingNewton:

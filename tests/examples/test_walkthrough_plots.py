@@ -7,9 +7,10 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
+
 from fpf_client import FixedPoints
 from fpf_client.plotting import plot_eigenvalues, plot_trial
-from matplotlib.colors import to_rgba
 
 matplotlib.use("Agg")
 
@@ -20,8 +21,9 @@ def spectra(dynamics: str) -> FixedPoints:
         eigval = np.array([[0.5 + 0.5j, 0.5 - 0.5j, -0.2], [1.8, 0.3 + 0.1j, 0.3 - 0.1j]])
     else:
         eigval = np.array([[-0.5 + 2j, -0.5 - 2j, -1.0], [0.7, -0.3 + 0.1j, -0.3 - 0.1j]])
-    return FixedPoints(xstar=np.zeros((2, 3)), eigval_J_xstar=eigval, is_stable=np.array([True, False]),
-                       dynamics=dynamics)
+    return FixedPoints(
+        xstar=np.zeros((2, 3)), eigval_J_xstar=eigval, is_stable=np.array([True, False]), dynamics=dynamics
+    )
 
 
 def _offsets(ax) -> np.ndarray:
@@ -46,8 +48,9 @@ def test_the_unit_circle_bounds_a_discrete_map_and_the_imaginary_axis_a_flow() -
     circle = [line for line in plot_eigenvalues(spectra("discrete")).axes[0].lines if line.get_label() == "unit circle"]
     x, y = circle[0].get_data()
     np.testing.assert_allclose(np.hypot(x, y), 1.0)
-    axis = [line for line in plot_eigenvalues(spectra("continuous")).axes[0].lines
-            if line.get_label() == "imaginary axis"]
+    axis = [
+        line for line in plot_eigenvalues(spectra("continuous")).axes[0].lines if line.get_label() == "imaginary axis"
+    ]
     assert np.array_equal(axis[0].get_xdata(), [0, 0])
 
 
@@ -68,7 +71,9 @@ def test_trial_draws_pulses_targets_and_outputs_per_channel(tmp_path: Path) -> N
         np.testing.assert_array_equal(drawn["output"].get_ydata(), outputs[:, channel])
         np.testing.assert_array_equal(drawn["target"].get_ydata(), targets[:, channel])
         pulses = ax.collections[0].get_segments()  # one vertical bar from 0 to each pulse
-        assert [(s[0, 0], s[1, 1]) for s in pulses] == [(t, inputs[t, channel]) for t in np.flatnonzero(inputs[:, channel])]
+        assert [(s[0, 0], s[1, 1]) for s in pulses] == [
+            (t, inputs[t, channel]) for t in np.flatnonzero(inputs[:, channel])
+        ]
     figure.savefig(tmp_path / "trial.png")
     assert (tmp_path / "trial.png").stat().st_size > 10_000
 

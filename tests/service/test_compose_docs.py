@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from service.ops.cli import build_parser
 from service.core.settings import Settings
+from service.ops.cli import build_parser
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 

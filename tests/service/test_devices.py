@@ -24,11 +24,14 @@ def test_workers_announce_their_devices(live_service: LiveService, tanh_model: d
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine's worker offers CUDA")
-def test_a_job_for_a_device_no_worker_offers_is_refused_at_submission(live_service: LiveService,
-                                                                      tanh_model: dict[str, Any]) -> None:
+def test_a_job_for_a_device_no_worker_offers_is_refused_at_submission(
+    live_service: LiveService, tanh_model: dict[str, Any]
+) -> None:
     with live_service.client() as http:
-        response = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": random_states(4),
-                                               "options": {"device": "cuda"}})
+        response = http.post(
+            "/v1/jobs",
+            json={"model_id": tanh_model["id"], "initial_states": random_states(4), "options": {"device": "cuda"}},
+        )
         assert response.status_code == 422, response.text
         problem = response.json()
         assert problem["code"] == "device_unavailable" and problem["devices"] == ["cpu"], problem
@@ -36,6 +39,8 @@ def test_a_job_for_a_device_no_worker_offers_is_refused_at_submission(live_servi
         listed = http.get("/v1/jobs", params={"limit": 1000}).json()
         jobs = listed["items"] if isinstance(listed, dict) else listed
         assert not [job for job in jobs if job["options"].get("device") == "cuda"]  # nothing was stored
-        accepted = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": random_states(4),
-                                               "options": {"device": "cpu"}})
+        accepted = http.post(
+            "/v1/jobs",
+            json={"model_id": tanh_model["id"], "initial_states": random_states(4), "options": {"device": "cpu"}},
+        )
         assert accepted.status_code == 202, accepted.text

@@ -12,13 +12,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 import torch
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from service_harness import REPO, SLOW_OPTIONS, LiveService, free_port, random_states
+
 from fpf_client import Client, FixedPoints
 from fpf_client.errors import (
     ErrorCode,
@@ -31,11 +38,6 @@ from fpf_client.errors import (
 )
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import SERVICE_NAME, load
-from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
-from service_harness import REPO, SLOW_OPTIONS, LiveService, free_port, random_states
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +71,11 @@ def grpc_target(live_service: LiveService) -> Iterator[str]:
     log = open(live_service.log_dir / "grpc.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
-        cwd=REPO, env=live_service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=live_service.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         _wait_serving(f"127.0.0.1:{port}", process)
@@ -130,13 +136,21 @@ def test_health_and_reflection_are_served(grpc_target: str) -> None:
     with grpc.insecure_channel(grpc_target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICE_NAME):
-            assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answers = list(reflection.ServerReflectionInfo(iter([
-            reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
-        ])))
+        answers = list(
+            reflection.ServerReflectionInfo(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
+                    ]
+                )
+            )
+        )
     services = {s.name for s in answers[0].list_services_response.service}
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
     assert answers[1].file_descriptor_response.file_descriptor_proto  # the .proto, for grpcurl and friends
@@ -158,7 +172,8 @@ class BigTanh(torch.nn.Module):
 
 
 def test_a_model_above_the_message_limit_uploads_in_chunks_and_reads_the_same_over_rest(
-        rpc: Client, rest: Client, tmp_path: Path) -> None:
+    rpc: Client, rest: Client, tmp_path: Path
+) -> None:
     path = tmp_path / "big_tanh.pt"
     torch.jit.save(torch.jit.script(BigTanh()), str(path))
     assert path.stat().st_size > DEFAULT_MESSAGE_LIMIT
@@ -174,8 +189,7 @@ def test_a_model_above_the_message_limit_uploads_in_chunks_and_reads_the_same_ov
             client.get_model(model.id)
 
 
-def test_an_unusable_model_is_invalid_with_the_same_reason_over_both(rpc: Client, rest: Client,
-                                                                      tmp_path: Path) -> None:
+def test_an_unusable_model_is_invalid_with_the_same_reason_over_both(rpc: Client, rest: Client, tmp_path: Path) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"not a TorchScript archive " + uuid.uuid4().bytes)
     with pytest.raises(InvalidModel) as over_grpc:
@@ -186,8 +200,9 @@ def test_an_unusable_model_is_invalid_with_the_same_reason_over_both(rpc: Client
 
 
 # --- jobs --------------------------------------------------------------------------------------
-def test_jobs_cross_transports_and_results_are_bit_identical(rpc: Client, rest: Client,
-                                                             tanh_model: dict[str, Any]) -> None:
+def test_jobs_cross_transports_and_results_are_bit_identical(
+    rpc: Client, rest: Client, tanh_model: dict[str, Any]
+) -> None:
     states = np.asarray(random_states(96, seed=7))
     inputs = np.array([[0.25, -0.5]])
     over_grpc = rpc.submit(tanh_model["id"], states, inputs, **OPTIONS)
@@ -208,8 +223,9 @@ def test_jobs_cross_transports_and_results_are_bit_identical(rpc: Client, rest: 
     assert rpc.get_job(over_rest.id).result().xstar.dtype == np.float64  # dtype=float64 option, whatever was sent
 
 
-def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(rpc: Client, rest: Client,
-                                                                     tanh_model: dict[str, Any]) -> None:
+def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(
+    rpc: Client, rest: Client, tanh_model: dict[str, Any]
+) -> None:
     job = rpc.submit(tanh_model["id"], random_states(1024), **SLOW_OPTIONS)
     seen: list[Any] = []
     deadline = time.monotonic() + 60
@@ -233,19 +249,30 @@ def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(rpc: Clien
             client.get_job(job.id)
 
 
-def test_a_100_mb_result_streams_in_messages_within_the_default_limit(stub: Any, rpc: Client, rest: Client,
-                                                                      live_service: LiveService) -> None:
+def test_a_100_mb_result_streams_in_messages_within_the_default_limit(
+    stub: Any, rpc: Client, rest: Client, live_service: LiveService
+) -> None:
     from service.core.artifacts import ArtifactStore
     from service.core.records import Job, JobStatus
     from service.core.store import JobStore
 
     k, d = 400, 256  # J_xstar alone: 400 * 256 * 256 float32 = 105 MB
     rng = np.random.default_rng(0)
-    expected = FixedPoints(xstar=rng.standard_normal((k, d)).astype(np.float32),
-                           qstar=rng.random(k) * 1e-12, J_xstar=rng.standard_normal((k, d, d), dtype=np.float32),
-                           info={"n_samples": k})
-    job = Job(id=uuid.uuid4().hex, model_id="written-by-the-test", status=JobStatus.SUCCEEDED, n_initial_states=k,
-              options={}, created_at=time.time(), finished_at=time.time())
+    expected = FixedPoints(
+        xstar=rng.standard_normal((k, d)).astype(np.float32),
+        qstar=rng.random(k) * 1e-12,
+        J_xstar=rng.standard_normal((k, d, d), dtype=np.float32),
+        info={"n_samples": k},
+    )
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id="written-by-the-test",
+        status=JobStatus.SUCCEEDED,
+        n_initial_states=k,
+        options={},
+        created_at=time.time(),
+        finished_at=time.time(),
+    )
     artifacts = ArtifactStore(live_service.data_dir)
     with artifacts.atomic_write(artifacts.result_path(job.id)) as out:
         expected.save(out)
@@ -265,34 +292,50 @@ def _array(values: Any, dtype: str = "<f8") -> Any:
     return codec.array_message(np.asarray(values, dtype=np.dtype(dtype)))
 
 
-@pytest.mark.parametrize("change, status, reason", [
-    ({"initial_states": _array(np.zeros((4, 5)))}, grpc.StatusCode.INVALID_ARGUMENT, "shape_mismatch"),
-    ({"inputs": _array(np.zeros((3, 2)))}, grpc.StatusCode.INVALID_ARGUMENT, "shape_mismatch"),
-    ({"initial_states": _array([[np.nan] * 8])}, grpc.StatusCode.INVALID_ARGUMENT, "non_finite"),
-    ({"initial_states": pb2.Array(dtype="<U3", shape=[1, 8], data=b"\0" * 96)}, grpc.StatusCode.INVALID_ARGUMENT,
-     "invalid_array"),
-    ({"initial_states": pb2.Array(dtype="<f8", shape=[1, 8], data=b"\0" * 10)}, grpc.StatusCode.INVALID_ARGUMENT,
-     "invalid_array"),
-    ({"initial_states": pb2.Array(dtype="|O", shape=[1], data=b"\0" * 8)}, grpc.StatusCode.INVALID_ARGUMENT,
-     "invalid_array"),
-    ({"initial_states": pb2.Array(dtype="<f8", shape=[10**5, 10**4])}, grpc.StatusCode.RESOURCE_EXHAUSTED,
-     "payload_too_large"),
-    ({"options_json": '{"method": "bisection"}'}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
-    ({"options_json": "{not json"}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
-    ({"model_id": "0" * 64}, grpc.StatusCode.NOT_FOUND, "model_not_found"),
-    ({"model_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
-])
-def test_bad_submissions_get_their_documented_status_and_reason(stub: Any, tanh_model: dict[str, Any],
-                                                               change: dict[str, Any], status: grpc.StatusCode,
-                                                               reason: str) -> None:
+@pytest.mark.parametrize(
+    "change, status, reason",
+    [
+        ({"initial_states": _array(np.zeros((4, 5)))}, grpc.StatusCode.INVALID_ARGUMENT, "shape_mismatch"),
+        ({"inputs": _array(np.zeros((3, 2)))}, grpc.StatusCode.INVALID_ARGUMENT, "shape_mismatch"),
+        ({"initial_states": _array([[np.nan] * 8])}, grpc.StatusCode.INVALID_ARGUMENT, "non_finite"),
+        (
+            {"initial_states": pb2.Array(dtype="<U3", shape=[1, 8], data=b"\0" * 96)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_array",
+        ),
+        (
+            {"initial_states": pb2.Array(dtype="<f8", shape=[1, 8], data=b"\0" * 10)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_array",
+        ),
+        (
+            {"initial_states": pb2.Array(dtype="|O", shape=[1], data=b"\0" * 8)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_array",
+        ),
+        (
+            {"initial_states": pb2.Array(dtype="<f8", shape=[10**5, 10**4])},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "payload_too_large",
+        ),
+        ({"options_json": '{"method": "bisection"}'}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
+        ({"options_json": "{not json"}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
+        ({"model_id": "0" * 64}, grpc.StatusCode.NOT_FOUND, "model_not_found"),
+        ({"model_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
+    ],
+)
+def test_bad_submissions_get_their_documented_status_and_reason(
+    stub: Any, tanh_model: dict[str, Any], change: dict[str, Any], status: grpc.StatusCode, reason: str
+) -> None:
     request = {"model_id": tanh_model["id"], "initial_states": _array(random_states(4)), **change}
     code, got_reason, problem = rpc_failure(lambda: stub.SubmitJob(pb2.SubmitJobRequest(**request)))
     assert (code, got_reason) == (status, reason)
     assert problem["code"] == reason and problem["status"] == ErrorCode(reason).http_status and problem["detail"]
 
 
-def test_lookups_states_and_conflicts_get_their_documented_status(stub: Any, rpc: Client,
-                                                                   tanh_model: dict[str, Any]) -> None:
+def test_lookups_states_and_conflicts_get_their_documented_status(
+    stub: Any, rpc: Client, tanh_model: dict[str, Any]
+) -> None:
     missing = "f" * 32
     expectations = [
         (lambda: stub.GetJob(pb2.GetJobRequest(job_id=missing)), grpc.StatusCode.NOT_FOUND, "job_not_found"),
@@ -301,37 +344,60 @@ def test_lookups_states_and_conflicts_get_their_documented_status(stub: Any, rpc
         (lambda: stub.WatchJob(pb2.WatchJobRequest(job_id=missing)), grpc.StatusCode.NOT_FOUND, "job_not_found"),
         (lambda: stub.GetResult(pb2.GetResultRequest(job_id=missing)), grpc.StatusCode.NOT_FOUND, "job_not_found"),
         (lambda: stub.GetModel(pb2.GetModelRequest(model_id=missing)), grpc.StatusCode.NOT_FOUND, "model_not_found"),
-        (lambda: stub.DeleteModel(pb2.DeleteModelRequest(model_id=missing)), grpc.StatusCode.NOT_FOUND,
-         "model_not_found"),
+        (
+            lambda: stub.DeleteModel(pb2.DeleteModelRequest(model_id=missing)),
+            grpc.StatusCode.NOT_FOUND,
+            "model_not_found",
+        ),
         (lambda: stub.ListJobs(pb2.ListJobsRequest(limit=5000)), grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
-        (lambda: stub.UploadModel(iter([pb2.UploadModelRequest(chunk=b"no header first")])),
-         grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
-        (lambda: stub.UploadModel(iter([pb2.UploadModelRequest(header=pb2.ModelUploadHeader(n_states=0))])),
-         grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
+        (
+            lambda: stub.UploadModel(iter([pb2.UploadModelRequest(chunk=b"no header first")])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_request",
+        ),
+        (
+            lambda: stub.UploadModel(iter([pb2.UploadModelRequest(header=pb2.ModelUploadHeader(n_states=0))])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_request",
+        ),
         # Past FPF_MAX_BODY_BYTES (8 MiB in these tests), in chunks that each fit a message.
-        (lambda: stub.UploadModel(iter([pb2.UploadModelRequest(header=pb2.ModelUploadHeader(filename="big.pt"))]
-                                       + [pb2.UploadModelRequest(chunk=bytes(2**20))] * 9)),
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "payload_too_large"),
+        (
+            lambda: stub.UploadModel(
+                iter(
+                    [pb2.UploadModelRequest(header=pb2.ModelUploadHeader(filename="big.pt"))]
+                    + [pb2.UploadModelRequest(chunk=bytes(2**20))] * 9
+                )
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "payload_too_large",
+        ),
     ]
     for call, status, reason in expectations:
         assert rpc_failure(call)[:2] == (status, reason)
 
     slow = rpc.submit(tanh_model["id"], random_states(1024), **SLOW_OPTIONS)
     try:
-        assert rpc_failure(lambda: stub.GetResult(pb2.GetResultRequest(job_id=slow.id)))[:2] == \
-            (grpc.StatusCode.FAILED_PRECONDITION, "job_not_finished")
+        assert rpc_failure(lambda: stub.GetResult(pb2.GetResultRequest(job_id=slow.id)))[:2] == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "job_not_finished",
+        )
     finally:
         slow.cancel()
-    first = pb2.SubmitJobRequest(model_id=tanh_model["id"], initial_states=_array(random_states(4)),
-                                 idempotency_key=uuid.uuid4().hex, options_json='{"method": "newton"}')
+    first = pb2.SubmitJobRequest(
+        model_id=tanh_model["id"],
+        initial_states=_array(random_states(4)),
+        idempotency_key=uuid.uuid4().hex,
+        options_json='{"method": "newton"}',
+    )
     again = stub.SubmitJob(first)
     assert stub.SubmitJob(first).id == again.id  # a replay answers with the same job
     first.options_json = '{"method": "adam"}'
     assert rpc_failure(lambda: stub.SubmitJob(first))[:2] == (grpc.StatusCode.ALREADY_EXISTS, "idempotency_conflict")
 
 
-def test_the_client_raises_the_same_exceptions_over_both_transports(rpc: Client, rest: Client,
-                                                                     tanh_model: dict[str, Any]) -> None:
+def test_the_client_raises_the_same_exceptions_over_both_transports(
+    rpc: Client, rest: Client, tanh_model: dict[str, Any]
+) -> None:
     for client in (rpc, rest):
         with pytest.raises(ShapeMismatch) as caught:
             client.submit(tanh_model["id"], np.zeros((3, 5)))
@@ -344,15 +410,14 @@ def test_the_client_raises_the_same_exceptions_over_both_transports(rpc: Client,
 
 
 def test_an_unreachable_server_is_service_unavailable() -> None:
-    with Client(f"grpc://127.0.0.1:{free_port()}", timeout=2) as client:
-        with pytest.raises(FpfError) as caught:
-            client.list_jobs()
+    with Client(f"grpc://127.0.0.1:{free_port()}", timeout=2) as client, pytest.raises(FpfError) as caught:
+        client.list_jobs()
     assert caught.value.code is ErrorCode.SERVICE_UNAVAILABLE
 
 
-
-def test_compat_finder_over_grpc_and_rest_gives_the_same_labelled_points(live_service: LiveService,
-                                                                          grpc_target: str) -> None:
+def test_compat_finder_over_grpc_and_rest_gives_the_same_labelled_points(
+    live_service: LiveService, grpc_target: str
+) -> None:
     """fpf_client.compat with user cond_ids: REST and gRPC return the same points with the same labels."""
     from fpf_client.compat import FixedPointFinder
 
@@ -362,8 +427,10 @@ def test_compat_finder_over_grpc_and_rest_gives_the_same_labelled_points(live_se
     states = np.random.default_rng(3).normal(size=(32, 8)) * 0.5
     inputs = np.repeat([[0.0, 0.0], [0.5, -0.5]], 16, axis=0)
     labels = np.arange(32) % 4 + 100
-    results = [FixedPointFinder(rnn, url=url, verbose=False).find_fixed_points(states, inputs, cond_ids=labels)
-               for url in (live_service.url, f"grpc://{grpc_target}")]
+    results = [
+        FixedPointFinder(rnn, url=url, verbose=False).find_fixed_points(states, inputs, cond_ids=labels)
+        for url in (live_service.url, f"grpc://{grpc_target}")
+    ]
     (unique_rest, all_rest), (unique_rpc, all_rpc) = results
     assert all_rest.cond_id.tolist() == all_rpc.cond_id.tolist() == labels.tolist()
     assert same_arrays_bit_for_bit(unique_rest, unique_rpc, meta=False)

@@ -14,12 +14,11 @@ import pytest
 from service_harness import REDIS_DB
 
 from service.core.artifacts import ArtifactStore
-from service.core.queue import Dispatcher, task_id
 from service.core.janitor import Janitor, JanitorPolicy
+from service.core.queue import Dispatcher, make_celery, task_id
 from service.core.records import Job, JobStatus
 from service.core.settings import Settings
 from service.core.store import JobStore
-from service.core.queue import make_celery
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +27,14 @@ RESEND_AFTER_S = 5.0
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}", redis_prefix=f"fpftest-janitor-{uuid.uuid4().hex[:8]}",
-                    soft_time_limit_s=10, hard_time_limit_s=20, resend_queued_after_s=RESEND_AFTER_S,
-                    orphan_after_s=60)
+    return Settings(
+        redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        redis_prefix=f"fpftest-janitor-{uuid.uuid4().hex[:8]}",
+        soft_time_limit_s=10,
+        hard_time_limit_s=20,
+        resend_queued_after_s=RESEND_AFTER_S,
+        orphan_after_s=60,
+    )
 
 
 @pytest.fixture
@@ -54,8 +58,15 @@ def janitor(store: JobStore, dispatcher: Dispatcher, settings: Settings, tmp_pat
 
 
 def _job(store: JobStore, tenant: str = "lab", age_s: float = 0.0) -> Job:
-    job = Job(id=uuid.uuid4().hex, model_id="m", status=JobStatus.QUEUED, n_initial_states=1, options={},
-              created_at=time.time() - age_s, tenant=tenant)
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id="m",
+        status=JobStatus.QUEUED,
+        n_initial_states=1,
+        options={},
+        created_at=time.time() - age_s,
+        tenant=tenant,
+    )
     assert store.create_job(job)
     return job
 
@@ -65,7 +76,8 @@ def _backdate(store: JobStore, job: Job, **fields: float) -> None:
 
 
 def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
-        store: JobStore, janitor: Janitor) -> None:
+    store: JobStore, janitor: Janitor
+) -> None:
     overran, young = _job(store), _job(store)
     for job in (overran, young):
         store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
@@ -80,7 +92,8 @@ def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
 
 
 def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
-        store: JobStore, janitor: Janitor, settings: Settings) -> None:
+    store: JobStore, janitor: Janitor, settings: Settings
+) -> None:
     lost = _job(store, age_s=RESEND_AFTER_S + 1)  # the gateway died before sending it
     janitor.resend_lost_messages()
     resent = store.get_job(lost.id)
@@ -91,7 +104,8 @@ def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
 
 
 def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
-        store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings) -> None:
+    store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
+) -> None:
     waiting = _job(store, age_s=10 * RESEND_AFTER_S)  # a long queue: old, but its message waits
     dispatcher.run_job(waiting.id, 1)
     fresh = _job(store)  # its message may still be on its way
@@ -101,7 +115,8 @@ def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
 
 
 def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
-        store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings) -> None:
+    store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
+) -> None:
     job = _job(store, age_s=RESEND_AFTER_S + 1)
     dispatcher.run_job(job.id, 1)
     queue = store.keys.broker + settings.queue

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from fpf_client.errors import Unauthenticated
 
+from fpf_client.errors import Unauthenticated
+from service.core.api_keys import KeyStore, Role
 from service.gateway.auth import LOCAL, Authenticator, Principal, UnsafeBind, check_bind, is_loopback
 from service.ops.cli import main
-from service.core.api_keys import KeyStore, Role
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,9 +99,20 @@ def test_visibility_of_tenants() -> None:
     assert admin.may_see("a") and admin.may_see("b")
 
 
-@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
-                                           ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
-                                           ("::", False), ("192.168.1.4", False), ("lab-server", False)])
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.4", False),
+        ("lab-server", False),
+    ],
+)
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
@@ -137,13 +148,24 @@ def test_cli_refuses_a_bad_tenant(tmp_path: Path) -> None:
 
 
 def test_the_console_command_prints_the_key_as_its_last_word(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "service.ops.cli", "keys", "create", "--tenant", "lab-a",
-                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "service.ops.cli", "keys", "create", "--tenant", "lab-a", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert KeyStore(tmp_path / "keys.json").lookup(out.split()[-1]) is not None
 
 
 def test_the_gateway_refuses_to_listen_beyond_loopback_without_keys(tmp_path: Path) -> None:
     env = {"FPF_KEYS_FILE": str(tmp_path / "keys.json"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "service.ops.cli", "gateway", "--host", "0.0.0.0", "--port", "1"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.ops.cli", "gateway", "--host", "0.0.0.0", "--port", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "refusing to listen on 0.0.0.0 without API keys" in done.stderr

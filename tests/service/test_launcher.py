@@ -26,9 +26,9 @@ import psutil
 import pytest
 import redis
 import torch
-from fpf_client import FixedPoints
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fpf_client import FixedPoints
 from service.ops.embedded_redis import free_port, redis_server_executable
 
 pytestmark = pytest.mark.integration
@@ -89,8 +89,9 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, launch
         except (httpx.HTTPError, grpc.RpcError):
             pass
         if launched.process.poll() is not None:
-            raise AssertionError(f"fpf-server exited ({launched.process.returncode}) waiting for {what}:\n"
-                                 f"{launched.output()[-4000:]}")
+            raise AssertionError(
+                f"fpf-server exited ({launched.process.returncode}) waiting for {what}:\n{launched.output()[-4000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}:\n{launched.output()[-4000:]}")
         time.sleep(0.2)
@@ -104,9 +105,23 @@ def _launch(tmp: Path, **env_overrides: str) -> Launched:
     log = tmp / "fpf-server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.ops.cli", "up", "--port", str(port), "--grpc-port", str(grpc_port),
-             "--data-dir", str(data_dir), "--grace", "15"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "service.ops.cli",
+                "up",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+                "--data-dir",
+                str(data_dir),
+                "--grace",
+                "15",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     launched = Launched(process, f"http://127.0.0.1:{port}", grpc_port, data_dir, log)
     _wait_for(lambda: launched.get("/readyz").status_code == 200, READY_WITHIN_S, "/readyz 200", launched)
@@ -187,18 +202,27 @@ def _tanh_rnn_torchscript(n_states: int, n_inputs: int) -> bytes:
 def test_up_runs_a_job_end_to_end_over_http(service):
     n_states, n_inputs = 4, 2
     with httpx.Client(base_url=service.base_url, timeout=30) as http:
-        upload = http.post("/v1/models", files={"file": ("rnn.pt", _tanh_rnn_torchscript(n_states, n_inputs))},
-                           data={"n_states": str(n_states), "n_inputs": str(n_inputs)})
+        upload = http.post(
+            "/v1/models",
+            files={"file": ("rnn.pt", _tanh_rnn_torchscript(n_states, n_inputs))},
+            data={"n_states": str(n_states), "n_inputs": str(n_inputs)},
+        )
         assert upload.status_code in (200, 202), upload.text
         model_id = upload.json()["id"]
-        _wait_for(lambda: http.get(f"/v1/models/{model_id}").json()["status"] != "validating", 60,
-                  "the model to be validated", service)
+        _wait_for(
+            lambda: http.get(f"/v1/models/{model_id}").json()["status"] != "validating",
+            60,
+            "the model to be validated",
+            service,
+        )
         model = http.get(f"/v1/models/{model_id}").json()
         assert model["status"] == "ready", model
 
         initial_states = np.random.default_rng(0).uniform(-1, 1, size=(8, n_states))
-        submit = http.post("/v1/jobs", json={"model_id": model_id, "initial_states": initial_states.tolist(),
-                                             "inputs": [[0.0] * n_inputs]})
+        submit = http.post(
+            "/v1/jobs",
+            json={"model_id": model_id, "initial_states": initial_states.tolist(), "inputs": [[0.0] * n_inputs]},
+        )
         assert submit.status_code == 202, submit.text
         job_id = submit.json()["id"]
         final = {"succeeded", "failed", "cancelled"}
@@ -266,8 +290,23 @@ def test_with_fpf_redis_url_it_uses_that_redis_and_starts_none(tmp_path):
 
 def test_up_refuses_a_taken_port_and_a_data_dir_in_use(tmp_path):
     def up(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.ops.cli", "up", "--port", str(port), "--grpc-port", "0",
-                               "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.ops.cli",
+                "up",
+                "--port",
+                str(port),
+                "--grpc-port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -64,7 +64,10 @@ def test_a_child_that_dies_is_restarted_with_growing_delays(supervisor, tmp_path
 
 def test_killing_a_child_takes_its_own_children_with_it(supervisor):
     # The child starts a grandchild (as Celery starts its pool) and is then SIGKILLed.
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
     child = supervisor.start(ProcessSpec("parent", _python(code)))
     leader = psutil.Process(child.pid)
     _wait_for(lambda: len(leader.children()) == 1, 10, "the grandchild")
@@ -117,7 +120,11 @@ def test_stop_all_stops_higher_tiers_first_and_kills_what_ignores_sigterm(tmp_pa
 
 def test_stop_all_kills_at_once_when_forced(tmp_path):
     sup = Supervisor(tmp_path, backoff=FAST, grace_s=30.0)
-    child = sup.start(ProcessSpec("mule", _python("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")))
+    child = sup.start(
+        ProcessSpec(
+            "mule", _python("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")
+        )
+    )
     proc = psutil.Process(child.pid)
     time.sleep(0.3)
     began = time.monotonic()

@@ -35,10 +35,20 @@ def _torch_loaded(pid: int) -> bool:
 def test_worker_execs_a_celery_worker_pinned_to_its_gpu_with_torch_only_in_the_pool(tmp_path):
     prefix = f"fpf-test-worker-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_") and k != "CUDA_VISIBLE_DEVICES"}
-    env.update(FPF_REDIS_URL=EXTERNAL_REDIS, FPF_REDIS_PREFIX=prefix, FPF_DATA_DIR=str(tmp_path),
-               FPF_WORKER_TORCH_THREADS="1", OMP_NUM_THREADS="1")
-    worker = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "worker", "--gpu", "3"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(
+        FPF_REDIS_URL=EXTERNAL_REDIS,
+        FPF_REDIS_PREFIX=prefix,
+        FPF_DATA_DIR=str(tmp_path),
+        FPF_WORKER_TORCH_THREADS="1",
+        OMP_NUM_THREADS="1",
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "service.ops.cli", "worker", "--gpu", "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     parent = psutil.Process(worker.pid)
     try:
         deadline = time.monotonic() + 120

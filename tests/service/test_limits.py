@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,8 +18,11 @@ QUEUED_JOBS, STORED_BYTES, RETRY_AFTER_S = 2, 400_000, 7
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    settings = {"FPF_QUOTA_QUEUED_JOBS": str(QUEUED_JOBS), "FPF_QUOTA_STORED_BYTES": str(STORED_BYTES),
-                "FPF_QUOTA_RETRY_AFTER_S": str(RETRY_AFTER_S)}
+    settings = {
+        "FPF_QUOTA_QUEUED_JOBS": str(QUEUED_JOBS),
+        "FPF_QUOTA_STORED_BYTES": str(STORED_BYTES),
+        "FPF_QUOTA_RETRY_AFTER_S": str(RETRY_AFTER_S),
+    }
     with start_service(tmp_path_factory.mktemp("fpf-limits"), **settings) as live:
         yield live
 
@@ -45,16 +49,18 @@ def _quota_problem(response: httpx.Response, quota: str) -> dict[str, Any]:
     return body
 
 
-def test_queued_jobs_beyond_the_quota_get_429(service: LiveService, http: httpx.Client,
-                                              model: dict[str, Any]) -> None:
+def test_queued_jobs_beyond_the_quota_get_429(service: LiveService, http: httpx.Client, model: dict[str, Any]) -> None:
     submitted = []
     try:
-        slow = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(1024),
-                                           "options": SLOW_OPTIONS}).json()
+        slow = http.post(
+            "/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(1024), "options": SLOW_OPTIONS}
+        ).json()
         submitted.append(slow["id"])
         assert service.wait_status(slow["id"], {"running", "succeeded", "failed"})["status"] == "running"
         for seed in range(QUEUED_JOBS):
-            response = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(2, seed=seed)})
+            response = http.post(
+                "/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(2, seed=seed)}
+            )
             assert response.status_code == 202, response.text
             submitted.append(response.json()["id"])
         before = {j["id"] for j in http.get("/v1/jobs").json()}
@@ -67,9 +73,9 @@ def test_queued_jobs_beyond_the_quota_get_429(service: LiveService, http: httpx.
             http.delete(f"/v1/jobs/{job_id}")
 
 
-def test_uploads_beyond_the_stored_bytes_quota_get_429_and_leave_no_file(service: LiveService,
-                                                                          http: httpx.Client,
-                                                                          model: dict[str, Any]) -> None:
+def test_uploads_beyond_the_stored_bytes_quota_get_429_and_leave_no_file(
+    service: LiveService, http: httpx.Client, model: dict[str, Any]
+) -> None:
     models_before = {m["id"] for m in http.get("/v1/models").json()}
     files_before = set((service.data_dir / "models").iterdir())
     refused = http.post("/v1/models", files={"file": ("big.bin", os.urandom(STORED_BYTES + 1))})

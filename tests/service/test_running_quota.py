@@ -13,8 +13,8 @@ import httpx
 import pytest
 from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
-from service.core.queue import task_id
 from service.core.api_keys import KeyStore
+from service.core.queue import task_id
 from service.core.store import JobStore
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,11 @@ RESEND_AFTER_S = 3.0
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    settings = {"FPF_QUOTA_RUNNING_JOBS": "1", "FPF_RUNNING_QUOTA_RETRY_S": str(RETRY_S),
-                "FPF_RESEND_QUEUED_AFTER_S": str(RESEND_AFTER_S)}
+    settings = {
+        "FPF_QUOTA_RUNNING_JOBS": "1",
+        "FPF_RUNNING_QUOTA_RETRY_S": str(RETRY_S),
+        "FPF_RESEND_QUEUED_AFTER_S": str(RESEND_AFTER_S),
+    }
     with start_service(tmp_path_factory.mktemp("fpf-running-quota"), **settings) as live:
         live.start_worker()  # a second worker: one is free while lab A runs its one job
         yield live
@@ -36,8 +39,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
 def clients(service: LiveService) -> Iterator[dict[str, httpx.Client]]:
     store = KeyStore(service.env["FPF_KEYS_FILE"])
     keys = {lab: store.create(lab)[1] for lab in ("lab-a", "lab-b")}
-    made = {lab: httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-            for lab, key in keys.items()}
+    made = {
+        lab: httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        for lab, key in keys.items()
+    }
     yield made
     for client in made.values():
         client.close()
@@ -64,14 +69,16 @@ def _model(client: httpx.Client, path: Path) -> str:
 
 
 def _submit(client: httpx.Client, model_id: str, n: int = 4, **options: Any) -> str:
-    response = client.post("/v1/jobs", json={"model_id": model_id, "initial_states": random_states(n),
-                                             "options": options})
+    response = client.post(
+        "/v1/jobs", json={"model_id": model_id, "initial_states": random_states(n), "options": options}
+    )
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
 
-def test_a_tenant_at_its_running_limit_waits_while_others_run(clients: dict[str, httpx.Client],
-                                                              tanh_rnn_path: Path) -> None:
+def test_a_tenant_at_its_running_limit_waits_while_others_run(
+    clients: dict[str, httpx.Client], tanh_rnn_path: Path
+) -> None:
     a, b = clients["lab-a"], clients["lab-b"]
     model_a, model_b = _model(a, tanh_rnn_path), _model(b, tanh_rnn_path)
     slow = _submit(a, model_a, 1024, **SLOW_OPTIONS)
@@ -93,9 +100,9 @@ def test_a_tenant_at_its_running_limit_waits_while_others_run(clients: dict[str,
     assert time.monotonic() - started < 10 * RETRY_S + 10
 
 
-def test_a_deferred_message_held_by_a_killed_worker_is_sent_again(service: LiveService,
-                                                                    clients: dict[str, httpx.Client],
-                                                                    tanh_rnn_path: Path) -> None:
+def test_a_deferred_message_held_by_a_killed_worker_is_sent_again(
+    service: LiveService, clients: dict[str, httpx.Client], tanh_rnn_path: Path
+) -> None:
     """A deferred job's message waits in a worker until its countdown ends, out of the queue. Killed
     there, the broker would hand it back only after its visibility timeout (an hour); the janitor sends
     it again."""

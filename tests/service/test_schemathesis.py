@@ -22,6 +22,7 @@ def test_no_request_gets_a_server_error(live_service: LiveService) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10, [op.label for op in operations]
     for operation in operations:
+
         @given(case=operation.as_strategy())
         @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def probe(case: schemathesis.Case) -> None:

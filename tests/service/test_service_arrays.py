@@ -7,8 +7,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 
+from fpf_client.errors import InvalidArray, NonFinite, PayloadTooLarge, ShapeMismatch
 from service.gateway.arrays import check_job_arrays, fingerprint, read_npz
 
 
@@ -60,25 +60,27 @@ def test_a_good_archive_round_trips() -> None:
 
 
 def test_checks_fill_zero_inputs_and_keep_float32() -> None:
-    states, inputs = check_job_arrays(np.zeros((3, 4), np.float32), None, n_states=4, n_inputs=2,
-                                      max_initial_states=10)
+    states, inputs = check_job_arrays(np.zeros((3, 4), np.float32), None, n_states=4, n_inputs=2, max_initial_states=10)
     assert states.dtype == inputs.dtype == np.float32 and inputs.shape == (1, 2) and not inputs.any()
     states, _ = check_job_arrays(np.zeros((3, 4), np.int64), None, n_states=4, n_inputs=0, max_initial_states=10)
     assert states.dtype == np.float64
 
 
-@pytest.mark.parametrize("states, inputs, error", [
-    (np.zeros((3,)), None, ShapeMismatch),
-    (np.zeros((0, 4)), None, ShapeMismatch),
-    (np.zeros((3, 5)), None, ShapeMismatch),
-    (np.zeros((3, 4)), np.zeros((2, 2)), ShapeMismatch),
-    (np.zeros((3, 4)), np.zeros((3, 1)), ShapeMismatch),
-    (np.full((3, 4), np.nan), None, NonFinite),
-    (np.zeros((3, 4)), np.array([[np.inf, 0.0]]), NonFinite),
-    (np.zeros((3, 4), dtype=bool), None, InvalidArray),
-    (np.zeros((3, 4), dtype=np.float16), None, InvalidArray),
-    (np.zeros((11, 4)), None, PayloadTooLarge),
-])
+@pytest.mark.parametrize(
+    "states, inputs, error",
+    [
+        (np.zeros((3,)), None, ShapeMismatch),
+        (np.zeros((0, 4)), None, ShapeMismatch),
+        (np.zeros((3, 5)), None, ShapeMismatch),
+        (np.zeros((3, 4)), np.zeros((2, 2)), ShapeMismatch),
+        (np.zeros((3, 4)), np.zeros((3, 1)), ShapeMismatch),
+        (np.full((3, 4), np.nan), None, NonFinite),
+        (np.zeros((3, 4)), np.array([[np.inf, 0.0]]), NonFinite),
+        (np.zeros((3, 4), dtype=bool), None, InvalidArray),
+        (np.zeros((3, 4), dtype=np.float16), None, InvalidArray),
+        (np.zeros((11, 4)), None, PayloadTooLarge),
+    ],
+)
 def test_bad_arrays(states: np.ndarray, inputs: np.ndarray | None, error: type[Exception]) -> None:
     with pytest.raises(error):
         check_job_arrays(states, inputs, n_states=4, n_inputs=2, max_initial_states=10)
@@ -91,18 +93,30 @@ def test_fingerprint_depends_on_content_not_on_encoding() -> None:
     assert fingerprint("m", "{}", a) != fingerprint("m", '{"x": 1}', a)
 
 
-@pytest.mark.parametrize("states, inputs, field", [
-    (np.zeros((2, 9)), None, "initial_states"),  # a model whose shapes are not known yet
-    (np.zeros((2, 4)), np.zeros((1, 6)), "inputs"),
-])
-def test_dimensions_over_the_server_limits_are_payload_too_large(states: np.ndarray, inputs: np.ndarray | None,
-                                                                 field: str) -> None:
+@pytest.mark.parametrize(
+    "states, inputs, field",
+    [
+        (np.zeros((2, 9)), None, "initial_states"),  # a model whose shapes are not known yet
+        (np.zeros((2, 4)), np.zeros((1, 6)), "inputs"),
+    ],
+)
+def test_dimensions_over_the_server_limits_are_payload_too_large(
+    states: np.ndarray, inputs: np.ndarray | None, field: str
+) -> None:
     with pytest.raises(PayloadTooLarge) as refused:
-        check_job_arrays(states, inputs, n_states=None, n_inputs=None, max_initial_states=10,
-                         max_n_states=8, max_n_inputs=5)
+        check_job_arrays(
+            states, inputs, n_states=None, n_inputs=None, max_initial_states=10, max_n_states=8, max_n_inputs=5
+        )
     assert refused.value.extra == {"field": field, "limit": 8 if field == "initial_states" else 5}
-    check_job_arrays(states[:, :8], None if inputs is None else inputs[:, :5], n_states=None, n_inputs=None,
-                     max_initial_states=10, max_n_states=8, max_n_inputs=5)
+    check_job_arrays(
+        states[:, :8],
+        None if inputs is None else inputs[:, :5],
+        n_states=None,
+        n_inputs=None,
+        max_initial_states=10,
+        max_n_states=8,
+        max_n_inputs=5,
+    )
 
 
 def test_an_npz_is_bounded_and_admitted_by_its_uncompressed_size_before_it_is_decompressed() -> None:
@@ -128,7 +142,9 @@ def test_an_npz_is_bounded_and_admitted_by_its_uncompressed_size_before_it_is_de
     assert admitted == [expanded]
     bomb.seek(0)
     assert read_npz(bomb, max_elements=10**8, max_bytes=expanded, admit=admitted.append)["initial_states"].shape == (
-        4000, 4000)
+        4000,
+        4000,
+    )
 
 
 def test_json_rows_convert_in_steps_to_the_same_array_and_ragged_rows_are_refused() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.testclient import TestClient
-from fpf_client.errors import InvalidOptions
 
+from fpf_client.errors import InvalidOptions
 from service.gateway.limits import BodySizeLimit
 from service.gateway.problems import install_problem_handlers
 

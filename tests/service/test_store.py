@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from service_harness import REDIS_DB
@@ -41,8 +42,14 @@ def store() -> Iterator[JobStore]:
 
 
 def _new_job(store: JobStore) -> Job:
-    job = Job(id=uuid.uuid4().hex, model_id="m", status=JobStatus.QUEUED, n_initial_states=1, options={},
-              created_at=time.time())
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id="m",
+        status=JobStatus.QUEUED,
+        n_initial_states=1,
+        options={},
+        created_at=time.time(),
+    )
     assert store.create_job(job)
     return job
 
@@ -134,8 +141,9 @@ def test_idempotency_binding_keeps_the_first_job(store: JobStore) -> None:
 
 def test_concurrent_claims_let_exactly_one_win(store: JobStore) -> None:
     job = _new_job(store)
-    clients = [JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60)
-               for _ in range(8)]
+    clients = [
+        JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60) for _ in range(8)
+    ]
     with ThreadPoolExecutor(8) as pool:
         won: list[Any] = list(pool.map(lambda s: s.claim(job.id, 1, "w", heartbeat_ttl_s=5), clients))
     assert sum(r is not None for r in won) == 1

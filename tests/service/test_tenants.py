@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
-from fpf_client import Client
-from fpf_client.errors import JobNotFound, ModelNotFound, Unauthenticated
 from service_harness import LiveService, grpc_server, random_states, start_service
 
+from fpf_client import Client
+from fpf_client.errors import JobNotFound, ModelNotFound, Unauthenticated
 from service.core.api_keys import KeyStore, Role
 
 pytestmark = pytest.mark.integration
@@ -31,8 +32,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
 def keys(service: LiveService) -> dict[str, str]:
     """Keys of two labs and an admin, created while the gateway runs (it sees them without a restart)."""
     store = KeyStore(service.env["FPF_KEYS_FILE"])
-    return {"a": store.create("lab-a")[1], "b": store.create("lab-b")[1],
-            "admin": store.create("ops", Role.ADMIN)[1]}
+    return {"a": store.create("lab-a")[1], "b": store.create("lab-b")[1], "admin": store.create("ops", Role.ADMIN)[1]}
 
 
 def _client(service: LiveService, key: str | None) -> httpx.Client:
@@ -92,12 +92,18 @@ def a_world(a: httpx.Client, tanh_rnn_path: Path) -> dict[str, Any]:
     return {"model": model, "private_model_id": private["id"], "job": job}
 
 
-def test_without_a_key_the_api_answers_401_but_health_and_schema_stay_open(service: LiveService,
-                                                                             keys: dict[str, str]) -> None:
+def test_without_a_key_the_api_answers_401_but_health_and_schema_stay_open(
+    service: LiveService, keys: dict[str, str]
+) -> None:
     with _client(service, None) as anonymous, _client(service, "fpf_0000_forged") as forged:
         for client in (anonymous, forged):
-            for method, path in [("GET", "/v1/models"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"),
-                                 ("GET", "/v1/jobs/x"), ("GET", "/metrics")]:
+            for method, path in [
+                ("GET", "/v1/models"),
+                ("GET", "/v1/jobs"),
+                ("POST", "/v1/jobs"),
+                ("GET", "/v1/jobs/x"),
+                ("GET", "/metrics"),
+            ]:
                 response = client.request(method, path)
                 _problem(response, "unauthenticated", 401)
                 assert response.headers["www-authenticate"].startswith("Bearer")
@@ -147,8 +153,9 @@ def test_admins_see_every_tenant(admin: httpx.Client, a_world: dict[str, Any]) -
     assert admin.get(f"/v1/models/{a_world['private_model_id']}").status_code == 200
 
 
-def test_the_same_bytes_are_each_tenants_own_model(a: httpx.Client, b: httpx.Client, a_world: dict[str, Any],
-                                                    tanh_rnn_path: Path) -> None:
+def test_the_same_bytes_are_each_tenants_own_model(
+    a: httpx.Client, b: httpx.Client, a_world: dict[str, Any], tanh_rnn_path: Path
+) -> None:
     first = _upload(b, tanh_rnn_path.read_bytes(), "b.pt")
     assert first.status_code == 202  # new to B, exactly as if nobody had uploaded these bytes
     model = first.json()
@@ -164,8 +171,9 @@ def test_the_same_bytes_are_each_tenants_own_model(a: httpx.Client, b: httpx.Cli
     assert _wait(a, f"/v1/jobs/{job.json()['id']}", {"succeeded", "failed"})["status"] == "succeeded"
 
 
-def test_idempotency_keys_are_per_tenant(a: httpx.Client, b: httpx.Client, a_world: dict[str, Any],
-                                         tanh_rnn_path: Path) -> None:
+def test_idempotency_keys_are_per_tenant(
+    a: httpx.Client, b: httpx.Client, a_world: dict[str, Any], tanh_rnn_path: Path
+) -> None:
     model = _wait(b, f"/v1/models/{_upload(b, tanh_rnn_path.read_bytes(), 'b.pt').json()['id']}", {"ready"})
     body = json.dumps({"model_id": model["id"], "initial_states": random_states(2), "options": OPTIONS})
     headers = {"Idempotency-Key": "shared-key", "Content-Type": "application/json"}
@@ -176,15 +184,18 @@ def test_idempotency_keys_are_per_tenant(a: httpx.Client, b: httpx.Client, a_wor
     assert b.post("/v1/jobs", content=body, headers=headers).json()["id"] == from_b.json()["id"]
 
 
-def test_grpc_takes_the_same_keys_and_scopes_tenants_the_same(service: LiveService, keys: dict[str, str],
-                                                               a_world: dict[str, Any]) -> None:
+def test_grpc_takes_the_same_keys_and_scopes_tenants_the_same(
+    service: LiveService, keys: dict[str, str], a_world: dict[str, Any]
+) -> None:
     job_id, private_model_id = a_world["job"]["id"], a_world["private_model_id"]
     with grpc_server(service) as target:
         for key in (None, "fpf_0000_forged"):
             with Client(f"grpc://{target}", api_key=key) as stranger, pytest.raises(Unauthenticated):
                 stranger.list_models()
-        with Client(f"grpc://{target}", api_key=keys["a"]) as a_rpc, \
-                Client(f"grpc://{target}", api_key=keys["b"]) as b_rpc:
+        with (
+            Client(f"grpc://{target}", api_key=keys["a"]) as a_rpc,
+            Client(f"grpc://{target}", api_key=keys["b"]) as b_rpc,
+        ):
             assert a_rpc.get_job(job_id).status == "succeeded"
             assert a_rpc.get_job(job_id).result().n >= 1
             with pytest.raises(JobNotFound):

@@ -22,12 +22,12 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from fpf_client import FixedPoints
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from service_harness import SLOW_OPTIONS
 
-from service.ops.embedded_redis import free_port
+from fpf_client import FixedPoints
 from service.core.api_keys import KeyStore, Role
+from service.ops.embedded_redis import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,15 @@ REPO = Path(__file__).resolve().parents[2]
 FLIPFLOP = REPO / "tests" / "data" / "flipflop_tanh.pt"
 SCREENSHOT = REPO / "docs" / "web" / "result-view.png"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 READY_WITHIN_S = 120.0
 #: Generous: the machine may be busy with other tests.
 UI_TIMEOUT_MS = 60_000
@@ -83,14 +90,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = KeyStore(root / "keys.json")
     keys = {"a": store.create("lab-a")[1], "b": store.create("lab-b")[1], "admin": store.create("ops", Role.ADMIN)[1]}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_")}
-    env.update(OMP_NUM_THREADS="1", FPF_WORKER_TORCH_THREADS="1", PYTHONUNBUFFERED="1",
-               FPF_KEYS_FILE=str(root / "keys.json"))
+    env.update(
+        OMP_NUM_THREADS="1", FPF_WORKER_TORCH_THREADS="1", PYTHONUNBUFFERED="1", FPF_KEYS_FILE=str(root / "keys.json")
+    )
     port = free_port()
     log = root / "fpf-server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service.ops.cli", "up", "--port", str(port), "--grpc-port", "0",
-                                    "--data-dir", str(root / "var")], cwd=REPO, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.ops.cli",
+                "up",
+                "--port",
+                str(port),
+                "--grpc-port",
+                "0",
+                "--data-dir",
+                str(root / "var"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     running = Server(process, f"http://127.0.0.1:{port}", log, keys)
     try:
         deadline = time.monotonic() + READY_WITHIN_S
@@ -146,8 +169,10 @@ def open_tab(browser: Browser, server: Server) -> Iterator:
         tab.page.on("console", lambda m: m.type == "error" and tab.errors.append(m.text))
         tab.page.on("pageerror", lambda e: tab.errors.append(str(e)))
         tab.page.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
-        tab.page.on("request", lambda r: r.url.startswith((server.url + "/", "data:", "blob:"))
-                    or tab.foreign_requests.append(r.url))
+        tab.page.on(
+            "request",
+            lambda r: r.url.startswith((server.url + "/", "data:", "blob:")) or tab.foreign_requests.append(r.url),
+        )
         tab.page.goto(server.url + "/")
         if key is not None:
             tab.page.fill("#api-key", key)
@@ -171,8 +196,9 @@ def finished() -> dict:
     return {}
 
 
-def test_sign_in_upload_submit_and_see_the_result(open_tab, server: Server, finished: dict,
-                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_sign_in_upload_submit_and_see_the_result(
+    open_tab, server: Server, finished: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     tab = open_tab(None)
     page = tab.page
     expect(page.locator("#sign-in")).to_be_visible()
@@ -282,8 +308,9 @@ def test_an_admin_sees_the_cluster(open_tab, server: Server, finished: dict) -> 
     headers = {"Authorization": f"Bearer {server.keys['a']}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as lab_a:
         states = np.random.default_rng(0).normal(size=(256, 16)).tolist()
-        running = lab_a.post("/v1/jobs", json={"model_id": finished["model_id"], "initial_states": states,
-                                               "options": SLOW_OPTIONS}).json()
+        running = lab_a.post(
+            "/v1/jobs", json={"model_id": finished["model_id"], "initial_states": states, "options": SLOW_OPTIONS}
+        ).json()
         try:
             page = open_tab(server.keys["admin"]).page
             expect(page.locator("#whoami")).to_have_text("ops (admin)")
@@ -309,7 +336,9 @@ def test_a_hostile_file_name_shows_as_text(open_tab, server: Server) -> None:
     page = open_tab(server.keys["b"]).page
     page.click("[data-nav=models]")
     dropped = page.evaluate_handle(
-        "name => { const t = new DataTransfer(); t.items.add(new File(['not a model'], name)); return t; }", HOSTILE_NAME)
+        "name => { const t = new DataTransfer(); t.items.add(new File(['not a model'], name)); return t; }",
+        HOSTILE_NAME,
+    )
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
     row = page.locator("#models tbody tr", has_text="onerror")
     expect(row.locator(".status")).to_have_text("invalid")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fpf_client import FixedPoints
 
+from fpf_client import FixedPoints
 from service.gateway.web.view import MAX_SPECTRUM_VALUES, MODE_SCALE, principal_axes, result_view
 
 
@@ -53,16 +53,29 @@ def test_counts_modes_and_hover_data_of_a_small_result(tmp_path: Path) -> None:
         eigval[i, :i] = 2.0
     n_unstable = np.arange(k)
     qstar = np.array([1e-14, 2e-13, np.nan, 3e-15, 1e-16])
-    fps = FixedPoints(xstar=xstar, qstar=qstar, eigval_J_xstar=eigval, eigvec_J_xstar=eigvec,
-                      is_stable=n_unstable == 0, n_unstable=n_unstable, certified=np.array([1, 1, 0, 1, 1], bool),
-                      is_nonisolated=np.array([0, 0, 0, 0, 1], bool),
-                      info={"discovery_curve": {"n_initial_states": [1, 2], "n_certified_roots": [1, 4]}},
-                      slow_points=FixedPoints(xstar=rng.normal(size=(2, d)), qstar=np.array([1e-5, 2e-5])))
+    fps = FixedPoints(
+        xstar=xstar,
+        qstar=qstar,
+        eigval_J_xstar=eigval,
+        eigvec_J_xstar=eigvec,
+        is_stable=n_unstable == 0,
+        n_unstable=n_unstable,
+        certified=np.array([1, 1, 0, 1, 1], bool),
+        is_nonisolated=np.array([0, 0, 0, 0, 1], bool),
+        info={"discovery_curve": {"n_initial_states": [1, 2], "n_certified_roots": [1, 4]}},
+        slow_points=FixedPoints(xstar=rng.normal(size=(2, d)), qstar=np.array([1e-5, 2e-5])),
+    )
     view = result_view(_saved(tmp_path, fps))
     json.dumps(view, allow_nan=False)  # strict JSON: NaN became null
 
-    assert view["counts"] == {"fixed_points": 5, "stable": 1, "saddles_by_index": {"1": 1, "2": 1, "3": 1, "4": 1},
-                              "non_isolated": 1, "slow_points": 2, "certified": 4}
+    assert view["counts"] == {
+        "fixed_points": 5,
+        "stable": 1,
+        "saddles_by_index": {"1": 1, "2": 1, "3": 1, "4": 1},
+        "non_isolated": 1,
+        "slow_points": 2,
+        "certified": 4,
+    }
     assert view["points"]["q"][2] is None
     assert view["points"]["leading_eigvals"][3] == [[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]]
     assert view["discovery_curve"] == {"n_initial_states": [1, 2], "n_certified_roots": [1, 4]}
@@ -85,8 +98,12 @@ def test_spectra_stay_bounded_for_thousands_of_points(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     k, d = 2000, 64
     eigval = (rng.normal(size=(k, d)) + 1j * rng.normal(size=(k, d))).astype(np.complex64)
-    fps = FixedPoints(xstar=rng.normal(size=(k, d)).astype(np.float32), eigval_J_xstar=eigval,
-                      is_stable=np.ones(k, bool), n_unstable=np.zeros(k, int))
+    fps = FixedPoints(
+        xstar=rng.normal(size=(k, d)).astype(np.float32),
+        eigval_J_xstar=eigval,
+        is_stable=np.ones(k, bool),
+        n_unstable=np.zeros(k, int),
+    )
     spectra = result_view(_saved(tmp_path, fps))["spectra"]
     assert spectra["per_point"] == MAX_SPECTRUM_VALUES // k
     assert len(spectra["re"]) == len(spectra["point"]) == k * spectra["per_point"] <= MAX_SPECTRUM_VALUES

@@ -43,8 +43,8 @@ def weights(kind: str, seed: int = 0) -> dict[str, np.ndarray]:
     if kind == "gru":
         # Open update gates and a strong candidate: isolated roots, not the saturated near-continuum
         # (z -> 1, F(h) ~ h) that a default GRU drifts into.
-        w["b_hh"][N_UNITS:2 * N_UNITS] -= 1.0
-        w["w_hh"][2 * N_UNITS:] *= 2.0
+        w["b_hh"][N_UNITS : 2 * N_UNITS] -= 1.0
+        w["w_hh"][2 * N_UNITS :] *= 2.0
     return w
 
 
@@ -107,15 +107,23 @@ def export_onnx(module: torch.nn.Module, kind: str, path: Path, *, dynamo: bool)
         warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch")
-            torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, verbose=False,
-                              dynamic_shapes=({0: batch}, {0: batch}), **names)
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                dynamic_shapes=({0: batch}, {0: batch}),
+                **names,
+            )
         else:
             axes = {name: {0: "n"} for name in ("u", "h", "h_next")}
             torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, dynamic_axes=axes, **names)
     return path
 
 
-def tf_module(kind: str, w: dict[str, np.ndarray], dtype: str = "float32"):  # noqa: ANN201 - TF is imported lazily
+def tf_module(kind: str, w: dict[str, np.ndarray], dtype: str = "float32"):
     """The network in TensorFlow, with ``step(u, h) -> {"h_next": ...}`` traced for any batch size."""
     import tensorflow as tf
 
@@ -126,8 +134,12 @@ def tf_module(kind: str, w: dict[str, np.ndarray], dtype: str = "float32"):  # n
             super().__init__()
             self.w = {name: tf.Variable(value, name=name) for name, value in w.items()}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, N_INPUTS], dtype, name="u"),
-                                      tf.TensorSpec([None, n_states(kind)], dtype, name="h")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, N_INPUTS], dtype, name="u"),
+                tf.TensorSpec([None, n_states(kind)], dtype, name="h"),
+            ]
+        )
         def step(self, u: tf.Tensor, h: tf.Tensor) -> dict[str, tf.Tensor]:
             w = self.w
             gi = tf.matmul(u, w["w_ih"], transpose_b=True) + w["b_ih"]

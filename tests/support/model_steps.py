@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -89,9 +89,7 @@ class NumpyBackwardStep(torch.nn.Module):
         return _NumpyTanh.apply(h @ self.W.T + u @ self.B.T)
 
 
-def central_differences(
-    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float = 1e-6
-) -> torch.Tensor:
+def central_differences(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(n, d_out, k) Jacobian of a batched f: (n, k) -> (n, d_out), in float64, one column at a time."""
     x = x.to(torch.float64)
     columns = []

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import redis
@@ -74,10 +75,31 @@ class LiveService:
         name = f"{self.prefix}-{self._workers_started}@%h"
         log = open(self.log_dir / f"worker-{self._workers_started}.log", "wb")
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker", "-Q", "gpu",
-             "--pool", "prefork", "--concurrency", "1", "-n", name, "--loglevel", "info", "--without-mingle",
-             "--without-gossip"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app:app",
+                "worker",
+                "-Q",
+                "gpu",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "-n",
+                name,
+                "--loglevel",
+                "info",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers.append(self.worker)
         self.wait_ready()
@@ -86,9 +108,24 @@ class LiveService:
     def start_gateway(self, port: int) -> None:
         log = open(self.log_dir / "gateway.log", "wb")
         self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.gateway.app:create_app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "service.gateway.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -135,8 +172,9 @@ class LiveService:
         """Upload a model file and wait until its validation ends; the final model record."""
         with self.client() as http:
             with open(path, "rb") as f:
-                response = http.post("/v1/models", files={"file": (path.name, f)},
-                                     data={k: str(v) for k, v in fields.items()})
+                response = http.post(
+                    "/v1/models", files={"file": (path.name, f)}, data={k: str(v) for k, v in fields.items()}
+                )
             assert response.status_code in (200, 202), response.text
             return self.wait_model(response.json()["id"], timeout_s)
 
@@ -185,8 +223,14 @@ def start_service(root: Path, *, redis_url: str | None = None, **settings: str) 
         **settings,
     }
     (root / "logs").mkdir(exist_ok=True)
-    service = LiveService(url=f"http://127.0.0.1:{port}", env=env, redis_url=redis_url, prefix=prefix,
-                          data_dir=root / "data", log_dir=root / "logs")
+    service = LiveService(
+        url=f"http://127.0.0.1:{port}",
+        env=env,
+        redis_url=redis_url,
+        prefix=prefix,
+        data_dir=root / "data",
+        log_dir=root / "logs",
+    )
     try:
         service.start_gateway(port)
         service.start_worker()
@@ -226,7 +270,11 @@ def grpc_server(service: LiveService, timeout_s: float = START_TIMEOUT_S) -> Ite
     with open(service.log_dir / "grpc.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
-            cwd=REPO, env=service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=service.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             with grpc.insecure_channel(target) as channel:

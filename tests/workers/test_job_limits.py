@@ -15,10 +15,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from fpf_client import FixedPoints
-from fpf_client.rpc.stubs import load
 from service_harness import LiveService, grpc_server, random_states, start_service
 
+from fpf_client import FixedPoints
+from fpf_client.rpc.stubs import load
 from service.core.artifacts import ArtifactStore
 from service.core.records import Job, JobStatus
 from service.core.store import JobStore
@@ -36,9 +36,14 @@ ROOT = 0.8585596
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    settings = {"FPF_SOFT_TIME_LIMIT_S": str(SOFT_S), "FPF_HARD_TIME_LIMIT_S": str(HARD_S),
-                "FPF_SANDBOX_CPU_S": "600", "FPF_MAX_RESULT_BYTES": str(MAX_RESULT_BYTES),
-                "FPF_MAX_N_STATES": str(MAX_N_STATES), "FPF_RESEND_QUEUED_AFTER_S": "2"}
+    settings = {
+        "FPF_SOFT_TIME_LIMIT_S": str(SOFT_S),
+        "FPF_HARD_TIME_LIMIT_S": str(HARD_S),
+        "FPF_SANDBOX_CPU_S": "600",
+        "FPF_MAX_RESULT_BYTES": str(MAX_RESULT_BYTES),
+        "FPF_MAX_N_STATES": str(MAX_N_STATES),
+        "FPF_RESEND_QUEUED_AFTER_S": "2",
+    }
     with start_service(tmp_path_factory.mktemp("fpf-job-limits"), **settings) as live:
         yield live
 
@@ -102,8 +107,15 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             return torch.tanh(h @ self.W + 0.0 * u.sum(-1, keepdim=True))
 
     directory = tmp_path_factory.mktemp("limit-models")
-    return {name: _scripted(module, directory, f"{name}.pt") for name, module in
-            (("slow_tanh", SlowTanh()), ("slow", SlowStep()), ("identity", Identity()), ("wide", Wide()))}
+    return {
+        name: _scripted(module, directory, f"{name}.pt")
+        for name, module in (
+            ("slow_tanh", SlowTanh()),
+            ("slow", SlowStep()),
+            ("identity", Identity()),
+            ("wide", Wide()),
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +137,8 @@ def _submit(http: httpx.Client, model: dict[str, Any], states: list[list[float]]
 
 
 def test_the_soft_limit_ends_the_job_succeeded_with_a_partial_result(
-        service: LiveService, http: httpx.Client, models: dict[str, Any], stub: Any) -> None:
+    service: LiveService, http: httpx.Client, models: dict[str, Any], stub: Any
+) -> None:
     job_id = _submit(http, models["slow_tanh"], random_states(LONG_JOB["n"], d=4), **LONG_JOB["options"])
     job = service.wait_job(job_id, timeout_s=60)
     assert job["status"] == "succeeded" and job["partial"] is True, job
@@ -135,7 +148,7 @@ def test_the_soft_limit_ends_the_job_succeeded_with_a_partial_result(
     result = FixedPoints.load(http.get(f"/v1/jobs/{job_id}/result", params={"format": "npz"}).content)
     info = result.info
     assert info["partial"] is True and "time limit" in info["partial_reason"], info
-    assert 0 < info["n_converged"] and info["n_capped"] > 0  # some chunks ran, the search was cut short
+    assert info["n_converged"] > 0 and info["n_capped"] > 0  # some chunks ran, the search was cut short
     assert info["n_converged"] + info["n_stalled"] + info["n_capped"] == LONG_JOB["n"]
     assert result.n > 0 and (result.qstar < result.tol_q).all()  # only converged samples are fixed points
     distance = np.abs(np.abs(result.xstar)[..., None] - np.array([0.0, ROOT])).min(-1)
@@ -143,14 +156,16 @@ def test_the_soft_limit_ends_the_job_succeeded_with_a_partial_result(
     assert http.get(f"/v1/jobs/{job_id}/result").json()["info"]["partial"] is True
 
 
-def test_a_job_within_the_soft_limit_is_not_partial(service: LiveService, http: httpx.Client,
-                                                    models: dict[str, Any]) -> None:
+def test_a_job_within_the_soft_limit_is_not_partial(
+    service: LiveService, http: httpx.Client, models: dict[str, Any]
+) -> None:
     job = service.wait_job(_submit(http, models["tanh"], random_states(16)), timeout_s=60)
     assert job["status"] == "succeeded" and job["partial"] is False, job
 
 
 def test_the_hard_limit_fails_the_job_at_once_and_it_is_not_run_again(
-        service: LiveService, http: httpx.Client, models: dict[str, Any]) -> None:
+    service: LiveService, http: httpx.Client, models: dict[str, Any]
+) -> None:
     job_id = _submit(http, models["slow"], random_states(64), max_iters=3)
     job = service.wait_job(job_id, timeout_s=60)
     assert job["status"] == "failed", job
@@ -163,9 +178,11 @@ def test_the_hard_limit_fails_the_job_at_once_and_it_is_not_run_again(
 
 
 def test_a_result_over_the_size_limit_fails_before_anything_is_written(
-        service: LiveService, http: httpx.Client, models: dict[str, Any], stub: Any) -> None:
-    job_id = _submit(http, models["identity"], random_states(512, d=32), completeness="none",
-                     do_exclude_distance_outliers=False)
+    service: LiveService, http: httpx.Client, models: dict[str, Any], stub: Any
+) -> None:
+    job_id = _submit(
+        http, models["identity"], random_states(512, d=32), completeness="none", do_exclude_distance_outliers=False
+    )
     job = service.wait_job(job_id, timeout_s=120)
     assert job["status"] == "failed", job
     error = job["error"]
@@ -175,8 +192,15 @@ def test_a_result_over_the_size_limit_fails_before_anything_is_written(
     refused = http.get(f"/v1/jobs/{job_id}/result")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "result_too_large"
 
-    small = _submit(http, models["identity"], random_states(512, d=32), completeness="none",
-                    do_exclude_distance_outliers=False, do_compute_jacobians=False, do_decompose_jacobians=False)
+    small = _submit(
+        http,
+        models["identity"],
+        random_states(512, d=32),
+        completeness="none",
+        do_exclude_distance_outliers=False,
+        do_compute_jacobians=False,
+        do_decompose_jacobians=False,
+    )
     assert service.wait_job(small, timeout_s=120)["status"] == "succeeded"
 
 
@@ -184,17 +208,27 @@ def test_dimension_limits(http: httpx.Client, models: dict[str, Any]) -> None:
     wide = models["wide"]
     assert wide["status"] == "invalid"
     assert f"at most {MAX_N_STATES}" in wide["error"]["detail"], wide
-    refused = http.post("/v1/jobs", json={"model_id": models["tanh"]["id"], "initial_states": random_states(2),
-                                          "options": {"max_iters": 0}})
+    refused = http.post(
+        "/v1/jobs",
+        json={"model_id": models["tanh"]["id"], "initial_states": random_states(2), "options": {"max_iters": 0}},
+    )
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_options"
 
 
-def test_a_queued_job_whose_message_was_never_sent_runs(service: LiveService, http: httpx.Client,
-                                                        models: dict[str, Any]) -> None:
+def test_a_queued_job_whose_message_was_never_sent_runs(
+    service: LiveService, http: httpx.Client, models: dict[str, Any]
+) -> None:
     """As if the gateway died between storing the job and sending its message."""
     store = JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
-    job = Job(id=uuid.uuid4().hex, model_id=models["tanh"]["id"], status=JobStatus.QUEUED, n_initial_states=4,
-              options={}, created_at=time.time(), tenant="local")
+    job = Job(
+        id=uuid.uuid4().hex,
+        model_id=models["tanh"]["id"],
+        status=JobStatus.QUEUED,
+        n_initial_states=4,
+        options={},
+        created_at=time.time(),
+        tenant="local",
+    )
     artifacts = ArtifactStore(service.data_dir)
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
         np.savez(out, initial_states=np.array(random_states(4)), inputs=np.zeros((1, 2)))
@@ -207,13 +241,16 @@ def test_a_queued_job_whose_message_was_never_sent_runs(service: LiveService, ht
 
 
 def test_a_pool_process_killed_at_the_time_limit_fails_its_job_without_a_rerun(
-        tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]) -> None:
+    tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]
+) -> None:
     """Unsandboxed, a model step that never returns keeps Celery's soft limit from being raised in
     the pool process; Celery kills the process 30 s later and the janitor fails the job (it used to
     re-run it up to FPF_MAX_ATTEMPTS times)."""
     settings = {"FPF_SANDBOX": "off", "FPF_SOFT_TIME_LIMIT_S": "1", "FPF_HARD_TIME_LIMIT_S": "3"}
-    with start_service(tmp_path_factory.mktemp("fpf-hard-kill"), **settings) as unsandboxed, \
-            unsandboxed.client() as http:
+    with (
+        start_service(tmp_path_factory.mktemp("fpf-hard-kill"), **settings) as unsandboxed,
+        unsandboxed.client() as http,
+    ):
         slow = unsandboxed.upload_model(model_files["slow"], n_states=8, n_inputs=1)
         job_id = _submit(http, slow, random_states(64), max_iters=3)
         job = unsandboxed.wait_job(job_id, timeout_s=120)

@@ -22,9 +22,12 @@ def frames(*items: tuple[dict, bytes]) -> io.BytesIO:
     return stream
 
 
-def raw(header: bytes, payload: bytes = b"", header_len: int | None = None, payload_len: int | None = None) -> io.BytesIO:
-    prefix = struct.pack(">IQ", len(header) if header_len is None else header_len,
-                         len(payload) if payload_len is None else payload_len)
+def raw(
+    header: bytes, payload: bytes = b"", header_len: int | None = None, payload_len: int | None = None
+) -> io.BytesIO:
+    prefix = struct.pack(
+        ">IQ", len(header) if header_len is None else header_len, len(payload) if payload_len is None else payload_len
+    )
     return io.BytesIO(prefix + header + payload)
 
 
@@ -52,14 +55,17 @@ def test_a_pipe_delivering_a_large_frame_in_pieces_is_read_whole():
     assert header == {"n": 1} and received == payload
 
 
-@pytest.mark.parametrize("stream, message", [
-    (io.BytesIO(raw(b'{"a": 1}').getvalue()[:-1]), "middle of a frame"),
-    (io.BytesIO(struct.pack(">IQ", 2, 0)[:5]), "middle of a frame"),
-    (raw(b"{}", header_len=MAX_HEADER_BYTES + 1), "over the limit"),
-    (raw(b"{}", b"x" * 11), "over the limit"),
-    (raw(b"not json"), "not JSON"),
-    (raw(json.dumps([1, 2]).encode()), "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "stream, message",
+    [
+        (io.BytesIO(raw(b'{"a": 1}').getvalue()[:-1]), "middle of a frame"),
+        (io.BytesIO(struct.pack(">IQ", 2, 0)[:5]), "middle of a frame"),
+        (raw(b"{}", header_len=MAX_HEADER_BYTES + 1), "over the limit"),
+        (raw(b"{}", b"x" * 11), "over the limit"),
+        (raw(b"not json"), "not JSON"),
+        (raw(json.dumps([1, 2]).encode()), "not a JSON object"),
+    ],
+)
 def test_malformed_frames_are_refused(stream, message):
     with pytest.raises(FrameError, match=message):
         read_frame(stream, max_payload_bytes=10)

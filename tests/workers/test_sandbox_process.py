@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from fpf_client.errors import FpfError
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
-
 from workers.engine import find_fixed_points, load_model
 from workers.sandbox import Limits, Sandbox, SandboxFailure, SandboxPool
 from workers.sandbox.process import _descendants
@@ -61,8 +61,13 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
     path = tmp_path_factory.mktemp("model") / "tanh.pt"
     torch.jit.script(TanhRNN()).save(str(path))
     data = path.read_bytes()
-    record = {"id": hashlib.sha256(data).hexdigest(), "format": "torchscript", "n_states": None, "n_inputs": None,
-              "dynamics": "discrete"}
+    record = {
+        "id": hashlib.sha256(data).hexdigest(),
+        "format": "torchscript",
+        "n_states": None,
+        "n_inputs": None,
+        "dynamics": "discrete",
+    }
     return record, data, path
 
 
@@ -96,8 +101,9 @@ def test_a_child_describes_and_solves_like_the_engine_in_process(sandbox, model_
     assert fetched == [record["id"]]  # sent once, then kept loaded in the child
     assert engine_s > 0 and follow.reports and follow.reports[-1]["n_total"] == 32
     with np.load(io.BytesIO(arrays()), allow_pickle=False) as given:
-        expected = find_fixed_points(load_model(path), given["initial_states"], given["inputs"],
-                                     FinderOptions.model_validate(OPTIONS))
+        expected = find_fixed_points(
+            load_model(path), given["initial_states"], given["inputs"], FinderOptions.model_validate(OPTIONS)
+        )
     got = FixedPoints.load(result)
     assert got.n == expected.n
     np.testing.assert_allclose(got.xstar, expected.xstar, atol=1e-6)
@@ -139,8 +145,9 @@ def test_the_cpu_time_limit_kills_a_busy_child(tmp_path, model_file):
     box = Sandbox(Limits(memory_bytes=2 << 30, cpu_s=0.5, disk_bytes=64 << 20), data_dir=tmp_path)
     try:
         with pytest.raises(SandboxFailure, match="CPU-time limit of 0.5 s") as failure:
-            box.solve(record, lambda: data, arrays(1024), {"method": "adam", "lr_init": 1e-4, "max_iters": 10**6},
-                      Follow())
+            box.solve(
+                record, lambda: data, arrays(1024), {"method": "adam", "lr_init": 1e-4, "max_iters": 10**6}, Follow()
+            )
         assert failure.value.extra == {"limit": "cpu_time"}
         assert not box.alive
     finally:

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fpf_client.fixed_points import FixedPoints
 from service_harness import LiveService, children_of, random_states, start_service
+
+from fpf_client.fixed_points import FixedPoints
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ class ReadFile(torch.nn.Module):
     def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if h.shape[0] >= 100:
             data = torch.from_file(self.path, shared=False, size=self.offset + 8, dtype=torch.uint8)
-            return h * 0.0 + data[self.offset:].to(h.dtype)
+            return h * 0.0 + data[self.offset :].to(h.dtype)
         return torch.tanh(h)
 
 
@@ -102,8 +103,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, secret: bytes) -> Iterator
     (root / "data" / "models").mkdir(parents=True)
     (root / "data" / "models" / ("cd" * 32)).write_bytes(b"another tenant's model " + secret)
     (root / "keys.json").write_text(json.dumps({"version": 1, "keys": [], "planted": secret.decode()}))
-    with start_service(root, FPF_SANDBOX_MEMORY_BYTES=str(1 << 30), FPF_SANDBOX_CPU_S=str(CPU_LIMIT_S),
-                       PLANTED_SECRET=secret.decode()) as live:
+    with start_service(
+        root, FPF_SANDBOX_MEMORY_BYTES=str(1 << 30), FPF_SANDBOX_CPU_S=str(CPU_LIMIT_S), PLANTED_SECRET=secret.decode()
+    ) as live:
         yield live
 
 
@@ -115,12 +117,15 @@ def upload(service: LiveService, module: torch.nn.Module, tmp_path: Path) -> dic
     return model
 
 
-def run_job(service: LiveService, model: dict[str, Any], n: int = ATTACK_BATCH,
-            timeout_s: float = 120) -> tuple[dict[str, Any], FixedPoints | None]:
+def run_job(
+    service: LiveService, model: dict[str, Any], n: int = ATTACK_BATCH, timeout_s: float = 120
+) -> tuple[dict[str, Any], FixedPoints | None]:
     """Submit a job and wait for its end; the job and, when it succeeded, its result."""
     with service.client() as http:
-        response = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(n),
-                                               "options": {"method": "newton"}})
+        response = http.post(
+            "/v1/jobs",
+            json={"model_id": model["id"], "initial_states": random_states(n), "options": {"method": "newton"}},
+        )
         assert response.status_code == 202, response.text
         job = service.wait_job(response.json()["id"], timeout_s=timeout_s)
         if job["status"] != "succeeded":

@@ -109,16 +109,36 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     keys = root / "keys.json"
     keys.write_text(json.dumps({"keys": [{"hash": secret}]}))
     monkeypatch.setenv("FPF_PLANTED_SECRET", secret)
-    return {"secret": secret, "data_dir": data, "read": [str(artifact), str(keys)],
-            "write": [str(data / "escaped"), str(tmp_path / "escaped"), str(Path(sys.prefix) / "escaped"),
-                      str(Path(__file__).resolve().parents[2] / "workers" / "escaped")]}
+    return {
+        "secret": secret,
+        "data_dir": data,
+        "read": [str(artifact), str(keys)],
+        "write": [
+            str(data / "escaped"),
+            str(tmp_path / "escaped"),
+            str(Path(sys.prefix) / "escaped"),
+            str(Path(__file__).resolve().parents[2] / "workers" / "escaped"),
+        ],
+    }
 
 
 def run_inside(probe: str, planted: dict[str, Any], stdin: bytes = b"", timeout_s: float = 120) -> dict[str, Any]:
-    spec = {"read": planted["read"], "write": planted["write"], "limits": True, "memory_bytes": LIMITS.memory_bytes,
-            "disk_bytes": LIMITS.disk_bytes, "open_files": LIMITS.open_files}
-    process = spawn([sys.executable, "-I", "-c", probe, json.dumps(spec)], LIMITS, data_dir=planted["data_dir"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    spec = {
+        "read": planted["read"],
+        "write": planted["write"],
+        "limits": True,
+        "memory_bytes": LIMITS.memory_bytes,
+        "disk_bytes": LIMITS.disk_bytes,
+        "open_files": LIMITS.open_files,
+    }
+    process = spawn(
+        [sys.executable, "-I", "-c", probe, json.dumps(spec)],
+        LIMITS,
+        data_dir=planted["data_dir"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = process.communicate(stdin, timeout=timeout_s)
     assert process.returncode == 0, err.decode()[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
@@ -160,8 +180,9 @@ def test_limits_hold_and_cannot_be_raised(planted):
 def test_control_the_same_code_unconfined_gets_the_secrets(planted):
     """Without the sandbox the probe reads every planted file: the tests above can fail."""
     spec = {"read": planted["read"], "write": [], "limits": False}
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(spec)], capture_output=True, env=os.environ,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(spec)], capture_output=True, env=os.environ, check=False
+    )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     report = json.loads(out.stdout.decode().strip().splitlines()[-1])
     for path in planted["read"]:
@@ -241,7 +262,12 @@ def test_code_under_tmp_stays_visible_behind_the_private_tmp(tmp_path: Path, mon
     assert str(code).startswith("/tmp/")
     bound = command.bound_directories()
     monkeypatch.setattr(command, "bound_directories", lambda: [*bound, str(code)])
-    inside = spawn(["/bin/cat", str(code / "marker.txt")], LIMITS, data_dir=tmp_path / "data",
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    inside = spawn(
+        ["/bin/cat", str(code / "marker.txt")],
+        LIMITS,
+        data_dir=tmp_path / "data",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = inside.communicate(timeout=60)
     assert (inside.returncode, out) == (0, b"visible"), err

@@ -18,8 +18,10 @@ MEDIUM_JOB_OPTIONS = {"method": "adam", "lr_init": 0.02, "max_iters": 20000}
 
 def _start_medium_job(live_service: LiveService, model_id: str) -> dict[str, Any]:
     with live_service.client() as http:
-        response = http.post("/v1/jobs", json={"model_id": model_id, "initial_states": random_states(512, seed=9),
-                                               "options": MEDIUM_JOB_OPTIONS})
+        response = http.post(
+            "/v1/jobs",
+            json={"model_id": model_id, "initial_states": random_states(512, seed=9), "options": MEDIUM_JOB_OPTIONS},
+        )
     assert response.status_code == 202, response.text
     return _wait_for_progress(live_service, response.json()["id"])
 
@@ -37,8 +39,9 @@ def _wait_for_progress(live_service: LiveService, job_id: str, timeout_s: float 
     raise TimeoutError(f"job {job_id} reported no progress in {timeout_s} s")
 
 
-def test_cancel_a_running_job_frees_the_worker(live_service: LiveService, tanh_model: dict[str, Any],
-                                               slow_job: dict[str, Any]) -> None:
+def test_cancel_a_running_job_frees_the_worker(
+    live_service: LiveService, tanh_model: dict[str, Any], slow_job: dict[str, Any]
+) -> None:
     _wait_for_progress(live_service, slow_job["id"])
     with live_service.client() as http:
         asked = http.post(f"/v1/jobs/{slow_job['id']}/cancel")
@@ -53,8 +56,9 @@ def test_cancel_a_running_job_frees_the_worker(live_service: LiveService, tanh_m
         assert live_service.wait_job(quick.json()["id"], timeout_s=30)["status"] == "succeeded"
 
 
-def test_cancel_a_queued_job_at_once(live_service: LiveService, tanh_model: dict[str, Any],
-                                     slow_job: dict[str, Any]) -> None:
+def test_cancel_a_queued_job_at_once(
+    live_service: LiveService, tanh_model: dict[str, Any], slow_job: dict[str, Any]
+) -> None:
     with live_service.client() as http:
         queued = http.post("/v1/jobs", json={"model_id": tanh_model["id"], "initial_states": random_states(2)}).json()
         assert queued["status"] == "queued"

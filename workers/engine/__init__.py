@@ -10,6 +10,11 @@ from .models import StepModel, as_step_model, load_model
 from .sampling import sample_inputs_and_states, sample_states
 
 __all__ = [
-    "StepModel", "approximate_updates", "as_step_model", "find_fixed_points", "load_model",
-    "sample_inputs_and_states", "sample_states",
+    "StepModel",
+    "approximate_updates",
+    "as_step_model",
+    "find_fixed_points",
+    "load_model",
+    "sample_inputs_and_states",
+    "sample_states",
 ]

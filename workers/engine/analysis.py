@@ -8,8 +8,8 @@ continuous time), where "many fixed points" are really one line or ring attracto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -192,11 +192,16 @@ def linearize(
         n_modes = n_eigs if n_eigs is not None and n_eigs < d - 1 else d
         flags = np.zeros(0, dtype=bool)
         return Linearization(
-            F_xstar=np.zeros((0, d)), J_xstar=np.zeros((0, d, d)),
+            F_xstar=np.zeros((0, d)),
+            J_xstar=np.zeros((0, d, d)),
             dFdu=np.zeros((0, d, model.n_inputs)) if with_input_jacobians else None,
-            step_norm=np.zeros(0), eigval=np.zeros((0, n_modes), dtype=complex),
-            eigvec=np.zeros((0, d, n_modes), dtype=complex), is_stable=flags, n_unstable=np.zeros(0, dtype=int),
-            is_nonisolated=flags, certified=flags,
+            step_norm=np.zeros(0),
+            eigval=np.zeros((0, n_modes), dtype=complex),
+            eigvec=np.zeros((0, d, n_modes), dtype=complex),
+            is_stable=flags,
+            n_unstable=np.zeros(0, dtype=int),
+            is_nonisolated=flags,
+            certified=flags,
         )
     with torch.no_grad():
         fx = model.step(xstar, inputs)
@@ -240,7 +245,9 @@ def decompose(J: np.ndarray, dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray
     if len(J) == 0:
         d = J.shape[-1]
         return np.zeros((0, d), dtype=complex), np.zeros((0, d, d), dtype=complex)
-    eigval, eigvec = (t.numpy() for t in torch.linalg.eig(torch.from_numpy(J)))  # torch's batched LAPACK call beats numpy's loop
+    eigval, eigvec = (
+        t.numpy() for t in torch.linalg.eig(torch.from_numpy(J))
+    )  # torch's batched LAPACK call beats numpy's loop
     key = np.abs(eigval) if dynamics == "discrete" else eigval.real
     order = np.argsort(-key, axis=1, kind="stable")
     eigval = np.take_along_axis(eigval, order, axis=1).astype(complex)
@@ -266,7 +273,7 @@ def _newton_step_norm(JG: np.ndarray, G: np.ndarray) -> np.ndarray:
 
 def _newton_step_norm_svd(JG: np.ndarray, G: np.ndarray) -> np.ndarray:
     """|dG/dx^-1 G| per point by SVD (inf where dG/dx is numerically singular)."""
-    u, s, vh = np.linalg.svd(JG)
+    u, s, _ = np.linalg.svd(JG)
     singular = s[:, -1] <= s[:, :1].squeeze(1) * JG.shape[1] * np.finfo(float).eps
     coeffs = np.einsum("kji,kj->ki", u, G) / np.where(s > 0, s, np.inf)
     norms = np.linalg.norm(coeffs, axis=1)  # vh is orthogonal: |vh^T c| = |c|

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from fpf_client.errors import DeviceUnavailable
 
 
@@ -24,6 +25,10 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         reason = "torch was built without CUDA" if torch.version.cuda is None else "torch sees no CUDA device"
-        raise DeviceUnavailable(f"the job asks for device {name!r}, but this worker has none ({reason}); "
-                                f"devices here: {available_devices()}", device=name, devices=available_devices())
+        raise DeviceUnavailable(
+            f"the job asks for device {name!r}, but this worker has none ({reason}); "
+            f"devices here: {available_devices()}",
+            device=name,
+            devices=available_devices(),
+        )
     return device

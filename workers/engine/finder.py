@@ -15,7 +15,8 @@ import contextlib
 import os
 import resource
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,8 +114,12 @@ def find_fixed_points(
     completeness_passes = 0
     if restarts_wanted and reporter.stopped is None:
         restarts = midpoint_restarts(
-            Problem(step_model, u_rows, dynamics), result.x[unique], group[unique], options,
-            torch.Generator().manual_seed(options.random_seed), progress=reporter.hook("completeness", n),
+            Problem(step_model, u_rows, dynamics),
+            result.x[unique],
+            group[unique],
+            options,
+            torch.Generator().manual_seed(options.random_seed),
+            progress=reporter.hook("completeness", n),
         )
         starts = torch.cat([x0, restarts.starts])
         sample_group = torch.cat([group, restarts.group])
@@ -126,8 +131,9 @@ def find_fixed_points(
 
     refinement = Refinement()
     if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
-        refinement = refine_in_float64(step_model, result, u_rows[sample_group], dynamics, options,
-                                       progress=reporter.hook("refinement", n))
+        refinement = refine_in_float64(
+            step_model, result, u_rows[sample_group], dynamics, options, progress=reporter.hook("refinement", n)
+        )
         if len(refinement.converged):
             candidates = torch.cat([unique, refinement.converged])
             unique = _unique_among(result, candidates, u_rows, sample_group, options)
@@ -182,11 +188,14 @@ def _precision_warning(
     if refinement.unavailable:
         refined = f" They could not be refined in float64: {refinement.unavailable}."
     elif refinement.stopped:
-        refined = (f" The time limit ended their refinement in float64 with {len(refinement.converged)} of the "
-                   f"{refinement.n_tried} distinct points among them certified.")
+        refined = (
+            f" The time limit ended their refinement in float64 with {len(refinement.converged)} of the "
+            f"{refinement.n_tried} distinct points among them certified."
+        )
     elif refinement.n_tried:
-        refined = (f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in "
-                   f"float64 either.")
+        refined = (
+            f" {unresolved} of the {refinement.n_tried} distinct points among them did not converge in float64 either."
+        )
     else:
         refined = ""
     return (
@@ -209,7 +218,7 @@ def _solve_in_chunks(
     group: torch.Tensor,
     dynamics: str,
     options: FinderOptions,
-    reporter: "_Reporter",
+    reporter: _Reporter,
 ) -> SolveResult:
     """Run the chosen solver over chunks of the initial states that fit in memory."""
     n, d = x0.shape
@@ -232,8 +241,9 @@ def _not_started(x0: torch.Tensor) -> SolveResult:
     """The outcome of samples the time limit left unsolved: capped at their start, q unknown (NaN)."""
     nan = torch.full((x0.shape[0],), float("nan"), dtype=x0.dtype, device=x0.device)
     zeros = torch.zeros(x0.shape[0], dtype=torch.int64, device=x0.device)
-    return SolveResult(x=x0.clone(), q=nan, dq=nan.clone(), n_iters=zeros, status=zeros + int(Status.CAPPED),
-                       step_norm=nan.clone())
+    return SolveResult(
+        x=x0.clone(), q=nan, dq=nan.clone(), n_iters=zeros, status=zeros + int(Status.CAPPED), step_norm=nan.clone()
+    )
 
 
 def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "newton") -> int:
@@ -291,7 +301,7 @@ def _analyse(
     labels: np.ndarray,
     dynamics: str,
     options: FinderOptions,
-    reporter: "_Reporter",
+    reporter: _Reporter,
 ) -> FixedPoints:
     """Outlier handling and linearisation of the unique converged samples ``keep``, as a FixedPoints."""
     reporter.announce("analysis", result.iterations, result.q, int(result.converged.sum()))
@@ -307,9 +317,14 @@ def _analyse(
         keep = keep[torch.as_tensor(chosen, device=keep.device)]
     fps = _points(result, starts, u_rows, group, keep, labels, dynamics, options)
     lin = linearize(
-        model, result.x[keep], u_rows[group[keep]], dynamics,
-        tol_nonisolated=options.tol_nonisolated, tol_step=0.1 * options.tol_unique,
-        with_input_jacobians=options.do_compute_input_jacobians, n_eigs=options.n_eigs,
+        model,
+        result.x[keep],
+        u_rows[group[keep]],
+        dynamics,
+        tol_nonisolated=options.tol_nonisolated,
+        tol_step=0.1 * options.tol_unique,
+        with_input_jacobians=options.do_compute_input_jacobians,
+        n_eigs=options.n_eigs,
     )
     fps.F_xstar, fps.step_norm = lin.F_xstar, lin.step_norm
     fps.certified, fps.is_nonisolated = lin.certified, lin.is_nonisolated
@@ -361,8 +376,7 @@ def _unique_converged(result: SolveResult, inputs: torch.Tensor, options: Finder
     if options.unique_rule == "reference":
         candidates = torch.nonzero(torch.isfinite(result.q)).squeeze(-1)
         keys = torch.cat([result.x[candidates], inputs[candidates]], dim=1).detach().cpu().double().numpy()
-        kept = reference_unique_indices(keys, result.q[candidates].detach().cpu().double().numpy(),
-                                        options.tol_unique)
+        kept = reference_unique_indices(keys, result.q[candidates].detach().cpu().double().numpy(), options.tol_unique)
         return candidates[torch.as_tensor(kept, device=candidates.device)]
     converged = torch.nonzero(result.converged).squeeze(-1)
     keys = torch.cat([result.x[converged], inputs[converged]], dim=1)
@@ -386,8 +400,9 @@ def _rerun_q_outliers(
     options: FinderOptions,
 ) -> torch.Tensor:
     """Polish points whose q is far above the median from where they stopped; keep what improved."""
-    outliers = keep[torch.as_tensor(q_outliers(result.q[keep].cpu().numpy(), options.outlier_q_scale),
-                                    device=keep.device)]
+    outliers = keep[
+        torch.as_tensor(q_outliers(result.q[keep].cpu().numpy(), options.outlier_q_scale), device=keep.device)
+    ]
     if len(outliers) == 0:
         return keep
     problem = Problem(model, u_rows[group[outliers]], dynamics)
@@ -408,6 +423,7 @@ def _points(
     options: FinderOptions,
 ) -> FixedPoints:
     """The per-sample fields of the samples ``keep``, as numpy; ``labels`` are every sample's cond_id."""
+
     def pick(t: torch.Tensor) -> np.ndarray:
         return t[keep].detach().cpu().numpy()
 
@@ -508,14 +524,16 @@ class _Reporter:
             return
         self.last = now
         finite = q[torch.isfinite(q)]
-        self.callback({
-            "phase": phase,
-            "iteration": int(iteration),
-            "n_total": self.n_total,
-            "n_converged": int(n_converged),
-            "q_median": float(finite.median()) if finite.numel() else float("nan"),
-            "q_max": float(finite.max()) if finite.numel() else float("nan"),
-        })
+        self.callback(
+            {
+                "phase": phase,
+                "iteration": int(iteration),
+                "n_total": self.n_total,
+                "n_converged": int(n_converged),
+                "q_median": float(finite.median()) if finite.numel() else float("nan"),
+                "q_max": float(finite.max()) if finite.numel() else float("nan"),
+            }
+        )
 
 
 def _as_tensor(array: Any, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -541,9 +559,7 @@ def _check_inputs(inputs: Any, n: int, model: StepModel, dtype: torch.dtype, dev
         return torch.zeros(1, model.n_inputs, dtype=dtype, device=device)
     u = _as_tensor(inputs, "inputs", dtype, device)
     if u.ndim != 2 or u.shape[1] != model.n_inputs or u.shape[0] not in (1, n):
-        raise ShapeMismatch(
-            f"inputs has shape {tuple(u.shape)}; expected (1 or {n}, {model.n_inputs})", field="inputs"
-        )
+        raise ShapeMismatch(f"inputs has shape {tuple(u.shape)}; expected (1 or {n}, {model.n_inputs})", field="inputs")
     return u
 
 
@@ -553,8 +569,9 @@ def _check_cond_ids(cond_ids: Any, n: int) -> np.ndarray | None:
         return None
     labels = np.asarray(cond_ids.detach().cpu() if isinstance(cond_ids, torch.Tensor) else cond_ids).reshape(-1)
     if labels.shape[0] != n:
-        raise ShapeMismatch(f"cond_ids has {labels.shape[0]} entries; expected one per initial state ({n})",
-                            field="cond_ids")
+        raise ShapeMismatch(
+            f"cond_ids has {labels.shape[0]} entries; expected one per initial state ({n})", field="cond_ids"
+        )
     return labels
 
 
@@ -567,7 +584,7 @@ def _labels(cond_ids: np.ndarray | None, group: torch.Tensor, sample_group: torc
     first: dict[int, int] = {}
     for index, g in enumerate(group.cpu().numpy().tolist()):
         first.setdefault(g, index)
-    restarts = sample_group[len(group):].cpu().numpy()
+    restarts = sample_group[len(group) :].cpu().numpy()
     return np.concatenate([labels, labels[[first[g] for g in restarts.tolist()]]]) if len(restarts) else labels
 
 

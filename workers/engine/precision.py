@@ -100,7 +100,7 @@ def refine_in_float64(
     winners = []
     watch = WatchedHook(progress)
     for start in range(0, len(stalled), size):
-        part = stalled[start:start + size]
+        part = stalled[start : start + size]
         if watch.fired:
             break
         problem = Problem(model64, inputs[part].to(torch.float64), dynamics)

@@ -64,8 +64,9 @@ def sample_inputs_and_states(
     """
     inputs = np.asarray(inputs)
     if inputs.shape[:2] != np.shape(trajectories)[:2]:
-        raise ValueError(f"inputs {inputs.shape[:2]} and trajectories {np.shape(trajectories)[:2]} "
-                         "must share (n_batch, n_time)")
+        raise ValueError(
+            f"inputs {inputs.shape[:2]} and trajectories {np.shape(trajectories)[:2]} must share (n_batch, n_time)"
+        )
     rng = np.random.default_rng(rng)
     trial, time = _draw(inputs.shape[:2], n, valid, rng)
     states = _add_noise(np.asarray(trajectories)[trial, time], noise_scale, rng)

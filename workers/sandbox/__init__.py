@@ -13,6 +13,13 @@ from .pool import SandboxPool
 from .process import Listener, RequestTimedOut, Sandbox, SandboxFailure
 
 __all__ = [
-    "Limits", "Listener", "RequestTimedOut", "Sandbox", "SandboxFailure", "SandboxPool", "SandboxUnavailable",
-    "probe", "spawn",
+    "Limits",
+    "Listener",
+    "RequestTimedOut",
+    "Sandbox",
+    "SandboxFailure",
+    "SandboxPool",
+    "SandboxUnavailable",
+    "probe",
+    "spawn",
 ]

@@ -36,8 +36,12 @@ MODEL_DIR = Path("/tmp/models")
 
 def limit_resources(memory_bytes: int, disk_bytes: int, open_files: int) -> None:
     """Set soft = hard limits on private memory, file size, descriptors and core dumps."""
-    for limit, value in ((resource.RLIMIT_DATA, memory_bytes), (resource.RLIMIT_FSIZE, disk_bytes),
-                         (resource.RLIMIT_NOFILE, open_files), (resource.RLIMIT_CORE, 0)):
+    for limit, value in (
+        (resource.RLIMIT_DATA, memory_bytes),
+        (resource.RLIMIT_FSIZE, disk_bytes),
+        (resource.RLIMIT_NOFILE, open_files),
+        (resource.RLIMIT_CORE, 0),
+    ):
         resource.setrlimit(limit, (value, value))
     # A write past the size limit fails with EFBIG instead of killing the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -90,7 +94,7 @@ class Child:
                 raise FpfError(f"unknown request {request['op']!r}")
         except FpfError as exc:
             write_frame(self.answers, {"type": "error", "problem": exc.to_problem()})
-        except Exception as exc:  # noqa: BLE001 - model code may raise anything
+        except Exception as exc:
             problem = FpfError(f"{type(exc).__name__}: {exc}").to_problem()
             write_frame(self.answers, {"type": "error", "problem": problem})
 
@@ -116,8 +120,14 @@ class Child:
         path = MODEL_DIR / record["id"]
         path.write_bytes(data)
         try:
-            model = load_model(path, format=record.get("format"), n_states=record.get("n_states"),
-                               n_inputs=record.get("n_inputs"), dynamics=key[1], **naming)
+            model = load_model(
+                path,
+                format=record.get("format"),
+                n_states=record.get("n_states"),
+                n_inputs=record.get("n_inputs"),
+                dynamics=key[1],
+                **naming,
+            )
         finally:
             path.unlink()  # loaders read the whole file (archives are extracted elsewhere)
         self.models[key] = model
@@ -125,13 +135,20 @@ class Child:
             self.models.popitem(last=False)
         return model
 
-    def solve(self, model: Any, arrays_npz: bytes, options: dict[str, Any], *, time_limit_s: float | None = None,
-              max_result_bytes: int | None = None) -> tuple[bytes, float]:
+    def solve(
+        self,
+        model: Any,
+        arrays_npz: bytes,
+        options: dict[str, Any],
+        *,
+        time_limit_s: float | None = None,
+        max_result_bytes: int | None = None,
+    ) -> tuple[bytes, float]:
         """Run the engine on the job's arrays (its search stopped after ``time_limit_s``); the result as
         ``.npz`` bytes, refused past ``max_result_bytes``, and the engine's seconds."""
         import numpy as np
-        from fpf_client.options import FinderOptions
 
+        from fpf_client.options import FinderOptions
         from workers.engine import find_fixed_points
         from workers.results import result_arrays
 
@@ -139,8 +156,15 @@ class Child:
             initial_states, inputs = arrays["initial_states"], arrays["inputs"]
             cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
         start = time.perf_counter()
-        fixed_points = find_fixed_points(model, initial_states, inputs, FinderOptions.model_validate(options),
-                                         progress=self.report, time_limit_s=time_limit_s, cond_ids=cond_ids)
+        fixed_points = find_fixed_points(
+            model,
+            initial_states,
+            inputs,
+            FinderOptions.model_validate(options),
+            progress=self.report,
+            time_limit_s=time_limit_s,
+            cond_ids=cond_ids,
+        )
         engine_s = time.perf_counter() - start
         out = io.BytesIO()
         # uncompressed: floats hardly compress

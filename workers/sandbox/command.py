@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import fpf_client
-
 import workers
 
 #: The unprivileged user and group the child runs as inside its user namespace ("nobody").
@@ -76,8 +75,14 @@ def probe(bwrap: str | None = None) -> str:
         When bwrap is missing or fails (no user namespaces, a seccomp profile forbidding them, ...).
     """
     bwrap = bwrap or find_bwrap()
-    check = subprocess.run([bwrap, *_namespaces(), *_filesystem(), *_code(), "--", "/bin/true"],
-                           env={}, capture_output=True, text=True, timeout=30, check=False)
+    check = subprocess.run(
+        [bwrap, *_namespaces(), *_filesystem(), *_code(), "--", "/bin/true"],
+        env={},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if check.returncode != 0:
         raise SandboxUnavailable(f"bwrap cannot create a sandbox here: {check.stderr.strip()}")
     return subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
@@ -94,13 +99,30 @@ def sandbox_argv(limits: Limits, *, data_dir: Path, info_fd: int | None = None, 
     # The code binds come after the private /tmp, so that a checkout or virtualenv under /tmp
     # stays visible; the data dir's cover comes last, over whatever bind holds it.
     return [
-        bwrap or find_bwrap(), *_namespaces(), *_filesystem(), *_tmpfs(limits.disk_bytes), *_code(),
-        *_gpu_devices(), *hidden, *_environment(), *info, "--chdir", "/tmp", "--",
+        bwrap or find_bwrap(),
+        *_namespaces(),
+        *_filesystem(),
+        *_tmpfs(limits.disk_bytes),
+        *_code(),
+        *_gpu_devices(),
+        *hidden,
+        *_environment(),
+        *info,
+        "--chdir",
+        "/tmp",
+        "--",
     ]
 
 
-def spawn(command: list[str], limits: Limits, *, data_dir: Path, info_fd: int | None = None,
-          bwrap: str | None = None, **popen: Any) -> subprocess.Popen:
+def spawn(
+    command: list[str],
+    limits: Limits,
+    *,
+    data_dir: Path,
+    info_fd: int | None = None,
+    bwrap: str | None = None,
+    **popen: Any,
+) -> subprocess.Popen:
     """Start ``command`` in a sandbox; ``popen`` are further :class:`subprocess.Popen` arguments.
 
     bwrap itself gets an empty environment: the sandbox's init process (PID 1 inside,
@@ -113,9 +135,17 @@ def spawn(command: list[str], limits: Limits, *, data_dir: Path, info_fd: int | 
 def child_command(limits: Limits) -> list[str]:
     """The command, run inside the sandbox, of :mod:`workers.sandbox.child` under ``limits``."""
     return [
-        sys.executable, "-I", "-B", "-m", "workers.sandbox.child",
-        "--memory-bytes", str(limits.memory_bytes), "--disk-bytes", str(limits.disk_bytes),
-        "--open-files", str(limits.open_files),
+        sys.executable,
+        "-I",
+        "-B",
+        "-m",
+        "workers.sandbox.child",
+        "--memory-bytes",
+        str(limits.memory_bytes),
+        "--disk-bytes",
+        str(limits.disk_bytes),
+        "--open-files",
+        str(limits.open_files),
     ]
 
 
@@ -127,8 +157,18 @@ def bound_directories() -> list[str]:
 
 
 def _namespaces() -> list[str]:
-    return ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--hostname", "fpf-sandbox", "--die-with-parent", "--new-session"]
+    return [
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "fpf-sandbox",
+        "--die-with-parent",
+        "--new-session",
+    ]
 
 
 def _filesystem() -> list[str]:
@@ -160,11 +200,12 @@ def _gpu_devices() -> list[str]:
 def _hidden(data_dir: Path) -> list[str]:
     """``data_dir`` when a bound directory contains it (so that it must be covered), else nothing."""
     data = str(Path(data_dir).resolve())
-    return [data] if any(data == d or data.startswith(d.rstrip("/") + "/") for d in [*bound_directories(), "/usr"]) else []
+    return (
+        [data] if any(data == d or data.startswith(d.rstrip("/") + "/") for d in [*bound_directories(), "/usr"]) else []
+    )
 
 
 def _environment() -> list[str]:
-    fixed = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-             "TF_CPP_MIN_LOG_LEVEL": "2"}
+    fixed = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "TF_CPP_MIN_LOG_LEVEL": "2"}
     passed = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
     return ["--clearenv", *(arg for k, v in {**fixed, **passed}.items() for arg in ("--setenv", k, v))]

@@ -75,8 +75,16 @@ class Sandbox:
         self.limits = limits
         info_read, info_write = os.pipe()
         try:
-            self.process = spawn(child_command(limits), limits, data_dir=data_dir, info_fd=info_write, bwrap=bwrap,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+            self.process = spawn(
+                child_command(limits),
+                limits,
+                data_dir=data_dir,
+                info_fd=info_write,
+                bwrap=bwrap,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+            )
         except BaseException:
             os.close(info_read)
             raise
@@ -87,8 +95,9 @@ class Sandbox:
         self._ready = False
 
     # --- requests -----------------------------------------------------------------------
-    def describe(self, record: dict[str, Any], model_bytes: Callable[[], bytes], *,
-                 time_limit_s: float | None = None) -> dict[str, Any]:
+    def describe(
+        self, record: dict[str, Any], model_bytes: Callable[[], bytes], *, time_limit_s: float | None = None
+    ) -> dict[str, Any]:
         """Load the model of ``record`` (a Model's id, format, shapes, dynamics) and describe it.
 
         ``time_limit_s`` counts from the moment the child is ready, so that only the model's own
@@ -99,9 +108,16 @@ class Sandbox:
         header, _ = self._exchange({"op": "describe", "model": record}, b"", model_bytes, listener)
         return header["model"]
 
-    def solve(self, record: dict[str, Any], model_bytes: Callable[[], bytes], arrays_npz: bytes,
-              options: dict[str, Any], listener: Listener, *, limits: dict[str, float] | None = None
-              ) -> tuple[bytes, float]:
+    def solve(
+        self,
+        record: dict[str, Any],
+        model_bytes: Callable[[], bytes],
+        arrays_npz: bytes,
+        options: dict[str, Any],
+        listener: Listener,
+        *,
+        limits: dict[str, float] | None = None,
+    ) -> tuple[bytes, float]:
         """Run the engine on a job's arrays; the result ``.npz`` bytes and the engine's seconds.
 
         ``limits`` may hold ``time_limit_s`` (the search then stops with a partial result) and
@@ -157,8 +173,9 @@ class Sandbox:
         self._ready = True
 
     # --- the exchange -------------------------------------------------------------------
-    def _exchange(self, request: dict[str, Any], payload: bytes, model_bytes: Callable[[], bytes],
-                  listener: Listener | None) -> tuple[dict[str, Any], bytes]:
+    def _exchange(
+        self, request: dict[str, Any], payload: bytes, model_bytes: Callable[[], bytes], listener: Listener | None
+    ) -> tuple[dict[str, Any], bytes]:
         self.wait_ready()
         try:
             write_frame(self.process.stdin, request, payload)
@@ -172,8 +189,7 @@ class Sandbox:
                     if kind == "error":
                         raise FpfError.from_problem(header["problem"])
                     if kind == "need_model":
-                        write_frame(self.process.stdin, {"op": "model", "id": request["model"]["id"]},
-                                    model_bytes())
+                        write_frame(self.process.stdin, {"op": "model", "id": request["model"]["id"]}, model_bytes())
                     elif kind == "progress":
                         if listener is not None:
                             listener.progress(header["progress"])
@@ -201,8 +217,9 @@ class Sandbox:
 
     def _check_cpu(self, start_s: float) -> None:
         if self.cpu_s() - start_s > self.limits.cpu_s:
-            raise SandboxFailure(f"the job used more than its CPU-time limit of {self.limits.cpu_s:g} s",
-                                 limit="cpu_time")
+            raise SandboxFailure(
+                f"the job used more than its CPU-time limit of {self.limits.cpu_s:g} s", limit="cpu_time"
+            )
 
     def _death(self) -> SandboxFailure:
         """Reap the child (killing what is left after a short grace) and say why it ended."""
@@ -230,8 +247,11 @@ def _cause(returncode: int) -> str:
         name = signal.Signals(number).name
     except ValueError:
         return f"exited with status {returncode}"
-    return {"SIGKILL": "was killed (out of memory?)", "SIGXFSZ": "went over its file-size limit",
-            "SIGSEGV": "crashed (segmentation fault)"}.get(name, f"was killed by {name}")
+    return {
+        "SIGKILL": "was killed (out of memory?)",
+        "SIGXFSZ": "went over its file-size limit",
+        "SIGSEGV": "crashed (segmentation fault)",
+    }.get(name, f"was killed by {name}")
 
 
 def _descendants(pid: int) -> list[int]:

@@ -86,7 +86,8 @@ class LocalBackend:
         progress: Progress,
     ) -> FixedPoints:
         printer = progress if callable(progress) else None
-        return self._find(model, initial_states, inputs, options, progress=printer, cond_ids=cond_ids)
+        found: FixedPoints = self._find(model, initial_states, inputs, options, progress=printer, cond_ids=cond_ids)
+        return found
 
 
 def open_backend(url: str | None, api_key: str | None, transport: str | None) -> Backend:

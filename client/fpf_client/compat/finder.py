@@ -13,6 +13,7 @@ from ..options import FinderOptions
 from .backends import Backend, open_backend
 from .fixed_points import FixedPoints
 from .hps import REFERENCE_DEFAULTS, Printing, to_options
+from .step import exact_step
 
 
 class FixedPointFinder:
@@ -108,6 +109,8 @@ class FixedPointFinder:
                 print(f"\tComputed Jacobians at {unique_fps.n} unique fixed points.")
             if unique_fps.is_stable is not None:
                 print(f"\t\t{int(unique_fps.is_stable.sum())} stable, {int((~unique_fps.is_stable).sum())} unstable.")
+            for warning in info.get("warnings", []):
+                print(f"\twarning: {warning}")
             print("\tFixed point finding complete.\n")
         return unique_fps, all_fps
 
@@ -173,6 +176,18 @@ class FixedPointFinder:
         if np.isnan(states).any():
             raise ValueError("Detected NaNs in sampled states. Check state_traj and valid_bxt.")
         return states
+
+    # --- linearised dynamics ----------------------------------------------------------------------
+    def approximate_updates(
+        self, states: np.ndarray, inputs: np.ndarray, fps: FixedPoints, do_compute_exact_update: bool = True
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The TF reference's one-step predictions x* + J (x - x*) + dFdu (u - u*) of every point in
+        ``fps`` for every (state, input) pair, shape (k, n, n_states); with ``do_compute_exact_update``
+        also the model's exact update F(x, u), shape (n, n_states), computed here with the torch module."""
+        approx = fps.approximate_updates(states, inputs)
+        if not do_compute_exact_update:
+            return approx
+        return approx, exact_step(self.rnn, np.atleast_2d(states), np.atleast_2d(inputs))
 
     # --- the reference's outlier helpers ---------------------------------------------------------
     @staticmethod

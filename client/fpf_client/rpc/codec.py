@@ -9,8 +9,9 @@ in the client), which keeps the two transports' answers equal field by field.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import numpy as np
@@ -76,9 +77,7 @@ def status_of_problem(problem: Mapping[str, Any]) -> grpc.Status:
     packed = any_pb2.Any()
     packed.Pack(info)
     message = str(problem.get("detail", code.title))[: _MAX_PROBLEM_CHARS // 2]
-    return rpc_status.to_status(
-        status_pb2.Status(code=GRPC_STATUS[code].value[0], message=message, details=[packed])
-    )
+    return rpc_status.to_status(status_pb2.Status(code=GRPC_STATUS[code].value[0], message=message, details=[packed]))
 
 
 def error_of_rpc(error: grpc.RpcError, target: str) -> FpfError:
@@ -118,7 +117,8 @@ def _problem_in(error: grpc.RpcError) -> dict[str, Any] | None:
             detail.Unpack(info)
             if info.domain == ERROR_DOMAIN:
                 if "problem" in info.metadata:
-                    return json.loads(info.metadata["problem"])
+                    problem: dict[str, Any] = json.loads(info.metadata["problem"])
+                    return problem
                 return {"code": info.reason, "detail": status.message}
     return None
 
@@ -153,11 +153,15 @@ def array_of_message(message: Any, name: str, *, max_elements: int | None = None
         raise InvalidArray(f"{name} has a negative dimension in shape {shape}", field=name)
     n_elements = int(np.prod(shape, dtype=np.int64))
     if max_elements is not None and n_elements > max_elements:
-        raise PayloadTooLarge(f"{name} has {n_elements} elements; the limit is {max_elements}",
-                              field=name, limit=max_elements)
+        raise PayloadTooLarge(
+            f"{name} has {n_elements} elements; the limit is {max_elements}", field=name, limit=max_elements
+        )
     if len(message.data) != n_elements * dtype.itemsize:
-        raise InvalidArray(f"{name} has {len(message.data)} bytes of data; shape {shape} of {dtype.str} "
-                           f"needs {n_elements * dtype.itemsize}", field=name)
+        raise InvalidArray(
+            f"{name} has {len(message.data)} bytes of data; shape {shape} of {dtype.str} "
+            f"needs {n_elements * dtype.itemsize}",
+            field=name,
+        )
     return np.frombuffer(message.data, dtype=dtype).reshape(shape)
 
 
@@ -186,7 +190,7 @@ class ResultAssembler:
         end = self._filled + len(chunk.data)
         if end > self._bytes.size:
             raise FpfError(f"the result stream sent too many bytes for {chunk.name!r}")
-        self._bytes[self._filled:end] = np.frombuffer(chunk.data, dtype=np.uint8)
+        self._bytes[self._filled : end] = np.frombuffer(chunk.data, dtype=np.uint8)
         self._filled = end
 
     def _close(self) -> None:
@@ -209,7 +213,7 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def _datetime(message: Any, name: str) -> datetime | None:
-    return getattr(message, name).ToDatetime(tzinfo=timezone.utc) if message.HasField(name) else None
+    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
 
 
 def _optional(message: Any, name: str) -> Any:
@@ -217,11 +221,11 @@ def _optional(message: Any, name: str) -> Any:
 
 
 def _enum_value(enum: Any, prefix: str, status: Any) -> int:
-    return enum.Value(f"{prefix}{str(getattr(status, 'value', status)).upper()}")
+    return int(enum.Value(f"{prefix}{str(getattr(status, 'value', status)).upper()}"))
 
 
 def _enum_text(enum: Any, prefix: str, value: int) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+    return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
 def _json_or_empty(value: Any) -> str:
@@ -232,12 +236,21 @@ def model_message(model: Mapping[str, Any]) -> Any:
     """A ``Model`` message from the REST model record (``ModelOut.model_dump()``)."""
     pb2 = load().pb2
     return pb2.Model(
-        id=model["id"], status=_enum_value(pb2.ModelStatus, "MODEL_STATUS_", model["status"]),
-        format=model.get("format"), filename=model.get("filename"), size_bytes=model["size_bytes"],
-        n_states=model.get("n_states"), n_inputs=model.get("n_inputs"), dynamics=model["dynamics"],
-        created_at=_timestamp(model.get("created_at")), error_json=_json_or_empty(model.get("error")),
-        signature=model.get("signature"), input_name=model.get("input_name"), state_name=model.get("state_name"),
-        output_name=model.get("output_name"), validation_json=_json_or_empty(model.get("validation")),
+        id=model["id"],
+        status=_enum_value(pb2.ModelStatus, "MODEL_STATUS_", model["status"]),
+        format=model.get("format"),
+        filename=model.get("filename"),
+        size_bytes=model["size_bytes"],
+        n_states=model.get("n_states"),
+        n_inputs=model.get("n_inputs"),
+        dynamics=model["dynamics"],
+        created_at=_timestamp(model.get("created_at")),
+        error_json=_json_or_empty(model.get("error")),
+        signature=model.get("signature"),
+        input_name=model.get("input_name"),
+        state_name=model.get("state_name"),
+        output_name=model.get("output_name"),
+        validation_json=_json_or_empty(model.get("validation")),
     )
 
 
@@ -245,14 +258,20 @@ def model_fields(message: Any) -> dict[str, Any]:
     """The REST model record of a ``Model`` message."""
     pb2 = load().pb2
     return {
-        "id": message.id, "status": _enum_text(pb2.ModelStatus, "MODEL_STATUS_", message.status),
-        "format": _optional(message, "format"), "filename": _optional(message, "filename"),
-        "size_bytes": message.size_bytes, "n_states": _optional(message, "n_states"),
-        "n_inputs": _optional(message, "n_inputs"), "dynamics": message.dynamics,
+        "id": message.id,
+        "status": _enum_text(pb2.ModelStatus, "MODEL_STATUS_", message.status),
+        "format": _optional(message, "format"),
+        "filename": _optional(message, "filename"),
+        "size_bytes": message.size_bytes,
+        "n_states": _optional(message, "n_states"),
+        "n_inputs": _optional(message, "n_inputs"),
+        "dynamics": message.dynamics,
         "created_at": _datetime(message, "created_at"),
         "error": json.loads(message.error_json) if message.error_json else None,
-        "signature": _optional(message, "signature"), "input_name": _optional(message, "input_name"),
-        "state_name": _optional(message, "state_name"), "output_name": _optional(message, "output_name"),
+        "signature": _optional(message, "signature"),
+        "input_name": _optional(message, "input_name"),
+        "state_name": _optional(message, "state_name"),
+        "output_name": _optional(message, "output_name"),
         "validation": json.loads(message.validation_json) if message.validation_json else None,
     }
 
@@ -272,13 +291,20 @@ def job_message(job: Mapping[str, Any]) -> Any:
     progress = job.get("progress")
     timings = job.get("timings") or {}
     return pb2.Job(
-        id=job["id"], model_id=job["model_id"], status=job_status_value(job["status"]),
-        n_initial_states=job["n_initial_states"], options_json=json.dumps(job["options"]),
+        id=job["id"],
+        model_id=job["model_id"],
+        status=job_status_value(job["status"]),
+        n_initial_states=job["n_initial_states"],
+        options_json=json.dumps(job["options"]),
         progress=None if progress is None else pb2.Progress(**progress),
-        created_at=_timestamp(job.get("created_at")), started_at=_timestamp(job.get("started_at")),
-        finished_at=_timestamp(job.get("finished_at")), timings=pb2.Timings(**timings),
-        attempts=job["attempts"], cancel_requested=job["cancel_requested"],
-        error_json=_json_or_empty(job.get("error")), partial=bool(job.get("partial")),
+        created_at=_timestamp(job.get("created_at")),
+        started_at=_timestamp(job.get("started_at")),
+        finished_at=_timestamp(job.get("finished_at")),
+        timings=pb2.Timings(**timings),
+        attempts=job["attempts"],
+        cancel_requested=job["cancel_requested"],
+        error_json=_json_or_empty(job.get("error")),
+        partial=bool(job.get("partial")),
     )
 
 
@@ -287,16 +313,29 @@ def job_fields(message: Any) -> dict[str, Any]:
     progress = None
     if message.HasField("progress"):
         p = message.progress
-        progress = {"phase": p.phase, "iteration": p.iteration, "n_total": p.n_total, "n_converged": p.n_converged,
-                    "fraction_converged": p.fraction_converged, "q_median": _optional(p, "q_median"),
-                    "q_max": _optional(p, "q_max")}
+        progress = {
+            "phase": p.phase,
+            "iteration": p.iteration,
+            "n_total": p.n_total,
+            "n_converged": p.n_converged,
+            "fraction_converged": p.fraction_converged,
+            "q_median": _optional(p, "q_median"),
+            "q_max": _optional(p, "q_max"),
+        }
     timings = {name: _optional(message.timings, name) for name in ("queued_s", "engine_s", "total_s")}
     return {
-        "id": message.id, "model_id": message.model_id, "status": job_status_text(message.status),
-        "n_initial_states": message.n_initial_states, "options": json.loads(message.options_json or "{}"),
-        "progress": progress, "created_at": _datetime(message, "created_at"),
-        "started_at": _datetime(message, "started_at"), "finished_at": _datetime(message, "finished_at"),
-        "timings": timings, "attempts": message.attempts, "cancel_requested": message.cancel_requested,
+        "id": message.id,
+        "model_id": message.model_id,
+        "status": job_status_text(message.status),
+        "n_initial_states": message.n_initial_states,
+        "options": json.loads(message.options_json or "{}"),
+        "progress": progress,
+        "created_at": _datetime(message, "created_at"),
+        "started_at": _datetime(message, "started_at"),
+        "finished_at": _datetime(message, "finished_at"),
+        "timings": timings,
+        "attempts": message.attempts,
+        "cancel_requested": message.cancel_requested,
         "error": json.loads(message.error_json) if message.error_json else None,
         "partial": message.partial,
     }

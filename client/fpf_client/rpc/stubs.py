@@ -50,5 +50,6 @@ def load() -> Stubs:
     except ModuleNotFoundError as missing:
         raise ImportError(
             "fpf-client's gRPC stubs are missing: they are generated when the package is built; "
-            "reinstall it (pip install './client[grpc]', or make setup in a checkout)") from missing
+            "reinstall it (pip install './client[grpc]', or make setup in a checkout)"
+        ) from missing
     return Stubs(pb2=pb2, pb2_grpc=pb2_grpc)

@@ -28,8 +28,11 @@ from .stubs import load
 UPLOAD_CHUNK_BYTES = 1 << 20
 #: gRPC's reconnection backoff grows to two minutes by default: a restarted server would stay
 #: unreached long after it is back. The client's own retries pace the attempts instead.
-CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000))
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 def channel_target(url: str) -> tuple[str, bool]:
@@ -57,28 +60,42 @@ class GrpcTransport:
         an idempotency key).
     """
 
-    def __init__(self, url: str, api_key: str | None, timeout: float,
-                 retry_policy: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float, retry_policy: RetryPolicy = RetryPolicy()
+    ) -> None:
         self.url = url
         self.retry_policy = retry_policy
         #: Whether the server has ever answered: until then a refused connection is a wrong address.
         self.reached = False
         target, tls = channel_target(url)
-        self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS) \
-            if tls else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
+            if tls
+            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        )
         self.stub = load().pb2_grpc.FixedPointServiceStub(self.channel)
         self.pb2 = load().pb2
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.timeout = timeout
 
-    def _call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = -1.0,
-              done_if: tuple[ErrorCode, ...] = ()) -> Any:
+    def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None = -1.0,
+        done_if: tuple[ErrorCode, ...] = (),
+    ) -> Any:
         """A unary call, retried through outages; ``request`` may be a function making the request
         (a stream of upload messages is made anew for each attempt)."""
+
         def send() -> Any:
             try:
-                answer = method(request() if callable(request) else request,
-                                timeout=self.timeout if timeout == -1.0 else timeout, metadata=self.metadata)
+                answer = method(
+                    request() if callable(request) else request,
+                    timeout=self.timeout if timeout == -1.0 else timeout,
+                    metadata=self.metadata,
+                )
             except grpc.RpcError as exc:
                 raise self._error(exc) from exc
             self.reached = True
@@ -104,7 +121,7 @@ class GrpcTransport:
         def messages() -> Iterator[Any]:
             yield self.pb2.UploadModelRequest(header=header)
             for start in range(0, len(model.content), UPLOAD_CHUNK_BYTES):
-                yield self.pb2.UploadModelRequest(chunk=model.content[start:start + UPLOAD_CHUNK_BYTES])
+                yield self.pb2.UploadModelRequest(chunk=model.content[start : start + UPLOAD_CHUNK_BYTES])
 
         return _model(self._call(self.stub.UploadModel, messages, timeout=None))
 
@@ -116,17 +133,21 @@ class GrpcTransport:
         return [_model(message) for message in answer.models]
 
     def delete_model(self, model_id: str) -> None:
-        self._call(self.stub.DeleteModel, self.pb2.DeleteModelRequest(model_id=model_id),
-                   done_if=(ErrorCode.MODEL_NOT_FOUND,))
+        self._call(
+            self.stub.DeleteModel, self.pb2.DeleteModelRequest(model_id=model_id), done_if=(ErrorCode.MODEL_NOT_FOUND,)
+        )
 
     # --- jobs --------------------------------------------------------------------------------
-    def submit_job(self, model_id: str, arrays: ArraysPayload, options: dict[str, Any],
-                   idempotency_key: str | None) -> JobRecord:
+    def submit_job(
+        self, model_id: str, arrays: ArraysPayload, options: dict[str, Any], idempotency_key: str | None
+    ) -> JobRecord:
         inputs, cond_ids = arrays.arrays.get("inputs"), arrays.arrays.get("cond_ids")
         request = self.pb2.SubmitJobRequest(
-            model_id=model_id, initial_states=codec.array_message(arrays.arrays["initial_states"]),
+            model_id=model_id,
+            initial_states=codec.array_message(arrays.arrays["initial_states"]),
             inputs=None if inputs is None else codec.array_message(inputs),
-            options_json=json.dumps(options), idempotency_key=idempotency_key or "",
+            options_json=json.dumps(options),
+            idempotency_key=idempotency_key or "",
             cond_ids=None if cond_ids is None else codec.array_message(cond_ids),
         )
         return _job(self._call(self.stub.SubmitJob, request))
@@ -152,6 +173,7 @@ class GrpcTransport:
     def job_result(self, job_id: str) -> FixedPoints:
         """Assemble the streamed arrays in place; equal, bit for bit, to the REST ``.npz``. A stream
         broken by an outage is fetched again from its start."""
+
         def fetch() -> FixedPoints:
             assembler = codec.ResultAssembler()
             stream = self.stub.GetResult(self.pb2.GetResultRequest(job_id=job_id), metadata=self.metadata)
@@ -168,8 +190,11 @@ class GrpcTransport:
         """Job records from WatchJob until the job ends or the deadline passes; on any trouble the
         stream just ends (True: the caller checks the job and may watch again, as with REST)."""
         left = protocol.seconds_left(deadline)
-        stream = self.stub.WatchJob(self.pb2.WatchJobRequest(job_id=job_id), metadata=self.metadata,
-                                    timeout=None if math.isinf(left) else max(left, 0.0))
+        stream = self.stub.WatchJob(
+            self.pb2.WatchJobRequest(job_id=job_id),
+            metadata=self.metadata,
+            timeout=None if math.isinf(left) else max(left, 0.0),
+        )
         try:
             for message in stream:
                 yield _job(message)

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
 from fpf_client.errors import ErrorCode
 from fpf_client.fixed_points import FixedPoints
-
+from service.core.records import JobStatus
 from service.gateway.deps import (
     ArtifactsDep,
     DispatcherDep,
@@ -24,13 +25,16 @@ from service.gateway.deps import (
 from service.gateway.events import job_events
 from service.gateway.operations import enqueue_job, remove_job, result_path
 from service.gateway.problems import problem_responses
-from service.core.records import JobStatus
-from service.gateway.scoping import visible_jobs
 from service.gateway.schemas import JobOut, JobRequest
+from service.gateway.scoping import visible_jobs
 from service.gateway.submission import read_submission
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(get_principal)],
-                   responses=problem_responses(ErrorCode.UNAUTHENTICATED))
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(get_principal)],
+    responses=problem_responses(ErrorCode.UNAUTHENTICATED),
+)
 
 NPZ = "application/x-npz"
 _SUBMIT_BODY = {
@@ -38,28 +42,50 @@ _SUBMIT_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": JobRequest.model_json_schema()},
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["model_id", "arrays"],
-                "properties": {
-                    "model_id": {"type": "string"},
-                    "options": {"type": "string", "description": "FinderOptions as JSON text"},
-                    "arrays": {"type": "string", "format": "binary",
-                               "description": ".npz with initial_states (n, n_states) and optionally inputs"},
-                },
-            }},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model_id", "arrays"],
+                    "properties": {
+                        "model_id": {"type": "string"},
+                        "options": {"type": "string", "description": "FinderOptions as JSON text"},
+                        "arrays": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npz with initial_states (n, n_states) and optionally inputs",
+                        },
+                    },
+                }
+            },
         },
     }
 }
 
 
-@router.post("", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_BODY,
-             responses={200: {"model": JobOut, "description": "Replay of an Idempotency-Key"},
-                        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_ARRAY,
-                                            ErrorCode.SHAPE_MISMATCH, ErrorCode.NON_FINITE, ErrorCode.INVALID_OPTIONS,
-                                            ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                                            ErrorCode.INVALID_MODEL, ErrorCode.MODEL_NOT_FOUND,
-                                            ErrorCode.MODEL_NOT_READY, ErrorCode.IDEMPOTENCY_CONFLICT,
-                                            ErrorCode.QUOTA_EXCEEDED, ErrorCode.SERVICE_UNAVAILABLE)})
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    openapi_extra=_SUBMIT_BODY,
+    responses={
+        200: {"model": JobOut, "description": "Replay of an Idempotency-Key"},
+        **problem_responses(
+            ErrorCode.INVALID_REQUEST,
+            ErrorCode.INVALID_ARRAY,
+            ErrorCode.SHAPE_MISMATCH,
+            ErrorCode.NON_FINITE,
+            ErrorCode.INVALID_OPTIONS,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode.INVALID_MODEL,
+            ErrorCode.MODEL_NOT_FOUND,
+            ErrorCode.MODEL_NOT_READY,
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            ErrorCode.QUOTA_EXCEEDED,
+            ErrorCode.SERVICE_UNAVAILABLE,
+        ),
+    },
+)
 async def submit_job(
     request: Request,
     settings: SettingsDep,
@@ -71,17 +97,38 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     """Check a job completely, store its arrays and queue it (202 + ``Location``)."""
-    submission = await read_submission(request, settings.max_array_elements, settings.max_body_bytes,
-                                       admit=lambda n_bytes: quotas.check_storage(principal.tenant, n_bytes))
-    job, created = await run_in_threadpool(enqueue_job, submission, idempotency_key, settings, store, artifacts,
-                                           dispatcher, principal=principal, quotas=quotas)
-    return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202 if created else 200,
-                        headers={"Location": f"/v1/jobs/{job.id}"})
+    submission = await read_submission(
+        request,
+        settings.max_array_elements,
+        settings.max_body_bytes,
+        admit=lambda n_bytes: quotas.check_storage(principal.tenant, n_bytes),
+        parse_json=request.app.state.body_parser.parse,
+    )
+    job, created = await run_in_threadpool(
+        enqueue_job,
+        submission,
+        idempotency_key,
+        settings,
+        store,
+        artifacts,
+        dispatcher,
+        principal=principal,
+        quotas=quotas,
+    )
+    return JSONResponse(
+        JobOut.of(job).model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/v1/jobs/{job.id}"},
+    )
 
 
 @router.get("", response_model=list[JobOut])
-def list_jobs(store: StoreDep, principal: PrincipalDep, status: JobStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
+def list_jobs(
+    store: StoreDep,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobOut]:
     """The caller's jobs (everyone's for an admin) newest first, optionally only those with ``status``."""
     return [JobOut.of(j) for j in visible_jobs(store, principal, status, limit)]
 
@@ -98,25 +145,38 @@ def cancel_job(job: JobDep, store: StoreDep) -> JobOut:
     return JobOut.of(cancelled if cancelled is not None else job)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}},
-                       **problem_responses(ErrorCode.JOB_NOT_FOUND)})
-async def stream_job_events(job_id: str, request: Request, store: StoreDep,
-                            principal: PrincipalDep) -> StreamingResponse:
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(ErrorCode.JOB_NOT_FOUND)},
+)
+async def stream_job_events(
+    job_id: str, request: Request, store: StoreDep, principal: PrincipalDep
+) -> StreamingResponse:
     """Server-sent events: ``progress`` with the job whenever it changes, then ``end`` at a final status."""
     await run_in_threadpool(require_job, job_id, store, principal)
-    return StreamingResponse(job_events(request.app.state.async_redis, store, job_id),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        job_events(request.app.state.async_redis, store, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
-@router.get("/{job_id}/result",
-            responses={200: {"content": {"application/json": {}, NPZ: {}},
-                             "description": "FixedPoints as JSON (to_json_dict) or .npz (FixedPoints.load)"},
-                       **problem_responses(ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED,
-                                           ErrorCode.JOB_FAILED, ErrorCode.JOB_CANCELLED)})
-def get_result(job: JobDep, request: Request, artifacts: ArtifactsDep,
-               format: Literal["json", "npz"] | None = None) -> Response:
+@router.get(
+    "/{job_id}/result",
+    responses={
+        200: {
+            "content": {"application/json": {}, NPZ: {}},
+            "description": "FixedPoints as JSON (to_json_dict) or .npz (FixedPoints.load)",
+        },
+        **problem_responses(
+            ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.JOB_FAILED, ErrorCode.JOB_CANCELLED
+        ),
+    },
+)
+def get_result(
+    job: JobDep, request: Request, artifacts: ArtifactsDep, format: Literal["json", "npz"] | None = None
+) -> Response:
     """The fixed points: ``.npz`` for ``?format=npz`` or ``Accept: application/x-npz``, JSON otherwise."""
     path = result_path(job, artifacts)
     if format == "npz" or (format is None and NPZ in request.headers.get("accept", "")):

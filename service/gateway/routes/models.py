@@ -5,22 +5,31 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
-from fpf_client.errors import ErrorCode
 
+from fpf_client.errors import ErrorCode
 from service.gateway.deps import ArtifactsDep, DispatcherDep, ModelDep, PrincipalDep, QuotasDep, StoreDep, get_principal
 from service.gateway.operations import remove_model, store_model
 from service.gateway.problems import problem_responses
 from service.gateway.schemas import ModelOut, UploadHints
 from service.gateway.scoping import visible_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(get_principal)],
-                   responses=problem_responses(ErrorCode.UNAUTHENTICATED))
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["models"],
+    dependencies=[Depends(get_principal)],
+    responses=problem_responses(ErrorCode.UNAUTHENTICATED),
+)
 
 
-@router.post("", status_code=202, response_model=ModelOut,
-             responses={200: {"model": ModelOut, "description": "The same bytes were uploaded before by this tenant"},
-                        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE,
-                                           ErrorCode.QUOTA_EXCEEDED)})
+@router.post(
+    "",
+    status_code=202,
+    response_model=ModelOut,
+    responses={
+        200: {"model": ModelOut, "description": "The same bytes were uploaded before by this tenant"},
+        **problem_responses(ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.QUOTA_EXCEEDED),
+    },
+)
 def upload_model(
     response: Response,
     store: StoreDep,
@@ -37,8 +46,16 @@ def upload_model(
     tenant answer 200 with its existing model, except that an ``invalid`` one is validated again with
     the new hints and names.
     """
-    model, queued = store_model(store, artifacts, dispatcher, file.file, filename=file.filename,
-                                hints=hints.record_fields(), principal=principal, quotas=quotas)
+    model, queued = store_model(
+        store,
+        artifacts,
+        dispatcher,
+        file.file,
+        filename=file.filename,
+        hints=hints.record_fields(),
+        principal=principal,
+        quotas=quotas,
+    )
     if not queued:
         response.status_code = 200
     return ModelOut.of(model)

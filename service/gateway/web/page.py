@@ -17,17 +17,19 @@ from string import Template
 STATIC_DIR = Path(__file__).parent / "static"
 
 #: No inline script or style, nothing from another origin, no framing; the page's own files only.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 #: Headers of the page and its files.
 PAGE_HEADERS = {
@@ -39,8 +41,10 @@ PAGE_HEADERS = {
 
 #: plotly.js adds the stylesheet of its map library as an inline <style> (which the policy refuses, and
 #: the browser reports as an error) unless an element with this marker id exists; maps are not drawn here.
-_INLINE_CSS_MARKER = re.compile(r'document\.getElementById\("([0-9a-f]{64})"\)\)\{var \w+=document\.createElement'
-                                r'\("style"\)')
+_INLINE_CSS_MARKER = re.compile(
+    r'document\.getElementById\("([0-9a-f]{64})"\)\)\{var \w+=document\.createElement'
+    r'\("style"\)'
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class Plotly:
 
 def render_index(plotly: Plotly) -> str:
     """index.html with the plotly.js path and its inline-stylesheet markers filled in."""
-    markers = "\n".join(f'  <meta name="fpf-vendor-css" id="{html.escape(marker)}">'
-                        for marker in plotly.inline_css_markers)
+    markers = "\n".join(
+        f'  <meta name="fpf-vendor-css" id="{html.escape(marker)}">' for marker in plotly.inline_css_markers
+    )
     template = Template((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
     return template.substitute(plotly_js=html.escape(plotly.url), vendor_css_markers=markers)

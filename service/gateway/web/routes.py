@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from fpf_client.errors import NotFound, Unauthenticated
 
+from fpf_client.errors import NotFound, Unauthenticated
+from service.core.records import JobStatus
 from service.gateway.deps import ArtifactsDep, DispatcherDep, JobDep, PrincipalDep, SettingsDep, StoreDep, get_principal
 from service.gateway.operations import result_path
-from service.core.records import JobStatus
 from service.gateway.web.page import PAGE_HEADERS, STATIC_DIR, Plotly, render_index
 from service.gateway.web.view import result_view
 
@@ -47,8 +47,11 @@ def install(app: FastAPI) -> None:
     @app.get(plotly.url, include_in_schema=False)
     def plotly_js() -> FileResponse:
         # The path names the version, so the file under it never changes.
-        return FileResponse(plotly.path, media_type="text/javascript",
-                            headers={**PAGE_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"})
+        return FileResponse(
+            plotly.path,
+            media_type="text/javascript",
+            headers={**PAGE_HEADERS, "Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     app.mount("/web/static", _PageFiles(directory=STATIC_DIR), name="web-static")
     app.include_router(router)
@@ -65,14 +68,21 @@ def session(request: Request, settings: SettingsDep) -> dict[str, Any]:
         principal = get_principal(request)
     except Unauthenticated as exc:
         return {"signed_in": False, "keys_required": True, "detail": exc.detail}
-    return {"signed_in": True, "tenant": principal.tenant, "role": principal.role.value,
-            "is_admin": principal.is_admin, "keys_required": principal.key_id is not None,
-            "max_body_bytes": settings.max_body_bytes, "max_initial_states": settings.max_initial_states}
+    return {
+        "signed_in": True,
+        "tenant": principal.tenant,
+        "role": principal.role.value,
+        "is_admin": principal.is_admin,
+        "keys_required": principal.key_id is not None,
+        "max_body_bytes": settings.max_body_bytes,
+        "max_initial_states": settings.max_initial_states,
+    }
 
 
 @router.get("/web/cluster")
-def cluster(principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep,
-            settings: SettingsDep) -> dict[str, Any]:
+def cluster(
+    principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Admins only: queue depth and jobs by state (as ``/metrics``), the workers answering a ping (as
     ``/readyz``) and the jobs running on each. Anyone else gets 404, as for a page that is not there."""
     if not principal.is_admin:
@@ -83,8 +93,17 @@ def cluster(principal: PrincipalDep, store: StoreDep, dispatcher: DispatcherDep,
         "queue_depth": store.queue_depth(settings.queue),
         "jobs_by_state": {status.value: count for status, count in store.count_jobs().items()},
         "workers": workers,
-        "running": [{"id": job.id, "tenant": job.tenant, "worker": job.worker, "model_id": job.model_id,
-                     "started_at": job.started_at, "progress": job.progress} for job in running],
+        "running": [
+            {
+                "id": job.id,
+                "tenant": job.tenant,
+                "worker": job.worker,
+                "model_id": job.model_id,
+                "started_at": job.started_at,
+                "progress": job.progress,
+            }
+            for job in running
+        ],
     }
 
 

@@ -63,7 +63,9 @@ def result_view(path: Path) -> dict[str, Any]:
         "counts": _counts(k, is_stable, n_unstable, certified, nonisolated, slow_xstar),
         "explained_variance": _explained(xstar, mean, axes),
         "points": {
-            "x": _floats(points[:, 0]), "y": _floats(points[:, 1]), "z": _floats(points[:, 2]),
+            "x": _floats(points[:, 0]),
+            "y": _floats(points[:, 1]),
+            "z": _floats(points[:, 2]),
             "q": _floats(qstar),
             "is_stable": _bools(is_stable),
             "n_unstable": None if n_unstable is None else n_unstable.astype(int).tolist(),
@@ -75,8 +77,21 @@ def result_view(path: Path) -> dict[str, Any]:
         "spectra": None if eigval is None else _spectra(eigval),
         "slow_points": None if slow_xstar is None else _slow(np.atleast_2d(slow_xstar), slow_qstar, mean, axes),
         "discovery_curve": info.get("discovery_curve"),
-        "info": {key: info[key] for key in ("n_samples", "n_converged", "n_stalled", "n_capped", "wall_time_s",
-                                            "method", "partial", "partial_reason", "warnings") if key in info},
+        "info": {
+            key: info[key]
+            for key in (
+                "n_samples",
+                "n_converged",
+                "n_stalled",
+                "n_capped",
+                "wall_time_s",
+                "method",
+                "partial",
+                "partial_reason",
+                "warnings",
+            )
+            if key in info
+        },
     }
     return view
 
@@ -128,8 +143,14 @@ def _explained(states: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> list[f
     return [float(v / total) if total > 0 else None for v in along]
 
 
-def _counts(k: int, is_stable: np.ndarray | None, n_unstable: np.ndarray | None, certified: np.ndarray | None,
-            nonisolated: np.ndarray | None, slow_xstar: np.ndarray | None) -> dict[str, Any]:
+def _counts(
+    k: int,
+    is_stable: np.ndarray | None,
+    n_unstable: np.ndarray | None,
+    certified: np.ndarray | None,
+    nonisolated: np.ndarray | None,
+    slow_xstar: np.ndarray | None,
+) -> dict[str, Any]:
     saddles: dict[str, int] = {}
     if n_unstable is not None:
         indices, counts = np.unique(n_unstable.astype(int), return_counts=True)
@@ -144,8 +165,15 @@ def _counts(k: int, is_stable: np.ndarray | None, n_unstable: np.ndarray | None,
     }
 
 
-def _mode_segments(xstar: np.ndarray, mean: np.ndarray, axes: np.ndarray, eigval: np.ndarray,
-                   eigvec: np.ndarray, is_stable: np.ndarray, dynamics: str) -> dict[str, list]:
+def _mode_segments(
+    xstar: np.ndarray,
+    mean: np.ndarray,
+    axes: np.ndarray,
+    eigval: np.ndarray,
+    eigvec: np.ndarray,
+    is_stable: np.ndarray,
+    dynamics: str,
+) -> dict[str, list]:
     """Each unstable point's leading unstable modes as segments through it, in PC coordinates."""
     spread = float(np.sqrt(np.mean(np.sum((xstar - mean) ** 2, axis=1)))) if xstar.shape[0] > 1 else 0.0
     half = MODE_SCALE * (spread if spread > 0 else 1.0)
@@ -160,8 +188,10 @@ def _mode_segments(xstar: np.ndarray, mean: np.ndarray, axes: np.ndarray, eigval
     reach = half * np.pad(modes @ axes, [(0, 0), (0, 3 - axes.shape[1])])
     out: dict[str, list] = {"point": points.tolist()}
     for axis, name in enumerate("xyz"):
-        out[name] = [[a, b] for a, b in zip(_floats(centres[:, axis] - reach[:, axis]),
-                                            _floats(centres[:, axis] + reach[:, axis]))]
+        out[name] = [
+            [a, b]
+            for a, b in zip(_floats(centres[:, axis] - reach[:, axis]), _floats(centres[:, axis] + reach[:, axis]))
+        ]
     return out
 
 
@@ -182,8 +212,7 @@ def _spectra(eigval: np.ndarray) -> dict[str, Any]:
 
 def _slow(xstar: np.ndarray, qstar: np.ndarray | None, mean: np.ndarray, axes: np.ndarray) -> dict[str, Any]:
     coords = _project(xstar.astype(np.float64), mean, axes)
-    return {"x": _floats(coords[:, 0]), "y": _floats(coords[:, 1]), "z": _floats(coords[:, 2]),
-            "q": _floats(qstar)}
+    return {"x": _floats(coords[:, 0]), "y": _floats(coords[:, 1]), "z": _floats(coords[:, 2]), "q": _floats(qstar)}
 
 
 def _floats(values: np.ndarray | None) -> list[float | None] | None:

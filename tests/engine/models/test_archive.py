@@ -48,8 +48,10 @@ def _zip(path: Path, members: dict[str, bytes], *, symlink: str | None = None) -
 def test_extracts_nested_tar_gz_and_zip(tmp_path: Path) -> None:
     d = tarfile.TarInfo("model/variables")
     d.type = tarfile.DIRTYPE
-    tgz = _tar(tmp_path / "m.tar.gz", [(d, None), (_file("model/saved_model.pb"), b"pb"),
-                                       (_file("model/variables/v.index"), b"ix")])
+    tgz = _tar(
+        tmp_path / "m.tar.gz",
+        [(d, None), (_file("model/saved_model.pb"), b"pb"), (_file("model/variables/v.index"), b"ix")],
+    )
     out = extract_archive(tgz, tmp_path / "a")
     assert (out / "model/saved_model.pb").read_bytes() == b"pb"
     assert (out / "model/variables/v.index").read_bytes() == b"ix"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import export_nets as nets
 import pytest
 import torch
 
-import export_nets as nets
 from fpf_client.errors import InvalidModel
 from workers.engine import load_model
 
@@ -18,9 +18,16 @@ torch.set_num_threads(1)
 def _onnx_named(tmp_path: Path, input_names: list[str]) -> Path:
     path = tmp_path / "named.onnx"
     axes = {name: {0: "n"} for name in [*input_names, "out"]}
-    torch.onnx.export(nets.Cell("rnn", nets.weights("rnn")), (torch.zeros(2, nets.N_INPUTS), torch.zeros(2, nets.N_UNITS)),
-                      str(path), dynamo=False, opset_version=17, input_names=input_names, output_names=["out"],
-                      dynamic_axes=axes)
+    torch.onnx.export(
+        nets.Cell("rnn", nets.weights("rnn")),
+        (torch.zeros(2, nets.N_INPUTS), torch.zeros(2, nets.N_UNITS)),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=input_names,
+        output_names=["out"],
+        dynamic_axes=axes,
+    )
     return path
 
 
@@ -61,9 +68,13 @@ def test_naming_refused_where_the_format_cannot_use_it(tmp_path: Path) -> None:
 def test_savedmodel_signature_and_names_forwarded(tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
     module = tf.Module()
-    module.step = tf.function(lambda a, b: {"y": tf.tanh(b) + a, "z": b},
-                              input_signature=[tf.TensorSpec([None, 2], tf.float32, name="a"),
-                                               tf.TensorSpec([None, 2], tf.float32, name="b")])
+    module.step = tf.function(
+        lambda a, b: {"y": tf.tanh(b) + a, "z": b},
+        input_signature=[
+            tf.TensorSpec([None, 2], tf.float32, name="a"),
+            tf.TensorSpec([None, 2], tf.float32, name="b"),
+        ],
+    )
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"step": module.step})
     with pytest.raises(InvalidModel, match="no signature 'serving_default'"):
         load_model(tmp_path / "sm")

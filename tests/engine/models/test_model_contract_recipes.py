@@ -76,6 +76,7 @@ def test_keras_recipe_runs_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (model.format, model.n_states, model.n_inputs) == ("savedmodel", 32, 3)
     u, h = torch.randn(5, 3), torch.randn(5, 32)
     keras = namespace["keras"]
-    expected = keras.Model([namespace["u"], namespace["h"], namespace["c"]], [namespace["h_next"], namespace["c_next"]])(
-        [u.numpy()[:, None, :], h[:, :16].numpy(), h[:, 16:].numpy()])
+    expected = keras.Model(
+        [namespace["u"], namespace["h"], namespace["c"]], [namespace["h_next"], namespace["c_next"]]
+    )([u.numpy()[:, None, :], h[:, :16].numpy(), h[:, 16:].numpy()])
     torch.testing.assert_close(model.step(h, u), torch.from_numpy(np.concatenate([t.numpy() for t in expected], 1)))

@@ -73,5 +73,6 @@ def test_a_wrapped_lstm_cell_with_another_packing_keeps_autograd() -> None:
     assert "analytic" not in model._jacobian_path.correct  # offered, checked, refused
     model = model.to(dtype=torch.float64)
     h, u = random_batch(7, model.n_states, model.n_inputs)
-    torch.testing.assert_close(model.jacobian_states(h, u), central_differences(lambda x: model.step(x, u), h),
-                               atol=1e-8, rtol=1e-7)
+    torch.testing.assert_close(
+        model.jacobian_states(h, u), central_differences(lambda x: model.step(x, u), h), atol=1e-8, rtol=1e-7
+    )

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fpf_client.errors import InvalidModel
 from model_steps import HIDDEN, N_IN, GRUCellStep, InPlaceLSTMStep, RateStep
 
+from fpf_client.errors import InvalidModel
 from workers.engine.models import as_step_model, detect_format, load_model
 
 

@@ -6,6 +6,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import export_nets as nets
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +14,6 @@ import torch
 from onnx import TensorProto
 from onnx import helper as oh
 
-import export_nets as nets
 from fpf_client.errors import InvalidModel
 from workers.engine.models.onnx_model import load_onnx, looks_like_onnx
 
@@ -43,7 +43,7 @@ def _states(kind: str, n: int = 7, seed: int = 3) -> tuple[torch.Tensor, torch.T
     return torch.randn(n, nets.n_states(kind), generator=g), torch.randn(n, nets.N_INPUTS, generator=g)
 
 
-def _central_differences(fn, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:  # noqa: ANN001
+def _central_differences(fn, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(n, out, in) Jacobian of a batched fn by float64 central differences."""
     columns = [(fn(x + eps * e) - fn(x - eps * e)) / (2 * eps) for e in torch.eye(x.shape[1], dtype=x.dtype)]
     return torch.stack(columns, dim=2)
@@ -91,15 +91,24 @@ def test_detection(exported: dict, tmp_path: Path) -> None:
 # --- naming -----------------------------------------------------------------------
 
 
-def _export_named(tmp_path: Path, input_names: list[str], output_names: list[str] | None = None,
-                  dynamic: bool = True) -> Path:
+def _export_named(
+    tmp_path: Path, input_names: list[str], output_names: list[str] | None = None, dynamic: bool = True
+) -> Path:
     module = nets.Cell("rnn", nets.weights("rnn"))
     path = tmp_path / "named.onnx"
     args = (torch.zeros(2, nets.N_INPUTS), torch.zeros(2, nets.N_UNITS))
     output_names = output_names or ["out"]
     axes = {name: {0: "n"} for name in [*input_names, *output_names]} if dynamic else None
-    torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=input_names,
-                      output_names=output_names, dynamic_axes=axes)
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=axes,
+    )
     return path
 
 
@@ -138,8 +147,16 @@ def test_wrong_output_shape_refused(tmp_path: Path) -> None:
             return torch.tanh(h).sum(1, keepdim=True) + u[:, :1]
 
     path = tmp_path / "summed.onnx"
-    torch.onnx.export(Summed(), (torch.zeros(2, 3), torch.zeros(2, 4)), str(path), dynamo=False, opset_version=17,
-                      input_names=["u", "h"], output_names=["y"], dynamic_axes={"u": {0: "n"}, "h": {0: "n"}})
+    torch.onnx.export(
+        Summed(),
+        (torch.zeros(2, 3), torch.zeros(2, 4)),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["u", "h"],
+        output_names=["y"],
+        dynamic_axes={"u": {0: "n"}, "h": {0: "n"}},
+    )
     with pytest.raises(InvalidModel, match=r"shape \(16, 1\)"):
         load_onnx(path)
 
@@ -150,8 +167,9 @@ def test_wrong_output_shape_refused(tmp_path: Path) -> None:
 def _with_external_data(tmp_path: Path, location: str) -> Path:
     """A step graph whose weight matrix is stored in an external file at ``location``."""
     proto = onnx.load(str(_export_named(tmp_path, ["u", "h"])))
-    onnx.external_data_helper.convert_model_to_external_data(proto, all_tensors_to_one_file=True,
-                                                             location="weights.bin", size_threshold=0)
+    onnx.external_data_helper.convert_model_to_external_data(
+        proto, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0
+    )
     folder = tmp_path / "ext"
     folder.mkdir()
     onnx.save_model(proto, str(folder / "model.onnx"))
@@ -199,13 +217,18 @@ def test_external_data_file_missing_refused(tmp_path: Path) -> None:
         load_onnx(_zip_folder(folder, tmp_path / "model.zip"))
 
 
-def _step_graph(nodes: list[onnx.NodeProto], opsets: list[tuple[str, int]],
-                inits: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:
+def _step_graph(
+    nodes: list[onnx.NodeProto], opsets: list[tuple[str, int]], inits: list[onnx.TensorProto] | None = None
+) -> onnx.ModelProto:
     graph = oh.make_graph(
-        nodes, "step",
-        [oh.make_tensor_value_info("u", TensorProto.FLOAT, ["n", 2]),
-         oh.make_tensor_value_info("h", TensorProto.FLOAT, ["n", 2])],
-        [oh.make_tensor_value_info("h_next", TensorProto.FLOAT, ["n", 2])], inits or [],
+        nodes,
+        "step",
+        [
+            oh.make_tensor_value_info("u", TensorProto.FLOAT, ["n", 2]),
+            oh.make_tensor_value_info("h", TensorProto.FLOAT, ["n", 2]),
+        ],
+        [oh.make_tensor_value_info("h_next", TensorProto.FLOAT, ["n", 2])],
+        inits or [],
     )
     return oh.make_model(graph, opset_imports=[oh.make_opsetid(d, v) for d, v in opsets])
 
@@ -220,11 +243,17 @@ def test_custom_op_domains_refused(tmp_path: Path, domain: str) -> None:
 
 
 def test_custom_op_hidden_in_a_subgraph_refused(tmp_path: Path) -> None:
-    branch = oh.make_graph([oh.make_node("Evil", ["h"], ["y"], domain="com.example")], "b", [],
-                           [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])])
-    nodes = [oh.make_node("ReduceSum", ["h"], ["s"], keepdims=0),
-             oh.make_node("Cast", ["s"], ["c"], to=TensorProto.BOOL),
-             oh.make_node("If", ["c"], ["h_next"], then_branch=branch, else_branch=branch)]
+    branch = oh.make_graph(
+        [oh.make_node("Evil", ["h"], ["y"], domain="com.example")],
+        "b",
+        [],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+    )
+    nodes = [
+        oh.make_node("ReduceSum", ["h"], ["s"], keepdims=0),
+        oh.make_node("Cast", ["s"], ["c"], to=TensorProto.BOOL),
+        oh.make_node("If", ["c"], ["h_next"], then_branch=branch, else_branch=branch),
+    ]
     path = tmp_path / "sub.onnx"
     onnx.save_model(_step_graph(nodes, [("", 17), ("com.example", 1)]), str(path))
     with pytest.raises(InvalidModel, match="custom-op domain"):

@@ -30,8 +30,9 @@ def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[lis
     return reference, [o.numpy() for o in out]
 
 
-def _recurrent_model(kind: str, *, direction: str = "forward", peepholes: bool = False,
-                     opset: int = 17, **attributes: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def _recurrent_model(
+    kind: str, *, direction: str = "forward", peepholes: bool = False, opset: int = 17, **attributes: object
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     n_dir = 2 if direction == "bidirectional" else 1
     rows = _GATES[kind] * HIDDEN
@@ -51,14 +52,16 @@ def _recurrent_model(kind: str, *, direction: str = "forward", peepholes: bool =
     if peepholes:
         node_inputs.append("P")
     outputs = ["Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else [])
-    node = oh.make_node(kind, node_inputs, outputs, hidden_size=HIDDEN, direction=direction,
-                        **attributes)
+    node = oh.make_node(kind, node_inputs, outputs, hidden_size=HIDDEN, direction=direction, **attributes)
     graph = oh.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [oh.make_tensor_value_info(name, TensorProto.FLOAT, value.shape) for name, value in feeds.items()],
         [oh.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
-        [oh.make_tensor(name, TensorProto.FLOAT, value.shape, value.astype(np.float32).ravel())
-         for name, value in inits.items()],
+        [
+            oh.make_tensor(name, TensorProto.FLOAT, value.shape, value.astype(np.float32).ravel())
+            for name, value in inits.items()
+        ],
     )
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)]), feeds
 
@@ -110,9 +113,11 @@ def test_split_18(size: int, n_out: int, split: list[int] | None) -> None:
     attrs = {} if split is not None else {"num_outputs": n_out}
     outputs = [f"y{i}" for i in range(n_out)]
     graph = oh.make_graph(
-        [oh.make_node("Split", inputs, outputs, axis=1, **attrs)], "g",
+        [oh.make_node("Split", inputs, outputs, axis=1, **attrs)],
+        "g",
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", size])],
-        [oh.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits,
+        [oh.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        inits,
     )
     x = np.random.default_rng(0).normal(size=(4, size)).astype(np.float32)
     reference, converted = _run_both(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 18)]), {"x": x})
@@ -124,7 +129,8 @@ def test_split_18(size: int, n_out: int, split: list[int] | None) -> None:
 @pytest.mark.parametrize("opset", [18, 20])
 def test_reductions_with_axes_input(op: str, opset: int) -> None:
     graph = oh.make_graph(
-        [oh.make_node(op, ["x", "axes"], ["y"], keepdims=0)], "g",
+        [oh.make_node(op, ["x", "axes"], ["y"], keepdims=0)],
+        "g",
         [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
         [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [oh.make_tensor("axes", TensorProto.INT64, [1], [2])],
@@ -136,12 +142,18 @@ def test_reductions_with_axes_input(op: str, opset: int) -> None:
 
 def test_type_only_revisions_convert() -> None:
     """Ops whose opset 19-23 revisions only added tensor types run as their older selves."""
-    nodes = [oh.make_node("Cast", ["x"], ["a"], to=TensorProto.FLOAT),
-             oh.make_node("Shape", ["a"], ["s"]),
-             oh.make_node("Reshape", ["a", "s"], ["b"]),
-             oh.make_node("Identity", ["b"], ["y"])]
-    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    nodes = [
+        oh.make_node("Cast", ["x"], ["a"], to=TensorProto.FLOAT),
+        oh.make_node("Shape", ["a"], ["s"]),
+        oh.make_node("Reshape", ["a", "s"], ["b"]),
+        oh.make_node("Identity", ["b"], ["y"]),
+    ]
+    graph = oh.make_graph(
+        nodes,
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     reference, converted = _run_both(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 23)]), {"x": x})
     np.testing.assert_array_equal(converted[0], reference[0])
@@ -167,53 +179,69 @@ def _value(name: str, size: int) -> onnx.ValueInfoProto:
 
 def _tanh_step(h: str, u: str, out: str, prefix: str) -> list[onnx.NodeProto]:
     """tanh(h W + u U), W and U initializers of the outer graph (read by the loop body from outside)."""
-    return [oh.make_node("MatMul", [h, "W"], [f"{prefix}hw"]), oh.make_node("MatMul", [u, "U"], [f"{prefix}uu"]),
-            oh.make_node("Add", [f"{prefix}hw", f"{prefix}uu"], [f"{prefix}s"]),
-            oh.make_node("Tanh", [f"{prefix}s"], [out])]
+    return [
+        oh.make_node("MatMul", [h, "W"], [f"{prefix}hw"]),
+        oh.make_node("MatMul", [u, "U"], [f"{prefix}uu"]),
+        oh.make_node("Add", [f"{prefix}hw", f"{prefix}uu"], [f"{prefix}s"]),
+        oh.make_node("Tanh", [f"{prefix}s"], [out]),
+    ]
 
 
 def _weights() -> list[onnx.TensorProto]:
     rng = np.random.default_rng(0)
-    return [onnx.numpy_helper.from_array(rng.normal(0, 0.8, (_D, _D)).astype(np.float32), "W"),
-            onnx.numpy_helper.from_array(rng.normal(0, 0.5, (_M, _D)).astype(np.float32), "U")]
+    return [
+        onnx.numpy_helper.from_array(rng.normal(0, 0.8, (_D, _D)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(rng.normal(0, 0.5, (_M, _D)).astype(np.float32), "U"),
+    ]
 
 
 def _loop_model() -> onnx.ModelProto:
     """The step as the body of Loop(trip count 1); the body reads the graph input u from the outer scope."""
     body = oh.make_graph(
-        [oh.make_node("Identity", ["cond_in"], ["cond_out"]), *_tanh_step("h_in", "u", "h_out", "b_")], "body",
-        [oh.make_tensor_value_info("i", TensorProto.INT64, []), oh.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         _value("h_in", _D)],
+        [oh.make_node("Identity", ["cond_in"], ["cond_out"]), *_tanh_step("h_in", "u", "h_out", "b_")],
+        "body",
+        [
+            oh.make_tensor_value_info("i", TensorProto.INT64, []),
+            oh.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            _value("h_in", _D),
+        ],
         [oh.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _value("h_out", _D)],
     )
-    nodes = [oh.make_node("Constant", [], ["trip"], value=oh.make_tensor("t", TensorProto.INT64, [], [1])),
-             oh.make_node("Constant", [], ["go"], value=oh.make_tensor("g", TensorProto.BOOL, [], [True])),
-             oh.make_node("Loop", ["trip", "go", "h"], ["h_next"], body=body)]
+    nodes = [
+        oh.make_node("Constant", [], ["trip"], value=oh.make_tensor("t", TensorProto.INT64, [], [1])),
+        oh.make_node("Constant", [], ["go"], value=oh.make_tensor("g", TensorProto.BOOL, [], [True])),
+        oh.make_node("Loop", ["trip", "go", "h"], ["h_next"], body=body),
+    ]
     graph = oh.make_graph(nodes, "loop", [_value("u", _M), _value("h", _D)], [_value("h_next", _D)], _weights())
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
 
 
 def _scan_model() -> onnx.ModelProto:
     """The step as the body of a Scan over the length-1 sequence u[None], h the carried state."""
-    body = oh.make_graph(_tanh_step("h_in", "u_t", "h_out", "s_"), "body", [_value("h_in", _D), _value("u_t", _M)],
-                         [_value("h_out", _D)])
-    nodes = [oh.make_node("Unsqueeze", ["u", "axis"], ["u_seq"]),
-             oh.make_node("Scan", ["h", "u_seq"], ["h_next"], body=body, num_scan_inputs=1)]
+    body = oh.make_graph(
+        _tanh_step("h_in", "u_t", "h_out", "s_"), "body", [_value("h_in", _D), _value("u_t", _M)], [_value("h_out", _D)]
+    )
+    nodes = [
+        oh.make_node("Unsqueeze", ["u", "axis"], ["u_seq"]),
+        oh.make_node("Scan", ["h", "u_seq"], ["h_next"], body=body, num_scan_inputs=1),
+    ]
     axis = onnx.numpy_helper.from_array(np.array([0], np.int64), "axis")
-    graph = oh.make_graph(nodes, "scan", [_value("u", _M), _value("h", _D)], [_value("h_next", _D)],
-                          [*_weights(), axis])
+    graph = oh.make_graph(
+        nodes, "scan", [_value("u", _M), _value("h", _D)], [_value("h_next", _D)], [*_weights(), axis]
+    )
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
 
 
 @pytest.mark.parametrize("make", [_loop_model, _scan_model])
-def test_a_step_inside_a_loop_of_length_one_converts_exactly(make) -> None:  # noqa: ANN001
+def test_a_step_inside_a_loop_of_length_one_converts_exactly(make) -> None:
     model = make()
     onnx.checker.check_model(model)
     converted = convert_onnx(model)
     rng = np.random.default_rng(1)
     u, h = rng.normal(size=(5, _M)).astype(np.float32), rng.normal(size=(5, _D)).astype(np.float32)
     (expected,) = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"u": u, "h": h})
+        None, {"u": u, "h": h}
+    )
     hx = torch.from_numpy(h).requires_grad_(True)
     out = converted(torch.from_numpy(u), hx)
     np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-6)

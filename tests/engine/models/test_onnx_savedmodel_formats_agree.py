@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import export_nets as nets
 import numpy as np
 import pytest
 import torch
 
-import export_nets as nets
 from workers.engine import as_step_model, find_fixed_points
 from workers.engine.models.onnx_model import load_onnx
 from workers.engine.models.torchscript import load_torchscript
@@ -51,9 +51,15 @@ def test_formats_agree(kind: str, tmp_path: Path) -> None:
     inputs = np.zeros((1, nets.N_INPUTS), np.float32)
     options = {"method": "newton", "device": "cpu", "dtype": "float32"}
     reference = find_fixed_points(
-        as_step_model(nets.Cell(kind, nets.weights(kind)), dynamics=nets.dynamics(kind),
-                      n_states=nets.n_states(kind), n_inputs=nets.N_INPUTS),
-        initial, inputs, **options,
+        as_step_model(
+            nets.Cell(kind, nets.weights(kind)),
+            dynamics=nets.dynamics(kind),
+            n_states=nets.n_states(kind),
+            n_inputs=nets.N_INPUTS,
+        ),
+        initial,
+        inputs,
+        **options,
     )
     assert reference.n >= 1 and not reference.is_nonisolated.any()
     for name, model in _exports(kind, tmp_path).items():

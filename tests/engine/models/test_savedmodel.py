@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+import export_nets as nets
 import pytest
 import torch
 
-import export_nets as nets
 from fpf_client.errors import InvalidModel
 from workers.engine.models.savedmodel import load_savedmodel, looks_like_savedmodel
 
@@ -31,8 +31,12 @@ def _states(kind: str, n: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _archive(directory: Path, path: Path) -> Path:
-    shutil.make_archive(str(path).removesuffix(".tar.gz").removesuffix(".zip"),
-                        "gztar" if path.name.endswith(".tar.gz") else "zip", directory.parent, directory.name)
+    shutil.make_archive(
+        str(path).removesuffix(".tar.gz").removesuffix(".zip"),
+        "gztar" if path.name.endswith(".tar.gz") else "zip",
+        directory.parent,
+        directory.name,
+    )
     return path
 
 
@@ -105,7 +109,6 @@ def test_float64_analysis_of_a_float32_model_refused_plainly(saved: dict[str, Pa
         model.to(dtype=torch.float64)
 
 
-
 def test_a_float32_savedmodel_search_below_float32_resolution_says_why(saved: dict[str, Path]) -> None:
     """Roots float32 cannot certify are refined in float64, which a float32 SavedModel cannot do:
     the search still returns, and says so."""
@@ -132,47 +135,47 @@ def _save(tmp_path: Path, body: Callable, *, batch: int | None = None, name: str
     return tmp_path / name
 
 
-def _read_file(u, h):  # noqa: ANN001, ANN202
+def _read_file(u, h):
     length = tf.cast(tf.strings.length(tf.io.read_file("/etc/hostname")), tf.float32)
     return {"h_next": h + u + 0.0 * length}
 
 
-def _write_file(u, h):  # noqa: ANN001, ANN202
+def _write_file(u, h):
     with tf.control_dependencies([tf.io.write_file("/tmp/fpf-evil", "x")]):
         return {"h_next": tf.identity(h + u)}
 
 
-def _matching_files(u, h):  # noqa: ANN001, ANN202
+def _matching_files(u, h):
     count = tf.cast(tf.size(tf.io.matching_files("/etc/*")), tf.float32)
     return {"h_next": h + u + 0.0 * count}
 
 
-def _py_func(u, h):  # noqa: ANN001, ANN202
+def _py_func(u, h):
     return {"h_next": tf.numpy_function(lambda x: x, [h + u], tf.float32)}
 
 
-def _print_to_file(u, h):  # noqa: ANN001, ANN202
+def _print_to_file(u, h):
     with tf.control_dependencies([tf.print(h, output_stream="file:///tmp/fpf-evil")]):
         return {"h_next": tf.identity(h + u)}
 
 
-def _file_op_in_a_branch(u, h):  # noqa: ANN001, ANN202
+def _file_op_in_a_branch(u, h):
     read = tf.cond(tf.reduce_sum(h) > 1e9, lambda: tf.io.read_file("/etc/hostname"), lambda: tf.constant(""))
     return {"h_next": h + u + 0.0 * tf.cast(tf.strings.length(read), tf.float32)}
 
 
 @tf.function
-def _nested(x):  # noqa: ANN001, ANN202
+def _nested(x):
     return x + 0.0 * tf.cast(tf.strings.length(tf.io.read_file("/etc/hostname")), tf.float32)
 
 
-def _file_op_in_a_nested_function(u, h):  # noqa: ANN001, ANN202
+def _file_op_in_a_nested_function(u, h):
     return {"h_next": _nested(h) + u}
 
 
 @tf.function
-def _read_in_a_loop_body(x):  # noqa: ANN001, ANN202
-    def body(i, y):  # noqa: ANN001, ANN202
+def _read_in_a_loop_body(x):
+    def body(i, y):
         read = tf.cond(tf.reduce_sum(y) > 1e9, lambda: tf.io.read_file("/etc/hostname"), lambda: tf.constant(""))
         return i + 1, y + 0.0 * tf.cast(tf.strings.length(read), tf.float32)
 
@@ -180,20 +183,20 @@ def _read_in_a_loop_body(x):  # noqa: ANN001, ANN202
 
 
 @tf.function
-def _calls_a_loop(x):  # noqa: ANN001, ANN202
+def _calls_a_loop(x):
     return _read_in_a_loop_body(x)
 
 
-def _file_op_hidden_in_nested_calls(u, h):  # noqa: ANN001, ANN202
+def _file_op_hidden_in_nested_calls(u, h):
     return {"h_next": _calls_a_loop(h) + u}
 
 
-def _impure_variable_write(u, h):  # noqa: ANN001, ANN202
+def _impure_variable_write(u, h):
     with tf.control_dependencies([_COUNTER.assign_add(1.0)]):
         return {"h_next": h + u + 0.0 * _COUNTER.read_value() + _COUNTER.read_value()}
 
 
-def _pure_variable_write(u, h):  # noqa: ANN001, ANN202
+def _pure_variable_write(u, h):
     # What a Keras seed generator does: advance a state variable the output never reads.
     with tf.control_dependencies([_COUNTER.assign_add(1.0)]):
         return {"h_next": tf.identity(h + u)}
@@ -211,13 +214,19 @@ _COUNTER = tf.Variable(0.0)
         (_py_func, "PyFunc"),
         (_print_to_file, "PrintV2"),
         (_file_op_in_a_branch, "ReadFile"),
-        (_file_op_in_a_nested_function, "ReadFile in __inference__nested_[0-9]+, reached by signature "
-                                        "'serving_default' -> __inference_signature_wrapper_.* -> node "
-                                        "'PartitionedCall' -> __inference__nested_[0-9]+;"),
-        (_file_op_hidden_in_nested_calls, "ReadFile in while_cond_true_[0-9]+, reached by signature "
-                                          "'serving_default' -> .*_calls_a_loop_[0-9]+ -> node 'PartitionedCall' -> "
-                                          "__inference__read_in_a_loop_body_[0-9]+ -> node 'while' -> while_body_[0-9]+ "
-                                          "-> node 'while/cond' -> while_cond_true_[0-9]+"),
+        (
+            _file_op_in_a_nested_function,
+            "ReadFile in __inference__nested_[0-9]+, reached by signature "
+            "'serving_default' -> __inference_signature_wrapper_.* -> node "
+            "'PartitionedCall' -> __inference__nested_[0-9]+;",
+        ),
+        (
+            _file_op_hidden_in_nested_calls,
+            "ReadFile in while_cond_true_[0-9]+, reached by signature "
+            "'serving_default' -> .*_calls_a_loop_[0-9]+ -> node 'PartitionedCall' -> "
+            "__inference__read_in_a_loop_body_[0-9]+ -> node 'while' -> while_body_[0-9]+ "
+            "-> node 'while/cond' -> while_cond_true_[0-9]+",
+        ),
     ],
 )
 def test_side_effect_ops_refused_before_loading(tmp_path: Path, body: Callable, op: str) -> None:
@@ -245,7 +254,7 @@ def test_initialiser_and_checkpoint_nodes_nothing_calls_are_no_reason_to_refuse(
     module.cell = cell
 
     @tf.function(input_signature=[tf.TensorSpec([None, 2], name="u"), tf.TensorSpec([None, 3], name="h")])
-    def step(u, h):  # noqa: ANN001, ANN202
+    def step(u, h):
         return {"h_next": cell(u, [h])[1][0]}
 
     module.step = step
@@ -258,7 +267,7 @@ def test_initialiser_and_checkpoint_nodes_nothing_calls_are_no_reason_to_refuse(
     torch.testing.assert_close(model.step(h, u), torch.from_numpy(expected))
 
 
-def _meta_graph(directory: Path):  # noqa: ANN202
+def _meta_graph(directory: Path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
@@ -266,15 +275,15 @@ def _meta_graph(directory: Path):  # noqa: ANN202
     return saved_model.meta_graphs[0]
 
 
-def _plain(u, h):  # noqa: ANN001, ANN202
+def _plain(u, h):
     return {"h_next": tf.tanh(h) + u}
 
 
-def _ambiguous(a, b):  # noqa: ANN001, ANN202
+def _ambiguous(a, b):
     return {"h_next": tf.tanh(b) + a}
 
 
-def _two_outputs(u, h):  # noqa: ANN001, ANN202
+def _two_outputs(u, h):
     return {"y": tf.tanh(h), "z": tf.tanh(h) + u}
 
 
@@ -322,7 +331,7 @@ def test_not_a_savedmodel_refused(tmp_path: Path) -> None:
 # --- the common export mistakes, each refused with its fix -------------------------------------
 
 
-def _save_specs(tmp_path: Path, name: str, body: Callable, specs: list) -> Path:  # noqa: ANN001
+def _save_specs(tmp_path: Path, name: str, body: Callable, specs: list) -> Path:
     module = tf.Module()
     module.step = tf.function(body, input_signature=specs)
     tf.saved_model.save(module, str(tmp_path / name), signatures={"serving_default": module.step})
@@ -339,8 +348,11 @@ def test_half_precision_signature_refused_with_the_fix(tmp_path: Path) -> None:
 def test_a_sequence_input_longer_than_one_step_refused_with_the_fix(tmp_path: Path) -> None:
     specs = [tf.TensorSpec([None, 5, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
     path = _save_specs(tmp_path, "seq", lambda u, h: {"h_next": tf.tanh(h) + tf.reduce_sum(u, 1)}, specs)
-    with pytest.raises(InvalidModel, match=r"sequence of 5 time steps .* export the layer with an input of shape "
-                                           r"\(None, 1, m\)"):
+    with pytest.raises(
+        InvalidModel,
+        match=r"sequence of 5 time steps .* export the layer with an input of shape "
+        r"\(None, 1, m\)",
+    ):
         load_savedmodel(path)
 
 
@@ -356,18 +368,27 @@ def test_a_cell_returning_output_and_state_list_is_told_what_to_return(tmp_path:
     specs = [tf.TensorSpec([None, 2], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h")]
     # TF cannot save the nested (output, [state]) as a signature; flattened, it is two positional outputs.
     path = _save_specs(tmp_path, "pair", lambda u, h: (tf.tanh(h + u), tf.tanh(h + u)), specs)
-    with pytest.raises(InvalidModel, match=r"a Keras cell's \(output, \[state\]\) returned as it is: return the next "
-                                           r"state alone"):
+    with pytest.raises(
+        InvalidModel,
+        match=r"a Keras cell's \(output, \[state\]\) returned as it is: return the next "
+        r"state alone",
+    ):
         load_savedmodel(path)
 
 
 def test_a_two_part_state_is_packed_and_its_outputs_named(tmp_path: Path) -> None:
-    specs = [tf.TensorSpec([None, 1], tf.float32, name="u"), tf.TensorSpec([None, 2], tf.float32, name="h"),
-             tf.TensorSpec([None, 3], tf.float32, name="c")]
+    specs = [
+        tf.TensorSpec([None, 1], tf.float32, name="u"),
+        tf.TensorSpec([None, 2], tf.float32, name="h"),
+        tf.TensorSpec([None, 3], tf.float32, name="c"),
+    ]
     body = lambda u, h, c: {"a": tf.tanh(h) + u, "b": 0.5 * c}  # noqa: E731
     path = _save_specs(tmp_path, "pair_state", body, specs)
-    with pytest.raises(InvalidModel, match=r"do not include h_next, c_next: name them so, or give "
-                                           r"output_name='h_next,c_next'"):
+    with pytest.raises(
+        InvalidModel,
+        match=r"do not include h_next, c_next: name them so, or give "
+        r"output_name='h_next,c_next'",
+    ):
         load_savedmodel(path)
     model = load_savedmodel(path, output_name="a,b")
     assert (model.n_states, model.n_inputs) == (5, 1)
@@ -387,7 +408,7 @@ def test_a_keras_seed_generator_update_in_the_step(tmp_path: Path, noise_scale: 
     module.cell, module.seeds, module.seed_state = cell, seeds, seeds.state
 
     @tf.function(input_signature=[tf.TensorSpec([None, 2], name="u"), tf.TensorSpec([None, 3], name="h")])
-    def step(u, h):  # noqa: ANN001, ANN202
+    def step(u, h):
         noisy = u + noise_scale * keras.random.normal(tf.shape(u), seed=seeds)
         return {"h_next": cell(noisy, [h])[1][0]}
 

@@ -8,12 +8,13 @@ every job that was acknowledged before the kill.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from service_harness import REPO, LiveService, start_service
 
 from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
-from service_harness import REPO, LiveService, start_service
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +31,9 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 @pytest.fixture(scope="session")
 def fault_service(private_redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The gateway and one worker on :func:`private_redis`, with short outage timeouts (``FAULT_SETTINGS``)."""
-    with start_service(tmp_path_factory.mktemp("fault-service"), FPF_REDIS_URL=private_redis.url,
-                       **FAULT_SETTINGS) as service:
+    with start_service(
+        tmp_path_factory.mktemp("fault-service"), FPF_REDIS_URL=private_redis.url, **FAULT_SETTINGS
+    ) as service:
         yield service
 
 

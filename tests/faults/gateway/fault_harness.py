@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import redis
+from service_harness import free_port
 
 from service.ops.embedded_redis import redis_server_executable
-from service_harness import free_port
 
 #: The outage timeouts the fault service runs with (seconds); tests bound their waits by them.
 FAULT_SETTINGS = {
@@ -39,9 +39,24 @@ class PrivateRedis:
     def start(self, timeout_s: float = 20.0) -> None:
         """Start (or restart, on the same port and files) and wait until it answers PING."""
         self.process = subprocess.Popen(
-            [redis_server_executable(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                redis_server_executable(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from service_harness import REPO, LiveService
 
 pytestmark = pytest.mark.integration
@@ -26,8 +25,9 @@ def _files(service: LiveService) -> set[Path]:
     return {p for p in service.data_dir.rglob("*") if p.is_file()}
 
 
-def _kill_gateway_mid_body(service: LiveService, head: bytes, rest: bytes, content_type: str,
-                           headers: dict[str, str] | None = None) -> BaseException | httpx.Response:
+def _kill_gateway_mid_body(
+    service: LiveService, head: bytes, rest: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> BaseException | httpx.Response:
     """Send ``head``, SIGKILL the gateway while the client holds back ``rest``, then try to send it."""
     sent_head, gateway_killed = threading.Event(), threading.Event()
 
@@ -36,15 +36,20 @@ def _kill_gateway_mid_body(service: LiveService, head: bytes, rest: bytes, conte
         sent_head.set()
         gateway_killed.wait(30)
         for start in range(0, len(rest), CHUNK):
-            yield rest[start:start + CHUNK]
+            yield rest[start : start + CHUNK]
 
     outcome: list[BaseException | httpx.Response] = []
 
     def post() -> None:
         try:
-            outcome.append(httpx.post(f"{service.url}{'/v1/models' if 'multipart' in content_type else '/v1/jobs'}",
-                                      content=body(), timeout=30,
-                                      headers={"Content-Type": content_type, **(headers or {})}))
+            outcome.append(
+                httpx.post(
+                    f"{service.url}{'/v1/models' if 'multipart' in content_type else '/v1/jobs'}",
+                    content=body(),
+                    timeout=30,
+                    headers={"Content-Type": content_type, **(headers or {})},
+                )
+            )
         except httpx.HTTPError as exc:
             outcome.append(exc)
 
@@ -65,8 +70,14 @@ def _restart_gateway(service: LiveService) -> None:
 
 
 def _multipart(name: str, data: bytes) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def test_gateway_killed_mid_model_upload_stores_nothing_and_the_retry_succeeds(fault_service: LiveService) -> None:
@@ -76,8 +87,9 @@ def test_gateway_killed_mid_model_upload_stores_nothing_and_the_retry_succeeds(f
     with httpx.Client(base_url=fault_service.url, timeout=30) as http:
         models_before = http.get("/v1/models").json()
     try:
-        outcome = _kill_gateway_mid_body(fault_service, body[:len(body) // 2], body[len(body) // 2:],
-                                         f"multipart/form-data; boundary={BOUNDARY}")
+        outcome = _kill_gateway_mid_body(
+            fault_service, body[: len(body) // 2], body[len(body) // 2 :], f"multipart/form-data; boundary={BOUNDARY}"
+        )
         assert isinstance(outcome, httpx.TransportError), outcome
         assert _files(fault_service) == files_before
         # What a gateway killed while it copied a model in would leave behind, from long ago.
@@ -98,7 +110,8 @@ def test_gateway_killed_mid_model_upload_stores_nothing_and_the_retry_succeeds(f
 
 
 def test_gateway_killed_mid_job_submission_stores_nothing_and_the_retry_is_idempotent(
-    fault_service: LiveService, fault_model: dict[str, Any],
+    fault_service: LiveService,
+    fault_model: dict[str, Any],
 ) -> None:
     rows = ",".join(["[" + ",".join(["0.25"] * fault_model["n_states"]) + "]"] * 2000)
     body = f'{{"model_id": "{fault_model["id"]}", "initial_states": [{rows}]}}'.encode()
@@ -107,8 +120,9 @@ def test_gateway_killed_mid_job_submission_stores_nothing_and_the_retry_is_idemp
         jobs_before = http.get("/v1/jobs", params={"limit": 1000}).json()
     job_dirs_before = set((fault_service.data_dir / "jobs").iterdir())
     try:
-        outcome = _kill_gateway_mid_body(fault_service, body[:len(body) // 2], body[len(body) // 2:],
-                                         "application/json", key)
+        outcome = _kill_gateway_mid_body(
+            fault_service, body[: len(body) // 2], body[len(body) // 2 :], "application/json", key
+        )
         assert isinstance(outcome, httpx.TransportError), outcome
     finally:
         _restart_gateway(fault_service)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from service_harness import REPO
 
 pytestmark = pytest.mark.integration
@@ -31,10 +30,15 @@ def taken_port() -> Iterator[int]:
 
 
 def _run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FPF_REDIS_URL": "redis://127.0.0.1:6379/11", "FPF_DATA_DIR": str(tmp_path / "data"),
-           "FPF_KEYS_FILE": str(tmp_path / "keys.json")}
-    return subprocess.run([sys.executable, "-m", "service.ops.cli", *argv], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        **os.environ,
+        "FPF_REDIS_URL": "redis://127.0.0.1:6379/11",
+        "FPF_DATA_DIR": str(tmp_path / "data"),
+        "FPF_KEYS_FILE": str(tmp_path / "keys.json"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "service.ops.cli", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def _free_port() -> int:
@@ -43,14 +47,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("command, flag", [
-    (["grpc", "--port"], "--port"),
-    (["gateway", "--port"], "--port"),
-    (["up", "--port", "{free}", "--data-dir", "{tmp}", "--grpc-port"], "--grpc-port"),
-    (["up", "--grpc-port", "0", "--data-dir", "{tmp}", "--port"], "--port"),
-])
-def test_a_taken_port_is_named_with_its_flag_in_one_line(tmp_path: Path, taken_port: int, command: list[str],
-                                                         flag: str) -> None:
+@pytest.mark.parametrize(
+    "command, flag",
+    [
+        (["grpc", "--port"], "--port"),
+        (["gateway", "--port"], "--port"),
+        (["up", "--port", "{free}", "--data-dir", "{tmp}", "--grpc-port"], "--grpc-port"),
+        (["up", "--grpc-port", "0", "--data-dir", "{tmp}", "--port"], "--port"),
+    ],
+)
+def test_a_taken_port_is_named_with_its_flag_in_one_line(
+    tmp_path: Path, taken_port: int, command: list[str], flag: str
+) -> None:
     argv = [part.format(free=_free_port(), tmp=tmp_path / "var") for part in command] + [str(taken_port)]
     finished = _run(tmp_path, *argv)
     assert finished.returncode == 1, finished.stderr

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from service_harness import LiveService, grpc_server
 
 from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
-from service_harness import LiveService, grpc_server
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +96,11 @@ def _assert_recovered(service: LiveService, http: httpx.Client, model: dict[str,
 
 
 def test_redis_killed_gives_503_with_retry_after_then_recovers(
-    fault_service: LiveService, private_redis: PrivateRedis, fault_model: dict[str, Any],
-    finished_job: dict[str, Any], http: httpx.Client,
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    fault_model: dict[str, Any],
+    finished_job: dict[str, Any],
+    http: httpx.Client,
 ) -> None:
     private_redis.kill()
     try:
@@ -108,8 +111,11 @@ def test_redis_killed_gives_503_with_retry_after_then_recovers(
 
 
 def test_redis_frozen_gives_503_within_the_timeouts_and_readyz_never_hangs(
-    fault_service: LiveService, private_redis: PrivateRedis, fault_model: dict[str, Any],
-    finished_job: dict[str, Any], http: httpx.Client,
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    fault_model: dict[str, Any],
+    finished_job: dict[str, Any],
+    http: httpx.Client,
 ) -> None:
     private_redis.freeze()
     try:
@@ -121,9 +127,12 @@ def test_redis_frozen_gives_503_within_the_timeouts_and_readyz_never_hangs(
 
 
 def test_grpc_answers_unavailable_with_the_same_code_while_redis_is_down(
-    fault_service: LiveService, private_redis: PrivateRedis, finished_job: dict[str, Any],
+    fault_service: LiveService,
+    private_redis: PrivateRedis,
+    finished_job: dict[str, Any],
 ) -> None:
     import grpc
+
     from fpf_client.rpc import codec
     from fpf_client.rpc.stubs import load
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from service_harness import LiveService, free_port, start_service
@@ -60,8 +61,11 @@ def fault_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
 @pytest.fixture(scope="session")
 def fault_service(fault_redis: OwnRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """Gateway and one worker on ``fault_redis``; tests that kill a part start it again."""
-    settings = {"FPF_QUOTA_QUEUED_JOBS": str(QUEUED_JOBS_QUOTA), "FPF_QUOTA_RETRY_AFTER_S": "1",
-                "FPF_VALIDATION_TIME_LIMIT_S": str(VALIDATION_LIMIT_S)}
+    settings = {
+        "FPF_QUOTA_QUEUED_JOBS": str(QUEUED_JOBS_QUOTA),
+        "FPF_QUOTA_RETRY_AFTER_S": "1",
+        "FPF_VALIDATION_TIME_LIMIT_S": str(VALIDATION_LIMIT_S),
+    }
     with start_service(tmp_path_factory.mktemp("fpf-faults"), redis_url=fault_redis.url, **settings) as service:
         yield service
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import torch
+
 from fpf_client.errors import InvalidModel
 
 from .base import Dynamics, StepModel
-from .naming import SIZE_HINT_FIX
 from .contract import StepFn, check_signature, check_step, discover_shapes, user_errors_as_invalid_model
+from .naming import SIZE_HINT_FIX
 from .recurrent import as_step_function, recurrent_shape
 from .torch_step import TorchStepModel, own_module, placement
 
@@ -108,7 +109,7 @@ def check_derivatives(model: StepModel) -> None:
     h, u, v = (0.5 * torch.randn(n, k, generator=generator, dtype=model.dtype).to(model.device) for k in (d, m, d))
     try:
         results = [*model.jacobians(h, u), *model.jvp(h, u, v), *model.vjp(h, u, v)]
-    except Exception as error:  # noqa: BLE001 - user code may raise anything
+    except Exception as error:
         raise InvalidModel(f"torch autograd cannot differentiate the model: {type(error).__name__}: {error}") from None
     if not all(bool(torch.isfinite(r).all()) for r in results):
         raise InvalidModel("the model's derivatives are not finite (NaN or inf) on a random batch")

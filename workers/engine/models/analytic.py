@@ -12,7 +12,7 @@ Gate conventions are torch's: GRU rows (r, z, n), LSTM rows (i, f, g, o).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

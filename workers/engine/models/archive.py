@@ -12,8 +12,9 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator, Literal
+from typing import IO, Literal
 
 from fpf_client.errors import InvalidModel
 
@@ -175,4 +176,4 @@ def _tar_members(path: Path) -> Iterator[tuple[str, bool, IO[bytes] | None]]:
                 raise InvalidModel(f"archive member {member.name!r} is not a regular file or directory")
 
 
-__all__ = ["archive_kind", "extract_archive", "list_members", "MAX_MEMBERS", "MAX_TOTAL_BYTES", "MAX_RATIO"]
+__all__ = ["MAX_MEMBERS", "MAX_RATIO", "MAX_TOTAL_BYTES", "archive_kind", "extract_archive", "list_members"]

@@ -44,7 +44,10 @@ class StepModel(ABC):
     def describe(self) -> dict[str, Any]:
         """The summary a model record stores: format, n_states, n_inputs, dynamics (and validation, if any)."""
         described: dict[str, Any] = {
-            "format": self.format, "n_states": self.n_states, "n_inputs": self.n_inputs, "dynamics": self.dynamics
+            "format": self.format,
+            "n_states": self.n_states,
+            "n_inputs": self.n_inputs,
+            "dynamics": self.dynamics,
         }
         if self.validation is not None:
             described["validation"] = self.validation
@@ -61,7 +64,7 @@ class StepModel(ABC):
         """The device the model's parameters live on."""
 
     @abstractmethod
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "StepModel":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> StepModel:
         """Return the model on ``device`` in ``dtype`` (may return ``self`` when unchanged)."""
 
     @abstractmethod

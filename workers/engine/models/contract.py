@@ -11,10 +11,12 @@ fail the contract is reported as :class:`InvalidModel` with a plain reason.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
+
 from fpf_client.errors import FpfError, InvalidModel
 
 from .recurrent import recurrent_shape, shape_from_parameters
@@ -33,7 +35,7 @@ def user_errors_as_invalid_model(context: str) -> Iterator[None]:
         yield
     except FpfError:
         raise
-    except Exception as error:  # noqa: BLE001 - user code may raise anything
+    except Exception as error:
         raise InvalidModel(f"{context}: {type(error).__name__}: {error}") from None
 
 
@@ -70,9 +72,7 @@ def check_signature(fn: StepFn) -> None:
         )
 
 
-def check_step(
-    fn: StepFn, n_states: int, n_inputs: int, *, dtype: torch.dtype, device: torch.device
-) -> None:
+def check_step(fn: StepFn, n_states: int, n_inputs: int, *, dtype: torch.dtype, device: torch.device) -> None:
     """Run ``fn`` on small random batches and check what it returns.
 
     Raises
@@ -124,9 +124,7 @@ def discover_shapes(
     if len(passing) == 1:
         return passing[0]
     found = "no shape read from its parameters fits" if not passing else f"several shapes fit ({passing})"
-    raise InvalidModel(
-        f"cannot tell the model's state and input sizes: {found}; pass n_states and n_inputs"
-    )
+    raise InvalidModel(f"cannot tell the model's state and input sizes: {found}; pass n_states and n_inputs")
 
 
 def shape_candidates(fn: object) -> list[tuple[int, int]]:
@@ -158,7 +156,7 @@ def _call(fn: StepFn, h: torch.Tensor, u: torch.Tensor, what: str) -> Any:
     try:
         with torch.no_grad(), torch.jit.optimized_execution(False):
             return fn(u, h)
-    except Exception as error:  # noqa: BLE001 - anything user code raises is a reason to refuse it
+    except Exception as error:
         raise InvalidModel(f"forward(u, h) failed {what}: {_reason(error)}") from None
 
 

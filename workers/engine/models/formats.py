@@ -8,15 +8,15 @@ worker never pays for TensorFlow or onnx.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from fpf_client.errors import InvalidModel
 
 from .base import Dynamics, StepModel
 from .contract import user_errors_as_invalid_model
 from .torchscript import is_torchscript, load_torchscript
-
 
 #: Upload fields naming a model's tensors: the SavedModel signature, and u, h and the next state.
 NAMING_FIELDS = ("signature", "input_name", "state_name", "output_name")

@@ -8,7 +8,7 @@ how to name them.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from fpf_client.errors import InvalidModel
 
@@ -49,7 +49,9 @@ def pick_output(names: list[str], output_name: str | None, *, last_by_default: b
     or with ``last_by_default`` (ordered outputs, as torch tuples) the last one."""
     if output_name is not None:
         if output_name not in names:
-            raise InvalidModel(f"the model has no output {output_name!r}; its outputs are {', '.join(map(repr, names))}")
+            raise InvalidModel(
+                f"the model has no output {output_name!r}; its outputs are {', '.join(map(repr, names))}"
+            )
         return output_name
     if len(names) == 1:
         return names[0]
@@ -66,7 +68,7 @@ def pick_output(names: list[str], output_name: str | None, *, last_by_default: b
 #: The one-sentence fix for a size hint that contradicts the model.
 SIZE_HINT_FIX = {
     "n_states": "leave the hint out (fpf reads the size off the model) or count every part of the packed "
-                "state (an LSTM's [h, c] has 2·H entries per layer, a stack of L layers L times as many)",
+    "state (an LSTM's [h, c] has 2·H entries per layer, a stack of L layers L times as many)",
     "n_inputs": "leave the hint out (fpf reads the size off the model) or give the size of one time step's input",
 }
 
@@ -83,5 +85,12 @@ def _by_alias(shapes: Mapping[str, str], aliases: tuple[str, ...], exclude: str 
     return matches[0] if len(matches) == 1 else None
 
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "SIZE_HINT_FIX", "STATE_NAMES", "assign_roles", "check_size_hints",
-           "pick_output"]
+__all__ = [
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "SIZE_HINT_FIX",
+    "STATE_NAMES",
+    "assign_roles",
+    "check_size_hints",
+    "pick_output",
+]

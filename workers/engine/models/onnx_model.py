@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,8 +121,11 @@ def load_onnx(
     step = OnnxStep(_convert(proto), signature)
     step.validation = validate_against_onnxruntime(proto, step, tolerance=tolerance)
     model = TorchStepModel(
-        own_module(step, copy_module=False), n_states=signature.n_states, n_inputs=signature.n_inputs,
-        dynamics=dynamics, format="onnx",
+        own_module(step, copy_module=False),
+        n_states=signature.n_states,
+        n_inputs=signature.n_inputs,
+        dynamics=dynamics,
+        format="onnx",
     )
     model.validation = step.validation  # reported in the model record (describe())
     return model
@@ -140,7 +144,7 @@ def looks_like_onnx(path: str | Path) -> bool:
             return False
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - any parse failure means "not ONNX"
+    except Exception:
         return False
     return proto.ir_version > 0 and len(proto.graph.node) > 0
 
@@ -166,7 +170,7 @@ def _read_checked(onnx_path: Path, upload_dir: Path | None) -> onnx.ModelProto:
     """Parse, refuse external data that leaves the upload and non-standard domains, then load the data."""
     try:
         proto = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidModel(f"not a readable ONNX model: {exc}") from None
     if not proto.graph.node:
         raise InvalidModel("the ONNX model has an empty graph")
@@ -179,9 +183,7 @@ def _read_checked(onnx_path: Path, upload_dir: Path | None) -> onnx.ModelProto:
         proto = onnx.inliner.inline_local_functions(proto)
     custom = sorted({node.domain for node in _all_nodes(proto.graph) if node.domain not in STANDARD_DOMAINS})
     if custom:
-        raise InvalidModel(
-            f"the graph uses custom-op domain(s) {', '.join(custom)}: fpf runs standard ONNX ops only"
-        )
+        raise InvalidModel(f"the graph uses custom-op domain(s) {', '.join(custom)}: fpf runs standard ONNX ops only")
     return proto
 
 
@@ -281,7 +283,7 @@ def _convert(proto: onnx.ModelProto) -> torch.nn.Module:
         module = convert_onnx(proto)
     except NotImplementedError as exc:
         raise InvalidModel(f"fpf cannot run this ONNX graph: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - converter failures are model problems, reported plainly
+    except Exception as exc:
         raise InvalidModel(f"converting the ONNX graph failed: {type(exc).__name__}: {exc}") from None
     module.graph.eliminate_dead_code()
     module.recompile()
@@ -306,20 +308,20 @@ def validate_against_onnxruntime(
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     try:
-        session = onnxruntime.InferenceSession(
-            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = {signature.state_name: h}
         if signature.input_name is not None:
             feeds[signature.input_name] = u
         (reference,) = session.run([_OUTPUT], feeds)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidModel(f"onnxruntime cannot run the graph: {exc}") from None
     try:
         with torch.no_grad():
             converted = step(torch.from_numpy(u), torch.from_numpy(h))
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidModel(f"the converted graph fails on a batch of {_N_VALIDATION}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise InvalidModel(
+            f"the converted graph fails on a batch of {_N_VALIDATION}: {type(exc).__name__}: {exc}"
+        ) from None
     expected_shape = (_N_VALIDATION, signature.n_states)
     if tuple(reference.shape) != expected_shape or tuple(converted.shape) != expected_shape:
         raise InvalidModel(
@@ -342,5 +344,11 @@ def validate_against_onnxruntime(
     return report
 
 
-__all__ = ["OnnxStep", "StepSignature", "load_onnx", "looks_like_onnx", "resolve_signature",
-           "validate_against_onnxruntime"]
+__all__ = [
+    "OnnxStep",
+    "StepSignature",
+    "load_onnx",
+    "looks_like_onnx",
+    "resolve_signature",
+    "validate_against_onnxruntime",
+]

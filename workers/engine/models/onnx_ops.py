@@ -15,11 +15,11 @@ import importlib.util
 import math
 import sys
 import types
+from collections.abc import Callable
 from functools import cache
-from typing import Callable
 
-import torch
 import onnx
+import torch
 from onnx import defs
 from torch import nn
 
@@ -51,8 +51,17 @@ _TYPE_ONLY_REVISIONS: dict[str, tuple[int, ...]] = {
     "HardSwish": (22,),
     "Dropout": (22,),
 }
-_REDUCE_18 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-              "ReduceMin", "ReduceProd", "ReduceSumSquare")
+_REDUCE_18 = (
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+)
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
@@ -104,7 +113,9 @@ class OnnxRecurrent(nn.Module):
             raise NotImplementedError(f"{kind} with {len(names)} activations for {n_directions} direction(s)")
         unknown = [n for n in names if n.lower() not in _ACTIVATIONS]
         if unknown:
-            raise NotImplementedError(f"{kind} activation {unknown[0]} (supported: Tanh, Sigmoid, Relu, Softsign, Softplus)")
+            raise NotImplementedError(
+                f"{kind} activation {unknown[0]} (supported: Tanh, Sigmoid, Relu, Softsign, Softplus)"
+            )
         self.activation_names = [n.lower() for n in names]
 
     def forward(
@@ -127,7 +138,7 @@ class OnnxRecurrent(nn.Module):
         ys, hs, cs = [], [], []
         for k in range(n_directions):
             per = _N_ACTIVATIONS[self.kind]
-            acts = [_ACTIVATIONS[name] for name in self.activation_names[k * per:(k + 1) * per]]
+            acts = [_ACTIVATIONS[name] for name in self.activation_names[k * per : (k + 1) * per]]
             n_gate_rows = _N_GATES[self.kind] * size
             wb, rb = (b[k, :n_gate_rows], b[k, n_gate_rows:]) if b is not None else (None, None)
             xw = x @ w[k].transpose(0, 1)
@@ -168,26 +179,26 @@ class OnnxRecurrent(nn.Module):
         if self.kind == "GRU":
             f, g = acts
             z = f(self._pre(xw[:, :size] + hr[:, :size]))
-            reset = f(self._pre(xw[:, size:2 * size] + hr[:, size:2 * size]))
+            reset = f(self._pre(xw[:, size : 2 * size] + hr[:, size : 2 * size]))
             if self.linear_before_reset:
-                candidate = g(self._pre(xw[:, 2 * size:] + reset * hr[:, 2 * size:]))
+                candidate = g(self._pre(xw[:, 2 * size :] + reset * hr[:, 2 * size :]))
             else:
-                recurrent = (reset * h) @ r[2 * size:].transpose(0, 1)
+                recurrent = (reset * h) @ r[2 * size :].transpose(0, 1)
                 if rb is not None:
-                    recurrent = recurrent + rb[2 * size:]
-                candidate = g(self._pre(xw[:, 2 * size:] + recurrent))
+                    recurrent = recurrent + rb[2 * size :]
+                candidate = g(self._pre(xw[:, 2 * size :] + recurrent))
             return (1 - z) * candidate + z * h, c
         f, g, h_act = acts
         pre = xw + hr
-        pi, po, pf = (None, None, None) if p is None else (p[:size], p[size:2 * size], p[2 * size:])
+        pi, po, pf = (None, None, None) if p is None else (p[:size], p[size : 2 * size], p[2 * size :])
         gate_i = pre[:, :size] + (0 if pi is None else pi * c)
         i = f(self._pre(gate_i))
         if self.input_forget:
             forget = 1 - i
         else:
-            forget = f(self._pre(pre[:, 2 * size:3 * size] + (0 if pf is None else pf * c)))
-        c = forget * c + i * g(self._pre(pre[:, 3 * size:]))
-        o = f(self._pre(pre[:, size:2 * size] + (0 if po is None else po * c)))
+            forget = f(self._pre(pre[:, 2 * size : 3 * size] + (0 if pf is None else pf * c)))
+        c = forget * c + i * g(self._pre(pre[:, 3 * size :]))
+        o = f(self._pre(pre[:, size : 2 * size] + (0 if po is None else po * c)))
         return o * h_act(c), c
 
 
@@ -265,18 +276,24 @@ def _register() -> None:
             older = [v for v in registered.get(op_type, []) if v < version]
             key = OperationDescription(defs.ONNX_DOMAIN, op_type, version)
             if older and key not in _CONVERTER_REGISTRY:
-                _CONVERTER_REGISTRY[key] = _CONVERTER_REGISTRY[OperationDescription(defs.ONNX_DOMAIN, op_type, max(older))]
+                _CONVERTER_REGISTRY[key] = _CONVERTER_REGISTRY[
+                    OperationDescription(defs.ONNX_DOMAIN, op_type, max(older))
+                ]
 
-    def reshape_allowing_zero(default):  # noqa: ANN001, ANN202
-        def convert(node, graph):  # noqa: ANN001, ANN202
+    def reshape_allowing_zero(default):
+        def convert(node, graph):
             if node.attributes.get("allowzero", 0) != 1:
                 return default(node, graph)
-            return OperationConverterResult(torch_module=OnnxReshapeAllowZero(), onnx_mapping=onnx_mapping_from_node(node))
+            return OperationConverterResult(
+                torch_module=OnnxReshapeAllowZero(), onnx_mapping=onnx_mapping_from_node(node)
+            )
 
         return convert
 
     # torch's dynamo exporter writes Reshape with allowzero=1, which onnx2torch refuses.
-    for key in [key for key in _CONVERTER_REGISTRY if key.domain == defs.ONNX_DOMAIN and key.operation_type == "Reshape"]:
+    for key in [
+        key for key in _CONVERTER_REGISTRY if key.domain == defs.ONNX_DOMAIN and key.operation_type == "Reshape"
+    ]:
         _CONVERTER_REGISTRY[key] = reshape_allowing_zero(_CONVERTER_REGISTRY[key])
 
     from onnx2torch import convert
@@ -286,7 +303,7 @@ def _register() -> None:
     for version in _since_versions("Scan", minimum=9):
         add_converter("Scan", version)(scan_converter(convert))
 
-    def recurrent(node, graph):  # noqa: ANN001, ANN202 - onnx2torch's converter signature
+    def recurrent(node, graph):
         attributes = node.attributes
         if attributes.get("activation_alpha") or attributes.get("activation_beta"):
             raise NotImplementedError(f"{node.operation_type} with parametrised activations")
@@ -313,14 +330,16 @@ def _register() -> None:
         for version in _since_versions(op_type, minimum=7):
             add_converter(op_type, version)(recurrent)
 
-    def split18(node, graph):  # noqa: ANN001, ANN202
+    def split18(node, graph):
         attributes = node.attributes
-        module = OnnxSplit18(int(attributes.get("axis", 0)), int(attributes.get("num_outputs", len(node.output_values))))
+        module = OnnxSplit18(
+            int(attributes.get("axis", 0)), int(attributes.get("num_outputs", len(node.output_values)))
+        )
         return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
 
     add_converter("Split", 18)(split18)
 
-    def reduce18(node, graph):  # noqa: ANN001, ANN202
+    def reduce18(node, graph):
         keepdims = int(node.attributes.get("keepdims", 1))
         axes = None
         if len(node.input_values) > 1 and node.input_values[1]:
@@ -343,8 +362,11 @@ def _register() -> None:
 
 def _since_versions(op_type: str, minimum: int) -> list[int]:
     return sorted(
-        {s.since_version for s in defs.get_all_schemas_with_history()
-         if s.name == op_type and s.domain == defs.ONNX_DOMAIN and s.since_version >= minimum}
+        {
+            s.since_version
+            for s in defs.get_all_schemas_with_history()
+            if s.name == op_type and s.domain == defs.ONNX_DOMAIN and s.since_version >= minimum
+        }
     )
 
 

@@ -13,7 +13,8 @@ which spares the first large call the timing of the slow paths.
 from __future__ import annotations
 
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import torch
 
@@ -39,7 +40,7 @@ class PathChoice(Generic[T]):
         self.correct: list[str] | None = None
         self.chosen: str | None = None
 
-    def copy(self) -> "PathChoice[T]":
+    def copy(self) -> PathChoice[T]:
         """A choice that starts from what this one has found so far."""
         twin: PathChoice[T] = PathChoice(self.candidates, self.reference, self.decisive)
         twin.correct = list(self.correct) if self.correct is not None else None
@@ -82,7 +83,7 @@ class PathChoice(Generic[T]):
 def _agrees(compute: Callable[[str], T], path: str, reference: T, agree: Callable[[T, T], bool]) -> bool:
     try:
         return agree(compute(path), reference)
-    except Exception:  # noqa: BLE001 - a path that raises on this model is not used for it
+    except Exception:
         return False
 
 

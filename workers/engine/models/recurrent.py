@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from fpf_client.errors import InvalidModel
 
 _LAYERS = ("RNN", "GRU", "LSTM")

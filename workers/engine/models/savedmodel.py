@@ -18,18 +18,19 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from fpf_client.errors import InvalidModel
 
-from .archive import archive_kind, extract_archive, list_members
 from .adapt import check_derivatives
+from .archive import archive_kind, extract_archive, list_members
 from .base import Dynamics, StepModel
 from .naming import assign_roles, check_size_hints, pick_output
 from .savedmodel_scan import ScanReport, scan_savedmodel
@@ -50,7 +51,7 @@ def load_savedmodel(
     dynamics: Dynamics = "discrete",
     n_states: int | None = None,
     n_inputs: int | None = None,
-) -> "SavedModelStep":
+) -> SavedModelStep:
     """Load a SavedModel directory, or a ``.zip`` / ``.tar.gz`` of one, as a step model.
 
     Parameters
@@ -79,7 +80,7 @@ def load_savedmodel(
 
         try:
             loaded = tf.saved_model.load(str(directory))
-        except Exception as exc:  # noqa: BLE001 - a corrupt model may make TF raise anything
+        except Exception as exc:
             raise InvalidModel(f"TensorFlow cannot load the SavedModel: {type(exc).__name__}: {exc}") from None
     model = SavedModelStep(loaded, step_signature, dynamics)
     _dry_run(model, report)
@@ -150,7 +151,7 @@ class SavedModelStep(StepModel):
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "SavedModelStep":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SavedModelStep:
         """``self``: a SavedModel computes in its signature's dtype, on the device TF chose."""
         if dtype is not None and dtype != self._dtype:
             raise InvalidModel(
@@ -195,12 +196,12 @@ class SavedModelStep(StepModel):
                     with _quiet_tensorflow():  # a failed vectorisation logs pages of graph dumps
                         self._call(name, h, u, *([h] if name == "jvp" else []))
                     continue
-                except Exception:  # noqa: BLE001 - TF raises many kinds of errors when it cannot vectorize
+                except Exception:
                     pass
             self._routes[name] = f"{name}/unvectorized"
             try:
                 self._call(name, h, u, *([h] if name == "jvp" else []))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise InvalidModel(
                     f"TensorFlow cannot differentiate the signature ({name}): {type(exc).__name__}: "
                     f"{str(exc).strip().splitlines()[-1][:300]}"
@@ -284,10 +285,16 @@ def _tf_functions(concrete: Any, signature: SavedModelSignature) -> dict[str, An
             out = call(h, u)
         return out, tape.gradient(out, h, output_gradients=w, unconnected_gradients=zero)
 
-    return {"step": step, "vjp": vjp,
-            "jacobian_states": batch_jacobian(True, True), "jacobian_inputs": batch_jacobian(False, True),
-            "jvp": jvp, "jacobian_states/unvectorized": unvectorized_states,
-            "jacobian_inputs/unvectorized": batch_jacobian(False, False), "jvp/unvectorized": jvp_by_jacobian}
+    return {
+        "step": step,
+        "vjp": vjp,
+        "jacobian_states": batch_jacobian(True, True),
+        "jacobian_inputs": batch_jacobian(False, True),
+        "jvp": jvp,
+        "jacobian_states/unvectorized": unvectorized_states,
+        "jacobian_inputs/unvectorized": batch_jacobian(False, False),
+        "jvp/unvectorized": jvp_by_jacobian,
+    }
 
 
 def _to_tf(tensor: torch.Tensor, dtype: torch.dtype) -> Any:
@@ -317,7 +324,7 @@ def _dry_run(model: SavedModelStep, report: ScanReport) -> None:
     try:
         out = model.step(h, u)
         again = model.step(h, u) if report.writes else out
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidModel(f"the SavedModel fails on a batch of 3 states: {type(exc).__name__}: {exc}") from None
     if tuple(out.shape) != (3, model.n_states):
         raise InvalidModel(
@@ -348,7 +355,9 @@ def _unpacked(path: Path) -> Iterator[Path]:
         root = extract_archive(path, workdir / "upload")
         found = sorted(p.parent for p in root.rglob(SAVED_MODEL_FILE) if p.is_file())
         if len(found) != 1:
-            raise InvalidModel(f"the archive must hold exactly one SavedModel ({SAVED_MODEL_FILE}); it holds {len(found)}")
+            raise InvalidModel(
+                f"the archive must hold exactly one SavedModel ({SAVED_MODEL_FILE}); it holds {len(found)}"
+            )
         yield found[0]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -363,7 +372,7 @@ def _read_meta_graph(directory: Path) -> Any:
     saved_model = saved_model_pb2.SavedModel()
     try:
         saved_model.ParseFromString(pb.read_bytes())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidModel(f"{SAVED_MODEL_FILE} is not a readable SavedModel: {exc}") from None
     if len(saved_model.meta_graphs) != 1:
         raise InvalidModel(f"the SavedModel has {len(saved_model.meta_graphs)} meta graphs; fpf reads exactly one")
@@ -404,8 +413,9 @@ def resolve_signature(
         sequences = [key for key, info in inputs.items() if _rank(info) == 3]
         if input_name is None and len(sequences) == 1 and len(inputs) == 2:
             input_name = sequences[0]  # a Keras layer's input, (n, time, m), beside a state (n, d)
-        input_name, single = assign_roles(shapes, input_name=input_name, state_name=state_names[0] if state_names
-                                          else None, how=how)
+        input_name, single = assign_roles(
+            shapes, input_name=input_name, state_name=state_names[0] if state_names else None, how=how
+        )
         state_names = (single,)
         output_names = _names(output_name) or (_pick_next_state(list(outputs)),)
     for given in output_names:
@@ -425,8 +435,9 @@ def resolve_signature(
             raise InvalidModel(f"input {input_name!r} and state {state_names[0]!r} have different dtypes")
     if any(part_dtype != dtype for part_dtype, _ in parts):
         raise InvalidModel(f"the state arguments {', '.join(state_names)} have different dtypes")
-    return SavedModelSignature(name, input_name, state_names, output_names, tuple(size for _, size in parts),
-                               n_inputs, dtype, time_axis)
+    return SavedModelSignature(
+        name, input_name, state_names, output_names, tuple(size for _, size in parts), n_inputs, dtype, time_axis
+    )
 
 
 def _pick_next_state(outputs: list[str]) -> str:

@@ -22,8 +22,9 @@ in eval mode and have no double backward.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -102,10 +103,13 @@ class TorchStepModel(StepModel):
     def derivative_paths(self) -> dict[str, str | None]:
         """How this model computes Jacobians (of large and of small batches) and jvps; None until
         a call has chosen."""
-        return {"jacobian": self._jacobian_path.chosen, "small_batch_jacobian": self._small_jacobian_path.chosen,
-                "jvp": self._jvp_path.chosen}
+        return {
+            "jacobian": self._jacobian_path.chosen,
+            "small_batch_jacobian": self._small_jacobian_path.chosen,
+            "jvp": self._jvp_path.chosen,
+        }
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TorchStepModel":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TorchStepModel:
         """The model on ``device`` in ``dtype`` (float32 or float64); ``self`` when nothing changes.
 
         A module is deep-copied before it is moved, so the original keeps its dtype. Copies
@@ -122,8 +126,13 @@ class TorchStepModel(StepModel):
         if cast is None:
             fn = own_module(self.fn).to(device=device, dtype=dtype) if isinstance(self.fn, torch.nn.Module) else self.fn
             cast = TorchStepModel(
-                fn, n_states=self.n_states, n_inputs=self.n_inputs, dynamics=self.dynamics,
-                format=self.format, dtype=dtype, device=device,
+                fn,
+                n_states=self.n_states,
+                n_inputs=self.n_inputs,
+                dynamics=self.dynamics,
+                format=self.format,
+                dtype=dtype,
+                device=device,
             )
             if device == self._device:
                 cast._jacobian_path = self._jacobian_path.copy()
@@ -180,8 +189,11 @@ class TorchStepModel(StepModel):
             return self._closed_form(h, u, states, inputs)
         if self._analytic is None and h.shape[0] * h.shape[1] <= REPLICATE_MAX_ROWS:
             return self._small_jacobian_path.run(
-                lambda path: self._rows_of_copies(h, u, states, inputs) if path == "replicated"
-                else self._jacobians_by_loop(h, u, states, inputs),
+                lambda path: (
+                    self._rows_of_copies(h, u, states, inputs)
+                    if path == "replicated"
+                    else self._jacobians_by_loop(h, u, states, inputs)
+                ),
                 lambda a, b: all(_close(x, y) for x, y in zip(a, b, strict=True)),
                 batch=h.shape[0],
                 device=h.device,
@@ -243,10 +255,7 @@ class TorchStepModel(StepModel):
             grads = _grads(out, wrt, self._identity(out), retain_graph=retain_graph, is_grads_batched=True)
             return [g.transpose(0, 1).contiguous() for g in grads]
         ones = out.new_ones(n)
-        rows = [
-            _grads(out[:, i], wrt, ones, retain_graph=retain_graph or i < d - 1)
-            for i in range(d)
-        ]
+        rows = [_grads(out[:, i], wrt, ones, retain_graph=retain_graph or i < d - 1) for i in range(d)]
         return [torch.stack([row[k] for row in rows], dim=1) for k in range(len(wrt))]
 
     def _identity(self, out: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+
 from fpf_client.errors import InvalidModel
 
 from .adapt import module_step_model
@@ -32,7 +33,7 @@ def is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     has_code = any(name.startswith("code/") for name in records)
-    if _TORCHSCRIPT_RECORDS <= records and has_code:
+    if records >= _TORCHSCRIPT_RECORDS and has_code:
         return True
     if "data.pkl" in records:
         raise InvalidModel(
@@ -54,7 +55,7 @@ def load_torchscript(
     """
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:  # noqa: BLE001 - a corrupt file may raise anything
+    except Exception as error:
         first_line = next((line for line in str(error).splitlines() if line.strip()), "")
         raise InvalidModel(f"not a loadable TorchScript file: {type(error).__name__}: {first_line}") from None
     return module_step_model(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .adam import solve_adam
 from .anderson import solve_anderson
-from .base import Problem, ProgressHook, SolveResult, Solver, Status, TimeUp
+from .base import Problem, ProgressHook, Solver, SolveResult, Status, TimeUp
 from .deflation import Deflation
 from .lm_krylov import solve_lm_krylov
 from .newton import solve_newton
@@ -34,6 +34,18 @@ def get_solver(method: str) -> Solver:
 
 
 __all__ = [
-    "Deflation", "Problem", "ProgressHook", "SOLVERS", "SolveResult", "Solver", "Status", "TimeUp", "get_solver",
-    "solve_adam", "solve_anderson", "solve_lm_krylov", "solve_newton", "solve_newton_krylov",
+    "SOLVERS",
+    "Deflation",
+    "Problem",
+    "ProgressHook",
+    "SolveResult",
+    "Solver",
+    "Status",
+    "TimeUp",
+    "get_solver",
+    "solve_adam",
+    "solve_anderson",
+    "solve_lm_krylov",
+    "solve_newton",
+    "solve_newton_krylov",
 ]

@@ -76,13 +76,20 @@ def solve_adam(
     status = torch.where(
         q_final < options.tol_q,
         torch.tensor(int(Status.CONVERGED), device=x.device),
-        torch.where(dq < options.tol_dq * lr, torch.tensor(int(Status.STALLED), device=x.device),
-                    torch.tensor(int(Status.CAPPED), device=x.device)),
+        torch.where(
+            dq < options.tol_dq * lr,
+            torch.tensor(int(Status.STALLED), device=x.device),
+            torch.tensor(int(Status.CAPPED), device=x.device),
+        ),
     )
     n = x.shape[0]
     return SolveResult(
-        x=x, q=q_final, dq=dq, n_iters=torch.full((n,), iteration, dtype=torch.int64, device=x.device),
-        status=status, step_norm=torch.full((n,), float("nan"), dtype=x.dtype, device=x.device),
+        x=x,
+        q=q_final,
+        dq=dq,
+        n_iters=torch.full((n,), iteration, dtype=torch.int64, device=x.device),
+        status=status,
+        step_norm=torch.full((n,), float("nan"), dtype=x.dtype, device=x.device),
         iterations=iteration,
     )
 
@@ -99,7 +106,10 @@ class _Schedule:
         else:
             self.adaptive = None
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=options.lr_factor, patience=options.lr_patience,
+                optimizer,
+                mode="min",
+                factor=options.lr_factor,
+                patience=options.lr_patience,
                 cooldown=options.lr_cooldown,
             )
 

@@ -67,7 +67,7 @@ class _Batch:
     gram: torch.Tensor  #: (n, memory, memory) dG dG^T, updated one slot at a time (float64 when memory > 1)
     dq: torch.Tensor
 
-    def keep(self, index: torch.Tensor) -> "_Batch":
+    def keep(self, index: torch.Tensor) -> _Batch:
         return _Batch(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
 
 
@@ -116,9 +116,17 @@ def solve_anderson(
     history = torch.zeros(n, memory, d, dtype=x0.dtype, device=x0.device)
     gram_dtype = torch.float64 if memory > 1 else x0.dtype  # a least-squares solve needs the precision
     batch = _Batch(
-        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, best_x=x0.clone(), best_g=g.clone(),
-        best_q=q.clone(), start_q=q, since_best=torch.zeros(n, dtype=torch.int32, device=x0.device), df=history,
-        dg=history.clone(), gram=_empty_gram(memory, gram_dtype, x0.device).repeat(n, 1, 1),
+        index=torch.arange(n, device=x0.device),
+        x=x0.clone(),
+        g=g,
+        best_x=x0.clone(),
+        best_g=g.clone(),
+        best_q=q.clone(),
+        start_q=q,
+        since_best=torch.zeros(n, dtype=torch.int32, device=x0.device),
+        df=history,
+        dg=history.clone(),
+        gram=_empty_gram(memory, gram_dtype, x0.device).repeat(n, 1, 1),
         dq=torch.full_like(q, float("nan")),
     )
     iteration = 0
@@ -136,8 +144,13 @@ def solve_anderson(
         done = status >= 0
         if done.any():
             out.write(
-                batch.index[done], iteration, x=batch.best_x[done], q=batch.best_q[done], dq=batch.dq[done],
-                status=status[done], step_norm=torch.linalg.vector_norm(batch.best_g[done], dim=-1),
+                batch.index[done],
+                iteration,
+                x=batch.best_x[done],
+                q=batch.best_q[done],
+                dq=batch.dq[done],
+                status=status[done],
+                step_norm=torch.linalg.vector_norm(batch.best_g[done], dim=-1),
             )
             keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
             batch = batch.keep(keep)
@@ -231,6 +244,7 @@ def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions, hand_ov
         done_so_far = torch.log(b.start_q / b.best_q)
         still_to_go = torch.log(b.best_q / options.tol_q)
         slow = (iteration * still_to_go > (cap - iteration) * done_so_far) | (
-            done_so_far < iteration * MIN_DECADES_PER_STEP * math.log(10.0))
+            done_so_far < iteration * MIN_DECADES_PER_STEP * math.log(10.0)
+        )
         status = torch.where((status < 0) & slow, int(Status.CAPPED), status)
     return torch.where(b.best_q < options.tol_q, int(Status.CONVERGED), status)

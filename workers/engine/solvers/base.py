@@ -8,9 +8,10 @@ solver and a matrix-free Newton-Krylov solver can sit side by side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -47,7 +48,7 @@ class Problem:
     def _u(self, x: torch.Tensor) -> torch.Tensor:
         return self.inputs.expand(x.shape[0], -1) if self.inputs.shape[0] == 1 else self.inputs
 
-    def subset(self, index: torch.Tensor) -> "Problem":
+    def subset(self, index: torch.Tensor) -> Problem:
         """The same problem restricted to the samples ``index`` (a shared input row stays shared)."""
         inputs = self.inputs if self.inputs.shape[0] == 1 else self.inputs[index]
         return Problem(self.model, inputs, self.dynamics)
@@ -121,7 +122,7 @@ class SolveResult:
         return self.status == Status.CONVERGED
 
     @classmethod
-    def concatenate(cls, parts: list["SolveResult"]) -> "SolveResult":
+    def concatenate(cls, parts: list[SolveResult]) -> SolveResult:
         """Join the results of consecutive chunks."""
         cat = {
             name: torch.cat([getattr(p, name) for p in parts])
@@ -129,14 +130,12 @@ class SolveResult:
         }
         return cls(**cat, iterations=max(p.iterations for p in parts))
 
-    def select(self, index: torch.Tensor) -> "SolveResult":
+    def select(self, index: torch.Tensor) -> SolveResult:
         """The samples ``index`` (indices, mask or slice)."""
-        picked = {
-            name: getattr(self, name)[index] for name in ("x", "q", "dq", "n_iters", "status", "step_norm")
-        }
+        picked = {name: getattr(self, name)[index] for name in ("x", "q", "dq", "n_iters", "status", "step_norm")}
         return SolveResult(**picked, iterations=self.iterations)
 
-    def update(self, index: torch.Tensor, other: "SolveResult") -> None:
+    def update(self, index: torch.Tensor, other: SolveResult) -> None:
         """Overwrite the samples ``index`` with ``other`` (e.g. after a rerun)."""
         for name in ("x", "q", "dq", "n_iters", "status", "step_norm"):
             getattr(self, name)[index] = getattr(other, name)
@@ -163,8 +162,13 @@ class ResultBuffers:
 
     def result(self, iterations: int) -> SolveResult:
         return SolveResult(
-            x=self.x, q=self.q, dq=self.dq, n_iters=self.n_iters, status=self.status,
-            step_norm=self.step_norm, iterations=iterations,
+            x=self.x,
+            q=self.q,
+            dq=self.dq,
+            n_iters=self.n_iters,
+            status=self.status,
+            step_norm=self.step_norm,
+            iterations=iterations,
         )
 
 

@@ -112,8 +112,9 @@ class _Seeds:
         """Midpoints of the seed pairs not tried yet (at most ``MAX_STARTS``), and their conditions."""
         same = self.group.unsqueeze(1) == self.group.unsqueeze(0)
         attractor = self.stable & self.isolated
-        per_group = torch.zeros(int(self.group.max()) + 1 if len(self.group) else 0, dtype=torch.int64,
-                                device=self.group.device).index_add_(0, self.group, attractor.long())
+        per_group = torch.zeros(
+            int(self.group.max()) + 1 if len(self.group) else 0, dtype=torch.int64, device=self.group.device
+        ).index_add_(0, self.group, attractor.long())
         seed = torch.where(per_group[self.group] >= 2, attractor, self.isolated)
         pairs = (same & seed.unsqueeze(1) & seed.unsqueeze(0) & ~self.tried).triu(diagonal=1)
         i, j = torch.nonzero(pairs, as_tuple=True)

@@ -30,7 +30,7 @@ class Deflation:
     root_group: torch.Tensor
     sample_group: torch.Tensor
 
-    def subset(self, index: torch.Tensor) -> "Deflation":
+    def subset(self, index: torch.Tensor) -> Deflation:
         """The same roots for the samples ``index``."""
         return Deflation(self.roots, self.root_group, self.sample_group[index])
 

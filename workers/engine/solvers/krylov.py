@@ -10,8 +10,8 @@ first basis size at which it did (later basis vectors are ignored for it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -69,7 +69,7 @@ def gmres(
     x0 : Tensor, (n, d), optional
         Initial guess; zeros when None (saves one product).
     """
-    n, d = b.shape
+    _, d = b.shape
     restart = max(1, min(restart, d))
     target = torch.as_tensor(rtol, dtype=b.dtype, device=b.device) * torch.linalg.vector_norm(b, dim=-1)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -88,9 +88,7 @@ def gmres(
     return KrylovResult(x=x, residual_norm=res_norm, converged=converged, n_matvecs=n_matvecs)
 
 
-def _cycle(
-    matvec: MatVec, r: torch.Tensor, target: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _cycle(matvec: MatVec, r: torch.Tensor, target: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One GMRES cycle from residual ``r``: the correction, the residual norms and the steps taken."""
     n, d = r.shape
     dtype, device = r.dtype, r.device

@@ -9,8 +9,8 @@ acceptance, stall detection and dropping finished samples from the batch are the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
 
 import torch
 
@@ -49,7 +49,7 @@ class DampedBatch:
     anchor_q: torch.Tensor  #: q at the start of the current crawl window
     crawling: torch.Tensor  #: q fell by less than CRAWL_FACTOR over the last window
 
-    def keep(self, index: torch.Tensor) -> "DampedBatch":
+    def keep(self, index: torch.Tensor) -> DampedBatch:
         return DampedBatch(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
 
 
@@ -89,9 +89,16 @@ def levenberg_marquardt(
     q = 0.5 * (g * g).sum(-1)
     nan = torch.full_like(q, float("nan"))
     batch = DampedBatch(
-        index=torch.arange(n, device=x0.device), x=x0.clone(), g=g, q=q, lam=torch.full_like(q, lambda_init),
-        nu=torch.full_like(q, 2.0), dq=nan, step_norm=nan.clone(),
-        slow=torch.zeros(n, dtype=torch.int32, device=x0.device), anchor_q=q,
+        index=torch.arange(n, device=x0.device),
+        x=x0.clone(),
+        g=g,
+        q=q,
+        lam=torch.full_like(q, lambda_init),
+        nu=torch.full_like(q, 2.0),
+        dq=nan,
+        step_norm=nan.clone(),
+        slow=torch.zeros(n, dtype=torch.int32, device=x0.device),
+        anchor_q=q,
         crawling=torch.zeros(n, dtype=torch.bool, device=x0.device),
     )
     iteration = 0
@@ -110,8 +117,13 @@ def levenberg_marquardt(
         done = status >= 0
         if done.any():
             out.write(
-                batch.index[done], iteration, x=batch.x[done], q=batch.q[done], dq=batch.dq[done],
-                status=status[done], step_norm=batch.step_norm[done],
+                batch.index[done],
+                iteration,
+                x=batch.x[done],
+                q=batch.q[done],
+                dq=batch.dq[done],
+                status=status[done],
+                step_norm=batch.step_norm[done],
             )
             keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
             batch = batch.keep(keep)

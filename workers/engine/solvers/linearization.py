@@ -12,8 +12,8 @@ with their own ``jvp`` on the first check, fall back to ``StepModel.jvp`` / ``vj
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -24,7 +24,7 @@ MatVec = Callable[[torch.Tensor], torch.Tensor]
 #: Rows compared with ``StepModel.jvp`` when a model is first linearized.
 CHECK_ROWS = 4
 #: Models whose recorded double-backward products were checked against their own jvp.
-_VERIFIED: "weakref.WeakKeyDictionary[StepModel, bool]" = weakref.WeakKeyDictionary()
+_VERIFIED: weakref.WeakKeyDictionary[StepModel, bool] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)

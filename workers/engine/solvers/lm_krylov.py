@@ -90,8 +90,9 @@ def solve_lm_krylov(
     """
     if not warm_start:
         return _levenberg_marquardt(problem, x0, options, progress=progress)
-    return anderson_then(_levenberg_marquardt, problem, x0, options, progress, mixing_iters=WARM_START_ITERS,
-                         resume_capped=False)
+    return anderson_then(
+        _levenberg_marquardt, problem, x0, options, progress, mixing_iters=WARM_START_ITERS, resume_capped=False
+    )
 
 
 def _levenberg_marquardt(

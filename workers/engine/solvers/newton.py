@@ -73,12 +73,21 @@ def solve_newton(
     small = x0.shape[1] <= SMALL_MAX_STATES
     mixing_iters = min(MIXING_ITERS if small else LONG_MIXING_ITERS, options.max_iters // 2)  # Newton gets half
     if warm_start and mixing_iters > 0:
-        return anderson_then(partial(solve_newton, warm_start=False), problem, x0, options, progress,
-                             mixing_iters=mixing_iters, resume_capped=True, memory=1 if small else MEMORY,
-                             hand_over_slow=not small)
+        return anderson_then(
+            partial(solve_newton, warm_start=False),
+            problem,
+            x0,
+            options,
+            progress,
+            mixing_iters=mixing_iters,
+            resume_capped=True,
+            memory=1 if small else MEMORY,
+            hand_over_slow=not small,
+        )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
-    return levenberg_marquardt(problem, x0, options, progress, dense_step, lambda_init=LAMBDA_INIT,
-                               check_every=check_every)
+    return levenberg_marquardt(
+        problem, x0, options, progress, dense_step, lambda_init=LAMBDA_INIT, check_every=check_every
+    )
 
 
 def dense_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:

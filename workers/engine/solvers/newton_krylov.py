@@ -70,7 +70,6 @@ def solve_newton_krylov(
         Roots to steer away from: Newton steps are deflated and steps are accepted on the
         deflated merit; convergence is still judged on the plain q.
     """
-    n, d = x0.shape
     out = ResultBuffers(x0)
     tiny = torch.finfo(x0.dtype).tiny
     target = math.sqrt(2.0 * options.tol_q)
@@ -98,7 +97,8 @@ def solve_newton_krylov(
             s.log_m = torch.where(accept, log_m_try, s.log_m)
         step_len = torch.linalg.vector_norm(step, dim=-1)
         s.radius = torch.where(
-            ratio < SHRINK_BELOW, SHRINK_BELOW * step_len,
+            ratio < SHRINK_BELOW,
+            SHRINK_BELOW * step_len,
             torch.where((ratio > GROW_ABOVE) & (step_len >= 0.99 * s.radius), 2.0 * s.radius, s.radius),
         )
         x_norm = torch.linalg.vector_norm(s.x, dim=-1)
@@ -119,8 +119,13 @@ def solve_newton_krylov(
         done = status >= 0
         if done.any():
             out.write(
-                s.index[done], iteration, x=s.x[done], q=s.q[done], dq=s.dq[done],
-                status=status[done], step_norm=s.newton_norm[done],
+                s.index[done],
+                iteration,
+                x=s.x[done],
+                q=s.q[done],
+                dq=s.dq[done],
+                status=status[done],
+                step_norm=s.newton_norm[done],
             )
             keep = torch.nonzero(~done).squeeze(-1)
             s.select(keep)
@@ -150,7 +155,7 @@ class _State:
     j_cauchy: torch.Tensor
 
     @classmethod
-    def start(cls, problem: Problem, x0: torch.Tensor, deflation: Deflation | None) -> "_State":
+    def start(cls, problem: Problem, x0: torch.Tensor, deflation: Deflation | None) -> _State:
         s = cls()
         n = x0.shape[0]
         s.index = torch.arange(n, device=x0.device)
@@ -208,7 +213,8 @@ def _dogleg(s: _State, tiny: float) -> tuple[torch.Tensor, torch.Tensor]:
     tau, shrink = tau.unsqueeze(-1), shrink.unsqueeze(-1)
     step = torch.where(use_newton, s.newton, torch.where(use_cauchy, shrink * s.cauchy, s.cauchy + tau * leg))
     image = torch.where(
-        use_newton, s.j_newton,
+        use_newton,
+        s.j_newton,
         torch.where(use_cauchy, shrink * s.j_cauchy, s.j_cauchy + tau * (s.j_newton - s.j_cauchy)),
     )
     return step, image
@@ -231,7 +237,11 @@ def _forcing(
 
 
 def _status(
-    q: torch.Tensor, collapsed: torch.Tensor, slow: torch.Tensor, dq: torch.Tensor, iteration: int,
+    q: torch.Tensor,
+    collapsed: torch.Tensor,
+    slow: torch.Tensor,
+    dq: torch.Tensor,
+    iteration: int,
     options: FinderOptions,
 ) -> torch.Tensor:
     """Per-sample status code, or -1 while a sample is still running."""

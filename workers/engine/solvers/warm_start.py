@@ -17,7 +17,7 @@ import torch
 from fpf_client.options import FinderOptions
 
 from .anderson import MEMORY, solve_anderson
-from .base import Problem, ProgressHook, SolveResult, Solver, Status, WatchedHook
+from .base import Problem, ProgressHook, Solver, SolveResult, Status, WatchedHook
 
 
 def anderson_then(
@@ -54,8 +54,15 @@ def anderson_then(
         ``n_iters`` and ``iterations`` count the steps of both phases together.
     """
     watch = WatchedHook(progress)
-    first = solve_anderson(problem, x0, options, progress=watch, max_iters=min(mixing_iters, options.max_iters),
-                          memory=memory, hand_over_slow=hand_over_slow)
+    first = solve_anderson(
+        problem,
+        x0,
+        options,
+        progress=watch,
+        max_iters=min(mixing_iters, options.max_iters),
+        memory=memory,
+        hand_over_slow=hand_over_slow,
+    )
     rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
     if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
         return first
@@ -72,4 +79,3 @@ def anderson_then(
     first.update(rest, second)
     first.iterations = offset + second.iterations
     return first
-
