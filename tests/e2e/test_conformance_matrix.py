@@ -38,17 +38,21 @@ def test_the_documented_matrix_lists_the_rows_the_tests_run(outcomes: dict[str, 
 
 
 def test_the_comparison_can_fail() -> None:
-    """compare() tells apart other roots, moved roots and other stability (the matrix's 'same roots')."""
+    """compare() tells apart other roots, moved roots and other stability (the matrix's 'same roots'), and
+    leaves out points the engine flags as not isolated."""
     import numpy as np
 
     from fpf_client import FixedPoints
 
-    def roots(xstar: list[list[float]], stable: list[bool]) -> FixedPoints:
-        x = np.asarray(xstar, np.float32)
-        return FixedPoints(xstar=x, is_stable=np.asarray(stable))
+    def roots(xstar: list[list[float]], stable: list[bool], nonisolated: list[bool] | None = None) -> FixedPoints:
+        flags = None if nonisolated is None else np.asarray(nonisolated)
+        return FixedPoints(xstar=np.asarray(xstar, np.float32), is_stable=np.asarray(stable), is_nonisolated=flags)
 
     reference = roots([[0.0, 0.0], [1.0, 1.0]], [True, False])
     assert conformance.compare(roots([[1.0, 1.0], [0.0, 0.0]], [False, True]), reference) == ""
-    assert "1 fixed points" in conformance.compare(roots([[0.0, 0.0]], [True]), reference)
+    assert "1 isolated fixed points" in conformance.compare(roots([[0.0, 0.0]], [True]), reference)
     assert "differ" in conformance.compare(roots([[0.0, 0.0], [1.0, 1.0 + 1e-4]], [True, False]), reference)
     assert "stability" in conformance.compare(roots([[0.0, 0.0], [1.0, 1.0]], [True, True]), reference)
+    drifting = roots([[0.0, 0.0], [1.0, 5.0]], [True, True], [False, True])
+    assert conformance.compare(drifting, roots([[0.0, 0.0], [1.0, 7.0]], [True, True], [False, True])) == ""
+    assert "no isolated" in conformance.compare(drifting, roots([[1.0, 7.0]], [True], [True]))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fpf_client import FixedPoints
+from fpf_client import Client, FixedPoints
 from tests.support import export_nets, keras_nets, torch_exports
 from tests.support.service_harness import REPO, LiveService, start_service
 from workers.engine import as_step_model, find_fixed_points
@@ -41,10 +41,11 @@ _BEGIN, _END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end
 
 @dataclass(frozen=True)
 class Row:
-    """One export: the uploaded file, its form fields, and the reference step of the same weights."""
+    """One export: the uploaded file (or a module the Python client uploads itself), its form fields,
+    and the reference step of the same weights."""
 
     name: str
-    path: Path
+    path: Path | torch.nn.Module
     reference: torch.nn.Module
     n_states: int
     n_inputs: int
@@ -123,10 +124,12 @@ def torch_export_rows(root: Path) -> list[Row]:
 
 
 def torchscript_rows(root: Path) -> list[Row]:
-    """TorchScript as before: a scripted multi-layer nn.LSTM, fpf packing its state."""
+    """TorchScript as before (a scripted multi-layer nn.LSTM, fpf packing its state), and an nn.GRU module
+    handed to the Python client, which scripts it."""
     layer = torch_exports.seeded_layer("LSTM", num_layers=2, batch_first=False, seed=7)
     path = root / "lstm-scripted.pt"
     torch.jit.save(torch.jit.script(layer), str(path))
+    gru = torch_exports.seeded_layer("GRU", num_layers=1, batch_first=True, seed=8)
     return [
         Row(
             "TorchScript nn.LSTM (2 layers, scripted)",
@@ -134,7 +137,14 @@ def torchscript_rows(root: Path) -> list[Row]:
             torch.jit.script(layer),
             torch_exports.n_states(layer),
             torch_exports.N_INPUTS,
-        )
+        ),
+        Row(
+            "nn.GRU module given to the Python client",
+            gru,
+            torch.jit.script(gru),
+            torch_exports.n_states(gru),
+            torch_exports.N_INPUTS,
+        ),
     ]
 
 
@@ -143,7 +153,10 @@ _ONNX = (
     ("GRU", 1, "legacy", 17, False),
     ("LSTM", 1, "legacy", 17, False),
     ("GRU", 2, "dynamo", 18, False),
+    ("LSTM", 2, "dynamo", 19, False),
     ("LSTM", 1, "dynamo", 20, True),
+    ("GRU", 1, "dynamo", 21, False),
+    ("LSTM", 1, "dynamo", 22, False),
     ("RNN", 1, "dynamo", 23, False),
 )
 
@@ -179,6 +192,19 @@ def onnx_rows(root: Path) -> list[Row]:
                 m,
             )
         )
+    looped = torch.jit.script(torch_exports.LoopStep(seed=30).eval())
+    path = torch_exports.export_onnx(
+        looped, torch_exports.N_UNITS, torch_exports.N_INPUTS, root / "loop.onnx", dynamo=False, opset=17
+    )
+    rows.append(
+        Row(
+            "ONNX legacy opset 17 scripted loop over one step (Loop)",
+            path,
+            looped,
+            torch_exports.N_UNITS,
+            torch_exports.N_INPUTS,
+        )
+    )
     return rows
 
 
@@ -207,30 +233,47 @@ def reference_roots(row: Row) -> FixedPoints:
 
 
 def compare(found: FixedPoints, reference: FixedPoints) -> str:
-    """Empty when ``found`` holds the reference's roots within TOL with the same stability, else why not."""
-    if found.n != reference.n:
-        return f"{found.n} fixed points, the reference has {reference.n}"
-    if reference.n == 0:
-        return ""
-    match = [int(np.argmin(np.abs(found.xstar - x).max(axis=1))) for x in reference.xstar]
-    if sorted(match) != list(range(found.n)):
+    """Empty when ``found`` holds the reference's isolated roots within TOL with the same stability, else why not.
+
+    Points the engine flags as not isolated (a saturated GRU's slow manifold, |lambda| = 1) lie anywhere
+    along a continuum, so two correct solvers need not place them alike; they are not compared.
+    """
+    found, reference = _isolated(found), _isolated(reference)
+    if reference.shape[0] == 0:
+        return "the reference has no isolated fixed point: the row would prove nothing"
+    if found.shape[0] != reference.shape[0]:
+        return f"{found.shape[0]} isolated fixed points, the reference has {reference.shape[0]}"
+    match = [int(np.argmin(np.abs(found[:, :-1] - x).max(axis=1))) for x in reference[:, :-1]]
+    if sorted(match) != list(range(found.shape[0])):
         return "the fixed points do not pair up with the reference's"
-    error = float(np.abs(found.xstar[match] - reference.xstar).max())
+    error = float(np.abs(found[match, :-1] - reference[:, :-1]).max())
     if error > TOL:
         return f"fixed points differ from the reference's by {error:.2g}"
-    if not np.array_equal(found.is_stable[match], reference.is_stable):
+    if not np.array_equal(found[match, -1], reference[:, -1]):
         return "stability differs from the reference's"
     return ""
+
+
+def _isolated(points: FixedPoints) -> np.ndarray:
+    """The isolated points as rows ``[*xstar, is_stable]``."""
+    keep = np.ones(points.n, bool) if points.is_nonisolated is None else ~np.asarray(points.is_nonisolated, bool)
+    stable = np.asarray(points.is_stable, np.float64)[keep, None]
+    return np.concatenate([np.asarray(points.xstar, np.float64)[keep], stable], axis=1)
 
 
 def run_row(service: LiveService, row: Row, reference: FixedPoints) -> Outcome:
     """Upload ``row``, wait for validation (timed), solve it, compare with ``reference``."""
     with service.client() as http:
         started = time.perf_counter()
-        with open(row.path, "rb") as f:
-            response = http.post("/v1/models", files={"file": (row.path.name, f)}, data=row.fields)
-        response.raise_for_status()
-        model = service.wait_model(response.json()["id"], WAIT_S)
+        if isinstance(row.path, torch.nn.Module):
+            with Client(service.url) as client:
+                model_id = client.upload_model(row.path, wait=False, **row.fields).id
+        else:
+            with open(row.path, "rb") as f:
+                response = http.post("/v1/models", files={"file": (row.path.name, f)}, data=row.fields)
+            response.raise_for_status()
+            model_id = response.json()["id"]
+        model = service.wait_model(model_id, WAIT_S)
         validate_s = time.perf_counter() - started
         if model["status"] != "ready":
             return Outcome(row.name, False, False, None, model["error"]["detail"])

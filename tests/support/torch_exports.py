@@ -41,6 +41,24 @@ class RecurrentStep(torch.nn.Module):
         return pack(h_n)
 
 
+class LoopStep(torch.nn.Module):
+    """A tanh RNN step run by a loop over the length-1 sequence ``u[None]``; scripted and exported by the
+    legacy exporter it becomes an ONNX ``Loop``."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.W = torch.nn.Parameter(1.6 * torch.randn(N_UNITS, N_UNITS, generator=generator) / N_UNITS**0.5)
+        self.U = torch.nn.Parameter(torch.randn(N_INPUTS, N_UNITS, generator=generator) / N_INPUTS**0.5)
+        self.b = torch.nn.Parameter(0.2 * torch.randn(N_UNITS, generator=generator))
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x = u.unsqueeze(0)
+        for t in range(x.shape[0]):
+            h = torch.tanh(h @ self.W + x[t] @ self.U + self.b)
+        return h
+
+
 def seeded_layer(kind: str, *, num_layers: int, batch_first: bool, seed: int) -> torch.nn.Module:
     """An ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM`` with seeded weights (recurrent gain strong enough for several
     fixed points), in eval mode."""
@@ -92,4 +110,13 @@ def export_onnx(
     return path
 
 
-__all__ = ["N_INPUTS", "N_UNITS", "RecurrentStep", "export_onnx", "export_program", "n_states", "seeded_layer"]
+__all__ = [
+    "N_INPUTS",
+    "N_UNITS",
+    "LoopStep",
+    "RecurrentStep",
+    "export_onnx",
+    "export_program",
+    "n_states",
+    "seeded_layer",
+]

@@ -14,7 +14,7 @@ import torch
 from onnx import TensorProto
 from onnx import helper as oh
 
-from workers.engine.models.onnx_ops import import_onnx2torch
+from workers.engine.models.onnx_ops import convert_onnx, import_onnx2torch
 
 SEQ, BATCH, INPUT, HIDDEN = 3, 4, 2, 5
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -166,3 +166,86 @@ def test_torchvision_stays_out() -> None:
     import_onnx2torch()
     assert "torchvision" not in sys.modules
     assert importlib.util.find_spec("torchvision") is None
+
+
+# --- a step wrapped in Loop / Scan of length 1 ------------------------------------------------------
+
+_D, _M = 4, 3
+
+
+def _value(name: str, size: int) -> onnx.ValueInfoProto:
+    return oh.make_tensor_value_info(name, TensorProto.FLOAT, ["n", size])
+
+
+def _tanh_step(h: str, u: str, out: str, prefix: str) -> list[onnx.NodeProto]:
+    """tanh(h W + u U), W and U initializers of the outer graph (read by the loop body from outside)."""
+    return [
+        oh.make_node("MatMul", [h, "W"], [f"{prefix}hw"]),
+        oh.make_node("MatMul", [u, "U"], [f"{prefix}uu"]),
+        oh.make_node("Add", [f"{prefix}hw", f"{prefix}uu"], [f"{prefix}s"]),
+        oh.make_node("Tanh", [f"{prefix}s"], [out]),
+    ]
+
+
+def _weights() -> list[onnx.TensorProto]:
+    rng = np.random.default_rng(0)
+    return [
+        onnx.numpy_helper.from_array(rng.normal(0, 0.8, (_D, _D)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(rng.normal(0, 0.5, (_M, _D)).astype(np.float32), "U"),
+    ]
+
+
+def _loop_model() -> onnx.ModelProto:
+    """The step as the body of Loop(trip count 1); the body reads the graph input u from the outer scope."""
+    body = oh.make_graph(
+        [oh.make_node("Identity", ["cond_in"], ["cond_out"]), *_tanh_step("h_in", "u", "h_out", "b_")],
+        "body",
+        [
+            oh.make_tensor_value_info("i", TensorProto.INT64, []),
+            oh.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            _value("h_in", _D),
+        ],
+        [oh.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _value("h_out", _D)],
+    )
+    nodes = [
+        oh.make_node("Constant", [], ["trip"], value=oh.make_tensor("t", TensorProto.INT64, [], [1])),
+        oh.make_node("Constant", [], ["go"], value=oh.make_tensor("g", TensorProto.BOOL, [], [True])),
+        oh.make_node("Loop", ["trip", "go", "h"], ["h_next"], body=body),
+    ]
+    graph = oh.make_graph(nodes, "loop", [_value("u", _M), _value("h", _D)], [_value("h_next", _D)], _weights())
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def _scan_model() -> onnx.ModelProto:
+    """The step as the body of a Scan over the length-1 sequence u[None], h the carried state."""
+    body = oh.make_graph(
+        _tanh_step("h_in", "u_t", "h_out", "s_"), "body", [_value("h_in", _D), _value("u_t", _M)], [_value("h_out", _D)]
+    )
+    nodes = [
+        oh.make_node("Unsqueeze", ["u", "axis"], ["u_seq"]),
+        oh.make_node("Scan", ["h", "u_seq"], ["h_next"], body=body, num_scan_inputs=1),
+    ]
+    axis = onnx.numpy_helper.from_array(np.array([0], np.int64), "axis")
+    graph = oh.make_graph(
+        nodes, "scan", [_value("u", _M), _value("h", _D)], [_value("h_next", _D)], [*_weights(), axis]
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("make", [_loop_model, _scan_model])
+def test_a_step_inside_a_loop_of_length_one_converts_exactly(make) -> None:
+    model = make()
+    onnx.checker.check_model(model)
+    converted = convert_onnx(model)
+    rng = np.random.default_rng(1)
+    u, h = rng.normal(size=(5, _M)).astype(np.float32), rng.normal(size=(5, _D)).astype(np.float32)
+    (expected,) = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"u": u, "h": h}
+    )
+    hx = torch.from_numpy(h).requires_grad_(True)
+    out = converted(torch.from_numpy(u), hx)
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-6)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    jacobian = torch.autograd.functional.jacobian(lambda x: converted(torch.from_numpy(u), x).sum(0), hx)
+    analytic = (1 - expected**2)[:, :, None] * weights["W"].T[None]
+    np.testing.assert_allclose(jacobian.permute(1, 0, 2).numpy(), analytic, atol=1e-5)

@@ -396,3 +396,30 @@ def test_a_two_part_state_is_packed_and_its_outputs_named(tmp_path: Path) -> Non
     torch.testing.assert_close(model.step(h, u), torch.cat([torch.tanh(h[:, :2]) + u, 0.5 * h[:, 2:]], 1))
     with pytest.raises(InvalidModel, match=r"n_states=4 was given, but the model declares 5: leave the hint out"):
         load_savedmodel(path, output_name="a,b", n_states=4)
+
+
+@pytest.mark.parametrize("noise_scale, pure", [(0.0, True), (0.1, False)])
+def test_a_keras_seed_generator_update_in_the_step(tmp_path: Path, noise_scale: float, pure: bool) -> None:
+    """The step advances a Keras SeedGenerator (AssignVariableOp on its state): allowed while the noise
+    does not reach the output, refused as impure when it does."""
+    keras = pytest.importorskip("keras")
+    cell, seeds = keras.layers.GRUCell(3), keras.random.SeedGenerator(1)
+    module = tf.Module()
+    module.cell, module.seeds, module.seed_state = cell, seeds, seeds.state
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], name="u"), tf.TensorSpec([None, 3], name="h")])
+    def step(u, h):
+        noisy = u + noise_scale * keras.random.normal(tf.shape(u), seed=seeds)
+        return {"h_next": cell(noisy, [h])[1][0]}
+
+    module.step = step
+    tf.saved_model.save(module, str(tmp_path / "seeded"), signatures={"serving_default": step})
+    step_ops = {node.op for f in _meta_graph(tmp_path / "seeded").graph_def.library.function for node in f.node_def}
+    assert "AssignVariableOp" in step_ops
+    if not pure:
+        with pytest.raises(InvalidModel, match="not a pure function of .*seed_generator_state"):
+            load_savedmodel(tmp_path / "seeded")
+        return
+    model = load_savedmodel(tmp_path / "seeded")
+    h, u = torch.randn(4, 3), torch.randn(4, 2)
+    torch.testing.assert_close(model.step(h, u), torch.from_numpy(cell(u.numpy(), [h.numpy()])[1][0].numpy()))

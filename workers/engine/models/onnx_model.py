@@ -27,7 +27,7 @@ from fpf_client.errors import InvalidModel
 from .archive import archive_kind, extract_archive, list_members
 from .base import Dynamics
 from .naming import assign_roles, check_size_hints, pick_output
-from .onnx_ops import import_onnx2torch
+from .onnx_ops import convert_onnx
 from .torch_step import TorchStepModel, own_module
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -279,9 +279,8 @@ def _single_output(proto: onnx.ModelProto, signature: StepSignature) -> onnx.Mod
 
 
 def _convert(proto: onnx.ModelProto) -> torch.nn.Module:
-    onnx2torch = import_onnx2torch()
     try:
-        module = onnx2torch.convert(proto)
+        module = convert_onnx(proto)
     except NotImplementedError as exc:
         raise InvalidModel(f"fpf cannot run this ONNX graph: {exc}") from None
     except Exception as exc:

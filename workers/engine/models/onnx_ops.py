@@ -3,7 +3,8 @@
 onnx2torch 1.5.15 lacks converters that real exports need: the ONNX ``RNN``, ``GRU``
 and ``LSTM`` ops (a full ``nn.RNN``/``nn.GRU``/``nn.LSTM`` exports to them), ``Split``-18
 and the opset-18 reductions (axes moved from an attribute to an input), ``Reshape`` with
-``allowzero=1`` (torch's dynamo exporter writes it), and the
+``allowzero=1`` (torch's dynamo exporter writes it), ``Loop`` and ``Scan`` (a step wrapped in a
+loop of length 1, :mod:`.onnx_loops`), and the
 revisions of common ops that only added tensor types (opsets 16-24). This module adds
 them to onnx2torch's registry once, on first use.
 """
@@ -17,9 +18,12 @@ import types
 from collections.abc import Callable
 from functools import cache
 
+import onnx
 import torch
 from onnx import defs
 from torch import nn
+
+from .onnx_loops import MODEL_OPSETS, loop_converter, scan_converter
 
 # Op revisions that only widened the accepted tensor types (float8, int4, bfloat16, ...):
 # the converter of the previous revision is exact for every type torch computes in.
@@ -237,6 +241,16 @@ def import_onnx2torch() -> types.ModuleType:
     return onnx2torch
 
 
+def convert_onnx(proto: onnx.ModelProto) -> nn.Module:
+    """``onnx2torch.convert`` with fpf's converters, loop bodies converted with the model's opsets."""
+    onnx2torch = import_onnx2torch()
+    opsets = MODEL_OPSETS.set(tuple(proto.opset_import))
+    try:
+        return onnx2torch.convert(proto)
+    finally:
+        MODEL_OPSETS.reset(opsets)
+
+
 def _torchvision_stub() -> types.ModuleType:
     def unavailable(*args: object, **kwargs: object) -> None:
         raise NotImplementedError("this ONNX op needs torchvision, which fpf does not install")
@@ -281,6 +295,13 @@ def _register() -> None:
         key for key in _CONVERTER_REGISTRY if key.domain == defs.ONNX_DOMAIN and key.operation_type == "Reshape"
     ]:
         _CONVERTER_REGISTRY[key] = reshape_allowing_zero(_CONVERTER_REGISTRY[key])
+
+    from onnx2torch import convert
+
+    for version in _since_versions("Loop", minimum=1):
+        add_converter("Loop", version)(loop_converter(convert))
+    for version in _since_versions("Scan", minimum=9):
+        add_converter("Scan", version)(scan_converter(convert))
 
     def recurrent(node, graph):
         attributes = node.attributes
@@ -349,4 +370,4 @@ def _since_versions(op_type: str, minimum: int) -> list[int]:
     )
 
 
-__all__ = ["OnnxRecurrent", "OnnxSplit18", "import_onnx2torch"]
+__all__ = ["OnnxRecurrent", "OnnxSplit18", "convert_onnx", "import_onnx2torch"]

@@ -33,7 +33,7 @@ from .adapt import check_derivatives
 from .archive import archive_kind, extract_archive, list_members
 from .base import Dynamics, StepModel
 from .naming import assign_roles, check_size_hints, pick_output
-from .savedmodel_scan import VariableWrite, scan_savedmodel
+from .savedmodel_scan import ScanReport, scan_savedmodel
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -74,7 +74,7 @@ def load_savedmodel(
         step_signature = resolve_signature(
             meta_graph, signature, input_name=input_name, state_name=state_name, output_name=output_name
         )
-        writes = scan_savedmodel(meta_graph, signature)
+        report = scan_savedmodel(meta_graph, signature)
         check_size_hints(step_signature.n_states, step_signature.n_inputs, n_states=n_states, n_inputs=n_inputs)
         import tensorflow as tf
 
@@ -83,7 +83,7 @@ def load_savedmodel(
         except Exception as exc:
             raise InvalidModel(f"TensorFlow cannot load the SavedModel: {type(exc).__name__}: {exc}") from None
     model = SavedModelStep(loaded, step_signature, dynamics)
-    _dry_run(model, writes)
+    _dry_run(model, report)
     return model
 
 
@@ -179,8 +179,9 @@ class SavedModelStep(StepModel):
     def vjp(self, h: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._call("vjp", h, u, w)
 
-    def choose_derivatives(self, h: torch.Tensor, u: torch.Tensor) -> None:
-        """Use the unvectorized Jacobians and jvp where TF cannot vectorize them for this graph.
+    def choose_derivatives(self, h: torch.Tensor, u: torch.Tensor, *, vectorize: bool = True) -> None:
+        """Use the unvectorized Jacobians and jvp where TF cannot vectorize them for this graph (tried
+        first only when ``vectorize``: trying costs seconds on graphs with loops, where it fails).
 
         Raises
         ------
@@ -190,12 +191,14 @@ class SavedModelStep(StepModel):
         for name in ("jacobian_states", "jacobian_inputs", "jvp"):
             if name == "jacobian_inputs" and self.n_inputs == 0:
                 continue
-            try:
-                with _quiet_tensorflow():  # a failed vectorisation logs pages of graph dumps
-                    self._call(name, h, u, *([h] if name == "jvp" else []))
-                continue
-            except Exception:
-                self._routes[name] = f"{name}/unvectorized"
+            if vectorize:
+                try:
+                    with _quiet_tensorflow():  # a failed vectorisation logs pages of graph dumps
+                        self._call(name, h, u, *([h] if name == "jvp" else []))
+                    continue
+                except Exception:
+                    pass
+            self._routes[name] = f"{name}/unvectorized"
             try:
                 self._call(name, h, u, *([h] if name == "jvp" else []))
             except Exception as exc:
@@ -311,7 +314,7 @@ def _to_torch(tensor: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(tensor))
 
 
-def _dry_run(model: SavedModelStep, writes: list[VariableWrite]) -> None:
+def _dry_run(model: SavedModelStep, report: ScanReport) -> None:
     """Call F on a small batch: catches signatures whose output is not (n, n_states), and, when the
     step writes its own variables, steps whose output those writes change (F must be pure); then
     take every derivative once, choosing the ways TF can compute them for this graph."""
@@ -320,7 +323,7 @@ def _dry_run(model: SavedModelStep, writes: list[VariableWrite]) -> None:
     u = (0.5 * torch.randn(3, model.n_inputs, generator=generator)).to(model.dtype)
     try:
         out = model.step(h, u)
-        again = model.step(h, u) if writes else out
+        again = model.step(h, u) if report.writes else out
     except Exception as exc:
         raise InvalidModel(f"the SavedModel fails on a batch of 3 states: {type(exc).__name__}: {exc}") from None
     if tuple(out.shape) != (3, model.n_states):
@@ -329,13 +332,13 @@ def _dry_run(model: SavedModelStep, writes: list[VariableWrite]) -> None:
             f"a step model returns the next state, shape (3, {model.n_states})"
         )
     if not torch.equal(out, again):
-        write = writes[0]
+        write = report.writes[0]
         raise InvalidModel(
             f"the step is not a pure function of (u, h): it writes variable {write.variable!r} "
             f"({write.op} in {write.function}) and returns other values when called again on the same states; "
             "export a step that reads its variables only"
         )
-    model.choose_derivatives(h, u)
+    model.choose_derivatives(h, u, vectorize=not report.loops)
     check_derivatives(model)
 
 

@@ -24,169 +24,29 @@ from typing import Any
 
 from fpf_client.errors import InvalidModel
 
-#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads.
-#: Anything else (file, network, process, Python or printing ops) is refused.
+#: Ops a step function may run: arithmetic, array manipulation, control flow, variable reads, and
+#: stateless random numbers (functions of their seed; Keras seed generators feed them). Anything
+#: else (file, network, process, Python or printing ops) is refused.
 ALLOWED_OPS = frozenset(
-    [
-        "Const",
-        "Identity",
-        "IdentityN",
-        "NoOp",
-        "Placeholder",
-        "PlaceholderWithDefault",
-        "StopGradient",
-        "PreventGradient",
-        "CheckNumerics",
-        "EnsureShape",
-        "Snapshot",
-        "VarHandleOp",
-        "ReadVariableOp",
-        "VarIsInitializedOp",
-        "StatefulPartitionedCall",
-        "PartitionedCall",
-        "If",
-        "StatelessIf",
-        "While",
-        "StatelessWhile",
-        "Case",
-        "StatelessCase",
-        "Add",
-        "AddV2",
-        "AddN",
-        "Sub",
-        "Mul",
-        "MulNoNan",
-        "Div",
-        "RealDiv",
-        "DivNoNan",
-        "FloorDiv",
-        "FloorMod",
-        "Mod",
-        "Neg",
-        "Reciprocal",
-        "Inv",
-        "Square",
-        "SquaredDifference",
-        "Sqrt",
-        "Rsqrt",
-        "Pow",
-        "Exp",
-        "Expm1",
-        "Log",
-        "Log1p",
-        "Abs",
-        "Sign",
-        "Maximum",
-        "Minimum",
-        "Floor",
-        "Ceil",
-        "Round",
-        "Rint",
-        "Tanh",
-        "Sigmoid",
-        "Sin",
-        "Cos",
-        "Tan",
-        "Asin",
-        "Acos",
-        "Atan",
-        "Atan2",
-        "Sinh",
-        "Cosh",
-        "Asinh",
-        "Acosh",
-        "Atanh",
-        "Erf",
-        "Erfc",
-        "Relu",
-        "Relu6",
-        "Elu",
-        "Selu",
-        "LeakyRelu",
-        "Softplus",
-        "Softsign",
-        "Softmax",
-        "LogSoftmax",
-        "ClipByValue",
-        "MatMul",
-        "BatchMatMul",
-        "BatchMatMulV2",
-        "BatchMatMulV3",
-        "Einsum",
-        "BiasAdd",
-        "Cumsum",
-        "Cumprod",
-        "Sum",
-        "Mean",
-        "Max",
-        "Min",
-        "Prod",
-        "All",
-        "Any",
-        "ArgMax",
-        "ArgMin",
-        "EuclideanNorm",
-        "FusedBatchNormV3",
-        "Equal",
-        "NotEqual",
-        "Less",
-        "LessEqual",
-        "Greater",
-        "GreaterEqual",
-        "LogicalAnd",
-        "LogicalOr",
-        "LogicalNot",
-        "Select",
-        "SelectV2",
-        "IsFinite",
-        "IsNan",
-        "IsInf",
-        "Where",
-        "Reshape",
-        "Shape",
-        "ShapeN",
-        "Size",
-        "Rank",
-        "Squeeze",
-        "ExpandDims",
-        "Concat",
-        "ConcatV2",
-        "Split",
-        "SplitV",
-        "Slice",
-        "StridedSlice",
-        "Pack",
-        "Unpack",
-        "Transpose",
-        "Fill",
-        "ZerosLike",
-        "OnesLike",
-        "Cast",
-        "Tile",
-        "Gather",
-        "GatherV2",
-        "GatherNd",
-        "Range",
-        "BroadcastTo",
-        "BroadcastArgs",
-        "ReverseV2",
-        "MatrixDiag",
-        "MatrixDiagV3",
-        "MatrixDiagPartV3",
-        "MatrixBandPart",
-        "Pad",
-        "PadV2",
-        "MirrorPad",
-        "OneHot",
-        "TensorScatterUpdate",
-        "TensorListReserve",
-        "TensorListFromTensor",
-        "TensorListGetItem",
-        "TensorListSetItem",
-        "TensorListStack",
-        "TensorListLength",
-        "TensorListElementShape",
-    ]
+    """
+    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient CheckNumerics
+    EnsureShape Snapshot VarHandleOp ReadVariableOp VarIsInitializedOp StatefulPartitionedCall PartitionedCall
+    If StatelessIf While StatelessWhile Case StatelessCase Add AddV2 AddN Sub Mul MulNoNan Div RealDiv DivNoNan
+    FloorDiv FloorMod Mod Neg Reciprocal Inv Square SquaredDifference Sqrt Rsqrt Pow Exp Expm1 Log Log1p Abs
+    Sign Maximum Minimum Floor Ceil Round Rint Tanh Sigmoid Sin Cos Tan Asin Acos Atan Atan2 Sinh Cosh Asinh
+    Acosh Atanh Erf Erfc Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Softmax LogSoftmax ClipByValue MatMul
+    BatchMatMul BatchMatMulV2 BatchMatMulV3 Einsum BiasAdd Cumsum Cumprod Sum Mean Max Min Prod All Any ArgMax
+    ArgMin EuclideanNorm FusedBatchNormV3 Equal NotEqual Less LessEqual Greater GreaterEqual LogicalAnd
+    LogicalOr LogicalNot Select SelectV2 IsFinite IsNan IsInf Where Reshape Shape ShapeN Size Rank Squeeze
+    ExpandDims Concat ConcatV2 Split SplitV Slice StridedSlice Pack Unpack Transpose Fill ZerosLike OnesLike
+    Cast Tile Gather GatherV2 GatherNd Range BroadcastTo BroadcastArgs ReverseV2 MatrixDiag MatrixDiagV3
+    MatrixDiagPartV3 MatrixBandPart Pad PadV2 MirrorPad OneHot TensorScatterUpdate TensorListReserve
+    TensorListFromTensor TensorListGetItem TensorListSetItem TensorListStack TensorListLength
+    TensorListElementShape StatelessRandomGetKeyCounter StatelessRandomGetKeyCounterAlg StatelessRandomGetAlg
+    StatelessRandomNormal StatelessRandomNormalV2 StatelessRandomUniform StatelessRandomUniformV2
+    StatelessTruncatedNormal StatelessTruncatedNormalV2 StatelessRandomUniformInt StatelessRandomUniformIntV2
+    StatelessRandomUniformFullIntV2
+    """.split()  # noqa: SIM905 - one op name per word reads better than a list of strings
 )
 #: Ops that write a resource variable: allowed only on the SavedModel's own variables (see module docs).
 VARIABLE_WRITE_OPS = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
@@ -207,6 +67,15 @@ class VariableWrite:
 
 
 @dataclass(frozen=True)
+class ScanReport:
+    """What the scan found the served step does besides arithmetic."""
+
+    writes: list[VariableWrite]
+    #: Whether the step runs a ``While`` loop (TF cannot vectorize Jacobians through a Keras layer's).
+    loops: bool
+
+
+@dataclass(frozen=True)
 class _Frame:
     """A function reached from a root, how (its call path), and what its arguments are bound to:
     for each argument, the top-level graph node feeding it (None when not a variable handle)."""
@@ -216,14 +85,14 @@ class _Frame:
     arguments: tuple[str | None, ...]
 
 
-def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
+def scan_savedmodel(meta_graph: Any, signature: str) -> ScanReport:
     """Refuse a SavedModel whose served ``signature`` or loader can run an op outside the allow-list.
 
     Returns
     -------
-    list of VariableWrite
-        The writes to the model's own variables the step performs (empty for most models);
-        the caller checks that they leave the step pure.
+    ScanReport
+        The writes to the model's own variables the step performs (none for most models; the
+        caller checks that they leave the step pure), and whether it runs loops.
 
     Raises
     ------
@@ -236,6 +105,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
     variables = {n.name for n in graph.node if n.op == "VarHandleOp"}
     refused: list[str] = []
     writes: list[VariableWrite] = []
+    loops = False
     queue: deque[_Frame] = deque()
     seen: set[tuple[str, tuple[str | None, ...]]] = set()
 
@@ -263,10 +133,11 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
     while queue:
         frame = queue.popleft()
         fdef = library[frame.function]
-        arguments = {arg.name: bound for arg, bound in zip(fdef.signature.input_arg, frame.arguments)}
+        arguments = {arg.name: bound for arg, bound in zip(fdef.signature.input_arg, frame.arguments, strict=False)}
         by_name = {n.name: n for n in fdef.node_def}
         for node in fdef.node_def:
             callees = _callees(node, library)
+            loops = loops or node.op in ("While", "StatelessWhile")
             if node.op in VARIABLE_WRITE_OPS:
                 variable = _resolve_variable(node.input[0], arguments, by_name)
                 if variable is None:
@@ -294,7 +165,7 @@ def scan_savedmodel(meta_graph: Any, signature: str) -> list[VariableWrite]:
             + "; ".join(unique[:5])
             + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
         )
-    return writes
+    return ScanReport(writes, loops)
 
 
 def _refusal(op: str, function: str, path: tuple[str, ...], why: str = "") -> str:
@@ -316,8 +187,8 @@ def _graph_roots(meta_graph: Any, signature: str) -> Iterator[tuple[str, tuple[s
         if key in meta_graph.collection_def:
             for name in meta_graph.collection_def[key].node_list.value:
                 yield _base(name), (f"the {key} collection",)
-    # A TF1 SavedModel: its loader also runs the saver's restore op.
     if not meta_graph.object_graph_def.nodes and meta_graph.saver_def.restore_op_name:
+        # A TF1 SavedModel: its loader also runs the saver's restore op.
         yield _base(meta_graph.saver_def.restore_op_name), ("the TF1 saver's restore op",)
 
 
@@ -432,4 +303,4 @@ def _companions(library_def: Any, fdef: Any, library: dict[str, Any]) -> Iterato
             yield value.s.decode()
 
 
-__all__ = ["ALLOWED_OPS", "VARIABLE_WRITE_OPS", "VariableWrite", "scan_savedmodel"]
+__all__ = ["ALLOWED_OPS", "VARIABLE_WRITE_OPS", "ScanReport", "VariableWrite", "scan_savedmodel"]

@@ -134,7 +134,7 @@ def _declared_sizes(program: Any) -> tuple[int, int]:
             "u: (n, n_inputs) and h: (n, n_states)"
         )
     sizes = []
-    for role, node in zip(("u", "h"), inputs):
+    for role, node in zip(("u", "h"), inputs, strict=True):
         value = node.meta.get("val")
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
         if len(shape) != 2:
