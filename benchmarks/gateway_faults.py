@@ -40,9 +40,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "support")]
 
+from private_redis import PrivateRedis  # noqa: E402  (the fault suite's own Redis)
 from service_harness import free_port, start_service  # noqa: E402  (the integration-test harness)
-
-from tests.faults.gateway.fault_harness import PrivateRedis  # noqa: E402
 
 #: uvicorn with ``service`` and ``fpf_client`` imported from ``repo``: the editable install of this
 #: checkout would otherwise lend its modules to another checkout's ``service`` package.

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from private_redis import PrivateRedis
 from service_harness import REPO, LiveService, start_service
 
-from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
+from tests.faults.gateway.fault_harness import FAULT_SETTINGS
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from private_redis import PrivateRedis
 from service_harness import LiveService, grpc_server
 
-from tests.faults.gateway.fault_harness import FAULT_SETTINGS, PrivateRedis
+from tests.faults.gateway.fault_harness import FAULT_SETTINGS
 
 pytestmark = pytest.mark.integration
 
