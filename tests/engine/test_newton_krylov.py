@@ -10,7 +10,7 @@ from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
-from workers.engine.solvers import Deflation, Problem, Status, get_solver
+from workers.engine.solvers import Problem, Status, get_solver
 
 torch.set_num_threads(1)
 solve = get_solver("newton_krylov")
@@ -57,23 +57,6 @@ def test_max_iters_caps_and_says_so():
     result = solve(problem, torch.tensor(grid(4)[:8]), FinderOptions(max_iters=1))
     assert set(result.status.tolist()) <= {Status.CONVERGED, Status.CAPPED}
     assert (result.status == Status.CAPPED).any()
-
-
-def test_deflation_steers_away_from_a_known_root():
-    W = roll_weights(2)
-    truth = true_roots(W)
-    problem = Problem(Tanh(W), torch.zeros(1, 1, dtype=torch.float64))
-    x0 = torch.tensor([[0.05, -0.02]], dtype=torch.float64)  # next to the root at the origin
-    plain = solve(problem, x0, FinderOptions())
-    assert plain.converged.all() and plain.x.abs().max() < 1e-6
-    deflation = Deflation(
-        torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
-    )
-    deflated = solve(problem, x0, FinderOptions(), deflation=deflation)
-    assert deflated.converged.all()
-    found = deflated.x[0].numpy()
-    assert np.abs(found).max() > 0.1
-    assert np.abs(truth - found).max(axis=1).min() < 1e-6
 
 
 def test_agrees_with_dense_newton_on_a_random_64_unit_network():

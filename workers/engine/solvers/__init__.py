@@ -10,7 +10,6 @@ from __future__ import annotations
 from .adam import solve_adam
 from .anderson import solve_anderson
 from .base import Problem, ProgressHook, Solver, SolveResult, Status, TimeUp
-from .deflation import Deflation
 from .lm_krylov import solve_lm_krylov
 from .newton import solve_newton
 from .newton_krylov import solve_newton_krylov
@@ -35,7 +34,6 @@ def get_solver(method: str) -> Solver:
 
 __all__ = [
     "SOLVERS",
-    "Deflation",
     "Problem",
     "ProgressHook",
     "SolveResult",

@@ -23,7 +23,6 @@ import torch
 from fpf_client.options import FinderOptions
 
 from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
-from .deflation import Deflation
 from .krylov import gmres
 from .levenberg_marquardt import SLOW_DECREASE, STALL_PATIENCE, STEP_TOL
 
@@ -51,7 +50,6 @@ def solve_newton_krylov(
     options: FinderOptions,
     *,
     progress: ProgressHook | None = None,
-    deflation: Deflation | None = None,
 ) -> SolveResult:
     """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified).
 
@@ -66,22 +64,19 @@ def solve_newton_krylov(
     progress : callable, optional
         Called once per Newton step, where the host checks the batch anyway; when it raises
         ``TimeUp`` the running samples end as ``CAPPED`` where they are.
-    deflation : Deflation, optional
-        Roots to steer away from: Newton steps are deflated and steps are accepted on the
-        deflated merit; convergence is still judged on the plain q.
     """
     out = ResultBuffers(x0)
     tiny = torch.finfo(x0.dtype).tiny
     target = math.sqrt(2.0 * options.tol_q)
     eta_floor = 100.0 * torch.finfo(x0.dtype).eps
-    s = _State.start(problem, x0, deflation)
+    s = _State.start(problem, x0)
     iteration = 0
     n_converged = 0
     while s.index.numel():
         iteration += 1
         fresh = torch.nonzero(s.fresh).squeeze(-1)
         if fresh.numel():
-            _directions(problem.subset(fresh), s, fresh, deflation.subset(fresh) if deflation else None)
+            _directions(problem.subset(fresh), s, fresh)
         step, jstep = _dogleg(s, tiny)
         x_try = s.x + step
         g_try = problem.residual(x_try)
@@ -90,11 +85,6 @@ def solve_newton_krylov(
         ratio = (s.q - q_try) / predicted.clamp_min(tiny)
         accept = (ratio > ACCEPT) & torch.isfinite(q_try)
         relative_decrease = 1.0 - q_try / s.q
-        if deflation is not None:  # judged on the deflated merit q M^2 instead
-            log_m_try = deflation.log_factor_and_grad(x_try)[0]
-            relative_decrease = -torch.expm1(torch.log(q_try / s.q) + 2 * (log_m_try - s.log_m))
-            accept = relative_decrease > 0
-            s.log_m = torch.where(accept, log_m_try, s.log_m)
         step_len = torch.linalg.vector_norm(step, dim=-1)
         s.radius = torch.where(
             ratio < SHRINK_BELOW,
@@ -130,8 +120,6 @@ def solve_newton_krylov(
             keep = torch.nonzero(~done).squeeze(-1)
             s.select(keep)
             problem = problem.subset(keep)
-            if deflation is not None:
-                deflation = deflation.subset(keep)
     return out.result(iteration)
 
 
@@ -142,7 +130,6 @@ class _State:
     x: torch.Tensor
     g: torch.Tensor
     q: torch.Tensor
-    log_m: torch.Tensor
     radius: torch.Tensor
     eta: torch.Tensor
     dq: torch.Tensor
@@ -155,14 +142,13 @@ class _State:
     j_cauchy: torch.Tensor
 
     @classmethod
-    def start(cls, problem: Problem, x0: torch.Tensor, deflation: Deflation | None) -> _State:
+    def start(cls, problem: Problem, x0: torch.Tensor) -> _State:
         s = cls()
         n = x0.shape[0]
         s.index = torch.arange(n, device=x0.device)
         s.x = x0.clone()
         s.g = problem.residual(s.x)
         s.q = 0.5 * (s.g * s.g).sum(-1)
-        s.log_m = deflation.log_factor_and_grad(s.x)[0] if deflation is not None else torch.zeros_like(s.q)
         s.radius = torch.full_like(s.q, float("inf"))  # the first step is a full Newton step
         s.eta = torch.full_like(s.q, ETA_INIT)
         s.dq = torch.full_like(s.q, float("nan"))
@@ -177,7 +163,7 @@ class _State:
             setattr(self, name, getattr(self, name)[keep])
 
 
-def _directions(problem: Problem, s: _State, rows: torch.Tensor, deflation: Deflation | None) -> None:
+def _directions(problem: Problem, s: _State, rows: torch.Tensor) -> None:
     """Newton step (GMRES), Cauchy step and their images under dG/dx for the samples ``rows``."""
     lin = problem.linearize(s.x[rows])
     g = s.g[rows]
@@ -185,10 +171,6 @@ def _directions(problem: Problem, s: _State, rows: torch.Tensor, deflation: Defl
     newton = krylov.x
     j_newton = lin.jvp(newton)
     s.newton_norm[rows] = torch.linalg.vector_norm(newton, dim=-1)
-    if deflation is not None:
-        deflated, _ = deflation.rescale(s.x[rows], newton)
-        factor = (deflated * newton).sum(-1) / (newton * newton).sum(-1).clamp_min(torch.finfo(g.dtype).tiny)
-        newton, j_newton = deflated, j_newton * factor.unsqueeze(-1)
     gradient = lin.vjp(g)  # grad q = dG/dx^T G
     j_gradient = lin.jvp(gradient)
     length = (gradient * gradient).sum(-1) / (j_gradient * j_gradient).sum(-1).clamp_min(torch.finfo(g.dtype).tiny)
