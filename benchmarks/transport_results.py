@@ -56,7 +56,7 @@ def write_result(service, n: int, d: int) -> tuple[str, Path]:
     from fpf_client import FixedPoints
     from service.core.artifacts import ArtifactStore
     from service.core.records import DEFAULT_TENANT, Job, JobStatus
-    from service.core.store import JobStore
+    from service.core.store import RecordStore
 
     rng = np.random.default_rng(0)
     result = FixedPoints(
@@ -79,7 +79,7 @@ def write_result(service, n: int, d: int) -> tuple[str, Path]:
     path = artifacts.result_path(job.id)
     with artifacts.atomic_write(path) as out:
         result.save(out)
-    JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600).create_job(job)
+    RecordStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600).create_job(job)
     return job.id, path
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from types import TracebackType
 
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Heartbeat:
     re-queues the job.
     """
 
-    def __init__(self, store: JobStore, job_id: str, dispatch: int, *, interval_s: float, ttl_s: float) -> None:
+    def __init__(self, store: RecordStore, job_id: str, dispatch: int, *, interval_s: float, ttl_s: float) -> None:
         self.store = store
         self.job_id = job_id
         self.dispatch = dispatch

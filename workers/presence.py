@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class Presence:
     """Keep this worker's entry (``devices`` under ``name``) alive for ``ttl_s`` past each refresh."""
 
-    def __init__(self, store: JobStore, name: str, devices: list[str], *, ttl_s: float) -> None:
+    def __init__(self, store: RecordStore, name: str, devices: list[str], *, ttl_s: float) -> None:
         self.store = store
         self.name = name
         self.devices = devices

@@ -28,7 +28,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 from .heartbeat import Heartbeat
 from .results import result_arrays
@@ -77,7 +77,7 @@ class RunLimits:
 class ProgressReporter:
     """Follows a running job: writes its progress to the store, stops it when it is no longer wanted."""
 
-    def __init__(self, store: JobStore, job_id: str, dispatch: int) -> None:
+    def __init__(self, store: RecordStore, job_id: str, dispatch: int) -> None:
         self.store = store
         self.job_id = job_id
         self.dispatch = dispatch
@@ -253,7 +253,7 @@ class JobRunner:
     """Run one delivery of a job, from claim to stored result."""
 
     def __init__(
-        self, store: JobStore, artifacts: ArtifactStore, settings: Settings, models: Models, dispatcher: Dispatcher
+        self, store: RecordStore, artifacts: ArtifactStore, settings: Settings, models: Models, dispatcher: Dispatcher
     ) -> None:
         self.store = store
         self.artifacts = artifacts
@@ -374,7 +374,7 @@ class JobRunner:
 
 
 def validate_model(
-    store: JobStore,
+    store: RecordStore,
     artifacts: ArtifactStore,
     models: Models,
     dispatcher: Dispatcher,
@@ -417,7 +417,7 @@ def validate_model(
 
 
 def validation_timed_out(
-    store: JobStore, dispatcher: Dispatcher, model_id: str, tenant: str, *, time_limit_s: float, attempt: int
+    store: RecordStore, dispatcher: Dispatcher, model_id: str, tenant: str, *, time_limit_s: float, attempt: int
 ) -> None:
     """A validation ran past its time limit (its worker has been freed): queue the next attempt, or
     after the last one mark the model ``invalid`` with ``validation_timeout``."""
@@ -454,7 +454,7 @@ def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, ma
             )
 
 
-def _stored_model(store: JobStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:
+def _stored_model(store: RecordStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:
     """``tenant``'s record and the file of a model a job names."""
     record = store.get_model(model_id, tenant)
     path = artifacts.model_path(model_id)

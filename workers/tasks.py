@@ -17,7 +17,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import RUN_JOB, VALIDATE_MODEL, Dispatcher
 from service.core.records import DEFAULT_TENANT
 from service.core.settings import Settings, get_settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 from . import runner, runtime
 from .celery_app import app
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def _runner() -> runner.JobRunner:
     """One store connection, artifact store and model runner per pool process (made after the fork)."""
     settings = get_settings()
-    store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = RecordStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
     return runner.JobRunner(store, artifacts, settings, _models(settings), Dispatcher(app, settings.queue))
 
@@ -71,7 +71,7 @@ class ValidationTask(Task):
             return
         model_id, tenant, attempt = _validation_arguments(*args, **kwargs)
         settings = get_settings()
-        store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+        store = RecordStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
         try:
             runner.validation_timed_out(
                 store,

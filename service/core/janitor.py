@@ -22,7 +22,7 @@ from service.core.outages import OUTAGE_ERRORS
 from service.core.queue import Dispatcher, task_id
 from service.core.records import JobStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Janitor:
     """Re-queue lost running jobs, re-send lost messages, delete expired jobs and orphaned job files."""
 
     def __init__(
-        self, store: JobStore, artifacts: ArtifactStore, dispatcher: Dispatcher, policy: JanitorPolicy
+        self, store: RecordStore, artifacts: ArtifactStore, dispatcher: Dispatcher, policy: JanitorPolicy
     ) -> None:
         self.store = store
         self.artifacts = artifacts

@@ -115,7 +115,7 @@ class ProgressAck:
     cancel_requested: bool
 
 
-class JobStore:
+class RecordStore:
     """Job and model records over a Redis connection.
 
     Parameters
@@ -134,7 +134,7 @@ class JobStore:
         self.result_ttl_s = result_ttl_s
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> JobStore:
+    def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> RecordStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), prefix, result_ttl_s=result_ttl_s)
 
     def ping(self) -> bool:

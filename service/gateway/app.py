@@ -21,7 +21,7 @@ from service.core.janitor import Janitor, JanitorPolicy
 from service.core.outages import async_redis_client, bound_broker, redis_client
 from service.core.queue import Dispatcher, make_celery
 from service.core.settings import Settings, get_settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.auth import Authenticator
 from service.gateway.body_parsing import BodyParser
 from service.gateway.limits import BodySizeLimit
@@ -35,7 +35,7 @@ from service.gateway.web import routes as web
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway application for ``settings`` (default: from ``FPF_*`` environment variables)."""
     settings = settings or get_settings()
-    store = JobStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = RecordStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
     dispatcher = Dispatcher(bound_broker(make_celery(settings), settings), settings.queue)
     janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))

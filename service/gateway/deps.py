@@ -12,7 +12,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, Model
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.auth import Principal
 from service.gateway.quotas import Quotas
 from service.gateway.scoping import find_job, find_model
@@ -22,7 +22,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> JobStore:
+def get_store(request: Request) -> RecordStore:
     return request.app.state.store
 
 
@@ -35,7 +35,7 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[JobStore, Depends(get_store)]
+StoreDep = Annotated[RecordStore, Depends(get_store)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 

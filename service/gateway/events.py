@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
 
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.schemas import JobOut
 
 #: A comment line is sent after this many quiet seconds, so proxies keep the stream open.
 KEEPALIVE_S = 15.0
 
 
-async def job_events(client: aioredis.Redis, store: JobStore, job_id: str) -> AsyncIterator[str]:
+async def job_events(client: aioredis.Redis, store: RecordStore, job_id: str) -> AsyncIterator[str]:
     """``event: progress`` with the job each time it changes, then ``event: end`` at a final status.
 
     It subscribes before reading the job, so no change between the two is missed; a

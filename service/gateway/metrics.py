@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.core.store import DURATION_BUCKETS, JobStore
+from service.core.store import DURATION_BUCKETS, RecordStore
 
 
 class JobMetrics(Collector):
     """``fpf_jobs{state}``, ``fpf_queue_depth`` and ``fpf_job_duration_seconds``."""
 
-    def __init__(self, store: JobStore, queue: str) -> None:
+    def __init__(self, store: RecordStore, queue: str) -> None:
         self.store = store
         self.queue = queue
 

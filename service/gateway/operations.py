@@ -32,7 +32,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.arrays import check_cond_ids, check_job_arrays, fingerprint
 from service.gateway.auth import Principal
 from service.gateway.quotas import Quotas
@@ -45,7 +45,7 @@ MAX_FILENAME_CHARS = 255
 
 
 def store_model(
-    store: JobStore,
+    store: RecordStore,
     artifacts: ArtifactStore,
     dispatcher: Dispatcher,
     source: BinaryIO,
@@ -102,7 +102,7 @@ def safe_filename(name: str | None) -> str | None:
     return None if base in ("", ".", "..") else base
 
 
-def remove_model(model: Model, store: JobStore, artifacts: ArtifactStore) -> None:
+def remove_model(model: Model, store: RecordStore, artifacts: ArtifactStore) -> None:
     """Remove a tenant's model, and its file when no other tenant holds the same bytes; jobs queued with it fail."""
     _, holders = store.delete_model(model.id, model.tenant)
     if holders == 0:
@@ -113,7 +113,7 @@ def enqueue_job(
     submission: Submission,
     idempotency_key: str | None,
     settings: Settings,
-    store: JobStore,
+    store: RecordStore,
     artifacts: ArtifactStore,
     dispatcher: Dispatcher,
     *,
@@ -184,7 +184,7 @@ def enqueue_job(
     return job, True
 
 
-def check_device_offered(store: JobStore, device: str) -> None:
+def check_device_offered(store: RecordStore, device: str) -> None:
     """Refuse (``device_unavailable``) a job whose ``device`` the live workers report but none offers.
 
     ``auto`` and ``cpu`` run anywhere. With no worker reporting at all the job is accepted: it waits
@@ -217,7 +217,7 @@ def result_path(job: Job, artifacts: ArtifactStore) -> Path:
     return artifacts.result_path(job.id)
 
 
-def remove_job(job: Job, store: JobStore, artifacts: ArtifactStore) -> None:
+def remove_job(job: Job, store: RecordStore, artifacts: ArtifactStore) -> None:
     """Remove a job and its files; a running job is asked to stop first."""
     store.cancel(job.id)
     store.delete_job(job.id)

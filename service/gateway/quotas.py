@@ -14,7 +14,7 @@ from fpf_client.errors import QuotaExceeded
 from service.core.artifacts import ArtifactStore
 from service.core.records import JobStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class QuotaLimits:
 class Quotas:
     """Checks a tenant's usage against :class:`QuotaLimits`."""
 
-    def __init__(self, limits: QuotaLimits, store: JobStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, limits: QuotaLimits, store: RecordStore, artifacts: ArtifactStore) -> None:
         self.limits = limits
         self.store = store
         self.artifacts = artifacts

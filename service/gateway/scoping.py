@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fpf_client.errors import JobNotFound, ModelNotFound
 from service.core.records import Job, JobStatus, Model
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.auth import Principal
 
 
-def find_job(store: JobStore, principal: Principal, job_id: str) -> Job:
+def find_job(store: RecordStore, principal: Principal, job_id: str) -> Job:
     """The job ``job_id`` if the caller may see it; ``job_not_found`` otherwise."""
     job = store.get_job(job_id)
     if job is None or not principal.may_see(job.tenant):
@@ -20,7 +20,7 @@ def find_job(store: JobStore, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def find_model(store: JobStore, principal: Principal, model_id: str) -> Model:
+def find_model(store: RecordStore, principal: Principal, model_id: str) -> Model:
     """The caller's record of model ``model_id``; for an admin without one, another tenant's.
 
     Raises ``model_not_found`` when the caller may see no record of it.
@@ -34,11 +34,11 @@ def find_model(store: JobStore, principal: Principal, model_id: str) -> Model:
     return model
 
 
-def visible_jobs(store: JobStore, principal: Principal, status: JobStatus | None, limit: int) -> list[Job]:
+def visible_jobs(store: RecordStore, principal: Principal, status: JobStatus | None, limit: int) -> list[Job]:
     """The caller's jobs (everyone's for an admin), newest first."""
     return store.list_jobs(status, limit, tenant=None if principal.is_admin else principal.tenant)
 
 
-def visible_models(store: JobStore, principal: Principal) -> list[Model]:
+def visible_models(store: RecordStore, principal: Principal) -> list[Model]:
     """The caller's models (everyone's for an admin), newest first."""
     return store.list_models(None if principal.is_admin else principal.tenant)

@@ -24,7 +24,7 @@ from service.core.janitor import Janitor, JanitorPolicy
 from service.core.outages import OUTAGE_ERRORS, bound_broker, redis_client
 from service.core.queue import Dispatcher, make_celery
 from service.core.settings import Settings, get_settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.auth import Authenticator, UnsafeBind, check_bind
 from service.gateway.quotas import QuotaLimits, Quotas
 from service.grpc.servicer import Authenticate, FixedPointServicer
@@ -76,7 +76,7 @@ def start_server(
     gateway's body limit.
     """
     settings = settings or get_settings()
-    store = JobStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
+    store = RecordStore(redis_client(settings), settings.redis_prefix, result_ttl_s=settings.result_ttl_s)
     artifacts = ArtifactStore(settings.data_dir)
     dispatcher = Dispatcher(bound_broker(make_celery(settings), settings), settings.queue)
     janitor = Janitor(store, artifacts, dispatcher, JanitorPolicy.of(settings))
@@ -115,7 +115,11 @@ def start_server(
 
 
 def _housekeeping(
-    store: JobStore, janitor: Janitor, health_servicer: health.HealthServicer, settings: Settings, stop: threading.Event
+    store: RecordStore,
+    janitor: Janitor,
+    health_servicer: health.HealthServicer,
+    settings: Settings,
+    stop: threading.Event,
 ) -> None:
     """Sweep lost and expired jobs, and serve FixedPointService's health as whether Redis answers."""
     health_servicer.set("", SERVING)

@@ -26,7 +26,7 @@ from service.core.outages import OUTAGE_ERRORS, unavailable
 from service.core.queue import Dispatcher
 from service.core.records import JobStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.auth import Principal
 from service.gateway.operations import enqueue_job, remove_job, remove_model, result_path, store_model
 from service.gateway.problems import describe_validation_errors
@@ -92,7 +92,7 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
     def __init__(
         self,
         settings: Settings,
-        store: JobStore,
+        store: RecordStore,
         artifacts: ArtifactStore,
         dispatcher: Dispatcher,
         authenticate: Authenticate,

@@ -71,7 +71,7 @@ def test_recorded_products_equal_the_dense_jacobian(dynamics):
     problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64), dynamics)
     x = torch.randn(5, 6, generator=generator, dtype=torch.float64)
     v = torch.randn(5, 6, generator=generator, dtype=torch.float64)
-    lin = problem.linearize(x)
+    lin = problem.jacobian_products(x)
     jac = problem.jacobian(x)
     torch.testing.assert_close(lin.value, problem.residual(x))
     torch.testing.assert_close(lin.jvp(v), torch.einsum("nij,nj->ni", jac, v))

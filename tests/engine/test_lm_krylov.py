@@ -11,8 +11,8 @@ from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver, lm_krylov
+from workers.engine.solvers.jacobian_products import JacobianProducts
 from workers.engine.solvers.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
-from workers.engine.solvers.linearization import Linearized
 from workers.engine.solvers.lm_krylov import cgls
 
 torch.set_num_threads(1)
@@ -31,7 +31,7 @@ def test_cgls_solves_each_samples_damped_least_squares_problem():
     J = torch.randn(n, d, d, generator=generator, dtype=torch.float64) / d**0.5
     rhs = torch.randn(n, d, generator=generator, dtype=torch.float64)
     mu = torch.logspace(-3, 1, n, dtype=torch.float64)
-    lin = Linearized(rhs, lambda v: torch.einsum("nij,nj->ni", J, v), lambda w: torch.einsum("nij,ni->nj", J, w))
+    lin = JacobianProducts(rhs, lambda v: torch.einsum("nij,nj->ni", J, v), lambda w: torch.einsum("nij,ni->nj", J, w))
     s, model_q = cgls(lin, rhs, mu, iters=4 * d, rtol=1e-12)
     normal = J.mT @ J + mu[:, None, None] * torch.eye(d, dtype=torch.float64)
     expected = torch.linalg.solve(normal, (J.mT @ rhs.unsqueeze(-1)).squeeze(-1))

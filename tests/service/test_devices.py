@@ -9,13 +9,13 @@ import pytest
 import torch
 from service_harness import LiveService, random_states
 
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
 
 def test_workers_announce_their_devices(live_service: LiveService, tanh_model: dict[str, Any]) -> None:
-    store = JobStore.from_url(live_service.redis_url, live_service.prefix, result_ttl_s=60)
+    store = RecordStore.from_url(live_service.redis_url, live_service.prefix, result_ttl_s=60)
     try:
         offered = store.live_worker_devices()
     finally:

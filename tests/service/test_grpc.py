@@ -254,7 +254,7 @@ def test_a_100_mb_result_streams_in_messages_within_the_default_limit(
 ) -> None:
     from service.core.artifacts import ArtifactStore
     from service.core.records import Job, JobStatus
-    from service.core.store import JobStore
+    from service.core.store import RecordStore
 
     k, d = 400, 256  # J_xstar alone: 400 * 256 * 256 float32 = 105 MB
     rng = np.random.default_rng(0)
@@ -276,7 +276,7 @@ def test_a_100_mb_result_streams_in_messages_within_the_default_limit(
     artifacts = ArtifactStore(live_service.data_dir)
     with artifacts.atomic_write(artifacts.result_path(job.id)) as out:
         expected.save(out)
-    store = JobStore.from_url(live_service.redis_url, live_service.prefix, result_ttl_s=3600)
+    store = RecordStore.from_url(live_service.redis_url, live_service.prefix, result_ttl_s=3600)
     store.create_job(job)
 
     sizes = [chunk.ByteSize() for chunk in stub.GetResult(pb2.GetResultRequest(job_id=job.id))]

@@ -18,7 +18,7 @@ from service.core.janitor import Janitor, JanitorPolicy
 from service.core.queue import Dispatcher, make_celery, task_id
 from service.core.records import Job, JobStatus
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,8 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[JobStore]:
-    job_store = JobStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=60)
+def store(settings: Settings) -> Iterator[RecordStore]:
+    job_store = RecordStore.from_url(settings.redis_url, settings.redis_prefix, result_ttl_s=60)
     yield job_store
     keys = list(job_store.redis.scan_iter(match=f"{settings.redis_prefix}*"))
     if keys:
@@ -53,11 +53,11 @@ def dispatcher(settings: Settings) -> Dispatcher:
 
 
 @pytest.fixture
-def janitor(store: JobStore, dispatcher: Dispatcher, settings: Settings, tmp_path: Path) -> Janitor:
+def janitor(store: RecordStore, dispatcher: Dispatcher, settings: Settings, tmp_path: Path) -> Janitor:
     return Janitor(store, ArtifactStore(tmp_path), dispatcher, JanitorPolicy.of(settings))
 
 
-def _job(store: JobStore, tenant: str = "lab", age_s: float = 0.0) -> Job:
+def _job(store: RecordStore, tenant: str = "lab", age_s: float = 0.0) -> Job:
     job = Job(
         id=uuid.uuid4().hex,
         model_id="m",
@@ -71,12 +71,12 @@ def _job(store: JobStore, tenant: str = "lab", age_s: float = 0.0) -> Job:
     return job
 
 
-def _backdate(store: JobStore, job: Job, **fields: float) -> None:
+def _backdate(store: RecordStore, job: Job, **fields: float) -> None:
     store.redis.hset(store.keys.job(job.id), mapping={k: str(v) for k, v in fields.items()})
 
 
 def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
-    store: JobStore, janitor: Janitor
+    store: RecordStore, janitor: Janitor
 ) -> None:
     overran, young = _job(store), _job(store)
     for job in (overran, young):
@@ -92,7 +92,7 @@ def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
 
 
 def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
-    store: JobStore, janitor: Janitor, settings: Settings
+    store: RecordStore, janitor: Janitor, settings: Settings
 ) -> None:
     lost = _job(store, age_s=RESEND_AFTER_S + 1)  # the gateway died before sending it
     janitor.resend_lost_messages()
@@ -104,7 +104,7 @@ def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
 
 
 def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
-    store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
+    store: RecordStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
 ) -> None:
     waiting = _job(store, age_s=10 * RESEND_AFTER_S)  # a long queue: old, but its message waits
     dispatcher.run_job(waiting.id, 1)
@@ -115,7 +115,7 @@ def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
 
 
 def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
-    store: JobStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
+    store: RecordStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
 ) -> None:
     job = _job(store, age_s=RESEND_AFTER_S + 1)
     dispatcher.run_job(job.id, 1)
@@ -129,7 +129,7 @@ def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
     assert store.claim(job.id, 2, "w", heartbeat_ttl_s=5).status is JobStatus.RUNNING
 
 
-def test_job_directories_without_a_record_are_swept_once_old(store: JobStore, janitor: Janitor) -> None:
+def test_job_directories_without_a_record_are_swept_once_old(store: RecordStore, janitor: Janitor) -> None:
     artifacts = janitor.artifacts
     kept = _job(store)
     directories = {name: artifacts.job_dir(name) for name in (kept.id, "orphan-old", "orphan-new")}
@@ -143,7 +143,7 @@ def test_job_directories_without_a_record_are_swept_once_old(store: JobStore, ja
     assert {p.name for p in artifacts.job_dirs()} == {kept.id, "orphan-new"}
 
 
-def test_a_tenant_at_its_running_limit_is_deferred_and_others_are_not(store: JobStore) -> None:
+def test_a_tenant_at_its_running_limit_is_deferred_and_others_are_not(store: RecordStore) -> None:
     first, second, other = _job(store, "a"), _job(store, "a"), _job(store, "b")
     assert store.claim(first.id, 1, "w1", 5, max_running=1, defer_s=3).status is JobStatus.RUNNING
     before = time.time()

@@ -15,7 +15,7 @@ from service_harness import SLOW_OPTIONS, LiveService, random_states, start_serv
 
 from service.core.api_keys import KeyStore
 from service.core.queue import task_id
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_a_deferred_message_held_by_a_killed_worker_is_sent_again(
     slow = _submit(a, model, 1024, **SLOW_OPTIONS)
     assert _wait(a, slow, {"running", "succeeded", "failed"})["status"] == "running"
     deferred = _submit(a, model)
-    store = JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
+    store = RecordStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
     try:
         deadline = time.monotonic() + 30
         while True:  # deferred at least once, its message held by the free worker

@@ -15,7 +15,7 @@ from service_harness import REDIS_DB
 from service.core.artifacts import ArtifactStore
 from service.core.janitor import Janitor, JanitorPolicy
 from service.core.records import Job, JobStatus
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,9 @@ class RecordingDispatcher:
 
 
 @pytest.fixture
-def store() -> Iterator[JobStore]:
+def store() -> Iterator[RecordStore]:
     prefix = f"fpftest-store-{uuid.uuid4().hex[:8]}"
-    job_store = JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", prefix, result_ttl_s=60)
+    job_store = RecordStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", prefix, result_ttl_s=60)
     yield job_store
     keys = list(job_store.redis.scan_iter(match=f"{prefix}*"))
     if keys:
@@ -41,7 +41,7 @@ def store() -> Iterator[JobStore]:
     job_store.redis.close()
 
 
-def _new_job(store: JobStore) -> Job:
+def _new_job(store: RecordStore) -> Job:
     job = Job(
         id=uuid.uuid4().hex,
         model_id="m",
@@ -54,17 +54,17 @@ def _new_job(store: JobStore) -> Job:
     return job
 
 
-def _janitor(store: JobStore, tmp_path: Path, max_attempts: int = 2) -> tuple[Janitor, RecordingDispatcher]:
+def _janitor(store: RecordStore, tmp_path: Path, max_attempts: int = 2) -> tuple[Janitor, RecordingDispatcher]:
     dispatcher = RecordingDispatcher()
     janitor = Janitor(store, ArtifactStore(tmp_path), dispatcher, JanitorPolicy(max_attempts=max_attempts))  # type: ignore[arg-type]
     return janitor, dispatcher
 
 
-def _expire_heartbeat(store: JobStore, job: Job) -> None:
+def _expire_heartbeat(store: RecordStore, job: Job) -> None:
     store.redis.delete(store.keys.heartbeat(job.id, job.dispatch))
 
 
-def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: JobStore) -> None:
+def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: RecordStore) -> None:
     job = _new_job(store)
     assert store.claim(job.id, dispatch=2, worker="w", heartbeat_ttl_s=5) is None  # not yet issued
     running = store.claim(job.id, dispatch=1, worker="w", heartbeat_ttl_s=5)
@@ -74,7 +74,7 @@ def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: JobStore) 
     assert store.count_jobs()[JobStatus.RUNNING] == 1 and store.count_jobs()[JobStatus.QUEUED] == 0
 
 
-def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: JobStore, tmp_path: Path) -> None:
+def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: RecordStore, tmp_path: Path) -> None:
     janitor, dispatcher = _janitor(store, tmp_path, max_attempts=2)
     job = _new_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
@@ -96,7 +96,7 @@ def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: Job
     assert len(dispatcher.sent) == 1
 
 
-def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: JobStore, tmp_path: Path) -> None:
+def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: RecordStore, tmp_path: Path) -> None:
     janitor, dispatcher = _janitor(store, tmp_path)
     job = _new_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
@@ -107,7 +107,7 @@ def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: JobStore, tmp_p
     assert store.get_job(job.id).status is JobStatus.CANCELLED and dispatcher.sent == []
 
 
-def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: JobStore) -> None:
+def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: RecordStore) -> None:
     job = _new_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
     assert store.report_progress(job.id, 1, {"iteration": 1}).owned
@@ -116,7 +116,7 @@ def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: JobStore) -> 
     assert store.get_job(job.id) is None  # the report did not resurrect the record
 
 
-def test_expired_results_are_deleted_with_their_files(store: JobStore, tmp_path: Path) -> None:
+def test_expired_results_are_deleted_with_their_files(store: RecordStore, tmp_path: Path) -> None:
     store.result_ttl_s = 0.2
     janitor, _ = _janitor(store, tmp_path)
     job = _new_job(store)
@@ -133,16 +133,16 @@ def test_expired_results_are_deleted_with_their_files(store: JobStore, tmp_path:
     assert job.id not in [j.id for j in store.list_jobs()]
 
 
-def test_idempotency_binding_keeps_the_first_job(store: JobStore) -> None:
+def test_idempotency_binding_keeps_the_first_job(store: RecordStore) -> None:
     assert store.remember_idempotency("lab", "k", "job-1", "digest-1") == ("job-1", "digest-1")
     assert store.remember_idempotency("lab", "k", "job-2", "digest-2") == ("job-1", "digest-1")
     assert store.remember_idempotency("other", "k", "job-3", "digest-3") == ("job-3", "digest-3")
 
 
-def test_concurrent_claims_let_exactly_one_win(store: JobStore) -> None:
+def test_concurrent_claims_let_exactly_one_win(store: RecordStore) -> None:
     job = _new_job(store)
     clients = [
-        JobStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60) for _ in range(8)
+        RecordStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60) for _ in range(8)
     ]
     with ThreadPoolExecutor(8) as pool:
         won: list[Any] = list(pool.map(lambda s: s.claim(job.id, 1, "w", heartbeat_ttl_s=5), clients))

@@ -21,7 +21,7 @@ from fpf_client import FixedPoints
 from fpf_client.rpc.stubs import load
 from service.core.artifacts import ArtifactStore
 from service.core.records import Job, JobStatus
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def test_a_queued_job_whose_message_was_never_sent_runs(
     service: LiveService, http: httpx.Client, models: dict[str, Any]
 ) -> None:
     """As if the gateway died between storing the job and sending its message."""
-    store = JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
+    store = RecordStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
     job = Job(
         id=uuid.uuid4().hex,
         model_id=models["tanh"]["id"],

@@ -5,7 +5,7 @@
 """
 
 from .finder import find_fixed_points
-from .linearize import approximate_updates
+from .linear_updates import approximate_updates
 from .models import StepModel, as_step_model, load_model
 from .sampling import sample_inputs_and_states, sample_states
 

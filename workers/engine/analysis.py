@@ -152,7 +152,7 @@ def _most_spread_axis(points: np.ndarray, tol: float) -> int:
 
 
 @dataclass
-class Linearization:
+class PointAnalysis:
     """Derivatives and their analysis at a set of points (numpy, float64 where computed here)."""
 
     F_xstar: np.ndarray
@@ -167,7 +167,7 @@ class Linearization:
     certified: np.ndarray
 
 
-def linearize(
+def analyse_points(
     model: StepModel,
     xstar: torch.Tensor,
     inputs: torch.Tensor,
@@ -177,7 +177,7 @@ def linearize(
     tol_step: float,
     with_input_jacobians: bool = True,
     n_eigs: int | None = None,
-) -> Linearization:
+) -> PointAnalysis:
     """Jacobians, eigen-decomposition and certificates at ``xstar: (k, d)`` with ``inputs: (k, m)``.
 
     ``certified`` holds where dG/dx is nonsingular (no eigenvalue of dG/dx within
@@ -191,7 +191,7 @@ def linearize(
     if k == 0:  # no model calls: some derivative paths cannot map over an empty batch
         n_modes = n_eigs if n_eigs is not None and n_eigs < d - 1 else d
         flags = np.zeros(0, dtype=bool)
-        return Linearization(
+        return PointAnalysis(
             F_xstar=np.zeros((0, d)),
             J_xstar=np.zeros((0, d, d)),
             dFdu=np.zeros((0, d, model.n_inputs)) if with_input_jacobians else None,
@@ -225,7 +225,7 @@ def linearize(
         unstable = np.abs(eigval) > 1
     else:
         unstable = eigval.real > 0
-    return Linearization(
+    return PointAnalysis(
         F_xstar=F,
         J_xstar=J,
         dFdu=None if dfdu is None else dfdu.detach().cpu().double().numpy(),

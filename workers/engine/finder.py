@@ -25,7 +25,7 @@ from fpf_client.errors import NonFinite, ShapeMismatch
 from fpf_client.fixed_points import FixedPoints, reference_unique_indices
 from fpf_client.options import FinderOptions
 
-from .analysis import discovery_curve, distance_inliers, linearize, q_outliers, unique_indices
+from .analysis import analyse_points, discovery_curve, distance_inliers, q_outliers, unique_indices
 from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
@@ -316,7 +316,7 @@ def _analyse(
         chosen = np.sort(rng.choice(len(keep), options.max_n_unique, replace=False))
         keep = keep[torch.as_tensor(chosen, device=keep.device)]
     fps = _points(result, starts, u_rows, group, keep, labels, dynamics, options)
-    lin = linearize(
+    lin = analyse_points(
         model,
         result.x[keep],
         u_rows[group[keep]],

@@ -12,7 +12,7 @@ from fpf_client.errors import ErrorCode, ServiceUnavailable
 from service.core.outages import OUTAGE_ERRORS
 from service.core.queue import Dispatcher
 from service.core.settings import Settings
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from service.gateway.deps import DispatcherDep, SettingsDep, StoreDep, get_principal
 from service.gateway.problems import problem_responses
 
@@ -42,7 +42,7 @@ async def readyz(store: StoreDep, dispatcher: DispatcherDep, settings: SettingsD
         raise ServiceUnavailable(f"Redis does not answer: {type(exc).__name__}: {exc}", retry_after_s=retry) from exc
 
 
-def _check_ready(store: JobStore, dispatcher: Dispatcher, settings: Settings) -> dict[str, object]:
+def _check_ready(store: RecordStore, dispatcher: Dispatcher, settings: Settings) -> dict[str, object]:
     store.ping()
     replies = dispatcher.ping_workers(settings.worker_ping_timeout_s)
     if not replies:

@@ -19,7 +19,7 @@ import pytest
 from service_harness import REPO, LiveService, free_port, random_states
 
 from fpf_client import AsyncClient, Client, JobRecord
-from service.core.store import JobStore
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,8 @@ def noticed() -> Any:
         logger.removeHandler(handler)
 
 
-def _store(service: LiveService) -> JobStore:
-    return JobStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
+def _store(service: LiveService) -> RecordStore:
+    return RecordStore.from_url(service.redis_url, service.prefix, result_ttl_s=3600)
 
 
 def test_wait_returns_the_result_through_a_gateway_restart(

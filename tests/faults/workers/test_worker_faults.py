@@ -13,7 +13,7 @@ import pytest
 from service_harness import LiveService, free_port, random_states
 
 from fpf_client import Client
-from service.core.store import JobStore
+from service.core.store import RecordStore
 from workers.runner import ProgressReporter
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_a_redis_restart_mid_job_is_the_stores_fault_not_the_engines(
         _until(lambda: noticed in _read(fault_service), "the worker did not notice the outage")
     finally:
         fault_redis.start()
-    store = JobStore.from_url(fault_service.redis_url, fault_service.prefix, result_ttl_s=3600)
+    store = RecordStore.from_url(fault_service.redis_url, fault_service.prefix, result_ttl_s=3600)
     try:
         _until(lambda: store.get_job(job.id).status.is_final, "the job did not finish", 240)
         assert store.get_job(job.id).status.value == "succeeded"
@@ -80,7 +80,7 @@ def _until(condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -
 
 def test_a_progress_report_redis_cannot_take_does_not_stop_the_search(caplog: pytest.LogCaptureFixture) -> None:
     """Before, the callback raised redis.ConnectionError into the engine and the job failed as ``internal``."""
-    unreachable = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "fpftest", result_ttl_s=60)
+    unreachable = RecordStore.from_url(f"redis://127.0.0.1:{free_port()}/0", "fpftest", result_ttl_s=60)
     reporter = ProgressReporter(unreachable, "job-1", dispatch=0)
     with caplog.at_level(logging.WARNING, logger="workers.runner"):
         reporter.progress({"phase": "solve", "iteration": np.int64(3)})

@@ -30,7 +30,7 @@ import torch
 
 from .analytic import analytic_jacobians
 from .base import Dynamics, StepModel
-from .paths import PathChoice
+from .derivative_paths import PathChoice
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], Any]
 Rows = list[torch.Tensor]

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from ..models.base import Dynamics, StepModel
-from .linearization import Linearized, linearize
+from .jacobian_products import JacobianProducts, record_jacobian_products
 
 
 class Status(IntEnum):
@@ -77,13 +77,13 @@ class Problem:
             return fx - x, jv - v
         return fx, jv
 
-    def linearize(self, x: torch.Tensor) -> Linearized:
+    def jacobian_products(self, x: torch.Tensor) -> JacobianProducts:
         """G(x) and products with dG/dx at ``x``, for many vectors: the model's passes are
-        recorded once (:mod:`.linearization`), so each product costs about one tangent pass."""
-        lin = linearize(self.model, x, self._u(x))
+        recorded once (:mod:`.jacobian_products`), so each product costs about one tangent pass."""
+        lin = record_jacobian_products(self.model, x, self._u(x))
         if self.dynamics == "continuous":
             return lin
-        return Linearized(lin.value - x, lambda v: lin.jvp(v) - v, lambda w: lin.vjp(w) - w)
+        return JacobianProducts(lin.value - x, lambda v: lin.jvp(v) - v, lambda w: lin.vjp(w) - w)
 
 
 @dataclass

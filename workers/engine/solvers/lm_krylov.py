@@ -5,7 +5,7 @@ forms and factors n Jacobians (d, d) per step. Here each step solves the same da
 squares problem min |J s + G|^2 + mu |s|^2 (J = dG/dx) by CGLS (conjugate gradients on the
 normal equations in their stable least-squares form, Hestenes & Stiefel; Bjorck 1996), which
 needs one Jacobian-vector and one vector-Jacobian product per iteration, both through the
-model's passes recorded once per step (:mod:`.linearization`). As in dense LM, each sample has
+model's passes recorded once per step (:mod:`.jacobian_products`). As in dense LM, each sample has
 its own damping lambda (Nielsen's rule) scaled by mean(diag J^T J) = |J|_F^2 / d, estimated
 from one random probe; CGLS runs until each sample's normal-equation residual is small
 relative to its gradient, or ``CG_ITERS`` products, whichever first: a truncated solve from
@@ -30,8 +30,8 @@ import torch
 from fpf_client.options import FinderOptions
 
 from .base import Problem, ProgressHook, SolveResult
+from .jacobian_products import JacobianProducts
 from .levenberg_marquardt import DampedBatch, StepRule, levenberg_marquardt
-from .linearization import Linearized
 from .newton import dense_step
 from .warm_start import anderson_then
 
@@ -102,7 +102,7 @@ def _levenberg_marquardt(
     generator = torch.Generator(device=x0.device).manual_seed(0)
 
     def krylov_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        lin = problem.linearize(b.x)
+        lin = problem.jacobian_products(b.x)
         probe = torch.randint(0, 2, b.x.shape, generator=generator, device=b.x.device).to(b.x.dtype) * 2 - 1
         scale = (lin.jvp(probe) ** 2).sum(-1) / b.x.shape[1]  # E |J z|^2 / d = |J|_F^2 / d for z = +-1
         mu = b.lam * scale.clamp_min(torch.finfo(b.x.dtype).tiny)
@@ -149,13 +149,13 @@ def _split_step(
 
 
 def cgls(
-    lin: Linearized, rhs: torch.Tensor, mu: torch.Tensor, *, iters: int, rtol: float
+    lin: JacobianProducts, rhs: torch.Tensor, mu: torch.Tensor, *, iters: int, rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, s minimising |J s - rhs|^2 + mu |s|^2 by CGLS from s = 0.
 
     Parameters
     ----------
-    lin : Linearized
+    lin : JacobianProducts
         J through ``lin.jvp`` and J^T through ``lin.vjp``.
     rhs : Tensor, (n, d)
     mu : Tensor, (n,)

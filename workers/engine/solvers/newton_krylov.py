@@ -165,7 +165,7 @@ class _State:
 
 def _directions(problem: Problem, s: _State, rows: torch.Tensor) -> None:
     """Newton step (GMRES), Cauchy step and their images under dG/dx for the samples ``rows``."""
-    lin = problem.linearize(s.x[rows])
+    lin = problem.jacobian_products(s.x[rows])
     g = s.g[rows]
     krylov = gmres(lin.jvp, -g, s.eta[rows], restart=RESTART, max_restarts=MAX_RESTARTS)
     newton = krylov.x

@@ -28,7 +28,7 @@ _VERIFIED: weakref.WeakKeyDictionary[StepModel, bool] = weakref.WeakKeyDictionar
 
 
 @dataclass(frozen=True)
-class Linearized:
+class JacobianProducts:
     """F at a batch of points and products with its Jacobian there.
 
     Attributes
@@ -46,7 +46,7 @@ class Linearized:
     vjp: MatVec
 
 
-def linearize(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> Linearized:
+def record_jacobian_products(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> JacobianProducts:
     """F and its Jacobian products at ``h: (n, d)`` with inputs ``u: (n, m)``."""
     if _VERIFIED.get(model, True):
         try:
@@ -61,10 +61,10 @@ def linearize(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> Linearized:
             return recorded
     with torch.no_grad():
         fx = model.step(h, u)
-    return Linearized(fx, lambda v: model.jvp(h, u, v)[1], lambda w: model.vjp(h, u, w)[1])
+    return JacobianProducts(fx, lambda v: model.jvp(h, u, v)[1], lambda w: model.vjp(h, u, w)[1])
 
 
-def _recorded(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> Linearized | None:
+def _recorded(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> JacobianProducts | None:
     """The forward and backward pass recorded once; None when the model leaves autograd."""
     with torch.enable_grad():
         h = h.detach().requires_grad_(True)
@@ -82,7 +82,7 @@ def _recorded(model: StepModel, h: torch.Tensor, u: torch.Tensor) -> Linearized 
     def vjp(cotangent: torch.Tensor) -> torch.Tensor:
         return torch.autograd.grad(out, h, cotangent, retain_graph=True)[0]
 
-    return Linearized(out.detach(), jvp, vjp)
+    return JacobianProducts(out.detach(), jvp, vjp)
 
 
 def _agrees_with_jvp(model: StepModel, h: torch.Tensor, u: torch.Tensor, jvp: MatVec) -> bool:

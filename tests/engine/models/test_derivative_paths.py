@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from workers.engine.models.paths import TUNE_MIN_BATCH, PathChoice
+from workers.engine.models.derivative_paths import TUNE_MIN_BATCH, PathChoice
 
 CPU = torch.device("cpu")
 BIG, SMALL = TUNE_MIN_BATCH, 2
