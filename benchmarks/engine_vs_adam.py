@@ -103,11 +103,11 @@ def random_cases(sizes: list[int]) -> Iterator[Case]:
             )
 
 
-#: The runs compared on each case: name -> FinderOptions overrides. "newton, 1 pass" is Newton
+#: The runs compared on each case: name -> FinderOptions overrides. "auto, 1 pass" is the default
 #: without the midpoint restarts that look for roots the first pass missed: what they cost.
 METHODS: dict[str, dict[str, object]] = {
-    "newton": {"method": "newton"},
-    "newton, 1 pass": {"method": "newton", "completeness": "none"},
+    "auto": {"method": "auto"},
+    "auto, 1 pass": {"method": "auto", "completeness": "none"},
     "adam": {"method": "adam"},
 }
 
@@ -173,13 +173,13 @@ def compare(case: Case, repeats: int) -> list[str]:
         },
         repeats,
     )
-    newton, adam = runs["newton"], runs["adam"]
-    tol = newton.fps.tol_unique
+    auto, adam = runs["auto"], runs["adam"]
+    tol = auto.fps.tol_unique
     rows = []
     for name, run in runs.items():
         info, fps = run.fps.info, run.fps
         isolated = fps[~fps.is_nonisolated] if fps.n else fps
-        other = adam if name != "adam" else newton
+        other = adam if name != "adam" else auto
         cells = [
             case.name,
             name,
@@ -190,7 +190,7 @@ def compare(case: Case, repeats: int) -> list[str]:
             f"{isolated.n} ({int(isolated.is_stable.sum()) if isolated.n else 0} stable)",
             str(fps.n - isolated.n),
             f"{run.peak_mb:.0f}",
-            describe(only_in(fps, other.fps, tol)) if name != "adam" else describe(only_in(adam.fps, newton.fps, tol)),
+            describe(only_in(fps, other.fps, tol)) if name != "adam" else describe(only_in(adam.fps, auto.fps, tol)),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -200,7 +200,7 @@ def warm_up() -> None:
     """One small solve per method, so lazy initialisation is not timed."""
     step = random_network("tanh", 8, seed=0)
     states = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
-    for method in ("newton", "adam"):
+    for method in ("auto", "adam"):
         find_fixed_points(step, states, np.zeros((1, RANDOM_INPUTS), np.float32), method=method, max_iters=50)
 
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         "| case | method | wall s | adam s / this | iterations | converged | isolated points | non-isolated "
-        "| peak MB | not found by the other (adam vs newton) |"
+        "| peak MB | not found by the other (adam vs auto) |"
     )
     print("|" + "---|" * 10)
     warm_up()

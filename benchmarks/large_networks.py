@@ -11,7 +11,7 @@ certified roots and peak memory per method, and the time ratios against adam.
 
 Caps (on 2 shared cores the uncapped ladder takes hours): adam stops at ``--adam-iters``
 (5000, the reference's default) for d <= 256 and at ``--adam-iters-large`` (300) from d = 1024;
-dense newton stops at 30 iterations from d = 256, runs without completeness restarts (as the
+dense lm stops at 30 iterations from d = 256, runs without completeness restarts (as the
 matrix-free methods) and is run only below ``--dense-max`` (64; its n Jacobians alone are 4 GiB
 per step at d = 1024). Capped runs are marked. From d = 1024 every method decomposes only the
 10 least stable modes (n_eigs=10), so the analysis is the same for all.
@@ -32,7 +32,7 @@ import numpy as np
 N_INPUTS = 4
 N_SAMPLES = 1024
 NETWORKS = ("tanh0.9", "tanh1.5", "gru")
-METHODS = ("adam", "newton", "newton_krylov", "lm_krylov")
+METHODS = ("adam", "lm", "newton_krylov", "lm_krylov")
 
 
 def make_network(kind: str, d: int, seed: int = 0):
@@ -80,7 +80,7 @@ def options_for(method: str, d: int, adam_iters: tuple[int, int]) -> dict[str, A
     options: dict[str, Any] = {"method": method, "device": "cpu"}
     if method == "adam":
         options["max_iters"] = adam_iters[0] if d <= 256 else adam_iters[1]
-    if method == "newton":
+    if method == "lm":
         options["completeness"] = "none"  # the same first pass as newton_krylov's; restarts are extra
         if d >= 256:
             options["max_iters"] = 30
@@ -94,11 +94,8 @@ def run_one(kind: str, d: int, method: str, adam_iters: tuple[int, int]) -> dict
     import torch
 
     torch.set_num_threads(1)
-    import workers.engine.finder as finder
     from workers.engine import find_fixed_points
 
-    if method == "newton":
-        finder.KRYLOV_MIN_STATES = 10**9  # the dense solver itself, not the automatic switch
     warm_up = make_network(kind, 16)
     find_fixed_points(warm_up, initial_states(warm_up, 16)[:64], **options_for(method, 16, adam_iters))
     net = make_network(kind, d)
@@ -133,7 +130,7 @@ def main() -> None:
     )
     parser.add_argument("--adam-iters", type=int, default=5000)
     parser.add_argument("--adam-iters-large", type=int, default=300, help="adam's cap from d = 1024")
-    parser.add_argument("--dense-max", type=int, default=64, help="largest d dense newton runs at")
+    parser.add_argument("--dense-max", type=int, default=64, help="largest d dense lm runs at")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     print(
@@ -145,8 +142,8 @@ def main() -> None:
         for d in args.sizes:
             results: dict[str, dict[str, Any]] = {}
             for method in (m for m in METHODS if m in args.methods):  # adam first: the ratios need it
-                if method == "newton" and d > args.dense_max:
-                    print(f"| {kind} | {d} | newton | not run (--dense-max {args.dense_max}) | | | | | |")
+                if method == "lm" and d > args.dense_max:
+                    print(f"| {kind} | {d} | lm | not run (--dense-max {args.dense_max}) | | | | | |")
                     continue
                 with context.Pool(1) as pool:
                     results[method] = pool.apply(run_one, (kind, d, method, (args.adam_iters, args.adam_iters_large)))

@@ -2,7 +2,7 @@
 
 A single network per size says little about a default: it may have been tuned on that network.
 This benchmark draws several seeds from each family and reports the minimum and median ratio
-(adam's wall time over newton's) per family, with the roots each found:
+(adam's wall time over the default ``auto``'s) per family, with the roots each found:
 
 - ``tanh0.5`` .. ``tanh1.5``: ``nn.RNNCell`` (tanh) with W_hh ~ g N(0, 1/d) for gain g;
 - ``gru``, ``lstm``: ``nn.GRUCell`` / ``nn.LSTMCell`` with PyTorch's default initialisation;
@@ -43,7 +43,7 @@ N_SAMPLES = 1024
 N_INPUTS = 3
 RANDOM_FAMILIES = ("tanh0.5", "tanh0.9", "tanh1.2", "tanh1.5", "gru", "lstm")
 TRAINED_FAMILIES = ("flipflop-tanh", "flipflop-gru", "flipflop-lstm")
-METHODS = ("newton", "adam")
+METHODS = ("auto", "adam")
 #: Two points are the same root within this max-norm distance (the engine's default tol_unique).
 SAME_ROOT_TOL = 1e-3
 
@@ -68,11 +68,11 @@ class Outcome:
 
     @property
     def ratio(self) -> float:
-        return self.wall_s["adam"] / self.wall_s["newton"]
+        return self.wall_s["adam"] / self.wall_s["auto"]
 
-    def missed_by_newton(self) -> int:
-        """Isolated roots adam found that newton did not."""
-        return _count_not_in(_isolated(self.roots["adam"]), _isolated(self.roots["newton"]))
+    def missed_by_auto(self) -> int:
+        """Isolated roots adam found that auto did not."""
+        return _count_not_in(_isolated(self.roots["adam"]), _isolated(self.roots["auto"]))
 
 
 def _isolated(points: FixedPoints) -> np.ndarray:
@@ -155,12 +155,12 @@ def solve_both(network: Network, repeats: int) -> Outcome:
 
 
 def summarise(outcomes: list[Outcome], label: str) -> list[str]:
-    """One line per family: min and median ratio over ``outcomes``, and roots newton missed."""
+    """One line per family: min and median ratio over ``outcomes``, and roots auto missed."""
     lines = []
     for family in dict.fromkeys(o.network.family for o in outcomes):
         members = [o for o in outcomes if o.network.family == family]
         ratios = [o.ratio for o in members]
-        missed = sum(o.missed_by_newton() for o in members)
+        missed = sum(o.missed_by_auto() for o in members)
         lines.append(
             f"| {label} | {family} | {len(members)} | {min(ratios):.1f} | {statistics.median(ratios):.1f} | {missed} |"
         )
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    print("| family | d | seed | newton s | adam s | adam / newton | roots newton / adam (isolated) | adam's missed |")
+    print("| family | d | seed | auto s | adam s | adam / auto | roots auto / adam (isolated) | adam's missed |")
     print("|---|---|---|---|---|---|---|---|")
     outcomes: list[Outcome] = []
     trained = [f for f in args.families if f in TRAINED_FAMILIES]
@@ -196,12 +196,12 @@ def main(argv: list[str] | None = None) -> None:
             n_roots = {m: len(_isolated(outcome.roots[m])) for m in METHODS}
             print(
                 f"| {network.family} | {network.model.n_states} | {network.seed} "
-                f"| {outcome.wall_s['newton']:.3f} | {outcome.wall_s['adam']:.3f} | {outcome.ratio:.1f} "
-                f"| {n_roots['newton']} / {n_roots['adam']} | {outcome.missed_by_newton()} |",
+                f"| {outcome.wall_s['auto']:.3f} | {outcome.wall_s['adam']:.3f} | {outcome.ratio:.1f} "
+                f"| {n_roots['auto']} / {n_roots['adam']} | {outcome.missed_by_auto()} |",
                 flush=True,
             )
 
-    print("\n| seeds | family | networks | min adam / newton | median adam / newton | adam's roots newton missed |")
+    print("\n| seeds | family | networks | min adam / auto | median adam / auto | adam's roots auto missed |")
     print("|---|---|---|---|---|---|")
     for label, parity in (("tuning (even)", 0), ("held out (odd)", 1)):
         for line in summarise([o for o in outcomes if o.network.seed % 2 == parity], label):

@@ -36,7 +36,7 @@ from fpf_client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 N_STATES, N_INPUTS, N_INITIAL = 8, 2, 16
-OPTIONS = {"method": "newton", "random_seed": 0}
+OPTIONS = {"method": "auto", "random_seed": 0}
 CLIENT_THREADS = 8
 
 

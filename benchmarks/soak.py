@@ -44,10 +44,10 @@ PARTS = ("gateway", "redis", "worker-1", "worker-2", "worker-3", "worker-4")
 CELLS = ("tanh", "gru", "lstm")
 #: (method, initial states, options): quick Newton searches and longer Adam ones.
 MIX = (
-    ("newton", 32, {}),
-    ("newton", 256, {}),
+    ("auto", 32, {}),
+    ("auto", 256, {}),
     ("adam", 128, {"max_iters": 2000, "lr_init": 0.05}),
-    ("newton", 512, {"completeness": "none"}),
+    ("auto", 512, {"completeness": "none"}),
 )
 
 

@@ -7,11 +7,16 @@ error, never silently ignored (the reference tool ignores some of its own option
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["newton", "newton_krylov", "lm_krylov", "anderson", "adam"]
+#: ``auto`` picks ``lm`` or ``lm_krylov`` by network size and the result's ``info["method"]`` names the one
+#: that ran; the rest name one solver each (docs/engine.md, "Methods").
+Method = Literal["auto", "lm", "lm_krylov", "newton_krylov", "anderson", "adam"]
+#: Method names of earlier versions, still accepted with a DeprecationWarning.
+DEPRECATED_METHODS = {"newton": "auto"}
 Dynamics = Literal["discrete", "continuous"]
 UniqueRule = Literal["converged", "reference"]
 
@@ -78,10 +83,11 @@ class FinderOptions(BaseModel):
 
     # --- solver and stopping -------------------------------------------------------
     method: Method = Field(
-        "newton",
-        description="Solver: Anderson mixing (up to 20 steps; 300 above 32 states), then batched damped Newton/LM "
-        "with exact Jacobians (from 64 states matrix-free: Anderson mixing, then LM on Jacobian products, "
-        "i.e. lm_krylov), Newton-Krylov, lm_krylov or Anderson mixing explicitly, or the reference's Adam.",
+        "auto",
+        description="Solver. auto: lm below 64 states, lm_krylov from 64 (the result's info['method'] says which "
+        "ran). lm: Anderson mixing, then batched damped Newton (Levenberg-Marquardt) with exact Jacobians. "
+        "lm_krylov: the same on Jacobian products, matrix-free. newton_krylov: trust-region Newton-GMRES. "
+        "anderson: Anderson mixing alone. adam: the reference's Adam. 'newton' is the old name of auto.",
     )
     tol_q: float = Field(1e-12, gt=0, description="A sample has converged when q = 0.5*|G|^2 < tol_q.")
     tol_dq: float = Field(1e-20, ge=0, description="Adam stops when |dq| < tol_dq * learning rate.")
@@ -97,10 +103,17 @@ class FinderOptions(BaseModel):
     agnc_hps: AdaptiveGradNormClip | None = Field(
         None, description="Adam: clip the gradient's global norm adaptively (the TF reference's agnc)."
     )
-    completeness: Literal["none", "midpoints"] = Field(
-        "midpoints",
-        description="Newton below 256 states: after the first pass, restart from midpoints between the "
-        "attractors found, to find the saddles connecting them that it missed.",
+    completeness: Literal["auto", "none", "midpoints"] = Field(
+        "auto",
+        description="midpoints: after the first pass, restart from midpoints between the attractors found, to "
+        "find the saddles connecting them that it missed. auto: midpoints for method auto below 256 states, "
+        "else none.",
+    )
+    refinement: Literal["auto", "float64", "none"] = Field(
+        "auto",
+        description="float64: samples a float32 search left at its rounding floor of q are solved again in "
+        "float64 and certified there. auto: float64 for every method but adam (which keeps the reference's "
+        "behaviour).",
     )
     q_slow: float | None = Field(
         None, gt=0, description="Also return slow points: unconverged minima with q below this value."
@@ -142,6 +155,19 @@ class FinderOptions(BaseModel):
     batch_size: int | None = Field(None, ge=1, description="Initial states solved at once; None picks by memory.")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dynamics: Dynamics | None = Field(None, description="Override the model's own dynamics type.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _rename_deprecated_method(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in DEPRECATED_METHODS:
+            new = DEPRECATED_METHODS[value]
+            warnings.warn(
+                f"method={value!r} is now called {new!r}; {value!r} will stop working in a later version",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return new
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> FinderOptions:

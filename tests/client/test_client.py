@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 N_STATES, N_INPUTS = 8, 2
 #: Compared runs use float64 so that the service and the in-process engine agree to round-off.
-OPTIONS = {"method": "newton", "dtype": "float64", "device": "cpu"}
+OPTIONS = {"method": "auto", "dtype": "float64", "device": "cpu"}
 
 
 class TanhStep(torch.nn.Module):
@@ -117,7 +117,7 @@ def test_roots_float32_cannot_certify_come_back_refined_in_float64(client, model
     float64: the same points as a float64 search, and no warning."""
     from workers.engine import find_fixed_points
 
-    options = {"method": "newton", "device": "cpu", "tol_q": 1e-20}
+    options = {"method": "auto", "device": "cpu", "tol_q": 1e-20}
     fps = client.find_fixed_points(model_path, states[:32], progress=False, timeout=120, dtype="float32", **options)
     assert fps.info["n_stalled_at_rounding_floor"] > 0 and fps.info["n_refined_in_float64"] > 0
     assert fps.info["warnings"] == [] and fps.n > 0 and (fps.qstar < 1e-20).all()
@@ -132,7 +132,7 @@ def test_a_result_explains_samples_that_stalled_for_want_of_precision(client, mo
         states[:32],
         progress=False,
         timeout=120,
-        method="newton",
+        method="auto",
         dtype="float32",
         device="cpu",
         tol_q=1e-40,

@@ -32,7 +32,7 @@ def test_options_keep_only_what_the_user_set_as_json():
     ("options", "message"),
     [
         ({"tol_qq": 1e-10}, "unknown option 'tol_qq'"),
-        ({"method": "lbfgs"}, "method: Input should be 'newton', "),
+        ({"method": "lbfgs"}, "method: Input should be 'auto', "),
         ({"max_iters": 0}, "max_iters: Input should be greater than or equal to 1"),
         ({"q_slow": 1e-14}, "q_slow must be larger than tol_q"),
     ],

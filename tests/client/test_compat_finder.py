@@ -84,7 +84,7 @@ def test_the_points_are_float64_roots_with_eight_stable_memories(flipflop, searc
 
 def test_fpf_solver_and_the_reference_adam_agree(searches):
     default, joint = searches["default"][2], searches["joint"][2]
-    assert default.info["method"] == "newton" and joint.info["method"] == "adam"
+    assert default.info["method"] == "lm" and joint.info["method"] == "adam"
     assert default.n == joint.n and default.is_stable.sum() == joint.is_stable.sum()
     distance = np.linalg.norm(default.xstar[:, None] - joint.xstar[None], axis=2)
     assert distance.min(axis=1).max() < 1e-5 and distance.min(axis=0).max() < 1e-5
@@ -212,5 +212,5 @@ def test_options_map_to_fpf(flipflop):
     assert FixedPointFinder(rnn, do_rerun_outliers=True).options.do_rerun_q_outliers  # an older spelling
     with pytest.raises(InvalidOptions, match=r"unknown hyperparameter.*'tol_qq'.*known: .*tol_q"):
         FixedPointFinder(rnn, tol_qq=1e-9)
-    with pytest.raises(InvalidOptions, match="unknown method 'bfgs'; known: joint, sequential, newton"):
+    with pytest.raises(InvalidOptions, match="unknown method 'bfgs'; known: joint, sequential, auto"):
         FixedPointFinder(rnn, method="bfgs")

@@ -37,7 +37,7 @@ def make_points(k: int = 5, d: int = 3, m: int = 2, seed: int = 0) -> FixedPoint
         n_unstable=n_unstable,
         is_nonisolated=np.zeros(k, dtype=bool),
         cond_id=np.zeros(k, dtype=np.int64),
-        info={"n_samples": 64, "n_converged": 60, "wall_time_s": np.float64(0.25), "method": "newton"},
+        info={"n_samples": 64, "n_converged": 60, "wall_time_s": np.float64(0.25), "method": "lm"},
         slow_points=FixedPoints(xstar=rng.normal(size=(2, d)), qstar=np.array([1e-6, 2e-6])),
     )
 

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 torch.set_num_threads(1)
 
 TOL = 1e-5
-OPTIONS = {"method": "newton", "device": "cpu", "dtype": "float32"}
+OPTIONS = {"method": "auto", "device": "cpu", "dtype": "float32"}
 N_INITIAL = 48
 WAIT_S = 240
 

@@ -40,7 +40,7 @@ def test_job_result_matches_the_engine_in_process(
 
     states = np.asarray(random_states(64, seed=1))
     inputs = np.array([[0.3, -0.2]])
-    options = {"method": "newton", "random_seed": 0}
+    options = {"method": "auto", "random_seed": 0}
     with live_service.client() as http:
         response = _submit(
             http,
@@ -79,12 +79,12 @@ def test_multipart_npz_submission_gives_the_json_answer(live_service: LiveServic
     with live_service.client() as http:
         by_form = http.post(
             "/v1/jobs",
-            data={"model_id": tanh_model["id"], "options": '{"method": "newton"}'},
+            data={"model_id": tanh_model["id"], "options": '{"method": "auto"}'},
             files={"arrays": ("arrays.npz", arrays, "application/octet-stream")},
         )
         assert by_form.status_code == 202, by_form.text
         by_json = _submit(
-            http, {"model_id": tanh_model["id"], "initial_states": states.tolist(), "options": {"method": "newton"}}
+            http, {"model_id": tanh_model["id"], "initial_states": states.tolist(), "options": {"method": "auto"}}
         )
         first, second = (live_service.wait_job(r.json()["id"]) for r in (by_form, by_json))
         assert first["status"] == second["status"] == "succeeded"

@@ -64,7 +64,7 @@ class WellsAndContraction(Tanh):
 
 
 def test_newton_restarts_between_attractors_when_it_runs_lm_krylov():
-    """From 64 states newton's first pass is lm_krylov; the restarts still follow below 256 states."""
+    """From 64 states auto's first pass is lm_krylov; the restarts still follow below 256 states."""
     d = 64
     rng = np.random.default_rng(1)
     x0 = rng.normal(0.0, 0.5, (32, d))
@@ -124,7 +124,7 @@ def test_unique_indices_match_the_greedy_rule_computed_by_brute_force(n, saturat
     np.testing.assert_array_equal(got, np.sort(kept))
 
 
-@pytest.mark.parametrize("method, max_iters", [("newton", 3), ("adam", 300)])
+@pytest.mark.parametrize("method, max_iters", [("auto", 3), ("adam", 300)])
 def test_no_converged_sample_gives_an_empty_result_with_honest_counts_and_slow_points(method, max_iters):
     model = DoubleWells(np.eye(2))
     x0 = np.random.default_rng(1).uniform(-1.5, 1.5, (32, 2))
@@ -155,7 +155,7 @@ def test_newton_finds_every_isolated_point_adam_finds_on_the_flip_flops(cell):
     step, x0 = _flipflop_states(cell)
     u = np.zeros((1, 3), dtype=np.float32)
     adam = find_fixed_points(step, x0, u, method="adam")  # the reference's settings
-    newton = find_fixed_points(step, x0, u, method="newton")
+    newton = find_fixed_points(step, x0, u, method="auto")
     adam_isolated = adam[~adam.is_nonisolated]
     newton_isolated = newton[~newton.is_nonisolated]
     missing = [x for x in adam_isolated.xstar if x not in newton]

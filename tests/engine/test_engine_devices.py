@@ -21,7 +21,7 @@ def test_the_devices_on_offer_follow_torch() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_search_on_cuda_without_cuda_is_device_unavailable() -> None:
     with pytest.raises(DeviceUnavailable) as caught:
-        find_fixed_points(Tanh(roll_weights(2)), np.array([[0.9, -0.9]]), method="newton", device="cuda")
+        find_fixed_points(Tanh(roll_weights(2)), np.array([[0.9, -0.9]]), method="auto", device="cuda")
     error = caught.value
     assert error.code is ErrorCode.DEVICE_UNAVAILABLE and error.status == 422
     assert error.extra == {"device": "cuda", "devices": ["cpu"]}

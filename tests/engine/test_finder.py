@@ -25,12 +25,12 @@ def test_caller_arrays_are_never_modified():
     x0_torch = torch.tensor(x0)
     before = x0.copy()
     find_fixed_points(Tanh(roll_weights(3)), x0, method="adam", device="cpu")
-    find_fixed_points(Tanh(roll_weights(3)), x0_torch, method="newton", device="cpu")
+    find_fixed_points(Tanh(roll_weights(3)), x0_torch, method="auto", device="cpu")
     np.testing.assert_array_equal(x0, before)
     np.testing.assert_array_equal(x0_torch.numpy(), before)
 
 
-@pytest.mark.parametrize("method", ["newton", "adam"])
+@pytest.mark.parametrize("method", ["auto", "adam"])
 def test_a_batch_of_one_works(method):
     fps = find_fixed_points(Tanh(roll_weights(2)), np.array([[0.9, -0.9]]), method=method, device="cpu")
     assert fps.n == 1 and fps.info["n_samples"] == 1
@@ -91,7 +91,7 @@ def test_chunks_give_the_same_points_as_one_batch():
     assert all(x in chunked for x in whole.xstar)
 
 
-@pytest.mark.parametrize("method", ["newton", "adam"])
+@pytest.mark.parametrize("method", ["auto", "adam"])
 def test_each_root_is_reported_once_to_the_precision_of_its_dtype(method):
     """h' = A h + u with known root (I - A)^-1 u: samples that stopped at different distances
     below tol_q are polished onto the root and merge, even at a tight tol_unique."""
@@ -194,7 +194,7 @@ def test_newton_finds_every_flip_flop_point_adam_finds(kind):
     rng = np.random.default_rng(0)
     x0 = rng.uniform(-1, 1, (1024, model.n_states)).astype(np.float32)
     adam = find_fixed_points(model, x0, method="adam", device="cpu")
-    newton = find_fixed_points(model, x0, method="newton", device="cpu")
+    newton = find_fixed_points(model, x0, method="auto", device="cpu")
     missing = [x for x in adam.xstar if x not in newton]
     assert not missing, f"newton missed {len(missing)} of {adam.n} points adam found"
 

@@ -73,7 +73,7 @@ def test_converges_on_a_chaotic_network_at_least_as_often_as_dense_lm():
     for _ in range(20):  # states on the chaotic attractor
         x0 = problem.map(x0)
     result = solve(problem, x0, FinderOptions())
-    dense = get_solver("newton")(problem, x0, FinderOptions(), warm_start=False)  # dense LM alone
+    dense = get_solver("lm")(problem, x0, FinderOptions(), warm_start=False)  # dense LM alone
     assert result.converged.sum() >= max(dense.converged.sum(), len(x0) // 2), (
         result.converged.sum(),
         dense.converged.sum(),

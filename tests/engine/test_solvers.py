@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 
-from fpf_client.options import FinderOptions
+from fpf_client.options import FinderOptions, Method
 from workers.engine import StepModel, find_fixed_points
 from workers.engine.solvers import SOLVERS, Problem, Status, get_solver
 
@@ -94,7 +95,7 @@ def test_newton_finds_exactly_the_true_roots_of_the_roll_networks(n, expected):
 def test_newton_finds_every_point_adam_finds_on_the_roll_networks(n):
     W = roll_weights(n)
     adam = find_fixed_points(Tanh(W), grid(n), method="adam", device="cpu")
-    newton = find_fixed_points(Tanh(W), grid(n), method="newton", device="cpu")
+    newton = find_fixed_points(Tanh(W), grid(n), method="auto", device="cpu")
     assert adam.n >= 1
     assert all(x in newton for x in adam.xstar)
 
@@ -150,7 +151,7 @@ def test_newton_converges_quadratically_on_a_simple_root():
     model = Tanh(roll_weights(3))
     problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
     x0 = torch.tensor([[0.4, 0.1, -0.2]], dtype=torch.float64)
-    result = get_solver("newton")(problem, x0, FinderOptions(), warm_start=False)  # Newton steps alone
+    result = get_solver("lm")(problem, x0, FinderOptions(), warm_start=False)  # Newton steps alone
     assert result.status.tolist() == [Status.CONVERGED]
     assert result.n_iters[0] <= 10
     assert torch.equal(x0, torch.tensor([[0.4, 0.1, -0.2]], dtype=torch.float64))
@@ -165,13 +166,15 @@ def test_newton_stalls_at_a_minimum_of_q_that_is_not_a_root():
     model = Ghost(np.eye(1))
     problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
     options = FinderOptions()
-    result = get_solver("newton")(problem, torch.tensor([[0.8], [-1.5]], dtype=torch.float64), options)
+    result = get_solver("lm")(problem, torch.tensor([[0.8], [-1.5]], dtype=torch.float64), options)
     assert (result.status == Status.STALLED).all()
     assert torch.allclose(result.x, torch.zeros_like(result.x), atol=1e-3)
     assert result.n_iters.max() < 100
 
 
 def test_registry_names_every_method():
-    assert set(SOLVERS) == {"newton", "newton_krylov", "lm_krylov", "anderson", "adam"}
+    """Every method but ``auto``, which picks one of them, is a registered solver."""
+    assert set(SOLVERS) == {"lm", "newton_krylov", "lm_krylov", "anderson", "adam"}
+    assert set(SOLVERS) | {"auto"} == set(get_args(Method))
     with pytest.raises(ValueError):
         get_solver("sequential")

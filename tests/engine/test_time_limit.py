@@ -16,7 +16,7 @@ from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
 from workers.engine.solvers.anderson import solve_anderson
-from workers.engine.solvers.newton import SMALL_MAX_STATES
+from workers.engine.solvers.lm import SMALL_MAX_STATES
 
 torch.set_num_threads(1)
 
@@ -41,9 +41,9 @@ def test_a_solver_stopped_by_time_up_returns_its_states_as_an_iteration_cap_woul
     x0 = torch.as_tensor(grid(4) * 0.7 + 0.05)
     k = STOP_AT.get(method, 3)
     options = FinderOptions(method=method, tol_q=1e-30, lr_init=0.05)
-    # newton's mixing takes half of a small max_iters, so a cap splits its steps differently from a
+    # lm's mixing takes half of a small max_iters, so a cap splits its steps differently from a
     # stop: its LM steps are compared here, its mixing phase in the next test
-    solver = partial(get_solver(method), warm_start=False) if method == "newton" else get_solver(method)
+    solver = partial(get_solver(method), warm_start=False) if method == "lm" else get_solver(method)
     stopped = solver(problem, x0, options, progress=_stop_at(k))
     assert stopped.iterations >= k
     capped = solver(problem, x0, options.model_copy(update={"max_iters": stopped.iterations}))
@@ -57,7 +57,7 @@ def test_newton_stopped_while_mixing_returns_the_mixing_states():
     problem = Problem(Tanh(roll_weights(4)), torch.zeros(1, 1, dtype=torch.float64))
     x0 = torch.as_tensor(grid(4) * 0.7 + 0.05)
     options = FinderOptions(tol_q=1e-30)
-    stopped = get_solver("newton")(problem, x0, options, progress=_stop_at(3))
+    stopped = get_solver("lm")(problem, x0, options, progress=_stop_at(3))
     assert 3 <= stopped.iterations < 20  # inside the mixing phase
     assert x0.shape[1] <= SMALL_MAX_STATES  # newton mixes with a memory of one here
     mixing = solve_anderson(problem, x0, options, max_iters=stopped.iterations, memory=1)
@@ -131,10 +131,10 @@ def test_host_chunks_are_bounded_by_the_data_limit():
     resource.setrlimit(resource.RLIMIT_DATA, (used + headroom, hard))
     try:
         bounded = _free_memory(cpu)
-        chunk = auto_chunk_size(64, 4, torch.float32, cpu, "newton")
+        chunk = auto_chunk_size(64, 4, torch.float32, cpu, "lm")
     finally:
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
     assert 0.5 * headroom < bounded <= headroom
     per_sample = 4 * (8 * 64 * 64 + 32 * 64 + 4 * 4)
     assert chunk == int(0.25 * bounded // per_sample)
-    assert auto_chunk_size(64, 4, torch.float32, cpu, "newton") > chunk
+    assert auto_chunk_size(64, 4, torch.float32, cpu, "lm") > chunk

@@ -10,7 +10,7 @@ from test_solvers import Tanh, grid, roll_weights, true_roots
 from fpf_client.options import FinderOptions
 from workers.engine.solvers import Problem, Status
 from workers.engine.solvers.anderson import solve_anderson
-from workers.engine.solvers.newton import solve_newton
+from workers.engine.solvers.lm import solve_lm
 from workers.engine.solvers.warm_start import anderson_then
 
 
@@ -22,7 +22,7 @@ class RecordingNewton:
 
     def __call__(self, problem, x0, options, *, progress=None):
         self.starts = x0.clone()
-        return solve_newton(problem, x0, options, progress=progress, warm_start=False)
+        return solve_lm(problem, x0, options, progress=progress, warm_start=False)
 
 
 def _roll_problem(n: int) -> tuple[Problem, torch.Tensor]:
@@ -67,7 +67,7 @@ def test_samples_whose_mixing_stalls_restart_from_their_own_start():
 def test_warm_started_newton_converges_every_grid_state_onto_a_true_root(n):
     W = roll_weights(n)
     problem = Problem(Tanh(W), torch.zeros(1, 1, dtype=torch.float64))
-    result = solve_newton(problem, torch.as_tensor(grid(n)), FinderOptions())
+    result = solve_lm(problem, torch.as_tensor(grid(n)), FinderOptions())
     assert result.converged.all()
     truth = true_roots(W)
     distance = np.abs(result.x.numpy()[:, None, :] - truth[None]).max(-1).min(1)
@@ -77,7 +77,7 @@ def test_warm_started_newton_converges_every_grid_state_onto_a_true_root(n):
 def test_a_small_iteration_cap_leaves_newton_half_of_it():
     problem, x0 = _roll_problem(4)
     options = FinderOptions(max_iters=6)
-    result = solve_newton(problem, x0, options)
+    result = solve_lm(problem, x0, options)
     mixing = solve_anderson(problem, x0, options, max_iters=3)
     assert result.iterations <= 6 and result.n_iters.max() <= 6
     # Newton took over after 3 mixing steps: more samples converge than mixing alone reaches in 6 steps

@@ -42,7 +42,7 @@ from fpf_client.rpc.stubs import SERVICE_NAME, load
 pytestmark = pytest.mark.integration
 
 pb2, pb2_grpc = load().pb2, load().pb2_grpc
-OPTIONS = {"method": "newton", "dtype": "float64", "device": "cpu"}
+OPTIONS = {"method": "auto", "dtype": "float64", "device": "cpu"}
 DEFAULT_MESSAGE_LIMIT = 4 * 2**20
 
 
@@ -387,7 +387,7 @@ def test_lookups_states_and_conflicts_get_their_documented_status(
         model_id=tanh_model["id"],
         initial_states=_array(random_states(4)),
         idempotency_key=uuid.uuid4().hex,
-        options_json='{"method": "newton"}',
+        options_json='{"method": "auto"}',
     )
     again = stub.SubmitJob(first)
     assert stub.SubmitJob(first).id == again.id  # a replay answers with the same job

@@ -19,7 +19,7 @@ from service.core.api_keys import KeyStore, Role
 
 pytestmark = pytest.mark.integration
 
-OPTIONS = {"method": "newton", "do_compute_jacobians": False, "do_decompose_jacobians": False}
+OPTIONS = {"method": "auto", "do_compute_jacobians": False, "do_decompose_jacobians": False}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from tests.support.service_harness import REPO, LiveService, start_service
 from workers.engine import as_step_model, find_fixed_points
 
 TOL = 1e-5
-OPTIONS = {"method": "newton", "device": "cpu", "dtype": "float32"}
+OPTIONS = {"method": "auto", "device": "cpu", "dtype": "float32"}
 N_INITIAL = 32
 WAIT_S = 240
 DOC = REPO / "docs" / "model-contract.md"

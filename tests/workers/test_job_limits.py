@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 #: own slowness (validation has a limit of its own, FPF_VALIDATION_TIME_LIMIT_S, and no part here).
 SOFT_S, HARD_S, MAX_RESULT_BYTES, MAX_N_STATES = 4, 10, 2**20, 40
 #: 64 chunks of Newton on a slowed-down map: tens of seconds of work, far more than SOFT_S.
-LONG_JOB = {"n": 4096, "options": {"method": "newton", "batch_size": 64, "dtype": "float64"}}
+LONG_JOB = {"n": 4096, "options": {"method": "auto", "batch_size": 64, "dtype": "float64"}}
 #: The positive root of tanh(1.5 x) = x.
 ROOT = 0.8585596
 

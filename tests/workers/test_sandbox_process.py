@@ -26,7 +26,7 @@ from workers.sandbox.process import _descendants
 pytestmark = pytest.mark.integration
 
 LIMITS = Limits(memory_bytes=2 << 30, cpu_s=30, disk_bytes=64 << 20)
-OPTIONS = {"method": "newton", "random_seed": 0}
+OPTIONS = {"method": "auto", "random_seed": 0}
 
 
 class TanhRNN(torch.nn.Module):

@@ -124,7 +124,7 @@ def run_job(
     with service.client() as http:
         response = http.post(
             "/v1/jobs",
-            json={"model_id": model["id"], "initial_states": random_states(n), "options": {"method": "newton"}},
+            json={"model_id": model["id"], "initial_states": random_states(n), "options": {"method": "auto"}},
         )
         assert response.status_code == 202, response.text
         job = service.wait_job(response.json()["id"], timeout_s=timeout_s)

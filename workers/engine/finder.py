@@ -38,12 +38,12 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 #: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
-#: From this many states on, method="newton" runs ``lm_krylov`` (Anderson mixing, then LM on
+#: From this many states on, method="auto" runs ``lm_krylov`` (Anderson mixing, then LM on
 #: Jacobian products, dense for the last few samples): from here forming and factoring n dense
 #: (d, d) Jacobians per step costs more than the Jacobian products, with the same roots
 #: (benchmarks/large_networks.py measures both).
 KRYLOV_MIN_STATES = 64
-#: Below this many states, method="newton" also restarts between attractors (completeness);
+#: Below this many states, method="auto" also restarts between attractors (completeness);
 #: the restarts take dense Newton steps.
 COMPLETENESS_MAX_STATES = 256
 #: Minimum seconds between two progress reports within a phase.
@@ -103,7 +103,7 @@ def find_fixed_points(
     u = _check_inputs(inputs, n, step_model, dtype, device)
     u_rows, group = _conditions(u, n)
     cond_ids = _check_cond_ids(cond_ids, n)
-    restarts_wanted = options.method == "newton" and options.completeness == "midpoints" and d < COMPLETENESS_MAX_STATES
+    restarts_wanted = wants_restarts(options, d)
     options = options.model_copy(update={"method": resolve_method(options.method, d)})
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     reporter = _Reporter(progress, n, deadline)
@@ -130,7 +130,7 @@ def find_fixed_points(
         unique = _unique_among(result, candidates, u_rows, sample_group, options)
 
     refinement = Refinement()
-    if options.method != "adam" and reporter.stopped is None:  # adam keeps the reference's behaviour
+    if wants_refinement(options) and reporter.stopped is None:
         refinement = refine_in_float64(
             step_model, result, u_rows[sample_group], dynamics, options, progress=reporter.hook("refinement", n)
         )
@@ -207,8 +207,27 @@ def _precision_warning(
 
 
 def resolve_method(method: str, n_states: int) -> str:
-    """The solver that runs: ``newton`` means matrix-free ``lm_krylov`` for large networks."""
-    return "lm_krylov" if method == "newton" and n_states >= KRYLOV_MIN_STATES else method
+    """The solver that runs: ``auto`` is dense ``lm`` for small networks and matrix-free ``lm_krylov``
+    from KRYLOV_MIN_STATES states on."""
+    if method != "auto":
+        return method
+    return "lm_krylov" if n_states >= KRYLOV_MIN_STATES else "lm"
+
+
+def wants_restarts(options: FinderOptions, n_states: int) -> bool:
+    """Whether the midpoint restarts run: asked for, or ``auto`` with ``method="auto"`` below
+    COMPLETENESS_MAX_STATES states (above, each restart costs a full matrix-free search)."""
+    if options.completeness == "auto":
+        return options.method == "auto" and n_states < COMPLETENESS_MAX_STATES
+    return options.completeness == "midpoints"
+
+
+def wants_refinement(options: FinderOptions) -> bool:
+    """Whether float64 refinement runs: asked for, or ``auto`` for every method but adam, which keeps
+    the reference's behaviour."""
+    if options.refinement == "auto":
+        return options.method != "adam"
+    return options.refinement == "float64"
 
 
 def _solve_in_chunks(
@@ -246,7 +265,7 @@ def _not_started(x0: torch.Tensor) -> SolveResult:
     )
 
 
-def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "newton") -> int:
+def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "lm") -> int:
     """Initial states per chunk: what one solver iteration fits in a quarter of free memory.
 
     A dense Newton iteration holds about eight (d, d) matrices per sample (the Jacobian,
@@ -256,7 +275,7 @@ def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, me
     vectors and recorded passes) a few dozen vectors.
     """
     itemsize = torch.finfo(dtype).bits // 8
-    if method == "newton":
+    if method == "lm":
         vectors = 8 * d * d + 32 * d
     elif method == "newton_krylov":
         vectors = (KRYLOV_RESTART + 24) * d

@@ -21,7 +21,7 @@ from .analysis import unique_indices
 from .models import Dynamics, StepModel
 from .solvers import Problem, ProgressHook, SolveResult, Status
 from .solvers.base import WatchedHook
-from .solvers.newton import solve_newton
+from .solvers.lm import solve_lm
 
 #: A stalled sample with q below this many times its rounding floor stopped for want of precision.
 FLOOR_FACTOR = 4.0
@@ -104,7 +104,7 @@ def refine_in_float64(
         if watch.fired:
             break
         problem = Problem(model64, inputs[part].to(torch.float64), dynamics)
-        refined = solve_newton(problem, result.x[part].to(torch.float64), settings, progress=watch, warm_start=False)
+        refined = solve_lm(problem, result.x[part].to(torch.float64), settings, progress=watch, warm_start=False)
         won, converged = part[refined.converged], refined.converged
         for name in ("x", "q", "dq", "step_norm"):
             getattr(result, name)[won] = getattr(refined, name)[converged].to(result.x.dtype)

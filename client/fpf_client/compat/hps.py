@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from ..errors import InvalidOptions
-from ..options import FinderOptions
+from ..options import DEPRECATED_METHODS, FinderOptions
 
 #: The reference's names and defaults. ``method`` defaults to fpf's solver: name ``"joint"``
 #: (or ``"sequential"``) to run the reference's Adam.
@@ -84,7 +84,7 @@ def to_options(hps: dict[str, Any]) -> tuple[FinderOptions, Printing, str | None
     printing = Printing(**{name: hps.pop(name) for name in PRINT_NAMES if name in hps})
     method = hps.get("method")
     fpf_methods = get_args(FinderOptions.model_fields["method"].annotation)
-    if method is not None and method not in REFERENCE_METHODS and method not in fpf_methods:
+    if method is not None and method not in (*REFERENCE_METHODS, *fpf_methods, *DEPRECATED_METHODS):
         raise InvalidOptions(f"unknown method {method!r}; known: {', '.join([*REFERENCE_METHODS, *fpf_methods])}")
     reference_method = method if method in REFERENCE_METHODS else None
     if reference_method is not None:

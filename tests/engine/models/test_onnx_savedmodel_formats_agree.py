@@ -51,7 +51,7 @@ def _sorted_eigenvalues(values: np.ndarray) -> np.ndarray:
 def test_formats_agree(kind: str, tmp_path: Path) -> None:
     initial = np.random.default_rng(0).normal(0, 0.5, (48, nets.n_states(kind))).astype(np.float32)
     inputs = np.zeros((1, nets.N_INPUTS), np.float32)
-    options = {"method": "newton", "device": "cpu", "dtype": "float32"}
+    options = {"method": "auto", "device": "cpu", "dtype": "float32"}
     reference = find_fixed_points(
         as_step_model(
             nets.Cell(kind, nets.weights(kind)),

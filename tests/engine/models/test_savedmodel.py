@@ -116,7 +116,7 @@ def test_a_float32_savedmodel_search_below_float32_resolution_says_why(saved: di
 
     model = load_savedmodel(saved["rnn"])
     states, _ = _states("rnn", 16)
-    fps = find_fixed_points(model, states.numpy(), method="newton", tol_q=1e-20, device="cpu")
+    fps = find_fixed_points(model, states.numpy(), method="auto", tol_q=1e-20, device="cpu")
     assert fps.n == 0 and fps.info["n_stalled_at_rounding_floor"] > 0 and fps.info["n_refined_in_float64"] == 0
     assert "could not be refined in float64: this SavedModel computes in float32" in fps.info["warnings"][0]
 

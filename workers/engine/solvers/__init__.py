@@ -10,13 +10,13 @@ from __future__ import annotations
 from .adam import solve_adam
 from .anderson import solve_anderson
 from .base import Problem, ProgressHook, Solver, SolveResult, Status, TimeUp
+from .lm import solve_lm
 from .lm_krylov import solve_lm_krylov
-from .newton import solve_newton
 from .newton_krylov import solve_newton_krylov
 
 #: Method name (``FinderOptions.method``) -> solver function.
 SOLVERS: dict[str, Solver] = {
-    "newton": solve_newton,
+    "lm": solve_lm,
     "adam": solve_adam,
     "newton_krylov": solve_newton_krylov,
     "lm_krylov": solve_lm_krylov,
@@ -43,7 +43,7 @@ __all__ = [
     "get_solver",
     "solve_adam",
     "solve_anderson",
+    "solve_lm",
     "solve_lm_krylov",
-    "solve_newton",
     "solve_newton_krylov",
 ]

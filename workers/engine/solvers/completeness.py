@@ -21,7 +21,7 @@ from fpf_client.options import FinderOptions
 
 from ..analysis import unique_indices
 from .base import Problem, ProgressHook, ResultBuffers, SolveResult
-from .newton import solve_newton
+from .lm import solve_lm
 
 #: At most this many restarts per pass (drawn at random from the untried pairs beyond it).
 MAX_STARTS = 1024
@@ -67,7 +67,7 @@ def midpoint_restarts(
         starts, start_group = seeds.untried_midpoints(generator)
         if len(starts) == 0:
             break
-        result = solve_newton(problem.subset(start_group), starts, options, progress=progress, warm_start=False)
+        result = solve_lm(problem.subset(start_group), starts, options, progress=progress, warm_start=False)
         starts_all.append(starts)
         groups_all.append(start_group)
         results.append(result)

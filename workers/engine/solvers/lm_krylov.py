@@ -32,7 +32,7 @@ from fpf_client.options import FinderOptions
 from .base import Problem, ProgressHook, SolveResult
 from .jacobian_products import JacobianProducts
 from .levenberg_marquardt import DampedBatch, StepRule, levenberg_marquardt
-from .newton import dense_step
+from .lm import dense_step
 from .warm_start import anderson_then
 
 #: Anderson steps before LM takes over the samples they did not converge.
@@ -43,7 +43,7 @@ CG_ITERS = 30
 CG_RTOL = 1e-3
 #: Host checks of whether every sample met its CGLS tolerance, every this many iterations.
 CG_CHECK_EVERY = 5
-#: The last few running samples of a batch take dense LM steps (as in :mod:`.newton`): often the
+#: The last few running samples of a batch take dense LM steps (as in :mod:`.lm`): often the
 #: ones whose Jacobians are too ill-conditioned for CG_ITERS products, which dense steps converge
 #: quadratically. "Few": at most DENSE_MAX_FRACTION of the batch, with n d^2 (the Jacobians'
 #: entries, 64 MiB in float32) and n d^3 (the factorisations' work) within these bounds: 256

@@ -90,7 +90,7 @@ export async function renderJobs({ session, signal, view }) {
     const tr = h("tr", { dataset: { jobId: job.id } },
       h("td", { class: "mono" }, h("a", { href: `#/jobs/${job.id}` }, shortId(job.id))),
       h("td", { class: "status-cell" }, statusBadge(job.status)),
-      h("td", {}, job.options.method || "newton"),
+      h("td", {}, job.options.method || "auto"),
       h("td", {}, model ? model.filename || shortId(model.id) : shortId(job.model_id)),
       h("td", { class: "num" }, `${job.n_initial_states}${dims}`),
       h("td", {}, fmtTime(job.created_at)),

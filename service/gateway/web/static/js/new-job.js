@@ -5,7 +5,7 @@ import { api } from "./api.js";
 import { fill, h, shortId, showError } from "./dom.js";
 import { gaussian, npyFloat32, npyShape, zipStored } from "./npz.js";
 
-const METHODS = ["newton", "newton_krylov", "lm_krylov", "anderson", "adam"];
+const METHODS = ["auto", "lm", "lm_krylov", "newton_krylov", "anderson", "adam"];
 
 export async function renderNewJob({ session, view }) {
   const models = (await api("/v1/models")).filter((m) => m.status === "ready");

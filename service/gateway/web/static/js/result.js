@@ -24,7 +24,7 @@ export async function renderResult({ signal, view }, jobId) {
       h("dl", { class: "kv" },
         h("dt", {}, "Status"), h("dd", {}, badge, " ", bar, " ", cancel),
         h("dt", {}, "Model"), h("dd", { id: "job-model" }, model ? model.filename || model.id : job.model_id),
-        h("dt", {}, "Method"), h("dd", {}, job.options.method || "newton"),
+        h("dt", {}, "Method"), h("dd", { id: "job-method" }, job.options.method || "auto"),
         h("dt", {}, "Initial states"), h("dd", {}, `${job.n_initial_states}${model && model.n_states ? ` × ${model.n_states}` : ""}`),
         h("dt", {}, "Submitted"), h("dd", {}, fmtTime(job.created_at)),
         h("dt", {}, "Took"), h("dd", { id: "job-took" }, fmtSeconds(job.timings.total_s))),
@@ -77,6 +77,9 @@ function renderView(body, job, data) {
       window.Plotly.Plots.resize(panels[name]);
     }
   }
+  const ran = data.info.method;
+  const method = document.getElementById("job-method");
+  if (method && ran && ran !== method.textContent) method.textContent = `${method.textContent} (ran ${ran})`;
   const warnings = (data.info.warnings || []).map((w) => h("p", { class: "error" }, w));
   if (data.info.partial) warnings.unshift(h("p", { class: "error" }, `Partial result: ${data.info.partial_reason || "the time limit stopped the search"}`));
   fill(body,

@@ -41,7 +41,7 @@ SMALL_MAX_STATES = 32
 LONG_MIXING_ITERS = 300
 
 
-def solve_newton(
+def solve_lm(
     problem: Problem,
     x0: torch.Tensor,
     options: FinderOptions,
@@ -74,7 +74,7 @@ def solve_newton(
     mixing_iters = min(MIXING_ITERS if small else LONG_MIXING_ITERS, options.max_iters // 2)  # Newton gets half
     if warm_start and mixing_iters > 0:
         return anderson_then(
-            partial(solve_newton, warm_start=False),
+            partial(solve_lm, warm_start=False),
             problem,
             x0,
             options,
