@@ -13,7 +13,7 @@ import torch
 from fpf_client.options import AdaptiveGradNormClip, AdaptiveLearningRate, FinderOptions
 from workers.engine.models import as_step_model
 from workers.engine.solvers import Problem, get_solver
-from workers.engine.solvers.adaptive import GradNormClip, LearningRateSchedule, warmup_rates
+from workers.engine.solvers.strategies.adaptive import GradNormClip, LearningRateSchedule, warmup_rates
 
 torch.set_num_threads(1)
 B = torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64)

@@ -10,7 +10,7 @@ from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
-from workers.engine.solvers.anderson import CHECK_EVERY, MEMORY, RATE_MIN_STEPS
+from workers.engine.solvers.methods.anderson import CHECK_EVERY, MEMORY, RATE_MIN_STEPS
 
 torch.set_num_threads(1)
 solve = get_solver("anderson")

@@ -21,7 +21,7 @@ from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points, load_model, sample_states
 from workers.engine.analysis import unique_indices
 from workers.engine.solvers import Problem
-from workers.engine.solvers.completeness import midpoint_restarts
+from workers.engine.solvers.strategies.completeness import midpoint_restarts
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1] / "data"

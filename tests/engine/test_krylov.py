@@ -7,7 +7,7 @@ import torch
 from test_solvers import Tanh
 
 from workers.engine.solvers import Problem
-from workers.engine.solvers.krylov import gmres
+from workers.engine.solvers.linalg.krylov import gmres
 
 torch.set_num_threads(1)
 

@@ -10,10 +10,11 @@ from test_solvers import Linear, Tanh, grid, roll_weights, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
-from workers.engine.solvers import Problem, Status, get_solver, lm_krylov
-from workers.engine.solvers.jacobian_products import JacobianProducts
-from workers.engine.solvers.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
-from workers.engine.solvers.lm_krylov import cgls
+from workers.engine.solvers import Problem, Status, get_solver
+from workers.engine.solvers.linalg.jacobian_products import JacobianProducts
+from workers.engine.solvers.linalg.krylov import cgls
+from workers.engine.solvers.methods import lm_krylov
+from workers.engine.solvers.methods.levenberg_marquardt import CRAWL_WINDOW, levenberg_marquardt
 
 torch.set_num_threads(1)
 solve = get_solver("lm_krylov")

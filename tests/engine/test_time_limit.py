@@ -15,8 +15,8 @@ from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.finder import _free_memory, auto_chunk_size
 from workers.engine.solvers import SOLVERS, Problem, Status, TimeUp, get_solver
-from workers.engine.solvers.anderson import solve_anderson
-from workers.engine.solvers.lm import SMALL_MAX_STATES
+from workers.engine.solvers.methods.anderson import solve_anderson
+from workers.engine.solvers.methods.lm import SMALL_MAX_STATES
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ from test_solvers import Tanh, grid, roll_weights, true_roots
 
 from fpf_client.options import FinderOptions
 from workers.engine.solvers import Problem, Status
-from workers.engine.solvers.anderson import solve_anderson
-from workers.engine.solvers.lm import solve_lm
-from workers.engine.solvers.warm_start import anderson_then
+from workers.engine.solvers.methods.anderson import solve_anderson
+from workers.engine.solvers.methods.lm import solve_lm
+from workers.engine.solvers.strategies.warm_start import anderson_then
 
 
 class RecordingNewton:

@@ -3,7 +3,7 @@
 For large networks a dense eigen-decomposition costs O(d^3) per point and O(d^2) memory;
 the modes that matter (the least stable ones) are a few. ARPACK's implicitly restarted
 Arnoldi method (``scipy.sparse.linalg.eigs``) finds them from Jacobian-vector products
-alone, recorded once per point (:mod:`.solvers.jacobian_products`).
+alone, recorded once per point (:mod:`.solvers.linalg.jacobian_products`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigs
 
 from .models.base import Dynamics, StepModel
-from .solvers.jacobian_products import record_jacobian_products
+from .solvers.linalg.jacobian_products import record_jacobian_products
 
 #: Arnoldi vectors kept per wanted mode. ARPACK's default (2 k + 1, at least 20) restarts far too
 #: often when the leading eigenvalues crowd the edge of a disk, as a random network's do; more

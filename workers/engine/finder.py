@@ -30,8 +30,8 @@ from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
-from .solvers.completeness import midpoint_restarts
-from .solvers.newton_krylov import RESTART as KRYLOV_RESTART
+from .solvers.methods.newton_krylov import RESTART as KRYLOV_RESTART
+from .solvers.strategies.completeness import midpoint_restarts
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 

@@ -21,7 +21,7 @@ from .analysis import unique_indices
 from .models import Dynamics, StepModel
 from .solvers import Problem, ProgressHook, SolveResult, Status
 from .solvers.base import WatchedHook
-from .solvers.lm import solve_lm
+from .solvers.methods.lm import solve_lm
 
 #: A stalled sample with q below this many times its rounding floor stopped for want of precision.
 FLOOR_FACTOR = 4.0

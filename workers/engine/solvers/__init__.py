@@ -1,18 +1,18 @@
 """Root-finding solvers for G(x) = F(x, u) - x (or f(x, u)), by method name.
 
 Each solver is a function ``(problem, x0, options, *, progress=None, **method_specific)
--> SolveResult``; add one by writing a module and registering it in :data:`SOLVERS`. When its
+-> SolveResult``; add one by writing a module in ``methods/`` and registering it in :data:`SOLVERS`. When its
 progress hook raises :class:`TimeUp`, a solver ends the running samples as ``CAPPED`` and returns.
 """
 
 from __future__ import annotations
 
-from .adam import solve_adam
-from .anderson import solve_anderson
 from .base import Problem, ProgressHook, Solver, SolveResult, Status, TimeUp
-from .lm import solve_lm
-from .lm_krylov import solve_lm_krylov
-from .newton_krylov import solve_newton_krylov
+from .methods.adam import solve_adam
+from .methods.anderson import solve_anderson
+from .methods.lm import solve_lm
+from .methods.lm_krylov import solve_lm_krylov
+from .methods.newton_krylov import solve_newton_krylov
 
 #: Method name (``FinderOptions.method``) -> solver function.
 SOLVERS: dict[str, Solver] = {

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from ..models.base import Dynamics, StepModel
-from .jacobian_products import JacobianProducts, record_jacobian_products
+from .linalg.jacobian_products import JacobianProducts, record_jacobian_products
 
 
 class Status(IntEnum):
@@ -79,7 +79,7 @@ class Problem:
 
     def jacobian_products(self, x: torch.Tensor) -> JacobianProducts:
         """G(x) and products with dG/dx at ``x``, for many vectors: the model's passes are
-        recorded once (:mod:`.jacobian_products`), so each product costs about one tangent pass."""
+        recorded once (:mod:`.linalg.jacobian_products`), so each product costs about one tangent pass."""
         lin = record_jacobian_products(self.model, x, self._u(x))
         if self.dynamics == "continuous":
             return lin

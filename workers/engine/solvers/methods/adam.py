@@ -8,7 +8,7 @@ learning-rate options, never writes into the caller's array, and returns the sta
 evaluated at (the reference returns the states after one more step, with the older q).
 The TF reference's controls are options too: ``adam_hps`` (betas, epsilon), ``alr_hps``
 (its adaptive learning rate, replacing reduce-on-plateau) and ``agnc_hps`` (adaptive clipping
-of the gradient's global norm over the batch), see :mod:`.adaptive`.
+of the gradient's global norm over the batch), see :mod:`..strategies.adaptive`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .adaptive import GradNormClip, LearningRateSchedule
-from .base import Problem, ProgressHook, SolveResult, Status, time_up
+from ..base import Problem, ProgressHook, SolveResult, Status, time_up
+from ..strategies.adaptive import GradNormClip, LearningRateSchedule
 
 #: Iterations between progress reports (the stop test syncs every iteration, as the reference does).
 REPORT_EVERY = 20

@@ -22,8 +22,8 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
-from .krylov import gmres
+from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..linalg.krylov import gmres
 from .levenberg_marquardt import SLOW_DECREASE, STALL_PATIENCE, STEP_TOL
 
 #: Krylov basis size per GMRES cycle, and extra cycles per Newton step. Small bases are

@@ -1,4 +1,5 @@
-"""Batched restarted GMRES: solve A_i x_i = b_i for many independent small systems at once.
+"""Batched Krylov solvers for many independent small systems at once: restarted GMRES for A_i x_i = b_i,
+CGLS for damped least squares min |J_i s_i - b_i|^2 + mu_i |s_i|^2.
 
 Each sample has its own operator (a Jacobian at its own point), seen only through a batched
 matrix-vector product ``matvec: (n, d) -> (n, d)``, so Newton-Krylov needs no dense Jacobian.
@@ -12,13 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .jacobian_products import JacobianProducts
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
 #: Arnoldi steps between host checks of whether every sample has met its tolerance.
 CHECK_EVERY = 4
+#: CGLS iterations between host checks of whether every sample has met its tolerance.
+CGLS_CHECK_EVERY = 5
 
 
 @dataclass
@@ -161,3 +168,52 @@ def _triangular_solve(r: torch.Tensor, g: torch.Tensor, size: torch.Tensor) -> t
     r = torch.where(both, r, eye)
     g = torch.where(inside, g, torch.zeros_like(g))
     return torch.linalg.solve_triangular(r, g.unsqueeze(-1), upper=True).squeeze(-1)
+
+
+def cgls(
+    lin: JacobianProducts, rhs: torch.Tensor, mu: torch.Tensor, *, iters: int, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, s minimising |J s - rhs|^2 + mu |s|^2 by CGLS from s = 0.
+
+    Parameters
+    ----------
+    lin : JacobianProducts
+        J through ``lin.jvp`` and J^T through ``lin.vjp``.
+    rhs : Tensor, (n, d)
+    mu : Tensor, (n,)
+        Damping (> 0 keeps every system positive definite).
+    iters : int
+        At most this many products with J (and as many with J^T).
+    rtol : float
+        Stop a sample once |J^T (rhs - J s) - mu s| <= rtol |J^T rhs|.
+
+    Returns
+    -------
+    s : Tensor, (n, d)
+    model_q : Tensor, (n,)
+        0.5 |J s - rhs|^2, the Gauss-Newton model's q after the step.
+    """
+    tiny = torch.finfo(rhs.dtype).tiny
+    s = torch.zeros_like(rhs)
+    r = rhs.clone()  # rhs - J s
+    z = lin.vjp(r)  # J^T r - mu s
+    p = z.clone()
+    gamma = (z * z).sum(-1)
+    target = (rtol * rtol) * gamma
+    running = torch.ones_like(gamma, dtype=torch.bool)
+    mu_ = mu.unsqueeze(-1)
+    for k in range(iters):
+        jp = lin.jvp(p)
+        alpha = gamma / ((jp * jp).sum(-1) + mu * (p * p).sum(-1)).clamp_min(tiny)
+        alpha = torch.where(running, alpha, torch.zeros_like(alpha)).unsqueeze(-1)
+        s = s + alpha * p
+        r = r - alpha * jp
+        z = lin.vjp(r) - mu_ * s
+        gamma_new = (z * z).sum(-1)
+        running = running & (gamma_new > target)
+        beta = (gamma_new / gamma.clamp_min(tiny)).unsqueeze(-1)
+        p = z + beta * p
+        gamma = gamma_new
+        if (k + 1) % CGLS_CHECK_EVERY == 0 and not bool(running.any()):
+            break
+    return s, 0.5 * (r * r).sum(-1)

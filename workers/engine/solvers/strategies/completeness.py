@@ -19,9 +19,9 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from ..analysis import unique_indices
-from .base import Problem, ProgressHook, ResultBuffers, SolveResult
-from .lm import solve_lm
+from ...analysis import unique_indices
+from ..base import Problem, ProgressHook, ResultBuffers, SolveResult
+from ..methods.lm import solve_lm
 
 #: At most this many restarts per pass (drawn at random from the untried pairs beyond it).
 MAX_STARTS = 1024

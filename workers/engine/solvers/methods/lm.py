@@ -1,6 +1,6 @@
 """Batched damped Newton (Levenberg-Marquardt) with exact Jacobians and per-sample damping.
 
-Samples first take a few Anderson mixing steps (:mod:`.warm_start`: one forward pass each, no
+Samples first take a few Anderson mixing steps (:mod:`..strategies.warm_start`: one forward pass each, no
 Jacobian): on trained networks most samples converge there or come close enough for Newton's
 quadratic convergence, so far fewer dense Jacobians are factored. Each Newton iteration costs
 one batched Jacobian, one batched forward pass and one batched Cholesky solve. Every sample
@@ -18,10 +18,10 @@ import torch
 
 from fpf_client.options import FinderOptions
 
+from ..base import Problem, ProgressHook, SolveResult
+from ..strategies.warm_start import anderson_then
 from .anderson import MEMORY
-from .base import Problem, ProgressHook, SolveResult
 from .levenberg_marquardt import DampedBatch, levenberg_marquardt
-from .warm_start import anderson_then
 
 #: Iterations between host synchronisations (status checks, compaction, progress) on a GPU.
 GPU_CHECK_EVERY = 2

@@ -1,11 +1,11 @@
 """Matrix-free Levenberg-Marquardt: damped Gauss-Newton steps by batched CGLS on Jacobian products.
 
-Dense LM (:mod:`.newton`) converges where trust-region Newton stalls on chaotic networks, but
+Dense LM (:mod:`.lm`) converges where trust-region Newton stalls on chaotic networks, but
 forms and factors n Jacobians (d, d) per step. Here each step solves the same damped least
 squares problem min |J s + G|^2 + mu |s|^2 (J = dG/dx) by CGLS (conjugate gradients on the
 normal equations in their stable least-squares form, Hestenes & Stiefel; Bjorck 1996), which
 needs one Jacobian-vector and one vector-Jacobian product per iteration, both through the
-model's passes recorded once per step (:mod:`.jacobian_products`). As in dense LM, each sample has
+model's passes recorded once per step (:mod:`..linalg.jacobian_products`). As in dense LM, each sample has
 its own damping lambda (Nielsen's rule) scaled by mean(diag J^T J) = |J|_F^2 / d, estimated
 from one random probe; CGLS runs until each sample's normal-equation residual is small
 relative to its gradient, or ``CG_ITERS`` products, whichever first: a truncated solve from
@@ -29,11 +29,11 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, SolveResult
-from .jacobian_products import JacobianProducts
+from ..base import Problem, ProgressHook, SolveResult
+from ..linalg.krylov import cgls
+from ..strategies.warm_start import anderson_then
 from .levenberg_marquardt import DampedBatch, StepRule, levenberg_marquardt
 from .lm import dense_step
-from .warm_start import anderson_then
 
 #: Anderson steps before LM takes over the samples they did not converge.
 WARM_START_ITERS = 300
@@ -41,8 +41,6 @@ LAMBDA_INIT = 1e-3
 #: CGLS products (pairs of jvp and vjp) per step, and the relative tolerance on |J^T r - mu s|.
 CG_ITERS = 30
 CG_RTOL = 1e-3
-#: Host checks of whether every sample met its CGLS tolerance, every this many iterations.
-CG_CHECK_EVERY = 5
 #: The last few running samples of a batch take dense LM steps (as in :mod:`.lm`): often the
 #: ones whose Jacobians are too ill-conditioned for CG_ITERS products, which dense steps converge
 #: quadratically. "Few": at most DENSE_MAX_FRACTION of the batch, with n d^2 (the Jacobians'
@@ -146,52 +144,3 @@ def _split_step(
     for index, rule in ((torch.nonzero(mask).squeeze(-1), on_mask), (torch.nonzero(~mask).squeeze(-1), elsewhere)):
         step[index], predicted[index] = rule(problem.subset(index), b.keep(index))
     return step, predicted
-
-
-def cgls(
-    lin: JacobianProducts, rhs: torch.Tensor, mu: torch.Tensor, *, iters: int, rtol: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, s minimising |J s - rhs|^2 + mu |s|^2 by CGLS from s = 0.
-
-    Parameters
-    ----------
-    lin : JacobianProducts
-        J through ``lin.jvp`` and J^T through ``lin.vjp``.
-    rhs : Tensor, (n, d)
-    mu : Tensor, (n,)
-        Damping (> 0 keeps every system positive definite).
-    iters : int
-        At most this many products with J (and as many with J^T).
-    rtol : float
-        Stop a sample once |J^T (rhs - J s) - mu s| <= rtol |J^T rhs|.
-
-    Returns
-    -------
-    s : Tensor, (n, d)
-    model_q : Tensor, (n,)
-        0.5 |J s - rhs|^2, the Gauss-Newton model's q after the step.
-    """
-    tiny = torch.finfo(rhs.dtype).tiny
-    s = torch.zeros_like(rhs)
-    r = rhs.clone()  # rhs - J s
-    z = lin.vjp(r)  # J^T r - mu s
-    p = z.clone()
-    gamma = (z * z).sum(-1)
-    target = (rtol * rtol) * gamma
-    running = torch.ones_like(gamma, dtype=torch.bool)
-    mu_ = mu.unsqueeze(-1)
-    for k in range(iters):
-        jp = lin.jvp(p)
-        alpha = gamma / ((jp * jp).sum(-1) + mu * (p * p).sum(-1)).clamp_min(tiny)
-        alpha = torch.where(running, alpha, torch.zeros_like(alpha)).unsqueeze(-1)
-        s = s + alpha * p
-        r = r - alpha * jp
-        z = lin.vjp(r) - mu_ * s
-        gamma_new = (z * z).sum(-1)
-        running = running & (gamma_new > target)
-        beta = (gamma_new / gamma.clamp_min(tiny)).unsqueeze(-1)
-        p = z + beta * p
-        gamma = gamma_new
-        if (k + 1) % CG_CHECK_EVERY == 0 and not bool(running.any()):
-            break
-    return s, 0.5 * (r * r).sum(-1)

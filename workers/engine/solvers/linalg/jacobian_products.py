@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.base import StepModel
+from ...models.base import StepModel
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 

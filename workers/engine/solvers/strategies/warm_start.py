@@ -1,6 +1,6 @@
 """Anderson mixing as the cheap first phase of a Newton-type solver.
 
-An Anderson step (:mod:`.anderson`) costs one forward pass; a Newton step forms, or solves
+An Anderson step (:mod:`..methods.anderson`) costs one forward pass; a Newton step forms, or solves
 with, a Jacobian for every sample. Where the map contracts toward a root, or Anderson's
 multisecant model of the Jacobian is good enough, a few mixing steps converge a sample or
 bring it into Newton's region of quadratic convergence for a fraction of one Newton step.
@@ -16,8 +16,8 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .anderson import MEMORY, solve_anderson
-from .base import Problem, ProgressHook, Solver, SolveResult, Status, WatchedHook
+from ..base import Problem, ProgressHook, Solver, SolveResult, Status, WatchedHook
+from ..methods.anderson import MEMORY, solve_anderson
 
 
 def anderson_then(

@@ -26,7 +26,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
 
 #: Differences of iterates kept per sample (Walker & Ni: small memories, 3-10, work best).
 MEMORY = 6

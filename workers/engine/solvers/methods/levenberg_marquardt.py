@@ -16,7 +16,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from .base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
 
 LAMBDA_MIN = 1e-12
 #: A sample whose damping exceeds this cannot decrease q any more: it has stalled.
