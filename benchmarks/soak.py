@@ -46,7 +46,7 @@ CELLS = ("tanh", "gru", "lstm")
 MIX = (
     ("auto", 32, {}),
     ("auto", 256, {}),
-    ("adam", 128, {"max_iters": 2000, "lr_init": 0.05}),
+    ("adam", 128, {"max_iters": 2000, "adam": {"lr_init": 0.05}}),
     ("auto", 512, {"completeness": "none"}),
 )
 

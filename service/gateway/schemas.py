@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fpf_client.options import FinderOptions
 from service.core.records import Job, JobStatus, Model, ModelStatus
 
 
@@ -23,6 +24,31 @@ class ModelFormat(str, Enum):
     ONNX = "onnx"
     SAVEDMODEL = "savedmodel"
 
+
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with each ``$ref`` to its ``$defs`` replaced by the definition, for a place in the
+    OpenAPI document where a JSON schema's own ``$defs`` would not resolve (the models have no cycles)."""
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                beside = {key: value for key, value in node.items() if key != "$ref"}
+                return inline({**definitions[node["$ref"].rsplit("/", 1)[-1]], **beside})
+            return {key: inline(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+#: FinderOptions as the JSON schema of a job's ``options``: the groups of each method, and the flat
+#: names of earlier versions marked deprecated.
+OPTIONS_SCHEMA = {
+    key: value for key, value in inline_definitions(FinderOptions.model_json_schema()).items() if key != "description"
+}
 
 #: A tensor or signature name given at upload.
 TensorName = Annotated[str, Field(min_length=1, max_length=256)]
@@ -108,7 +134,11 @@ class JobRequest(BaseModel):
     initial_states: list[list[float]] = Field(description="(n, n_states)")
     inputs: list[list[float]] | None = Field(None, description="(1 | n, n_inputs); zeros when absent")
     cond_ids: list[int] | None = Field(None, description="(n,) a label per initial state, reported as cond_id")
-    options: dict[str, Any] = Field(default_factory=dict, description="FinderOptions")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="FinderOptions (docs/engine.md, Options)",
+        json_schema_extra=OPTIONS_SCHEMA,  # checked by FinderOptions, so that its errors are invalid_options
+    )
 
 
 class Progress(BaseModel):

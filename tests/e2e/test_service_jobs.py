@@ -123,7 +123,7 @@ def test_event_stream_follows_a_job_to_its_end(live_service: LiveService, tanh_m
     body = {
         "model_id": tanh_model["id"],
         "initial_states": random_states(256, seed=5),
-        "options": {"method": "adam", "lr_init": 0.05},
+        "options": {"method": "adam", "adam": {"lr_init": 0.05}},
     }
     events: list[tuple[str, Any]] = []
     with live_service.client() as http:

@@ -76,7 +76,8 @@ def test_clip_value_is_a_percentile_of_the_recent_norms_capped():
 
 def test_the_tf_defaults_reach_the_analytic_root():
     x0 = np.random.default_rng(0).normal(size=(16, 3))
-    result = _solve(x0, adam_hps={"epsilon": 0.01}, alr_hps={}, agnc_hps={}, max_iters=20000, tol_q=1e-14)
+    adam = {"hps": {"epsilon": 0.01}, "alr_hps": {}, "agnc_hps": {}}
+    result = _solve(x0, adam=adam, max_iters=20000, tol_q=1e-14)
     assert bool(result.converged.all())
     np.testing.assert_allclose(result.x.numpy(), np.tile(2 * B.numpy(), (16, 1)), atol=1e-6)
 
@@ -85,22 +86,23 @@ def test_clipping_bounds_the_first_step():
     """Adam's first step is lr * g / (|g| + eps) per coordinate, so it moves x by at most lr * |g|_2 / eps
     in norm; clipped at c, by at most lr * c / eps."""
     x0 = np.random.default_rng(1).normal(size=(8, 3)) * 5
-    options = dict(max_iters=2, lr_init=1.0, adam_hps={"epsilon": 1.0})
-    clipped = _solve(x0, agnc_hps={"do_adaptive_clipping": False, "max_clip_val": 1e-6}, **options)
+    adam = {"lr_init": 1.0, "hps": {"epsilon": 1.0}}
+    clip = {"do_adaptive_clipping": False, "max_clip_val": 1e-6}
+    clipped = _solve(x0, max_iters=2, adam={**adam, "agnc_hps": clip})
     assert np.linalg.norm(clipped.x.numpy() - x0) <= 1e-6 * (1 + 1e-9)
-    free = _solve(x0, **options)
+    free = _solve(x0, max_iters=2, adam=adam)
     assert np.linalg.norm(free.x.numpy() - x0) > 1e-2
 
 
 def test_adaptive_rate_sets_the_first_step_and_adam_hps_reach_torch():
     """With a tiny epsilon Adam's first step is lr * sign(g) in every coordinate."""
     x0 = np.random.default_rng(2).normal(size=(4, 3)) + 3
-    first = _solve(x0, max_iters=2, alr_hps={"initial_rate": 0.01}, adam_hps={"epsilon": 1e-12})
+    first = _solve(x0, max_iters=2, adam={"alr_hps": {"initial_rate": 0.01}, "hps": {"epsilon": 1e-12}})
     np.testing.assert_allclose(np.abs(first.x.numpy() - x0), 0.01, rtol=1e-6)
-    damped = _solve(x0, max_iters=2, lr_init=0.01, adam_hps={"epsilon": 10.0})
+    damped = _solve(x0, max_iters=2, adam={"lr_init": 0.01, "hps": {"epsilon": 10.0}})
     assert np.abs(damped.x.numpy() - x0).max() < 0.01 * 0.9  # eps dominates |g|: a shorter step
 
 
 def test_unknown_controls_are_refused():
     with pytest.raises(ValueError, match="percentil"):
-        FinderOptions(agnc_hps={"percentil": 90})
+        FinderOptions(adam={"agnc_hps": {"percentil": 90}})

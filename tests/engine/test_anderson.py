@@ -10,7 +10,7 @@ from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
-from workers.engine.solvers.methods.anderson import CHECK_EVERY, MEMORY, RATE_MIN_STEPS
+from workers.engine.solvers.methods.anderson import CHECK_EVERY, RATE_MIN_STEPS
 
 torch.set_num_threads(1)
 solve = get_solver("anderson")
@@ -18,7 +18,9 @@ solve = get_solver("anderson")
 FIRST_RATE_CHECK = -(-RATE_MIN_STEPS // CHECK_EVERY) * CHECK_EVERY
 
 
-@pytest.mark.parametrize("memory, speedup", [(MEMORY, 4), (1, 2)])  # Anderson(1): a division per sample
+@pytest.mark.parametrize(
+    "memory, speedup", [(FinderOptions().anderson.memory, 4), (1, 2)]
+)  # Anderson(1): a division per sample
 def test_a_linear_contraction_converges_to_its_root_much_faster_than_the_plain_iteration(memory, speedup):
     rng = np.random.default_rng(1)
     d, rate = 40, 0.95
@@ -29,7 +31,7 @@ def test_a_linear_contraction_converges_to_its_root_much_faster_than_the_plain_i
     problem = Problem(Linear(A, b=b), torch.zeros(1, 1, dtype=torch.float64))
     x0 = torch.as_tensor(rng.standard_normal((6, d)))
     before = x0.clone()
-    result = solve(problem, x0, FinderOptions(tol_q=1e-20), memory=memory)
+    result = solve(problem, x0, FinderOptions(tol_q=1e-20, anderson={"memory": memory}))
     assert (result.status == Status.CONVERGED).all()
     assert torch.equal(x0, before), "x0 must not be modified"
     bound = np.linalg.norm(np.linalg.inv(A - np.eye(d)), 2) * np.sqrt(2e-20)

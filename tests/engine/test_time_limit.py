@@ -40,7 +40,7 @@ def test_a_solver_stopped_by_time_up_returns_its_states_as_an_iteration_cap_woul
     problem = Problem(Tanh(roll_weights(4)), torch.zeros(1, 1, dtype=torch.float64))
     x0 = torch.as_tensor(grid(4) * 0.7 + 0.05)
     k = STOP_AT.get(method, 3)
-    options = FinderOptions(method=method, tol_q=1e-30, lr_init=0.05)
+    options = FinderOptions(method=method, tol_q=1e-30, adam={"lr_init": 0.05})
     # lm's mixing takes half of a small max_iters, so a cap splits its steps differently from a
     # stop: its LM steps are compared here, its mixing phase in the next test
     solver = partial(get_solver(method), warm_start=False) if method == "lm" else get_solver(method)

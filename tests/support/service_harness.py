@@ -251,7 +251,7 @@ def start_service(root: Path, *, redis_url: str | None = None, **settings: str) 
 #: Adam on 1024 states that cannot stop early (tol_q and tol_dq out of reach): minutes of steady
 #: progress reports, for tests that need a running job (they cancel it). 20 000 iterations that could
 #: stop early took under 2 s once the sandboxed engine ran warm.
-SLOW_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 200_000, "tol_q": 1e-30, "tol_dq": 0}
+SLOW_OPTIONS = {"method": "adam", "adam": {"lr_init": 0.01}, "max_iters": 200_000, "tol_q": 1e-30, "tol_dq": 0}
 
 
 def random_states(n: int, d: int = 8, seed: int = 0) -> list[list[float]]:

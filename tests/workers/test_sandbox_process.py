@@ -146,7 +146,11 @@ def test_the_cpu_time_limit_kills_a_busy_child(tmp_path, model_file):
     try:
         with pytest.raises(SandboxFailure, match="CPU-time limit of 0.5 s") as failure:
             box.solve(
-                record, lambda: data, arrays(1024), {"method": "adam", "lr_init": 1e-4, "max_iters": 10**6}, Follow()
+                record,
+                lambda: data,
+                arrays(1024),
+                {"method": "adam", "adam": {"lr_init": 1e-4}, "max_iters": 10**6},
+                Follow(),
             )
         assert failure.value.extra == {"limit": "cpu_time"}
         assert not box.alive

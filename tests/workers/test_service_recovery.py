@@ -13,7 +13,7 @@ from service_harness import LiveService, random_states
 pytestmark = pytest.mark.integration
 
 #: A job of a few seconds: long enough to be killed mid-run, short enough to run twice.
-MEDIUM_JOB_OPTIONS = {"method": "adam", "lr_init": 0.02, "max_iters": 20000}
+MEDIUM_JOB_OPTIONS = {"method": "adam", "adam": {"lr_init": 0.02}, "max_iters": 20000}
 
 
 def _start_medium_job(live_service: LiveService, model_id: str) -> dict[str, Any]:

@@ -23,14 +23,13 @@ import torch
 
 from fpf_client.errors import NonFinite, ShapeMismatch
 from fpf_client.fixed_points import FixedPoints, reference_unique_indices
-from fpf_client.options import FinderOptions
+from fpf_client.options import FinderOptions, NewtonKrylovOptions
 
 from .analysis import analyse_points, discovery_curve, distance_inliers, q_outliers, unique_indices
 from .devices import resolve_device
 from .models import StepModel, as_step_model
 from .precision import FLOOR_FACTOR, Refinement, at_rounding_floor, refine_in_float64, rounding_floor
 from .solvers import Problem, SolveResult, Status, TimeUp, get_solver
-from .solvers.methods.newton_krylov import RESTART as KRYLOV_RESTART
 from .solvers.strategies.completeness import midpoint_restarts
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -93,7 +92,9 @@ def find_fixed_points(
         Unique fixed points with their analysis; ``info`` holds counts and timings.
     """
     started = time.perf_counter()
-    options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
+    options = FinderOptions.model_validate(
+        {**(options or FinderOptions()).model_dump(exclude_unset=True), **option_overrides}
+    )
     device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
     step_model = as_step_model(model).to(device, dtype)
@@ -242,7 +243,9 @@ def _solve_in_chunks(
     """Run the chosen solver over chunks of the initial states that fit in memory."""
     n, d = x0.shape
     solver = get_solver(options.method)
-    size = options.batch_size or auto_chunk_size(d, u_rows.shape[1], x0.dtype, x0.device, options.method)
+    size = options.batch_size or auto_chunk_size(
+        d, u_rows.shape[1], x0.dtype, x0.device, options.method, gmres_restart=options.newton_krylov.gmres_restart
+    )
     parts = []
     for start in range(0, n, size):
         part = slice(start, start + size)
@@ -265,20 +268,28 @@ def _not_started(x0: torch.Tensor) -> SolveResult:
     )
 
 
-def auto_chunk_size(d: int, m: int, dtype: torch.dtype, device: torch.device, method: str = "lm") -> int:
+def auto_chunk_size(
+    d: int,
+    m: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    method: str = "lm",
+    *,
+    gmres_restart: int = NewtonKrylovOptions().gmres_restart,
+) -> int:
     """Initial states per chunk: what one solver iteration fits in a quarter of free memory.
 
     A dense Newton iteration holds about eight (d, d) matrices per sample (the Jacobian,
     J^T J, its Cholesky factor and the autodiff intermediates) and a few dozen vectors; a
     Newton-Krylov iteration its Krylov basis, cached directions and recorded passes, about
-    RESTART + 24 vectors; Adam, Anderson mixing (2 x 6 history vectors) and LM-Krylov (its CGLS
+    ``gmres_restart`` + 24 vectors; Adam, Anderson mixing (2 x 6 history vectors) and LM-Krylov (its CGLS
     vectors and recorded passes) a few dozen vectors.
     """
     itemsize = torch.finfo(dtype).bits // 8
     if method == "lm":
         vectors = 8 * d * d + 32 * d
     elif method == "newton_krylov":
-        vectors = (KRYLOV_RESTART + 24) * d
+        vectors = (gmres_restart + 24) * d
     else:
         vectors = 32 * d
     per_sample = itemsize * (vectors + 4 * m)

@@ -1,6 +1,7 @@
 """FixedPointFinder's hyperparameters (torch and TF versions) as fpf's :class:`FinderOptions`.
 
 Each reference name keeps its meaning and default; fpf's own options are accepted alongside.
+Adam's (``lr_*``, ``adam_hps``, ``alr_hps``, ``agnc_hps``) go to fpf's ``adam`` group.
 What the reference does in Python (printing) stays here; everything else becomes an option.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from ..errors import InvalidOptions
-from ..options import DEPRECATED_METHODS, FinderOptions
+from ..options import DEPRECATED_METHODS, FinderOptions, regroup
 
 #: The reference's names and defaults. ``method`` defaults to fpf's solver: name ``"joint"``
 #: (or ``"sequential"``) to run the reference's Adam.
@@ -101,6 +102,10 @@ def to_options(hps: dict[str, Any]) -> tuple[FinderOptions, Printing, str | None
             hps.pop(name, None)
     hps.setdefault("unique_rule", "reference")
     hps.setdefault("return_all_samples", True)
+    try:  # the reference's lr_* and *_hps are fpf's adam group, with no deprecation
+        hps = regroup(hps)
+    except ValueError as error:
+        raise InvalidOptions(str(error)) from None
     from ..payloads import options_payload
 
     options = FinderOptions(**options_payload(hps))

@@ -24,7 +24,7 @@ from service.core.store import RecordStore
 pytestmark = pytest.mark.integration
 
 #: Adam on 256 states for a fixed number of iterations: seconds of work, with progress all along.
-STEADY_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 6000, "tol_q": 1e-30, "tol_dq": 0}
+STEADY_OPTIONS = {"method": "adam", "adam": {"lr_init": 0.01}, "max_iters": 6000, "tol_q": 1e-30, "tol_dq": 0}
 TIMEOUT_S = 240.0
 
 

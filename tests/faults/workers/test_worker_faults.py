@@ -19,7 +19,7 @@ from workers.runner import ProgressReporter
 pytestmark = pytest.mark.integration
 
 #: Adam on 256 states for a fixed number of iterations: seconds of work with progress reports.
-STEADY_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 6000, "tol_q": 1e-30, "tol_dq": 0}
+STEADY_OPTIONS = {"method": "adam", "adam": {"lr_init": 0.01}, "max_iters": 6000, "tol_q": 1e-30, "tol_dq": 0}
 
 
 def test_a_worker_killed_mid_job_loses_no_job(fault_service: LiveService, fault_model: dict[str, Any]) -> None:

@@ -6,16 +6,17 @@ once, minimising mean(q) with q = 0.5 * |F(x) - x|^2 (|f(x)|^2 for continuous ti
 |dq| < tol_dq * learning rate, or after max_iters. Unlike the reference it honours the
 learning-rate options, never writes into the caller's array, and returns the states q was
 evaluated at (the reference returns the states after one more step, with the older q).
-The TF reference's controls are options too: ``adam_hps`` (betas, epsilon), ``alr_hps``
-(its adaptive learning rate, replacing reduce-on-plateau) and ``agnc_hps`` (adaptive clipping
-of the gradient's global norm over the batch), see :mod:`..strategies.adaptive`.
+Its options are the ``adam`` group: the reference's ``lr_*`` and the TF reference's controls,
+``hps`` (its ``adam_hps``: betas, epsilon), ``alr_hps`` (its adaptive learning rate, replacing
+reduce-on-plateau) and ``agnc_hps`` (adaptive clipping of the gradient's global norm over the
+batch), see :mod:`..strategies.adaptive`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fpf_client.options import FinderOptions
+from fpf_client.options import AdamOptions, FinderOptions
 
 from ..base import Problem, ProgressHook, SolveResult, Status, time_up
 from ..strategies.adaptive import GradNormClip, LearningRateSchedule
@@ -36,16 +37,15 @@ def solve_adam(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``lr_init``, ``lr_factor``, ``lr_patience``, ``lr_cooldown`` (or ``alr_hps``),
-        ``adam_hps``, ``agnc_hps``, ``tol_q``, ``tol_dq`` and ``max_iters``.
+        Uses its ``adam`` group, ``tol_q``, ``tol_dq`` and ``max_iters``.
     progress : callable, optional
         Called every ``REPORT_EVERY`` iterations; when it raises ``TimeUp`` the states stop where they are.
     """
     x = x0.detach().clone().requires_grad_(True)
-    hps = options.adam_hps
-    optimizer = torch.optim.Adam([x], lr=options.lr_init, betas=(hps.beta1, hps.beta2), eps=hps.epsilon)
-    schedule = _Schedule(optimizer, options)
-    clip = GradNormClip(options.agnc_hps) if options.agnc_hps is not None else None
+    adam = options.adam
+    optimizer = torch.optim.Adam([x], lr=adam.lr_init, betas=(adam.hps.beta1, adam.hps.beta2), eps=adam.hps.epsilon)
+    schedule = _Schedule(optimizer, adam)
+    clip = GradNormClip(adam.agnc_hps) if adam.agnc_hps is not None else None
     u = problem.inputs.expand(x.shape[0], -1) if problem.inputs.shape[0] == 1 else problem.inputs
     q_prev = torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device)
     iteration = 0
@@ -98,7 +98,7 @@ class _Schedule:
     """The learning rate of each iteration: reduce-on-plateau on mean q, or the TF reference's
     adaptive schedule when ``alr_hps`` is set."""
 
-    def __init__(self, optimizer: torch.optim.Adam, options: FinderOptions) -> None:
+    def __init__(self, optimizer: torch.optim.Adam, options: AdamOptions) -> None:
         self.optimizer = optimizer
         if options.alr_hps is not None:
             self.adaptive: LearningRateSchedule | None = LearningRateSchedule(options.alr_hps, options.lr_init)

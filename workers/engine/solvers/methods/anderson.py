@@ -4,7 +4,8 @@ Where F contracts near a root (a stable point of a network driven below the edge
 GRU whose gates mix old and new state), the plain iteration x <- F(x) converges linearly at
 the contraction rate and costs one forward pass per step: no Jacobian products at all.
 Anderson mixing (Anderson 1965; Walker & Ni 2011, "type II") extrapolates from the last
-``memory`` iterates: each sample solves a tiny least-squares problem
+``memory`` iterates (``options.anderson.memory``; Walker & Ni: small memories, 3-10, work
+best): each sample solves a tiny least-squares problem
 min_gamma |G_k - dG gamma| over its own differences of residuals dG, and steps to
 x_k + G_k - (dX + dG) gamma, which near a root behaves like GMRES on the linearised map
 (Walker & Ni) while costing a forward pass instead of a Krylov solve.
@@ -28,8 +29,6 @@ from fpf_client.options import FinderOptions
 
 from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
 
-#: Differences of iterates kept per sample (Walker & Ni: small memories, 3-10, work best).
-MEMORY = 6
 #: A residual norm this many times a sample's best restarts its history from its best point.
 GROWTH = 10.0
 #: Steps without a new best |G| (by at least IMPROVEMENT, relative) before a sample stops as stalled.
@@ -78,7 +77,7 @@ def solve_anderson(
     *,
     progress: ProgressHook | None = None,
     max_iters: int | None = None,
-    memory: int = MEMORY,
+    memory: int | None = None,
     hand_over_slow: bool = False,
 ) -> SolveResult:
     """Find roots of ``problem`` from each row of ``x0: (n, d)`` (not modified) by Anderson mixing.
@@ -90,14 +89,15 @@ def solve_anderson(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``tol_q`` and ``max_iters``.
+        Uses ``tol_q``, ``max_iters`` and its ``anderson`` group.
     progress : callable, optional
         Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
         as ``CAPPED`` at their best points.
     max_iters : int, optional
         Overrides ``options.max_iters`` (a warm-up phase before a Newton solver uses fewer).
-    memory : int
-        Differences of iterates each sample keeps.
+    memory : int, optional
+        Overrides ``options.anderson.memory``, the differences of iterates each sample keeps (a
+        warm start keeps its own).
     hand_over_slow : bool
         End samples converging too slowly as ``CAPPED`` early (:data:`RATE_MIN_STEPS`), for a
         warm start whose caller finishes them with a faster solver.
@@ -109,6 +109,7 @@ def solve_anderson(
         synchronisations); ``step_norm`` is |G| there, the length of the next plain step.
     """
     cap = options.max_iters if max_iters is None else max_iters
+    memory = options.anderson.memory if memory is None else memory
     n, d = x0.shape
     out = ResultBuffers(x0)
     g = problem.residual(x0)

@@ -19,14 +19,13 @@ import torch
 from fpf_client.options import FinderOptions
 
 from ..base import Problem, ProgressHook, SolveResult
-from ..strategies.warm_start import anderson_then
-from .anderson import MEMORY
+from ..strategies.warm_start import MEMORY, anderson_then
 from .levenberg_marquardt import DampedBatch, levenberg_marquardt
 
 #: Iterations between host synchronisations (status checks, compaction, progress) on a GPU.
 GPU_CHECK_EVERY = 2
-LAMBDA_INIT = 1e-6
-#: Networks with up to SMALL_MAX_STATES states mix for at most MIXING_ITERS steps with a single
+#: By default (``options.lm.warm_start_iters`` None), networks with up to SMALL_MAX_STATES states
+#: mix for at most MIXING_ITERS steps with a single
 #: difference (Anderson(1): a division per sample instead of a batched factorisation). There a
 #: Newton step costs a few forward passes and the least-squares solve of a longer memory costs
 #: more than the forward pass, while longer memories converge no faster; MIXING_ITERS steps
@@ -34,10 +33,10 @@ LAMBDA_INIT = 1e-6
 #: (benchmarks/engine_vs_adam.py).
 MIXING_ITERS = 20
 SMALL_MAX_STATES = 32
-#: Larger networks mix for up to LONG_MIXING_ITERS steps with :data:`.anderson.MEMORY`
-#: differences, and samples converging too slowly leave early for LM (``hand_over_slow``): there
-#: a dense step costs on the order of d forward passes, more than the mixing steps a contracting
-#: network needs.
+#: Larger networks mix for up to LONG_MIXING_ITERS steps (by default) with
+#: :data:`..strategies.warm_start.MEMORY` differences, and samples converging too slowly leave
+#: early for LM (``hand_over_slow``): there a dense step costs on the order of d forward passes,
+#: more than the mixing steps a contracting network needs.
 LONG_MIXING_ITERS = 300
 
 
@@ -61,17 +60,20 @@ def solve_lm(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``tol_q``, ``tol_dq`` and ``max_iters``.
+        Uses its ``lm`` group, ``tol_q``, ``tol_dq`` and ``max_iters``.
     progress : callable, optional
         Called at each host synchronisation; when it raises ``TimeUp`` the running samples end
         as ``CAPPED`` where they are.
     warm_start : bool
-        Take up to ``MIXING_ITERS`` (``LONG_MIXING_ITERS`` above ``SMALL_MAX_STATES`` states)
-        Anderson steps first (:func:`.warm_start.anderson_then`), at most half of
-        ``options.max_iters``, which counts the steps of both.
+        Take up to ``options.lm.warm_start_iters`` (by default ``MIXING_ITERS``, ``LONG_MIXING_ITERS``
+        above ``SMALL_MAX_STATES`` states) Anderson steps first (:func:`.warm_start.anderson_then`), at
+        most half of ``options.max_iters``, which counts the steps of both.
     """
     small = x0.shape[1] <= SMALL_MAX_STATES
-    mixing_iters = min(MIXING_ITERS if small else LONG_MIXING_ITERS, options.max_iters // 2)  # Newton gets half
+    wanted = options.lm.warm_start_iters
+    if wanted is None:
+        wanted = MIXING_ITERS if small else LONG_MIXING_ITERS
+    mixing_iters = min(wanted, options.max_iters // 2)  # Newton gets half
     if warm_start and mixing_iters > 0:
         return anderson_then(
             partial(solve_lm, warm_start=False),
@@ -86,7 +88,7 @@ def solve_lm(
         )
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
     return levenberg_marquardt(
-        problem, x0, options, progress, dense_step, lambda_init=LAMBDA_INIT, check_every=check_every
+        problem, x0, options, progress, dense_step, lambda_init=options.lm.lambda_init, check_every=check_every
     )
 
 

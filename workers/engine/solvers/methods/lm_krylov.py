@@ -8,7 +8,7 @@ needs one Jacobian-vector and one vector-Jacobian product per iteration, both th
 model's passes recorded once per step (:mod:`..linalg.jacobian_products`). As in dense LM, each sample has
 its own damping lambda (Nielsen's rule) scaled by mean(diag J^T J) = |J|_F^2 / d, estimated
 from one random probe; CGLS runs until each sample's normal-equation residual is small
-relative to its gradient, or ``CG_ITERS`` products, whichever first: a truncated solve from
+relative to its gradient, or ``cg_iters`` products (the ``lm_krylov`` options), whichever first: a truncated solve from
 zero is itself a damped step (Steihaug), so a loose solve far from a root costs little.
 The last few samples of a batch (:data:`DENSE_MAX_FRACTION`) take dense steps instead, where
 their Jacobians fit in little memory: they are often the ones whose Jacobians are too
@@ -35,14 +35,8 @@ from ..strategies.warm_start import anderson_then
 from .levenberg_marquardt import DampedBatch, StepRule, levenberg_marquardt
 from .lm import dense_step
 
-#: Anderson steps before LM takes over the samples they did not converge.
-WARM_START_ITERS = 300
-LAMBDA_INIT = 1e-3
-#: CGLS products (pairs of jvp and vjp) per step, and the relative tolerance on |J^T r - mu s|.
-CG_ITERS = 30
-CG_RTOL = 1e-3
 #: The last few running samples of a batch take dense LM steps (as in :mod:`.lm`): often the
-#: ones whose Jacobians are too ill-conditioned for CG_ITERS products, which dense steps converge
+#: ones whose Jacobians are too ill-conditioned for ``options.lm_krylov.cg_iters`` products, which dense steps converge
 #: quadratically. "Few": at most DENSE_MAX_FRACTION of the batch, with n d^2 (the Jacobians'
 #: entries, 64 MiB in float32) and n d^3 (the factorisations' work) within these bounds: 256
 #: samples at d = 256, 4 at d = 1024, so a dense step stays a small part of a matrix-free one.
@@ -75,21 +69,23 @@ def solve_lm_krylov(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``tol_q``, ``tol_dq`` and ``max_iters`` (LM steps).
+        Uses its ``lm_krylov`` group, ``tol_q``, ``tol_dq`` and ``max_iters`` (LM steps).
     progress : callable, optional
         Called once per step; when it raises ``TimeUp`` the running samples end as ``CAPPED``.
     warm_start : bool
-        Run Anderson mixing first and LM only on the samples it does not converge.
+        Run up to ``options.lm_krylov.warm_start_iters`` Anderson mixing steps first and LM only on
+        the samples they do not converge.
 
     Returns
     -------
     SolveResult
         ``n_iters`` counts Anderson steps and LM steps together.
     """
-    if not warm_start:
+    mixing_iters = options.lm_krylov.warm_start_iters
+    if not warm_start or mixing_iters == 0:
         return _levenberg_marquardt(problem, x0, options, progress=progress)
     return anderson_then(
-        _levenberg_marquardt, problem, x0, options, progress, mixing_iters=WARM_START_ITERS, resume_capped=False
+        _levenberg_marquardt, problem, x0, options, progress, mixing_iters=mixing_iters, resume_capped=False
     )
 
 
@@ -98,13 +94,14 @@ def _levenberg_marquardt(
 ) -> SolveResult:
     """LM with per-sample damping from each row of ``x0``, steps by CGLS (see the module docstring)."""
     generator = torch.Generator(device=x0.device).manual_seed(0)
+    settings = options.lm_krylov
 
     def krylov_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         lin = problem.jacobian_products(b.x)
         probe = torch.randint(0, 2, b.x.shape, generator=generator, device=b.x.device).to(b.x.dtype) * 2 - 1
         scale = (lin.jvp(probe) ** 2).sum(-1) / b.x.shape[1]  # E |J z|^2 / d = |J|_F^2 / d for z = +-1
         mu = b.lam * scale.clamp_min(torch.finfo(b.x.dtype).tiny)
-        step, model_q = cgls(lin, -b.g, mu, iters=CG_ITERS, rtol=CG_RTOL)
+        step, model_q = cgls(lin, -b.g, mu, iters=settings.cg_iters, rtol=settings.cg_rtol)
         return step, b.q - model_q
 
     def step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +112,7 @@ def _levenberg_marquardt(
             return dense_step(problem, b)
         return _split_step(problem, b, dense, dense_step, krylov_step)
 
-    return levenberg_marquardt(problem, x0, options, progress, step, lambda_init=LAMBDA_INIT)
+    return levenberg_marquardt(problem, x0, options, progress, step, lambda_init=settings.lambda_init)
 
 
 def _dense_samples(b: DampedBatch, batch_size: int) -> torch.Tensor | None:

@@ -4,7 +4,9 @@ Dense Newton forms n Jacobians (d, d) and factors them, O(n d^3) per step; here 
 a few dozen batched Jacobian-vector products, O(n d^2) for a dense recurrent layer, and
 memory O(n d k) for a Krylov basis of k vectors. Each step solves dG/dx p = -G only as
 accurately as it pays (Eisenstat-Walker forcing terms: loosely far from a root, tightly near
-one, never beyond tol_q). Globalisation is Powell's dogleg in a per-sample trust region, as
+one, never beyond tol_q), by GMRES cycles of a small basis (the ``newton_krylov`` options): small
+bases are cheap to orthogonalise, and restarting costs little for the disk-like spectra of random
+recurrent weights. Globalisation is Powell's dogleg in a per-sample trust region, as
 in Brown & Saad's hybrid Krylov methods (1990): the step runs from the Cauchy point (the
 steepest descent minimiser of the linear model, one vjp and one jvp) towards the Newton
 step, so far from a root, where the Jacobian is near singular, steps are gradient-like and
@@ -20,17 +22,12 @@ import math
 
 import torch
 
-from fpf_client.options import FinderOptions
+from fpf_client.options import FinderOptions, NewtonKrylovOptions
 
 from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
 from ..linalg.krylov import gmres
 from .levenberg_marquardt import SLOW_DECREASE, STALL_PATIENCE, STEP_TOL
 
-#: Krylov basis size per GMRES cycle, and extra cycles per Newton step. Small bases are
-#: cheap to orthogonalise; restarting costs little for the disk-like spectra of random
-#: recurrent weights.
-RESTART = 10
-MAX_RESTARTS = 5
 #: Eisenstat-Walker "choice 2": eta_k = GAMMA * (|G_k| / |G_k-1|)^2, within [eta_floor, ETA_MAX].
 ETA_INIT = 0.5
 ETA_MAX = 0.5
@@ -60,7 +57,8 @@ def solve_newton_krylov(
     x0 : Tensor, (n, d)
         Starting points.
     options : FinderOptions
-        Uses ``tol_q``, ``tol_dq`` and ``max_iters`` (Newton steps).
+        Uses its ``newton_krylov`` group (GMRES's basis size and restarts), ``tol_q``, ``tol_dq``
+        and ``max_iters`` (Newton steps).
     progress : callable, optional
         Called once per Newton step, where the host checks the batch anyway; when it raises
         ``TimeUp`` the running samples end as ``CAPPED`` where they are.
@@ -76,7 +74,7 @@ def solve_newton_krylov(
         iteration += 1
         fresh = torch.nonzero(s.fresh).squeeze(-1)
         if fresh.numel():
-            _directions(problem.subset(fresh), s, fresh)
+            _directions(problem.subset(fresh), s, fresh, options.newton_krylov)
         step, jstep = _dogleg(s, tiny)
         x_try = s.x + step
         g_try = problem.residual(x_try)
@@ -163,11 +161,11 @@ class _State:
             setattr(self, name, getattr(self, name)[keep])
 
 
-def _directions(problem: Problem, s: _State, rows: torch.Tensor) -> None:
+def _directions(problem: Problem, s: _State, rows: torch.Tensor, settings: NewtonKrylovOptions) -> None:
     """Newton step (GMRES), Cauchy step and their images under dG/dx for the samples ``rows``."""
     lin = problem.jacobian_products(s.x[rows])
     g = s.g[rows]
-    krylov = gmres(lin.jvp, -g, s.eta[rows], restart=RESTART, max_restarts=MAX_RESTARTS)
+    krylov = gmres(lin.jvp, -g, s.eta[rows], restart=settings.gmres_restart, max_restarts=settings.gmres_max_restarts)
     newton = krylov.x
     j_newton = lin.jvp(newton)
     s.newton_norm[rows] = torch.linalg.vector_norm(newton, dim=-1)

@@ -17,7 +17,11 @@ import torch
 from fpf_client.options import FinderOptions
 
 from ..base import Problem, ProgressHook, Solver, SolveResult, Status, WatchedHook
-from ..methods.anderson import MEMORY, solve_anderson
+from ..methods.anderson import solve_anderson
+
+#: Differences of iterates a warm start keeps (Walker & Ni: small memories, 3-10, work best);
+#: ``method="anderson"`` alone keeps ``options.anderson.memory``.
+MEMORY = 6
 
 
 def anderson_then(
