@@ -6,6 +6,7 @@ Every RPC is called; records, errors and results are compared with what REST ans
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from fpf_client.errors import (
     PayloadTooLarge,
     ShapeMismatch,
 )
+from fpf_client.options import FinderOptions
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import SERVICE_NAME, load
 
@@ -223,6 +225,38 @@ def test_jobs_cross_transports_and_results_are_bit_identical(
     assert rpc.get_job(over_rest.id).result().xstar.dtype == np.float64  # dtype=float64 option, whatever was sent
 
 
+def test_grouped_and_flat_options_are_one_contract_over_both_transports(
+    stub: Any, rest: Client, tanh_model: dict[str, Any]
+) -> None:
+    """The same search sent with the adam group or with its deprecated flat names, as REST JSON and as
+    gRPC options_json: every job records the grouped options and finds the same points."""
+    common = {"method": "adam", "max_iters": 400, "dtype": "float64", "device": "cpu"}
+    grouped = {**common, "adam": {"lr_init": 0.05, "hps": {"epsilon": 0.01}}}
+    flat = {**common, "lr_init": 0.05, "adam_hps": {"epsilon": 0.01}}
+    states = random_states(32, seed=11)
+    job_ids = []
+    for options in (grouped, flat):
+        body = {"model_id": tanh_model["id"], "initial_states": states, "options": options}
+        response = rest._http.post("/v1/jobs", json=body)
+        assert response.status_code == 202, response.text
+        job_ids.append(response.json()["id"])
+        request = pb2.SubmitJobRequest(
+            model_id=tanh_model["id"], initial_states=_array(states), options_json=json.dumps(options)
+        )
+        job_ids.append(stub.SubmitJob(request).id)
+    recorded = FinderOptions.model_validate(grouped).model_dump(mode="json")
+    results = []
+    for job_id in job_ids:
+        job = rest.get_job(job_id)
+        job.wait(progress=False, timeout=120)
+        assert job.record.status == "succeeded"
+        assert job.record.options == recorded and recorded["adam"]["hps"]["epsilon"] == 0.01
+        results.append(job.result())
+    for other in results[1:]:
+        np.testing.assert_allclose(other.xstar, results[0].xstar, rtol=1e-12, atol=1e-12)
+        assert other.info["iterations"] == results[0].info["iterations"]
+
+
 def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(
     rpc: Client, rest: Client, tanh_model: dict[str, Any]
 ) -> None:
@@ -320,6 +354,12 @@ def _array(values: Any, dtype: str = "<f8") -> Any:
         ),
         ({"options_json": '{"method": "bisection"}'}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
         ({"options_json": "{not json"}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
+        ({"options_json": '{"lm": {"warm_start": 3}}'}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options"),
+        (
+            {"options_json": '{"lr_init": 0.1, "adam": {"lr_init": 0.2}}'},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_options",
+        ),
         ({"model_id": "0" * 64}, grpc.StatusCode.NOT_FOUND, "model_not_found"),
         ({"model_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "invalid_request"),
     ],

@@ -96,6 +96,9 @@ def test_malformed_and_pickled_npz(http: httpx.Client, tanh_model: dict[str, Any
         {"not_an_option": 1},
         {"tol_q": -1},
         {"q_slow": 1e-14, "tol_q": 1e-12},
+        {"lm_krylov": {"cg_iters": 0}},
+        {"lm": {"warm_start": 3}},
+        {"lr_init": 0.1, "adam": {"lr_init": 0.2}},
     ],
 )
 def test_bad_options(http: httpx.Client, tanh_model: dict[str, Any], options: dict[str, Any]) -> None:
