@@ -70,6 +70,18 @@ def option_pair(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def job_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Options from ``--option`` pairs; ``group.field`` keys (``lm_krylov.cg_iters``) go into their group."""
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        group, dot, field = key.partition(".")
+        if dot:
+            options.setdefault(group, {})[field] = value
+        else:
+            options[key] = value
+    return options
+
+
 def result_path(text: str) -> Path:
     """An output file whose suffix says the format."""
     path = Path(text)
@@ -149,14 +161,15 @@ def upload(client: Client, args: argparse.Namespace) -> None:
         type=option_pair,
         default=[],
         metavar="KEY=VALUE",
-        help="a FinderOptions field, e.g. --option method=adam --option tol_q=1e-10 (repeatable)",
+        help="a FinderOptions field, e.g. --option method=adam --option tol_q=1e-10, or a method's own, "
+        "e.g. --option adam.lr_init=0.1 (repeatable)",
     ),
     arg("-o", "--output", type=result_path, help="save the result as .npz or .json"),
     arg("--timeout", type=float, help="give up waiting after this many seconds"),
     arg("--no-progress", action="store_true", help="do not draw a progress bar"),
 )
 def run(client: Client, args: argparse.Namespace) -> None:
-    job = client.submit(args.model, args.states, args.inputs, **dict(args.option))
+    job = client.submit(args.model, args.states, args.inputs, **job_options(args.option))
     print(f"job {job.id} {job.record.status}", file=sys.stderr)
     job.wait(progress=not args.no_progress, timeout=args.timeout)
     _finish(job.result(), args.output)

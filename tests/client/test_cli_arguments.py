@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fpf_client import FixedPoints
-from fpf_client.cli import COMMANDS, build_parser, main, option_pair, write_result
+from fpf_client.cli import COMMANDS, build_parser, job_options, main, option_pair, write_result
 
 
 def closed_port_url() -> str:
@@ -37,6 +37,12 @@ def test_every_documented_subcommand_is_registered():
 )
 def test_option_values_are_read_as_json_else_text(text, pair):
     assert option_pair(text) == pair
+
+
+def test_dotted_options_go_into_their_method_group():
+    pairs = [option_pair(text) for text in ("method=adam", "adam.lr_init=0.1", 'adam.hps={"epsilon": 0.01}')]
+    assert job_options(pairs) == {"method": "adam", "adam": {"lr_init": 0.1, "hps": {"epsilon": 0.01}}}
+    assert job_options([("lm.warm_start_iters", 2), ("tol_q", 1e-9)]) == {"lm": {"warm_start_iters": 2}, "tol_q": 1e-9}
 
 
 def test_run_collects_options_arrays_and_output(tmp_path, monkeypatch):
