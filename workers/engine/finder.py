@@ -56,8 +56,8 @@ def find_fixed_points(
         Defaults to ``FinderOptions()``; ``option_overrides`` replace single fields.
     progress : callable, optional
         Receives ``{"phase", "iteration", "n_total", "n_converged", "q_median", "q_max"}`` at the
-        start of each phase and then at most every ``REPORT_INTERVAL`` seconds of solver iterations;
-        an exception it raises propagates unchanged, except
+        start of each phase and then at most every :data:`.pipeline.reporting.REPORT_INTERVAL`
+        seconds of solver iterations; an exception it raises propagates unchanged, except
         :class:`~workers.engine.solvers.TimeUp` during the search, which ends it like ``time_limit_s``.
     time_limit_s : float, optional
         Seconds the search may take. When they are over, the solvers stop where they are:
