@@ -1,10 +1,10 @@
 """The clients' job logic, written once: what to ask the service, when to pause, and what to check.
 
 Each operation that takes more than one call (upload and wait for validation, submit with an
-upload, wait for a job with its event stream and polling in between) is a generator of
-:data:`Step`\\ s. :func:`run` carries the steps out with a :class:`~fpf_client.transport.Transport`
+upload, wait for a job with its event stream and polling in between) is a generator of steps
+(:data:`Step`). :func:`run` carries the steps out with a :class:`~fpf_client.transport.Transport`
 for :class:`~fpf_client.Client`, :func:`arun` with an :class:`~fpf_client.transport.AsyncTransport`
-for :class:`~fpf_client.AsyncClient`; nothing here sends or sleeps itself.
+for :class:`~fpf_client.AsyncClient`: the flows themselves neither send nor sleep.
 """
 
 from __future__ import annotations

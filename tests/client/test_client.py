@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -325,3 +328,81 @@ def test_async_client_raises_what_the_sync_client_raises(live_service, async_url
         InvalidModel,
         IdempotencyConflict,
     ]
+
+
+class NoStreamProxy(BaseHTTPRequestHandler):
+    """A reverse proxy to the gateway that answers every ``/events`` request with plain JSON, as a proxy
+    that cannot stream would; it keeps the paths it was asked for."""
+
+    upstream = ""
+    paths: list[str] = []
+
+    def _forward(self) -> None:
+        self.paths.append(self.path)
+        if self.path.endswith("/events"):
+            status, headers, body = 200, {"content-type": "application/json"}, b"{}"
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            answer = httpx.request(
+                self.command,
+                self.upstream + self.path,
+                headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")},
+                content=self.rfile.read(length),
+                timeout=60,
+            )
+            status, body = answer.status_code, answer.content
+            headers = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "retry-after")}
+        self.send_response(status)
+        for name, value in {**headers, "content-length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def no_stream_proxy(live_service) -> Iterator[type[NoStreamProxy]]:
+    handler = type("Handler", (NoStreamProxy,), {"upstream": live_service.url, "paths": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_without_an_event_stream_the_wait_polls(live_service, no_stream_proxy, model_path, states, flavour):
+    """Behind a proxy that cannot stream, both clients ask for the stream once and then poll the job
+    (an endless one, cancelled once a poll has seen it running)."""
+    endless = {"method": "adam", "max_iters": 1_000_000, "tol_q": 1e-300, "tol_dq": 0.0}
+    seen: list[JobRecord] = []
+    direct = Client(live_service.url)
+
+    def see(record: JobRecord) -> None:
+        seen.append(record)
+        if record.status == "running" and not record.cancel_requested:
+            direct.get_job(record.id).cancel()
+
+    def sync() -> JobRecord:
+        with Client(no_stream_proxy.url) as client:
+            return client.submit(model_path, states, **endless).wait(progress=see, timeout=120)
+
+    async def in_asyncio() -> JobRecord:
+        async with AsyncClient(no_stream_proxy.url) as client:
+            return await (await client.submit(model_path, states, **endless)).wait(progress=see, timeout=120)
+
+    with direct:
+        final = sync() if flavour == "sync" else asyncio.run(in_asyncio())
+        assert final.status == "cancelled" and seen[-1] == final == direct.get_job(final.id).record
+    assert any(record.status == "running" for record in seen)
+    paths = no_stream_proxy.paths
+    assert paths.count(f"/v1/jobs/{final.id}/events") == 1
+    assert paths.count(f"/v1/jobs/{final.id}") == len(seen)
