@@ -3,7 +3,8 @@
 Starts a gateway and a worker (the integration-test harness, against the Redis at 127.0.0.1:6379)
 and a gRPC server beside them, writes a synthetic result of ``n`` fixed points with
 ``(n, d, d)`` float32 Jacobians into the job store (what a worker would have written), then
-fetches it through :class:`fpf_client.Client` in a fresh process per transport and reports the
+fetches it through :class:`fpf_client.Client` (and :class:`fpf_client.AsyncClient` over both
+transports) in a fresh process per transport and reports the
 wall time and the client's peak memory above its baseline (``VmHWM``), with ratios against
 the ``.npz`` download. Every fetch is checked bit for bit against the written result.
 
@@ -30,20 +31,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Runs in a child process: fetch, check against the file, print time and peak memory as JSON.
 FETCH = """
-import json, sys, time
-from fpf_client import Client, FixedPoints
+import asyncio, json, sys, time
+from fpf_client import AsyncClient, Client, FixedPoints
 def high_water_kib():  # VmHWM, reset at exec (ru_maxrss would carry the parent's over)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-url, job_id, mode, reference = sys.argv[1:5]
-with Client(url) as client:
-    base = high_water_kib()
-    start = time.perf_counter()
+def fetch(client, job_id, mode):
     if mode == "json":
-        result = FixedPoints.from_json_dict(client._http.get(f"/v1/jobs/{job_id}/result", timeout=None).json())
-    else:
-        result = client.get_job(job_id).result()
-    seconds = time.perf_counter() - start
-    peak = high_water_kib()
+        return FixedPoints.from_json_dict(client._http.get(f"/v1/jobs/{job_id}/result", timeout=None).json())
+    return client.get_job(job_id).result()
+async def fetch_async(client, job_id):
+    async with client:
+        return await (await client.get_job(job_id)).result()
+url, job_id, mode, reference = sys.argv[1:5]
+client = AsyncClient(url) if mode == "async" else Client(url)
+base = high_water_kib()
+start = time.perf_counter()
+result = asyncio.run(fetch_async(client, job_id)) if mode == "async" else fetch(client, job_id, mode)
+seconds = time.perf_counter() - start
+peak = high_water_kib()
 expected = FixedPoints.load(reference)
 same = all(result.arrays()[k].tobytes() == v.tobytes() and result.arrays()[k].dtype == v.dtype
            for k, v in expected.arrays().items()) and result.arrays().keys() == expected.arrays().keys()
@@ -118,7 +123,13 @@ def main() -> None:
                 f"result: n={args.n}, d={args.d}: J_xstar {args.n * args.d * args.d * 4 / 2**20:.0f} MiB float32, "
                 f".npz {path.stat().st_size / 2**20:.0f} MiB"
             )
-            legs = [("REST npz", service.url, "npz"), ("gRPC stream", f"grpc://127.0.0.1:{port}", "grpc")]
+            grpc_url = f"grpc://127.0.0.1:{port}"
+            legs = [
+                ("REST npz", service.url, "npz"),
+                ("gRPC stream", grpc_url, "grpc"),
+                ("async npz", service.url, "async"),
+                ("async gRPC", grpc_url, "async"),
+            ]
             if not args.skip_json:
                 legs.append(("REST JSON", service.url, "json"))
             baseline = None

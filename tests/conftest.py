@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
+from service_harness import SLOW_OPTIONS, LiveService, grpc_server, random_states, start_service
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,6 +31,13 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
     """The whole service, started once per test session and torn down by PID."""
     with start_service(tmp_path_factory.mktemp("fpf-live")) as service:
         yield service
+
+
+@pytest.fixture(scope="session")
+def live_grpc_url(live_service: LiveService) -> Iterator[str]:
+    """``grpc://host:port`` of an ``fpf-server grpc`` process beside the live gateway (same Redis and data)."""
+    with grpc_server(live_service) as target:
+        yield f"grpc://{target}"
 
 
 @pytest.fixture(scope="session")

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from os import PathLike
 from typing import Any
 
 import httpx
 
-from . import protocol, retry
+from . import flows, protocol, retry
 from .fixed_points import FixedPoints
-from .payloads import (
-    UploadHints,
-    arrays_payload,
-    is_local_model,
-    model_file,
-    model_id,
-    options_payload,
-)
+from .flows import Flow, T
+from .payloads import UploadHints, model_id
 from .progress import ProgressArg, ProgressReporter
 from .records import JobRecord, Model
+from .rest import HttpTransport
 from .retry import RetryPolicy
-from .transport import DEFAULT_GRPC_TARGET, HttpTransport, Transport, open_transport, transport_kind
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def default_url(url: str | None, transport: str | None = None) -> str:
-    """``url``, else the ``FPF_URL`` environment variable, else the local default (of ``transport``)."""
-    return url or os.environ.get("FPF_URL") or (DEFAULT_GRPC_TARGET if transport == "grpc" else DEFAULT_URL)
-
-
-def submission_key(idempotency_key: str | None, policy: RetryPolicy) -> str | None:
-    """The ``Idempotency-Key`` a submission is sent with: the caller's, else (with retries on) a random one."""
-    if idempotency_key is not None or policy.timeout <= 0:
-        return idempotency_key
-    return f"fpf-client-{uuid.uuid4().hex}"
+from .transport import Transport, default_url, open_transport, transport_kind
 
 
 class Client:
@@ -89,6 +67,9 @@ class Client:
         if not isinstance(self._transport, HttpTransport):
             raise AttributeError(f"a {self.transport} client has no HTTP connection")
         return self._transport.http
+
+    def _run(self, flow: Flow[T]) -> T:
+        return flows.run(self._transport, flow)
 
     def close(self) -> None:
         """Close the connection pool (or channel)."""
@@ -142,17 +123,7 @@ class Client:
             With the service's reason, when it cannot use the model.
         """
         hints = UploadHints(format, n_states, n_inputs, dynamics, signature, input_name, state_name, output_name)
-        record = self._transport.upload_model(model_file(model), hints)
-        return self._await_model(record, timeout) if wait else record
-
-    def _await_model(self, record: Model, timeout: float | None) -> Model:
-        deadline, delays = protocol.deadline_after(timeout), protocol.poll_delays()
-        while record.status == "validating":
-            if protocol.seconds_left(deadline) <= 0:
-                raise protocol.timed_out(f"model {record.id[:12]} still validating", timeout)
-            time.sleep(min(next(delays), protocol.seconds_left(deadline)))
-            record = self.get_model(record.id)
-        return protocol.check_model_usable(record)
+        return self._run(flows.upload_model(model, hints, wait, timeout))
 
     def get_model(self, model: Model | str) -> Model:
         """The model record of an id (or refresh a :class:`Model`)."""
@@ -197,13 +168,16 @@ class Client:
         **options
             :class:`~fpf_client.FinderOptions` fields, checked here before anything is sent.
         """
-        option_values = options_payload(options)
-        arrays = arrays_payload(initial_states, inputs, cond_ids)
-        if is_local_model(model):
-            model = self.upload_model(model, n_states=arrays.n_states, n_inputs=arrays.n_inputs)
-        key = submission_key(idempotency_key, self.retry_policy)
-        record = self._transport.submit_job(model_id(model), arrays, option_values, key)
-        return Job(self, record)
+        flow = flows.submit(
+            model,
+            initial_states,
+            inputs,
+            idempotency_key=idempotency_key,
+            cond_ids=cond_ids,
+            options=options,
+            policy=self.retry_policy,
+        )
+        return Job(self, self._run(flow))
 
     def get_job(self, job_id: str) -> Job:
         """A handle on an existing job."""
@@ -269,25 +243,16 @@ class Job:
         """
         deadline = protocol.deadline_after(timeout)
         with ProgressReporter(progress, self.id) as report, retry.until(deadline, report.note):
-            for record in self._updates(deadline):
-                self.record = record
-                report(record)
-                if record.is_final:
-                    return record
-        raise protocol.timed_out(f"job {self.id} still {self.record.status}", timeout)
+            return self._client._run(flows.wait(self.id, self._seeing(report), deadline, timeout))
 
-    def _updates(self, deadline: float) -> Iterator[JobRecord]:
-        """The job's records from its event stream, opened again after it breaks (a gateway restart),
-        and from polling in between, or throughout when the service streams no events."""
-        yield self.refresh()
-        streams = True
-        for delay in protocol.poll_delays(longest=2.0):
-            if streams:
-                streams = yield from self._client._transport.job_events(self.id, deadline)
-            if protocol.seconds_left(deadline) <= 0:
-                return
-            time.sleep(min(delay, protocol.seconds_left(deadline)))
-            yield self.refresh()
+    def _seeing(self, report: ProgressReporter) -> Callable[[JobRecord], None]:
+        """Keep each record the wait sees as :attr:`record`, and report it."""
+
+        def see(record: JobRecord) -> None:
+            self.record = record
+            report(record)
+
+        return see
 
     def result(self, timeout: float | None = None) -> FixedPoints:
         """The fixed points, waiting (without a bar) until the job stops.

@@ -1,8 +1,13 @@
-"""Server-sent events (the WHATWG format) decoded line by line, without I/O."""
+"""A job's event stream: server-sent events (the WHATWG format) decoded line by line, without I/O,
+and the signal that a service streams none."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+class NoEventStream(Exception):
+    """The service answered a request for a job's events with something other than a stream: poll instead."""
 
 
 @dataclass(frozen=True)

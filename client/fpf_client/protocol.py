@@ -1,7 +1,8 @@
 """The REST API as data: each operation is a :class:`Call` (what to send, how to read the answer).
 
-:class:`~fpf_client.Client` and :class:`~fpf_client.AsyncClient` only differ in how they send a
-call, so every request and every answer is built and decoded once, here.
+:class:`~fpf_client.rest.HttpTransport` and :class:`~fpf_client.rest.AsyncHttpTransport` only differ
+in how they send a call, so every request and every answer is built and decoded once, here
+(:mod:`fpf_client.rpc.calls` does the same for gRPC).
 """
 
 from __future__ import annotations

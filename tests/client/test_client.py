@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
 
-from fpf_client import AsyncClient, Client, FixedPoints, JobRecord
+from fpf_client import AsyncClient, Client, FixedPoints, JobRecord, Model
 from fpf_client.errors import (
+    ErrorCode,
+    FpfError,
     IdempotencyConflict,
     InvalidModel,
     InvalidOptions,
@@ -187,9 +194,24 @@ def test_service_errors_arrive_as_their_exception_class(client, model_path, stat
         client.submit(model, states, methd="adam")
 
 
-def test_async_client_does_the_same(live_service, model_path, states):
-    async def scenario() -> tuple[FixedPoints, FixedPoints, list[str]]:
-        async with AsyncClient(live_service.url) as client:
+@pytest.fixture(params=["http", "grpc"])
+def async_url(request, live_service) -> str:
+    """The URL an AsyncClient is tested on: the gateway's, or the gRPC server's beside it."""
+    return live_service.url if request.param == "http" else request.getfixturevalue("live_grpc_url")
+
+
+def same_bits(a: FixedPoints, b: FixedPoints) -> bool:
+    """Every array and the metadata of the same dtype, shape and bytes."""
+    left, right = a.to_npz_arrays(), b.to_npz_arrays()
+    return left.keys() == right.keys() and all(
+        left[k].dtype == right[k].dtype and left[k].shape == right[k].shape and left[k].tobytes() == right[k].tobytes()
+        for k in left
+    )
+
+
+def test_async_client_does_the_same(live_service, async_url, model_path, states):
+    async def scenario() -> tuple[FixedPoints, FixedPoints, list[str], str]:
+        async with AsyncClient(async_url) as client:
             model = await client.upload_model(model_path)
             job = await client.submit(model, states, **OPTIONS)
             statuses: list[str] = []
@@ -202,10 +224,185 @@ def test_async_client_does_the_same(live_service, model_path, states):
             with pytest.raises(JobNotFound):
                 await client.get_job("no-such-job")
             assert job.id in {record.id for record in both[1]}
-            return fps, both[0], statuses
+            return fps, both[0], statuses, job.id
 
-    fps, again, statuses = asyncio.run(scenario())
+    fps, again, statuses, job_id = asyncio.run(scenario())
     assert statuses[-1] == "succeeded"
     assert_same_fixed_points(fps, again)
     with Client(live_service.url) as client:
         assert_same_fixed_points(fps, client.find_fixed_points(model_path, states, progress=False, **OPTIONS))
+        assert same_bits(fps, client.get_job(job_id).result())  # the same job reads the same over each transport
+
+
+def test_async_client_manages_models_and_jobs_as_the_sync_client(live_service, async_url, model_path, states, tmp_path):
+    """Every other AsyncClient call: models listed, read and deleted, jobs listed by status, cancelled and
+    deleted; what it answers equals what the sync client answers over REST for the same records."""
+    other = tmp_path / "tanh8-seed5.pt"
+    torch.jit.save(torch.jit.script(TanhStep(seed=5)), str(other))
+    endless = {"method": "adam", "max_iters": 1_000_000, "tol_q": 1e-300, "tol_dq": 0.0}
+    big = np.random.default_rng(1).uniform(-1, 1, size=(4096, N_STATES))
+
+    async def scenario() -> dict[str, object]:
+        async with AsyncClient(async_url) as client:
+            model = await client.upload_model(model_path)
+            spare = await client.upload_model(other)
+            listed = {m.id for m in await client.list_models()}
+            read = await client.get_model(model.id)
+            await client.delete_model(spare)
+            with pytest.raises(ModelNotFound):
+                await client.get_model(spare.id)
+            job = await client.submit(model, big, **endless)
+            while (await job.refresh()).status != "running":
+                await asyncio.sleep(0.1)
+            running = [record.id for record in await client.list_jobs("running")]
+            assert (await job.cancel()).cancel_requested
+            final = await job.wait(progress=False, timeout=30)
+            with pytest.raises(JobCancelled):
+                await job.result()
+            await job.delete()
+            with pytest.raises(JobNotFound):
+                await job.refresh()
+            return {
+                "model": model,
+                "read": read,
+                "listed": listed,
+                "spare": spare.id,
+                "running": running,
+                "final": final,
+            }
+
+    got = asyncio.run(scenario())
+    with Client(live_service.url) as client:
+        assert got["read"] == got["model"] == client.get_model(got["model"].id)
+        assert got["model"].id in got["listed"] and got["spare"] in got["listed"]
+        assert got["spare"] not in {m.id for m in client.list_models()}
+        final = got["final"]
+        assert final.status == "cancelled" and final.id in got["running"]
+        with pytest.raises(JobNotFound):
+            client.get_job(final.id)
+
+
+def test_async_client_raises_what_the_sync_client_raises(live_service, async_url, model_path, states, tmp_path):
+    """The same exception class, code and details over REST and gRPC, sync and async."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a TorchScript archive")
+
+    def failures(model: Model) -> list[tuple[str, Callable[[Any], Any]]]:
+        return [
+            ("shape", lambda c: c.submit(model, np.zeros((3, N_STATES + 1)))),
+            ("no model", lambda c: c.submit("0" * 64, states)),
+            ("no job", lambda c: c.get_job("no-such-job")),
+            ("no model record", lambda c: c.get_model("0" * 64)),
+            ("option typo", lambda c: c.submit(model, states, methd="adam")),
+            ("invalid model", lambda c: c.upload_model(garbage)),
+            ("conflict", lambda c: c.submit(model, states[:5], idempotency_key="async-errors-key", **OPTIONS)),
+        ]
+
+    def described(exc: FpfError) -> tuple[type, ErrorCode, str, dict[str, Any]]:
+        return type(exc), exc.code, exc.detail, exc.extra
+
+    with Client(live_service.url) as client:
+        model = client.upload_model(model_path)
+        client.submit(model, states, idempotency_key="async-errors-key", **OPTIONS)
+        expected = {}
+        for name, call in failures(model):
+            with pytest.raises(FpfError) as caught:
+                call(client)
+            expected[name] = described(caught.value)
+
+    async def scenario() -> dict[str, tuple[type, ErrorCode, str, dict[str, Any]]]:
+        got = {}
+        async with AsyncClient(async_url) as client:
+            for name, call in failures(model):
+                with pytest.raises(FpfError) as caught:
+                    await call(client)
+                got[name] = described(caught.value)
+        return got
+
+    got = asyncio.run(scenario())
+    assert got == expected
+    assert [got[name][0] for name in ("shape", "no model", "no job", "invalid model", "conflict")] == [
+        ShapeMismatch,
+        ModelNotFound,
+        JobNotFound,
+        InvalidModel,
+        IdempotencyConflict,
+    ]
+
+
+class NoStreamProxy(BaseHTTPRequestHandler):
+    """A reverse proxy to the gateway that answers every ``/events`` request with plain JSON, as a proxy
+    that cannot stream would; it keeps the paths it was asked for."""
+
+    upstream = ""
+    paths: list[str] = []
+
+    def _forward(self) -> None:
+        self.paths.append(self.path)
+        if self.path.endswith("/events"):
+            status, headers, body = 200, {"content-type": "application/json"}, b"{}"
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            answer = httpx.request(
+                self.command,
+                self.upstream + self.path,
+                headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")},
+                content=self.rfile.read(length),
+                timeout=60,
+            )
+            status, body = answer.status_code, answer.content
+            headers = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "retry-after")}
+        self.send_response(status)
+        for name, value in {**headers, "content-length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def no_stream_proxy(live_service) -> Iterator[type[NoStreamProxy]]:
+    handler = type("Handler", (NoStreamProxy,), {"upstream": live_service.url, "paths": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_without_an_event_stream_the_wait_polls(live_service, no_stream_proxy, model_path, states, flavour):
+    """Behind a proxy that cannot stream, both clients ask for the stream once and then poll the job
+    (an endless one, cancelled once a poll has seen it running)."""
+    endless = {"method": "adam", "max_iters": 1_000_000, "tol_q": 1e-300, "tol_dq": 0.0}
+    seen: list[JobRecord] = []
+    direct = Client(live_service.url)
+
+    def see(record: JobRecord) -> None:
+        seen.append(record)
+        if record.status == "running" and not record.cancel_requested:
+            direct.get_job(record.id).cancel()
+
+    def sync() -> JobRecord:
+        with Client(no_stream_proxy.url) as client:
+            return client.submit(model_path, states, **endless).wait(progress=see, timeout=120)
+
+    async def in_asyncio() -> JobRecord:
+        async with AsyncClient(no_stream_proxy.url) as client:
+            return await (await client.submit(model_path, states, **endless)).wait(progress=see, timeout=120)
+
+    with direct:
+        final = sync() if flavour == "sync" else asyncio.run(in_asyncio())
+        assert final.status == "cancelled" and seen[-1] == final == direct.get_job(final.id).record
+    assert any(record.status == "running" for record in seen)
+    paths = no_stream_proxy.paths
+    assert paths.count(f"/v1/jobs/{final.id}/events") == 1
+    assert paths.count(f"/v1/jobs/{final.id}") == len(seen)

@@ -5,6 +5,7 @@ Every RPC is called; records, errors and results are compared with what REST ans
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from service_harness import REPO, SLOW_OPTIONS, LiveService, free_port, random_states
 
-from fpf_client import Client, FixedPoints
+from fpf_client import AsyncClient, Client, FixedPoints
 from fpf_client.errors import (
     ErrorCode,
     FpfError,
@@ -452,6 +453,18 @@ def test_the_client_raises_the_same_exceptions_over_both_transports(
 def test_an_unreachable_server_is_service_unavailable() -> None:
     with Client(f"grpc://127.0.0.1:{free_port()}", timeout=2) as client, pytest.raises(FpfError) as caught:
         client.list_jobs()
+    assert caught.value.code is ErrorCode.SERVICE_UNAVAILABLE
+
+
+def test_an_unreachable_server_is_service_unavailable_to_the_async_client() -> None:
+    client = AsyncClient(f"grpc://127.0.0.1:{free_port()}", timeout=2)  # made before any event loop runs
+
+    async def list_jobs() -> None:
+        async with client:
+            await client.list_jobs()
+
+    with pytest.raises(FpfError) as caught:
+        asyncio.run(list_jobs())
     assert caught.value.code is ErrorCode.SERVICE_UNAVAILABLE
 
 

@@ -1,31 +1,33 @@
-"""The client's gRPC transport: the operations of :class:`fpf_client.transport.Transport` as RPCs.
+"""The client's gRPC transports: the operations of :class:`fpf_client.transport.Transport` and
+:class:`fpf_client.transport.AsyncTransport` as RPCs, over ``grpc`` and ``grpc.aio`` channels.
 
 ``grpc://host:port`` opens a plaintext channel, ``grpcs://host:port`` a TLS one. The API key
 travels as the ``authorization: Bearer KEY`` metadata; failures raise the same
-:class:`~fpf_client.errors.FpfError` subclasses as over REST.
+:class:`~fpf_client.errors.FpfError` subclasses as over REST. What each call sends and how its
+answer reads is in :mod:`fpf_client.rpc.calls`; only sending differs between the two classes.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Generator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
+import grpc.aio
 
 from .. import protocol, retry
-from ..errors import ErrorCode, InvalidRequest
 from ..fixed_points import FixedPoints
 from ..payloads import ArraysPayload, ModelFile, UploadHints
 from ..records import JobRecord, Model
 from ..retry import RetryPolicy
-from . import codec
+from . import calls, codec
+from .calls import RpcCall
 from .stubs import load
 
-#: Bytes of a model file per UploadModel message.
-UPLOAD_CHUNK_BYTES = 1 << 20
+T = TypeVar("T")
+
 #: gRPC's reconnection backoff grows to two minutes by default: a restarted server would stay
 #: unreached long after it is back. The client's own retries pace the attempts instead.
 CHANNEL_OPTIONS = (
@@ -43,8 +45,14 @@ def channel_target(url: str) -> tuple[str, bool]:
     return parts.netloc, parts.scheme in ("grpcs", "https")
 
 
-class GrpcTransport:
-    """A channel to the fpf gRPC server and the calls made over it.
+def _watch_timeout(deadline: float) -> float | None:
+    """The WatchJob stream's own deadline: the wait's, if it has one."""
+    left = protocol.seconds_left(deadline)
+    return None if math.isinf(left) else max(left, 0.0)
+
+
+class _GrpcBase:
+    """What both gRPC transports share: the target, metadata, retry policy and error mapping.
 
     Parameters
     ----------
@@ -67,41 +75,15 @@ class GrpcTransport:
         self.retry_policy = retry_policy
         #: Whether the server has ever answered: until then a refused connection is a wrong address.
         self.reached = False
-        target, tls = channel_target(url)
-        self.channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
-            if tls
-            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        )
-        self.stub = load().pb2_grpc.FixedPointServiceStub(self.channel)
-        self.pb2 = load().pb2
+        self.target, self.tls = channel_target(url)
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.timeout = timeout
 
-    def _call(
-        self,
-        method: Callable[..., Any],
-        request: Any,
-        *,
-        timeout: float | None = -1.0,
-        done_if: tuple[ErrorCode, ...] = (),
-    ) -> Any:
-        """A unary call, retried through outages; ``request`` may be a function making the request
-        (a stream of upload messages is made anew for each attempt)."""
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        return grpc.ssl_channel_credentials() if self.tls else None
 
-        def send() -> Any:
-            try:
-                answer = method(
-                    request() if callable(request) else request,
-                    timeout=self.timeout if timeout == -1.0 else timeout,
-                    metadata=self.metadata,
-                )
-            except grpc.RpcError as exc:
-                raise self._error(exc) from exc
-            self.reached = True
-            return answer
-
-        return retry.call(self.retry_policy, send, f"gRPC {_name(method)}", done_if=done_if, seen=lambda: self.reached)
+    def _deadline(self, call: RpcCall[Any]) -> float | None:
+        return self.timeout if call.deadline else None
 
     def _error(self, exc: grpc.RpcError) -> Exception:
         """The FpfError of a failed call, noting whether the server answered it at all."""
@@ -111,64 +93,70 @@ class GrpcTransport:
         self.reached = True
         return error
 
+    def _seen(self) -> bool:
+        return self.reached
+
+
+class GrpcTransport(_GrpcBase):
+    """A blocking channel to the fpf gRPC server and the calls made over it (see :class:`_GrpcBase`)."""
+
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float, retry_policy: RetryPolicy = RetryPolicy()
+    ) -> None:
+        super().__init__(url, api_key, timeout, retry_policy)
+        credentials = self._credentials()
+        self.channel = (
+            grpc.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
+            if credentials is not None
+            else grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        )
+        self.stub = load().pb2_grpc.FixedPointServiceStub(self.channel)
+
+    def send(self, call: RpcCall[T]) -> T:
+        """Make ``call``, retried through outages as the retry policy says."""
+        method = getattr(self.stub, call.method)
+
+        def once() -> T:
+            try:
+                answer = method(call.request(), timeout=self._deadline(call), metadata=self.metadata)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from exc
+            self.reached = True
+            return call.decode(answer)
+
+        return retry.call(self.retry_policy, once, call.what, done_if=call.done_if, seen=self._seen)
+
     def close(self) -> None:
         self.channel.close()
 
-    # --- models -----------------------------------------------------------------------------
     def upload_model(self, model: ModelFile, hints: UploadHints) -> Model:
-        header = self.pb2.ModelUploadHeader(filename=model.filename, **hints.given())
-
-        def messages() -> Iterator[Any]:
-            yield self.pb2.UploadModelRequest(header=header)
-            for start in range(0, len(model.content), UPLOAD_CHUNK_BYTES):
-                yield self.pb2.UploadModelRequest(chunk=model.content[start : start + UPLOAD_CHUNK_BYTES])
-
-        return _model(self._call(self.stub.UploadModel, messages, timeout=None))
+        return self.send(calls.upload_model(model, hints))
 
     def get_model(self, model_id: str) -> Model:
-        return _model(self._call(self.stub.GetModel, self.pb2.GetModelRequest(model_id=model_id)))
+        return self.send(calls.get_model(model_id))
 
     def list_models(self) -> list[Model]:
-        answer = self._call(self.stub.ListModels, self.pb2.ListModelsRequest())
-        return [_model(message) for message in answer.models]
+        return self.send(calls.list_models())
 
     def delete_model(self, model_id: str) -> None:
-        self._call(
-            self.stub.DeleteModel, self.pb2.DeleteModelRequest(model_id=model_id), done_if=(ErrorCode.MODEL_NOT_FOUND,)
-        )
+        self.send(calls.delete_model(model_id))
 
-    # --- jobs --------------------------------------------------------------------------------
     def submit_job(
         self, model_id: str, arrays: ArraysPayload, options: dict[str, Any], idempotency_key: str | None
     ) -> JobRecord:
-        inputs, cond_ids = arrays.arrays.get("inputs"), arrays.arrays.get("cond_ids")
-        request = self.pb2.SubmitJobRequest(
-            model_id=model_id,
-            initial_states=codec.array_message(arrays.arrays["initial_states"]),
-            inputs=None if inputs is None else codec.array_message(inputs),
-            options_json=json.dumps(options),
-            idempotency_key=idempotency_key or "",
-            cond_ids=None if cond_ids is None else codec.array_message(cond_ids),
-        )
-        return _job(self._call(self.stub.SubmitJob, request))
+        return self.send(calls.submit_job(model_id, arrays, options, idempotency_key))
 
     def get_job(self, job_id: str) -> JobRecord:
-        return _job(self._call(self.stub.GetJob, self.pb2.GetJobRequest(job_id=job_id)))
+        return self.send(calls.get_job(job_id))
 
     def list_jobs(self, status: str | None) -> list[JobRecord]:
-        request = self.pb2.ListJobsRequest()
-        if status is not None:
-            try:
-                request.status = codec.job_status_value(status)
-            except ValueError:
-                raise InvalidRequest(f"unknown job status {status!r}", field="status") from None
-        return [_job(message) for message in self._call(self.stub.ListJobs, request).jobs]
+        return self.send(calls.list_jobs(status))
 
     def cancel_job(self, job_id: str) -> None:
-        self._call(self.stub.CancelJob, self.pb2.CancelJobRequest(job_id=job_id))
+        self.send(calls.cancel_job(job_id))
 
     def delete_job(self, job_id: str) -> None:
-        self._call(self.stub.DeleteJob, self.pb2.DeleteJobRequest(job_id=job_id), done_if=(ErrorCode.JOB_NOT_FOUND,))
+        self.send(calls.delete_job(job_id))
 
     def job_result(self, job_id: str) -> FixedPoints:
         """Assemble the streamed arrays in place; equal, bit for bit, to the REST ``.npz``. A stream
@@ -176,7 +164,7 @@ class GrpcTransport:
 
         def fetch() -> FixedPoints:
             assembler = codec.ResultAssembler()
-            stream = self.stub.GetResult(self.pb2.GetResultRequest(job_id=job_id), metadata=self.metadata)
+            stream = self.stub.GetResult(calls.get_result_request(job_id), metadata=self.metadata)
             try:
                 for chunk in stream:
                     assembler.add(chunk)
@@ -184,37 +172,121 @@ class GrpcTransport:
                 raise self._error(exc) from exc
             return FixedPoints.from_npz_arrays(assembler.finish())
 
-        return retry.call(self.retry_policy, fetch, "gRPC GetResult", seen=lambda: self.reached)
+        return retry.call(self.retry_policy, fetch, "gRPC GetResult", seen=self._seen)
 
-    def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, bool]:
+    def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, None]:
         """Job records from WatchJob until the job ends or the deadline passes; on any trouble the
-        stream just ends (True: the caller checks the job and may watch again, as with REST)."""
-        left = protocol.seconds_left(deadline)
+        stream just ends (the caller checks the job and may watch again, as with REST)."""
         stream = self.stub.WatchJob(
-            self.pb2.WatchJobRequest(job_id=job_id),
-            metadata=self.metadata,
-            timeout=None if math.isinf(left) else max(left, 0.0),
+            calls.watch_job_request(job_id), metadata=self.metadata, timeout=_watch_timeout(deadline)
         )
         try:
             for message in stream:
-                yield _job(message)
+                yield calls.job_of(message)
         except grpc.RpcError:
-            return True
+            return
         finally:
             stream.cancel()
-        return True
 
 
-def _name(method: Any) -> str:
-    """The RPC's name (``/fpf.v1.FixedPointService/GetJob`` -> ``GetJob``), for log lines."""
-    name = getattr(method, "_method", b"")
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    return name.rsplit("/", 1)[-1] or "call"
+class AsyncGrpcTransport(_GrpcBase):
+    """A ``grpc.aio`` channel to the fpf gRPC server and the calls made over it (see :class:`_GrpcBase`).
 
+    The channel belongs to an event loop, so it is opened by the first call rather than here: an
+    :class:`~fpf_client.AsyncClient` may be made before its loop runs.
+    """
 
-def _model(message: Any) -> Model:
-    return Model.model_validate(codec.model_fields(message))
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float, retry_policy: RetryPolicy = RetryPolicy()
+    ) -> None:
+        super().__init__(url, api_key, timeout, retry_policy)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
 
+    @property
+    def stub(self) -> Any:
+        """The service's stub on this transport's channel (opened on first use)."""
+        if self._stub is None:
+            credentials = self._credentials()
+            self._channel = (
+                grpc.aio.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
+                if credentials is not None
+                else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            )
+            self._stub = load().pb2_grpc.FixedPointServiceStub(self._channel)
+        return self._stub
 
-def _job(message: Any) -> JobRecord:
-    return JobRecord.model_validate(codec.job_fields(message))
+    async def send(self, call: RpcCall[T]) -> T:
+        """Make ``call``, retried through outages as the retry policy says."""
+        method = getattr(self.stub, call.method)
+
+        async def once() -> T:
+            try:
+                answer = await method(call.request(), timeout=self._deadline(call), metadata=self.metadata)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from exc
+            self.reached = True
+            return call.decode(answer)
+
+        return await retry.acall(self.retry_policy, once, call.what, done_if=call.done_if, seen=self._seen)
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def upload_model(self, model: ModelFile, hints: UploadHints) -> Model:
+        return await self.send(calls.upload_model(model, hints))
+
+    async def get_model(self, model_id: str) -> Model:
+        return await self.send(calls.get_model(model_id))
+
+    async def list_models(self) -> list[Model]:
+        return await self.send(calls.list_models())
+
+    async def delete_model(self, model_id: str) -> None:
+        await self.send(calls.delete_model(model_id))
+
+    async def submit_job(
+        self, model_id: str, arrays: ArraysPayload, options: dict[str, Any], idempotency_key: str | None
+    ) -> JobRecord:
+        return await self.send(calls.submit_job(model_id, arrays, options, idempotency_key))
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        return await self.send(calls.get_job(job_id))
+
+    async def list_jobs(self, status: str | None) -> list[JobRecord]:
+        return await self.send(calls.list_jobs(status))
+
+    async def cancel_job(self, job_id: str) -> None:
+        await self.send(calls.cancel_job(job_id))
+
+    async def delete_job(self, job_id: str) -> None:
+        await self.send(calls.delete_job(job_id))
+
+    async def job_result(self, job_id: str) -> FixedPoints:
+        """The result as :meth:`GrpcTransport.job_result` assembles it."""
+
+        async def fetch() -> FixedPoints:
+            assembler = codec.ResultAssembler()
+            stream = self.stub.GetResult(calls.get_result_request(job_id), metadata=self.metadata)
+            try:
+                async for chunk in stream:
+                    assembler.add(chunk)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from exc
+            return FixedPoints.from_npz_arrays(assembler.finish())
+
+        return await retry.acall(self.retry_policy, fetch, "gRPC GetResult", seen=self._seen)
+
+    async def job_events(self, job_id: str, deadline: float) -> AsyncGenerator[JobRecord, None]:
+        """Job records from WatchJob, as :meth:`GrpcTransport.job_events` gives them."""
+        stream = self.stub.WatchJob(
+            calls.watch_job_request(job_id), metadata=self.metadata, timeout=_watch_timeout(deadline)
+        )
+        try:
+            async for message in stream:
+                yield calls.job_of(message)
+        except grpc.RpcError:
+            return
+        finally:
+            stream.cancel()

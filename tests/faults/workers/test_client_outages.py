@@ -1,6 +1,7 @@
 """The client rides out outages on a live service: ``wait()`` returns the result through a gateway
-kill and restart (sync and async clients) and through a Redis kill and restart, and submissions ride
-out a burst over the queued-jobs quota (429 with Retry-After)."""
+kill and restart (sync and async clients), through a gRPC server kill and restart and through a
+Redis kill and restart (sync and async, REST and gRPC), and submissions ride out a burst over the
+queued-jobs quota (429 with Retry-After, gRPC RESOURCE_EXHAUSTED)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from service_harness import REPO, LiveService, free_port, random_states
 
-from fpf_client import AsyncClient, Client, JobRecord
+from fpf_client import AsyncClient, Client, Job, JobRecord
 from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
@@ -37,26 +39,49 @@ def _until(condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -
 
 
 class Noticed(logging.Handler):
-    """Set once the client logs that it waits for the service."""
+    """Set once the client logs that it waits for the service; keeps what it said."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.event = threading.Event()
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if "waiting for the service" in record.getMessage():
+            self.messages.append(record.getMessage())
             self.event.set()
 
 
 @pytest.fixture
-def noticed() -> Any:
+def notices() -> Any:
     handler = Noticed()
     logger = logging.getLogger("fpf_client")
     logger.addHandler(handler)
     try:
-        yield handler.event
+        yield handler
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.fixture
+def noticed(notices: Noticed) -> threading.Event:
+    return notices.event
+
+
+def _waiter(flavour: str, url: str, job: Job, seen: list[JobRecord], outcome: dict[str, Any]) -> threading.Thread:
+    """A thread that waits for ``job`` (feeding ``seen``) and keeps the final record as ``outcome["record"]``:
+    the sync client's ``job.wait()``, or an AsyncClient of its own on ``url`` that also keeps the number
+    of samples of the result as ``outcome["n_samples"]``."""
+
+    async def wait_async() -> None:
+        async with AsyncClient(url) as client:
+            ajob = await client.get_job(job.id)
+            outcome["record"] = await ajob.wait(progress=seen.append, timeout=TIMEOUT_S)
+            outcome["n_samples"] = (await ajob.result()).info["n_samples"]
+
+    if flavour == "sync":
+        return threading.Thread(target=lambda: outcome.update(record=job.wait(progress=seen.append, timeout=TIMEOUT_S)))
+    return threading.Thread(target=lambda: asyncio.run(wait_async()))
 
 
 def _store(service: LiveService) -> RecordStore:
@@ -126,20 +151,21 @@ def _kill(process: subprocess.Popen) -> None:
         process.wait(10)
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_grpc_wait_returns_the_result_through_a_server_restart(
-    fault_service: LiveService, fault_model: dict[str, Any]
+    fault_service: LiveService, fault_model: dict[str, Any], flavour: str
 ) -> None:
-    """Before, a broken WatchJob stream fell back to polling, whose first refused call was raised."""
+    """Before, a broken WatchJob stream fell back to polling, whose first refused call was raised; and
+    AsyncClient had no gRPC."""
     port = free_port()
     server = _grpc_server(fault_service, port)
     seen: list[JobRecord] = []
     outcome: dict[str, Any] = {}
+    url = f"grpc://127.0.0.1:{port}"
     try:
-        with Client(f"grpc://127.0.0.1:{port}") as client:
+        with Client(url) as client:
             job = client.submit(fault_model["id"], random_states(256, seed=3), [[0.0, 0.0]], **STEADY_OPTIONS)
-            waiter = threading.Thread(
-                target=lambda: outcome.update(record=job.wait(progress=seen.append, timeout=TIMEOUT_S))
-            )
+            waiter = _waiter(flavour, url, job, seen, outcome)
             waiter.start()
             _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
             _kill(server)
@@ -150,24 +176,40 @@ def test_a_grpc_wait_returns_the_result_through_a_server_restart(
             waiter.join(TIMEOUT_S)
             assert outcome["record"].status == "succeeded", outcome
             assert job.result().info["n_samples"] == 256
+            assert outcome.get("n_samples", 256) == 256
     finally:
         _kill(server)
 
 
+@contextmanager
+def _url_of(protocol: str, service: LiveService) -> Iterator[str]:
+    """The gateway's URL, or that of a gRPC server started beside it for the block."""
+    if protocol == "http":
+        yield service.url
+        return
+    port = free_port()
+    server = _grpc_server(service, port)
+    try:
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        _kill(server)
+
+
+@pytest.mark.parametrize(("flavour", "protocol"), [("sync", "http"), ("async", "grpc")])
 def test_wait_returns_the_result_through_a_redis_restart(
     fault_service: LiveService,
     fault_redis: Any,
     fault_model: dict[str, Any],
     noticed: threading.Event,
+    flavour: str,
+    protocol: str,
 ) -> None:
     """Before, ``wait()`` raised ``FpfError [internal]`` in 3 of 3 trials."""
     seen: list[JobRecord] = []
     outcome: dict[str, Any] = {}
-    with Client(fault_service.url) as client:
+    with _url_of(protocol, fault_service) as url, Client(url) as client:
         job = client.submit(fault_model["id"], random_states(256, seed=1), [[0.0, 0.0]], **STEADY_OPTIONS)
-        waiter = threading.Thread(
-            target=lambda: outcome.update(record=job.wait(progress=seen.append, timeout=TIMEOUT_S))
-        )
+        waiter = _waiter(flavour, url, job, seen, outcome)
         waiter.start()
         _until(lambda: any(record.status == "running" for record in seen), "the job was not seen running")
         fault_redis.kill()
@@ -179,6 +221,7 @@ def test_wait_returns_the_result_through_a_redis_restart(
         record = outcome["record"]
         assert record.status == "succeeded", record
         assert job.result().info["n_samples"] == 256
+        assert outcome.get("n_samples", 256) == 256
 
 
 def test_a_burst_over_the_queued_jobs_quota_is_ridden_out(
@@ -201,3 +244,29 @@ def test_a_burst_over_the_queued_jobs_quota_is_ridden_out(
     assert 429 in statuses  # the burst did go over the quota
     assert [record.status for record in records] == ["succeeded"] * 7
     assert len({job.id for job in jobs}) == 7
+
+
+def test_an_async_grpc_burst_over_the_queued_jobs_quota_is_ridden_out(
+    fault_service: LiveService, fault_model: dict[str, Any], notices: Noticed
+) -> None:
+    """AsyncClient over gRPC waits out RESOURCE_EXHAUSTED ``quota_exceeded`` as the sync client waits out 429."""
+
+    async def burst(url: str) -> list[JobRecord]:
+        async with AsyncClient(url) as client:
+            # One after another, as the sync test submits: the quota is checked when a submission arrives.
+            jobs = [
+                await client.submit(
+                    fault_model["id"],
+                    random_states(64, seed=i),
+                    [[0.0, 0.0]],
+                    **{**STEADY_OPTIONS, "max_iters": 3000},
+                )
+                for i in range(7)
+            ]
+            assert len({job.id for job in jobs}) == 7
+            return [await job.wait(progress=False, timeout=TIMEOUT_S) for job in jobs]
+
+    with _url_of("grpc", fault_service) as url:
+        records = asyncio.run(burst(url))
+    assert any("quota_exceeded" in message for message in notices.messages), notices.messages
+    assert [record.status for record in records] == ["succeeded"] * 7
