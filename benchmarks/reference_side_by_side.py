@@ -24,6 +24,9 @@ Then ``--repeats`` more fpf calls per network run with explicit timers (CPU time
 engine's stages and operations, wrapped in this process only, and the median call shows where
 the time goes, in milliseconds and in units of one batched Newton step on all initial states
 (one forward pass, one batched Jacobian, one batched LU solve), timed on its own (best of 20).
+It also counts the torch calls one fpf call makes from Python and times the cheapest such call (an
+element-wise op on a 16 x 16 tensor): their product is what the run costs before any arithmetic,
+a floor that fewer calls lower and faster kernels do not.
 """
 
 from __future__ import annotations
@@ -45,13 +48,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from benchmarks.flipflops import Case, flipflop_case, flipflop_step
 from examples.flipflop.networks import CELLS, WEIGHT_NAMES, FlipFlopNetwork, cell_weights
 from fpf_client.fixed_points import FixedPoints
-from workers.engine import find_fixed_points, finder
+from workers.engine import analysis, find_fixed_points, finder
 from workers.engine.solvers import Problem
 from workers.engine.solvers.methods import anderson, lm
+from workers.engine.solvers.strategies import completeness
 
 #: The settings of the reference's torch flip-flop example (examples/torch/run_FlipFlop.py).
 REFERENCE_SETTINGS: dict[str, Any] = {
@@ -228,22 +233,28 @@ STAGES = {
     "midpoint_restarts": "restarts (completeness)",
     "refine_in_float64": "float64 refinement",
     "_polish": "polish (one Newton step per root)",
-    "_analyse": "analysis (outliers, Jacobians, eigendecomposition)",
+    "_analyse": "analysis (outliers, Jacobians, eigendecomposition, results)",
 }
 OPERATIONS: list[tuple[object, str, str]] = [
     (Problem, "residual", "forward"),
     (Problem, "jacobian", "Jacobians"),
     (lm, "_lm_step", "solves"),
     (anderson, "_mixing_coefficients", "solves"),
+    (analysis, "decompose", "eigen"),
+    (completeness, "_classify", "eigen"),
+    (finder, "unique_indices", "uniqueness"),
+    (completeness, "unique_indices", "uniqueness"),
+    (finder, "discovery_curve", "uniqueness"),
 ]
-COLUMNS = ("forward", "Jacobians", "solves", "other")
-REST = "the rest (checks, uniqueness, discovery curve, results)"
+COLUMNS = ("forward", "Jacobians", "solves", "eigen", "uniqueness", "other")
+REST = "the rest (checks, uniqueness, discovery curve)"
 
 
 class StageClock:
-    """Exclusive wall time per (stage, operation), from wrappers around the engine's functions."""
+    """Exclusive CPU time per (stage, operation), from wrappers around the engine's functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: object) -> None:
+        self.model = model
         self.seconds: dict[tuple[str, str], float] = defaultdict(float)
         self.calls: dict[tuple[str, str], int] = defaultdict(int)
         self.key = (REST, "other")
@@ -268,9 +279,10 @@ class StageClock:
         if key is None:
             self.key = self.stack.pop()
         else:
+            if key != self.key:  # a model's Jacobian inside Problem.jacobian is one call
+                self.calls[key] += 1
             self.stack.append(self.key)
             self.key = key
-            self.calls[key] += 1
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -278,6 +290,7 @@ class StageClock:
         saved: list[tuple[object, str, Any]] = []
         targets = [(finder, name, label, True) for name, label in STAGES.items()]
         targets += [(owner, name, label, False) for owner, name, label in OPERATIONS]
+        targets += [(type(self.model), name, "Jacobians", False) for name in ("jacobian_states", "jacobians")]
         for owner, name, label, stage in targets:
             if not hasattr(owner, name):
                 raise SystemExit(f"cannot time {label}: {owner} has no {name} any more; update STAGES/OPERATIONS")
@@ -303,12 +316,43 @@ def newton_step_seconds(case: Case, repeats: int = 20) -> float:
     return best
 
 
+class _CallCounter(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called from Python."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def torch_calls(case: Case) -> int:
+    """Torch calls one fpf call makes from Python (a TorchScript forward counts once)."""
+    with _CallCounter() as counter:
+        find_fixed_points(case.model, case.initial_states, np.zeros((1, case.n_inputs), dtype=np.float32))
+    return counter.calls
+
+
+def call_seconds(repeats: int = 200) -> float:
+    """Best CPU time of one element-wise torch call on a small (16, 16) tensor: what a call costs
+    before it does any arithmetic to speak of."""
+    x = torch.ones(16, 16)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        torch.add(x, x)
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def breakdown(case: Case, repeats: int) -> list[str]:
     """Where one fpf call's time goes (the call with the median total of ``repeats`` timed ones)."""
     inputs = np.zeros((1, case.n_inputs), dtype=np.float32)
     clocks = []
     for _ in range(repeats):
-        clock = StageClock()
+        clock = StageClock(case.model)
         with clock.installed():
             started = time.process_time()
             find_fixed_points(case.model, case.initial_states, inputs)
@@ -317,9 +361,11 @@ def breakdown(case: Case, repeats: int) -> list[str]:
         clocks.append((total, clock))
     total, clock = sorted(clocks, key=lambda pair: pair[0])[len(clocks) // 2]
     step = newton_step_seconds(case)
+    calls, per_call = torch_calls(case), call_seconds()
     lines = [
         f"\n{case.name}: {1e3 * total:.1f} ms = {total / step:.1f} batched Newton steps "
-        f"(one step on all {len(case.initial_states)} states: {1e3 * step:.2f} ms)",
+        f"(one step on all {len(case.initial_states)} states: {1e3 * step:.2f} ms); {calls} torch calls "
+        f"from Python, at >= {1e6 * per_call:.1f} us each >= {1e3 * calls * per_call:.1f} ms",
         "| stage | " + " | ".join(f"{c} ms" for c in COLUMNS) + " | total ms | Newton steps | calls (fwd / Jac) |",
         "|" + "---|" * (len(COLUMNS) + 4),
     ]
