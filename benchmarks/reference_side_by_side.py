@@ -16,9 +16,9 @@ states (a fresh copy each call: the reference overwrites a float32 array in plac
 input. Calls alternate between the two, ``--repeats`` times per network, after an untimed round;
 the table shows the median wall time of each and, in brackets, the median CPU time of this
 process (what other processes on a shared machine take from it left out), with their ratios,
-and the roots each found. fpf's roots are its
-certified points (isolated, Newton step below tol_unique / 10); the reference's are its unique
-points with q below its tol_q. Every fpf root is matched to the nearest reference point.
+and the roots each found. fpf's roots are its certified points (isolated, Newton step below
+tol_unique / 10); the reference's are its unique points with q below its tol_q. Every fpf root is
+matched to the nearest reference point.
 
 Then ``--repeats`` more fpf calls per network run with explicit timers (CPU time) around the
 engine's stages and operations, wrapped in this process only, and the median call shows where
