@@ -33,25 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.flipflops import Case, flipflop_cases
 from examples.flipflop.networks import run_steps
-from examples.flipflop.task import FlipFlopTask
 from fpf_client.fixed_points import FixedPoints
-from workers.engine import StepModel, as_step_model, find_fixed_points, load_model, sample_states
+from workers.engine import as_step_model, find_fixed_points, sample_states
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 N_SAMPLES = 1024
 RANDOM_INPUTS = 3
 _LIBC = ctypes.CDLL("libc.so.6")
-
-
-@dataclass
-class Case:
-    """A model and its initial states."""
-
-    name: str
-    model: StepModel
-    initial_states: np.ndarray
-    n_inputs: int
 
 
 @dataclass
@@ -61,17 +50,6 @@ class Run:
     fps: FixedPoints
     wall_s: float
     peak_mb: float
-
-
-def flipflop_cases() -> Iterator[Case]:
-    """The shipped flip-flop networks, 1024 states from task trajectories plus noise 0.5."""
-    for cell in ("tanh", "gru", "lstm"):
-        step = torch.jit.load(str(DATA / f"flipflop_{cell}.pt"))
-        model = load_model(DATA / f"flipflop_{cell}.pt")
-        inputs, _ = FlipFlopTask().sample(128, torch.Generator().manual_seed(11))
-        with torch.no_grad():
-            trajectories = run_steps(step, inputs, torch.zeros(128, model.n_states)).numpy()
-        yield Case(f"flipflop {cell}", model, sample_states(trajectories, N_SAMPLES, noise_scale=0.5, rng=0), 3)
 
 
 def random_network(kind: str, d: int, seed: int) -> torch.nn.Module:
