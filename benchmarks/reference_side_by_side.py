@@ -54,6 +54,7 @@ from benchmarks.flipflops import Case, flipflop_case, flipflop_step
 from examples.flipflop.networks import CELLS, WEIGHT_NAMES, FlipFlopNetwork, cell_weights
 from fpf_client.fixed_points import FixedPoints
 from workers.engine import analysis, find_fixed_points, finder
+from workers.engine.pipeline import info, selection
 from workers.engine.solvers import Problem
 from workers.engine.solvers.methods import anderson, lm
 from workers.engine.solvers.strategies import completeness
@@ -227,13 +228,15 @@ def side_by_side(finder_class: type, case: Case, cell: str, repeats: int) -> Sid
 
 # --- where fpf's time goes ----------------------------------------------------------------------
 
-#: Stages of find_fixed_points (functions of the finder module), and the operations inside them.
+#: Stages of find_fixed_points (the pipeline's functions as the finder module calls them), and the
+#: operations inside them; the other stages (input checks, uniqueness, the info record) are the rest.
 STAGES = {
-    "_solve_in_chunks": "first pass (Anderson, then LM)",
-    "midpoint_restarts": "restarts (completeness)",
-    "refine_in_float64": "float64 refinement",
-    "_polish": "polish (one Newton step per root)",
-    "_analyse": "analysis (outliers, Jacobians, eigendecomposition, results)",
+    "solve": "first pass (Anderson, then LM)",
+    "complete": "restarts (completeness)",
+    "refine": "float64 refinement",
+    "polish": "polish (one Newton step per root)",
+    "screen": "outliers (distance, q reruns)",
+    "analyse": "analysis (Jacobians, eigendecomposition, results)",
 }
 OPERATIONS: list[tuple[object, str, str]] = [
     (Problem, "residual", "forward"),
@@ -242,9 +245,9 @@ OPERATIONS: list[tuple[object, str, str]] = [
     (anderson, "_mixing_coefficients", "solves"),
     (analysis, "decompose", "eigen"),
     (completeness, "_classify", "eigen"),
-    (finder, "unique_indices", "uniqueness"),
+    (selection, "unique_indices", "uniqueness"),
     (completeness, "unique_indices", "uniqueness"),
-    (finder, "discovery_curve", "uniqueness"),
+    (info, "discovery_curve", "uniqueness"),
 ]
 COLUMNS = ("forward", "Jacobians", "solves", "eigen", "uniqueness", "other")
 REST = "the rest (checks, uniqueness, discovery curve)"
