@@ -4,16 +4,19 @@
 >>> fps = find_fixed_points(model, initial_states)  # doctest: +SKIP
 """
 
-from .finder import find_fixed_points
+from .finder import SearchRequest, batchable, find_fixed_points, find_fixed_points_batch
 from .linear_updates import approximate_updates
 from .models import StepModel, as_step_model, load_model
 from .sampling import sample_inputs_and_states, sample_states
 
 __all__ = [
+    "SearchRequest",
     "StepModel",
     "approximate_updates",
     "as_step_model",
+    "batchable",
     "find_fixed_points",
+    "find_fixed_points_batch",
     "load_model",
     "sample_inputs_and_states",
     "sample_states",

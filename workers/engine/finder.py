@@ -15,7 +15,8 @@ import contextlib
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,27 @@ KRYLOV_MIN_STATES = 64
 #: Below this many states, method="auto" also restarts between attractors (completeness);
 #: the restarts take dense Newton steps.
 COMPLETENESS_MAX_STATES = 256
+#: Methods whose samples run independently of the rest of their batch (:func:`batchable`).
+BATCHABLE_METHODS = frozenset({"lm", "anderson", "newton_krylov"})
 #: Minimum seconds between two progress reports within a phase.
 REPORT_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search of a batch (:func:`find_fixed_points_batch`): its starting points, inputs and labels.
+
+    Attributes
+    ----------
+    initial_states : array-like, (n, n_states)
+    inputs : array-like, (1 | n, n_inputs), optional
+    cond_ids : array-like of int, (n,), optional
+        As for :func:`find_fixed_points`.
+    """
+
+    initial_states: Any
+    inputs: Any = None
+    cond_ids: Any = None
 
 
 def find_fixed_points(
@@ -92,27 +112,144 @@ def find_fixed_points(
     FixedPoints
         Unique fixed points with their analysis; ``info`` holds counts and timings.
     """
+    request = SearchRequest(initial_states, inputs, cond_ids)
+    return find_fixed_points_batch(
+        model, [request], options, progress=progress, time_limit_s=time_limit_s, **option_overrides
+    )[0]
+
+
+def find_fixed_points_batch(
+    model: Any,
+    requests: Sequence[SearchRequest],
+    options: FinderOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    time_limit_s: float | None = None,
+    **option_overrides: Any,
+) -> list[FixedPoints]:
+    """Several searches on one model with one set of options, the solver run once for all of them.
+
+    The initial states of every request are solved in one pass (chunked to fit memory, as in
+    :func:`find_fixed_points`); everything after the solve (de-duplication, restarts, float64
+    refinement, outliers, analysis, ``all_samples``, the discovery curve) runs per request, so each
+    result equals ``find_fixed_points(model, r.initial_states, r.inputs, options, cond_ids=r.cond_ids)``:
+    the same points, counts and ``info`` keys. Only ``info["iterations"]`` (the shared solver loop's)
+    and the timings describe the batch. Methods whose samples are not independent of their batch
+    (:func:`batchable` is False: ``adam`` minimises the mean q, ``lm_krylov`` switches the last
+    samples of a batch to dense steps) solve the requests one after the other instead, which keeps
+    the results equal.
+
+    Parameters
+    ----------
+    model
+        Anything :func:`workers.engine.as_step_model` accepts.
+    requests : sequence of SearchRequest
+        The searches; each its own initial states, inputs and cond_ids.
+    options, option_overrides
+        As for :func:`find_fixed_points`, shared by every request.
+    progress : callable, optional
+        Batch-level reports (``n_total`` counts the initial states of every request).
+    time_limit_s : float, optional
+        Seconds the whole batch may take; the requests unfinished then are partial results.
+
+    Returns
+    -------
+    list of FixedPoints
+        One per request, in order.
+    """
     started = time.perf_counter()
     options = FinderOptions.model_validate({**(options or FinderOptions()).model_dump(), **option_overrides})
     device = resolve_device(options.device)
     dtype = getattr(torch, options.dtype)
     step_model = as_step_model(model).to(device, dtype)
     dynamics = options.dynamics or step_model.dynamics
-    x0 = _as_tensor(initial_states, "initial_states", dtype, device)
-    n, d = _check_states(x0, step_model)
-    u = _check_inputs(inputs, n, step_model, dtype, device)
-    u_rows, group = _conditions(u, n)
-    cond_ids = _check_cond_ids(cond_ids, n)
+    searches = [_prepare(request, step_model, dtype, device) for request in requests]
+    d = step_model.n_states
     restarts_wanted = wants_restarts(options, d)
+    together = batchable(options, d)
     options = options.model_copy(update={"method": resolve_method(options.method, d)})
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-    reporter = _Reporter(progress, n, deadline)
+    reporter = _Reporter(progress, sum(search.n for search in searches), deadline)
+    if together and len(searches) > 1:
+        results = _solve_together(step_model, searches, dynamics, options, reporter)
+    else:
+        results = [_solve_in_chunks(step_model, s.x0, s.sample_inputs(), dynamics, options, reporter) for s in searches]
+    context = _Context(step_model, dynamics, options, reporter, device, started, restarts_wanted)
+    return [_finish(search, result, context) for search, result in zip(searches, results, strict=True)]
 
-    result = _solve_in_chunks(step_model, x0, u_rows, group, dynamics, options, reporter)
+
+def batchable(options: FinderOptions, n_states: int | None = None) -> bool:
+    """Whether requests with these options can share one solver pass with results equal to separate
+    searches: true for methods whose samples run independently of the rest of their batch (per-sample
+    damping, histories and stop tests: ``lm``, ``anderson``, ``newton_krylov``); false for ``adam``
+    (one learning rate for the mean q) and ``lm_krylov`` (dense steps for the last samples of a
+    batch, a random probe per row). ``auto`` needs ``n_states`` to know which method it runs."""
+    if options.method == "auto" and n_states is None:
+        return False
+    return resolve_method(options.method, n_states or 0) in BATCHABLE_METHODS
+
+
+@dataclass(frozen=True)
+class _Search:
+    """A request's checked arrays on the solver's device and dtype."""
+
+    x0: torch.Tensor
+    u_rows: torch.Tensor  #: distinct input rows (conditions)
+    group: torch.Tensor  #: each sample's condition index
+    cond_ids: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return self.x0.shape[0]
+
+    def sample_inputs(self) -> torch.Tensor:
+        """Inputs as the solver takes them: the shared row, or one row per sample."""
+        return self.u_rows if len(self.u_rows) == 1 else self.u_rows[self.group]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every request of a batch shares after the solve."""
+
+    model: StepModel
+    dynamics: str
+    options: FinderOptions
+    reporter: _Reporter
+    device: torch.device
+    started: float
+    restarts_wanted: bool
+
+
+def _prepare(request: SearchRequest, model: StepModel, dtype: torch.dtype, device: torch.device) -> _Search:
+    """Check a request's arrays against the model and each other."""
+    x0 = _as_tensor(request.initial_states, "initial_states", dtype, device)
+    n, _ = _check_states(x0, model)
+    u = _check_inputs(request.inputs, n, model, dtype, device)
+    u_rows, group = _conditions(u, n)
+    return _Search(x0, u_rows, group, _check_cond_ids(request.cond_ids, n))
+
+
+def _solve_together(
+    model: StepModel, searches: list[_Search], dynamics: str, options: FinderOptions, reporter: _Reporter
+) -> list[SolveResult]:
+    """One solver pass over the initial states of every request, split back into one result each."""
+    rows = [s.sample_inputs() for s in searches]
+    shared = all(len(r) == 1 for r in rows) and all(torch.equal(r, rows[0]) for r in rows)
+    inputs = rows[0] if shared else torch.cat([r.expand(s.n, -1) for r, s in zip(rows, searches, strict=True)])
+    x0 = torch.cat([s.x0 for s in searches])
+    result = _solve_in_chunks(model, x0, inputs, dynamics, options, reporter)
+    ends = np.cumsum([s.n for s in searches]).tolist()
+    return [result.select(slice(end - s.n, end)) for s, end in zip(searches, ends, strict=True)]
+
+
+def _finish(search: _Search, result: SolveResult, context: _Context) -> FixedPoints:
+    """Everything after the solve, for one request: unique roots, restarts, refinement, analysis."""
+    step_model, dynamics, options, reporter = context.model, context.dynamics, context.options, context.reporter
+    x0, u_rows, group, n = search.x0, search.u_rows, search.group, search.n
     unique = _unique_converged(result, u_rows[group], options)
     starts, sample_group = x0, group
     completeness_passes = 0
-    if restarts_wanted and reporter.stopped is None:
+    if context.restarts_wanted and reporter.stopped is None:
         restarts = midpoint_restarts(
             Problem(step_model, u_rows, dynamics),
             result.x[unique],
@@ -143,7 +280,7 @@ def find_fixed_points(
         _polish(Problem(step_model, u_rows[sample_group[roots_found]], dynamics), result, roots_found)
         unique = _unique_among(result, unique, u_rows, sample_group, options)
 
-    labels = _labels(cond_ids, group, sample_group)
+    labels = _labels(search.cond_ids, group, sample_group)
     fps = _analyse(step_model, result, unique, starts, u_rows, sample_group, labels, dynamics, options, reporter)
     if options.return_all_samples:
         fps.all_samples = _all_samples(step_model, result, x0, u_rows, group, labels, dynamics, options)
@@ -168,9 +305,9 @@ def find_fixed_points(
         partial=reporter.stopped is not None,
         partial_reason=reporter.stopped,
         iterations=int(result.iterations),
-        device=str(device),
+        device=str(context.device),
         dtype=options.dtype,
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=time.perf_counter() - context.started,
     )
     return fps
 
@@ -233,23 +370,23 @@ def wants_refinement(options: FinderOptions) -> bool:
 def _solve_in_chunks(
     model: StepModel,
     x0: torch.Tensor,
-    u_rows: torch.Tensor,
-    group: torch.Tensor,
+    sample_inputs: torch.Tensor,
     dynamics: str,
     options: FinderOptions,
     reporter: _Reporter,
 ) -> SolveResult:
-    """Run the chosen solver over chunks of the initial states that fit in memory."""
+    """Run the chosen solver over chunks of the initial states that fit in memory;
+    ``sample_inputs: (1 | n, m)`` is one shared row or one row per state."""
     n, d = x0.shape
     solver = get_solver(options.method)
-    size = options.batch_size or auto_chunk_size(d, u_rows.shape[1], x0.dtype, x0.device, options.method)
+    size = options.batch_size or auto_chunk_size(d, sample_inputs.shape[1], x0.dtype, x0.device, options.method)
     parts = []
     for start in range(0, n, size):
         part = slice(start, start + size)
         if reporter.stopped is not None:
             parts.append(_not_started(x0[part]))
             continue
-        inputs = u_rows if len(u_rows) == 1 else u_rows[group[part]]
+        inputs = sample_inputs if len(sample_inputs) == 1 else sample_inputs[part]
         problem = Problem(model, inputs, dynamics)
         parts.append(solver(problem, x0[part], options, progress=reporter.hook("solve", start)))
         reporter.finish_chunk(int((parts[-1].status == Status.CONVERGED).sum()))

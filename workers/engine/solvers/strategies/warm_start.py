@@ -64,11 +64,14 @@ def anderson_then(
         hand_over_slow=hand_over_slow,
     )
     rest = torch.nonzero(first.status != Status.CONVERGED).squeeze(-1)
-    if watch.fired or rest.numel() == 0 or options.max_iters <= first.iterations:
+    # The second phase's budget leaves room for the whole mixing budget, not for the steps the
+    # batch's longest mixing took: a sample's steps then never depend on the samples beside it.
+    budget = options.max_iters - min(mixing_iters, options.max_iters)
+    if watch.fired or rest.numel() == 0 or budget <= 0:
         return first
     resume = (first.status[rest] == Status.CAPPED) if resume_capped else torch.zeros_like(rest, dtype=torch.bool)
     starts = torch.where(resume.unsqueeze(-1), first.x[rest], x0[rest])
-    options = options.model_copy(update={"max_iters": options.max_iters - first.iterations})
+    options = options.model_copy(update={"max_iters": budget})
     n_before, offset = int(first.converged.sum()), first.iterations
 
     def report(iteration: int, q: torch.Tensor, n_done: int) -> None:
