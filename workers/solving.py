@@ -24,8 +24,8 @@ from fpf_client.options import FinderOptions
 
 log = logging.getLogger(__name__)
 
-#: ``report(progress, job)``: a progress report of the job at index ``job`` of the batch, or of all
-#: of them (None) when the engine does not say which.
+#: ``report(progress, job)``: a progress report of the job at index ``job`` of the batch, or of the
+#: whole batch (None: the engine reports a batched call as one search).
 BatchProgress = Callable[[dict[str, Any], "int | None"], None]
 
 
@@ -101,9 +101,6 @@ def _batched(
     from workers.engine import SearchRequest, find_fixed_points_batch
 
     requests = [SearchRequest(job.initial_states, job.inputs, job.cond_ids) for job in jobs]
-
-    def progress(report_: dict[str, Any]) -> None:
-        index = report_.get("request")
-        report({k: v for k, v in report_.items() if k != "request"}, None if index is None else int(index))
-
-    return find_fixed_points_batch(model, requests, options, progress=progress, time_limit_s=time_limit_s)
+    return find_fixed_points_batch(
+        model, requests, options, progress=lambda progress: report(progress, None), time_limit_s=time_limit_s
+    )

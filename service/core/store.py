@@ -319,12 +319,13 @@ class RecordStore:
 
         Each goes queued -> running under its current dispatch, as :meth:`claim` would take it (not
         cancelled; within the tenant's ``max_running``), so its own queue message is stale when it
-        arrives. One transaction over the batch's index, the jobs and the tenant's running set; each
-        claimed job and the leader record the batch's size. The claimed jobs, oldest first.
+        arrives; it starts when the leader did. One transaction over the batch's index, the jobs and
+        the tenant's running set; each claimed job and the leader record the batch's size. The claimed
+        jobs, oldest first.
         """
         if leader.batch_key is None or max_jobs <= 1:
             return []
-        now = time.time()
+        started_at = leader.started_at or time.time()  # the batch's attempt starts with its leader's
         index = self.keys.batch(leader.batch_key)
         running = self.keys.tenant_jobs_in(leader.tenant, JobStatus.RUNNING)
 
@@ -350,7 +351,7 @@ class RecordStore:
             for job in taken:
                 update = {
                     "status": JobStatus.RUNNING,
-                    "started_at": now,
+                    "started_at": started_at,
                     "attempts": job.attempts + 1,
                     "worker": worker,
                     "progress": None,
