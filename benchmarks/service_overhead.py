@@ -11,11 +11,12 @@ the Python client, measures
 * throughput: ``--burst`` small jobs from 8 client threads, each submitting and waiting, against
   the same jobs run back to back in this process (the ratio is what the service keeps of the
   engine's rate on the same cores);
-* dynamic batching: ``--queue-burst`` small jobs submitted at once (8 client threads, then every
-  result fetched) on one model and spread over four models, with batching on
-  (``FPF_BATCH_MAX_JOBS`` at its default) and off (``FPF_BATCH_MAX_JOBS=1``), each beside the same
-  calls run back to back in this process, with the engine calls the service made (distinct
-  batches, from the job records).
+* dynamic batching: ``--queue-burst`` small jobs on one model and spread over four models, with
+  batching on (``FPF_BATCH_MAX_JOBS`` at its default) and off (``FPF_BATCH_MAX_JOBS=1``), each
+  beside the same calls run back to back in this process, with the engine calls the service made
+  (distinct batches, from the job records). Twice: as a burst (submitted at once by 8 client
+  threads, then every result fetched), and as a backlog (queued while a blocker job holds each
+  worker, timed from the blockers' end to the last result in hand: the workers' own rate).
 
 Every in-process figure comes from the same run, so load from elsewhere falls on both sides; the
 load average is printed beside each table.
@@ -46,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 N_STATES, N_INPUTS, N_INITIAL = 8, 2, 16
 OPTIONS = {"method": "auto", "random_seed": 0}
 CLIENT_THREADS = 8
+#: A job that runs until it is cancelled (adam cannot meet tol_q; adam is never batched): it holds a worker.
+BLOCKER_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 1_000_000, "tol_q": 1e-30, "tol_dq": 0}
 
 
 def small_model(path: Path, seed: int = 3) -> Path:
@@ -145,14 +148,47 @@ def fetch(job: Job) -> JobRecord:
     return record
 
 
-def measure_batching(label: str, url: str, model_ids: list[str], engines: list[InProcess], n_jobs: int) -> str:
-    """One row of the batching table: the queue burst through REST beside the same calls back to back
-    in this process (measured right after it)."""
-    burst_s, calls = queue_burst(lambda: Client(url), model_ids, n_jobs)
-    local_s = sum(engines[seed % len(engines)].solve(seed) for seed in range(2000, 2000 + n_jobs))
+def backlog(url: str, model_ids: list[str], n_jobs: int, n_workers: int) -> tuple[float, int]:
+    """``n_jobs`` queued while a blocker job (adam, never batched) holds each worker, then the blockers
+    cancelled; (seconds from the cancel until the last result is in hand, engine calls)."""
+    with Client(url) as client:
+        blockers = [client.submit(model_ids[0], states(i), **BLOCKER_OPTIONS) for i in range(n_workers)]
+        while any(blocker.refresh().status != "running" for blocker in blockers):
+            time.sleep(0.05)
+        jobs = [
+            client.submit(model_ids[seed % len(model_ids)], states(seed), **OPTIONS)
+            for seed in range(3000, 3000 + n_jobs)
+        ]
+        started = time.perf_counter()
+        for blocker in blockers:
+            blocker.cancel()
+        with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+            records = list(pool.map(fetch, jobs))
+        elapsed = time.perf_counter() - started
+        for blocker in blockers:
+            assert blocker.wait(progress=False).status == "cancelled", "a blocker ended before the backlog was queued"
+    assert all(record.status == "succeeded" for record in records), records
+    return elapsed, len({(record.started_at, record.batch_size) for record in records})
+
+
+def measure_batching(
+    label: str, url: str, model_ids: list[str], engines: list[InProcess], n_jobs: int, n_workers: int
+) -> str:
+    """One row of the batching table: the burst and the backlog through REST beside the same calls back
+    to back in this process (measured right after each)."""
+
+    def local_s(first: int) -> float:
+        return sum(engines[seed % len(engines)].solve(seed) for seed in range(first, first + n_jobs))
+
+    burst_s, burst_calls = queue_burst(lambda: Client(url), model_ids, n_jobs)
+    burst_local_s = local_s(2000)
+    backlog_s, backlog_calls = backlog(url, model_ids, n_jobs, n_workers)
+    backlog_local_s = local_s(3000)
     return (
-        f"| {label} | {len(model_ids)} | {n_jobs / burst_s:.1f} / {n_jobs / local_s:.1f} ({local_s / burst_s:.2f}x) "
-        f"| {calls} | {load_average()} |"
+        f"| {label} | {len(model_ids)} "
+        f"| {n_jobs / burst_s:.1f} / {n_jobs / burst_local_s:.1f} ({burst_local_s / burst_s:.2f}x) | {burst_calls} "
+        f"| {n_jobs / backlog_s:.1f} / {n_jobs / backlog_local_s:.1f} ({backlog_local_s / backlog_s:.2f}x) "
+        f"| {backlog_calls} | {load_average()} |"
     )
 
 
@@ -201,7 +237,7 @@ def main() -> None:
             for batch in ("on", "off"):
                 root = Path(tmp) / f"workers-{n_workers}-batching-{batch}"
                 root.mkdir()
-                settings = {"FPF_QUOTA_QUEUED_JOBS": str(max(args.burst, args.queue_burst))}
+                settings = {"FPF_QUOTA_QUEUED_JOBS": str(max(args.burst, args.queue_burst) + n_workers)}
                 if batch == "off":
                     settings["FPF_BATCH_MAX_JOBS"] = "1"
                 with ExitStack() as stack:
@@ -226,7 +262,9 @@ def main() -> None:
                         for model_id in model_ids:  # warm: each model loaded in a sandbox
                             fetch(client.submit(model_id, states(0), **OPTIONS))
                     for models in (model_ids[:1], model_ids):
-                        row = measure_batching(f"{batch}, {n_workers}", service.url, models, engines, args.queue_burst)
+                        row = measure_batching(
+                            f"{batch}, {n_workers}", service.url, models, engines, args.queue_burst, n_workers
+                        )
                         batching.append(row)
                         print(row, flush=True)
 
@@ -237,9 +275,12 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     print("\n".join(overhead))
-    print(f"\nqueue burst: {args.queue_burst} jobs submitted at once (REST), then every result fetched")
-    print("| batching, workers | models | jobs/s: service / in-process | engine calls | load |")
-    print("|---|---|---|---|---|")
+    print(f"\n{args.queue_burst} small jobs over REST: a burst from {CLIENT_THREADS} threads, and a queued backlog")
+    print(
+        "| batching, workers | models | burst jobs/s: service / in-process | engine calls "
+        "| backlog jobs/s: service / in-process | engine calls | load |"
+    )
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(batching))
 
 
