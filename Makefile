@@ -35,8 +35,12 @@ $(STAMP): pyproject.toml client/pyproject.toml client/build_stubs.py client/fpf_
 serve: setup
 	$(BIN)/fpf-server up
 
+# Whole test files go to parallel workers (--dist loadfile keeps each file's order and module fixtures):
+# most of the suite's time is spent waiting on the services its tests start, so four share two cores.
+TEST_WORKERS ?= 4
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Tests that start no processes: seconds, not minutes; for the edit-test loop.
 test-fast: setup

@@ -17,6 +17,15 @@ import pytest
 from service_harness import SLOW_OPTIONS, LiveService, random_states, start_service
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with tests that start processes or take seconds run first, so that the parallel workers of
+    ``make test`` finish together: those files are the long ones, and the quick ones fill in behind."""
+    long_files = {
+        item.path for item in items if item.get_closest_marker("integration") or item.get_closest_marker("slow")
+    }
+    items.sort(key=lambda item: item.path not in long_files)
+
+
 @pytest.fixture(scope="session")
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The whole service, started once per test session and torn down by PID."""

@@ -48,7 +48,8 @@ def _models(settings: Settings) -> runner.Models:
 #: Time a validation may spend waiting for its sandbox to start, on top of the validation limit: the
 #: limit itself counts from the moment the sandbox is ready (workers/sandbox/process.py).
 SANDBOX_START_ALLOWANCE_S = 60.0
-#: Seconds between Celery's soft limit of a validation and its killing the pool process.
+#: Most seconds between Celery's soft limit of a validation and its killing the pool process
+#: (``FPF_KILL_GRACE_S`` when shorter): a stuck validation holds a worker that jobs are waiting for.
 VALIDATION_KILL_GRACE_S = 10.0
 
 
@@ -58,7 +59,7 @@ def validation_task_limits(settings: Settings) -> tuple[float, float]:
     soft = settings.validation_time_limit_s
     if settings.sandbox == "on":
         soft += SANDBOX_START_ALLOWANCE_S
-    return soft, soft + VALIDATION_KILL_GRACE_S
+    return soft, soft + min(settings.kill_grace_s, VALIDATION_KILL_GRACE_S)
 
 
 class ValidationTask(Task):

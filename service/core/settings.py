@@ -10,9 +10,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Seconds between a job's hard time limit and Celery killing a pool process that ignored it.
-HARD_KILL_GRACE_S = 30.0
-
 
 class Settings(BaseSettings):
     """Every knob of the service, with its default; ``FPF_REDIS_URL`` sets ``redis_url`` and so on."""
@@ -71,6 +68,12 @@ class Settings(BaseSettings):
     )
     hard_time_limit_s: float = Field(
         3660.0, gt=0, description="A run still going after this fails with time_limit_exceeded."
+    )
+    kill_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds past a task's hard limit before Celery kills the pool process still running it "
+        "(a model step stuck in native code never sees the limit); validations wait at most 10 s of it.",
     )
     validation_time_limit_s: float = Field(
         30.0,
@@ -137,7 +140,7 @@ class Settings(BaseSettings):
     @property
     def kill_time_limit_s(self) -> float:
         """Celery kills a pool process still running a task after this (it did not stop at the hard limit)."""
-        return self.hard_time_limit_s + HARD_KILL_GRACE_S
+        return self.hard_time_limit_s + self.kill_grace_s
 
     @property
     def broker_visibility_timeout_s(self) -> int:

@@ -245,9 +245,14 @@ def test_a_pool_process_killed_at_the_time_limit_fails_its_job_without_a_rerun(
     tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]
 ) -> None:
     """Unsandboxed, a model step that never returns keeps Celery's soft limit from being raised in
-    the pool process; Celery kills the process 30 s later and the janitor fails the job (it used to
+    the pool process; Celery kills the process FPF_KILL_GRACE_S later and the janitor fails the job (it used to
     re-run it up to FPF_MAX_ATTEMPTS times)."""
-    settings = {"FPF_SANDBOX": "off", "FPF_SOFT_TIME_LIMIT_S": "1", "FPF_HARD_TIME_LIMIT_S": "3"}
+    settings = {
+        "FPF_SANDBOX": "off",
+        "FPF_SOFT_TIME_LIMIT_S": "1",
+        "FPF_HARD_TIME_LIMIT_S": "3",
+        "FPF_KILL_GRACE_S": "3",
+    }
     with (
         start_service(tmp_path_factory.mktemp("fpf-hard-kill"), **settings) as unsandboxed,
         unsandboxed.client() as http,

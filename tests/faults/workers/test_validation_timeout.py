@@ -85,7 +85,7 @@ def test_an_unsandboxed_validation_stuck_in_native_code_is_settled_after_its_poo
 ) -> None:
     """With ``FPF_SANDBOX=off`` the TorchScript loop never returns to Python, so Celery's soft limit cannot
     stop it: Celery kills the pool process, and the worker's main process settles the model."""
-    settings = {"FPF_SANDBOX": "off", "FPF_VALIDATION_TIME_LIMIT_S": "2"}
+    settings = {"FPF_SANDBOX": "off", "FPF_VALIDATION_TIME_LIMIT_S": "2", "FPF_KILL_GRACE_S": "2"}
     with start_service(tmp_path_factory.mktemp("unsandboxed-validation"), **settings) as unsandboxed:
         model = unsandboxed.upload_model(never_returns, timeout_s=180, n_states=8, n_inputs=2)
     error = model["error"]
