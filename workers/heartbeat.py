@@ -1,9 +1,10 @@
-"""A running job's heartbeat: a short-lived Redis key refreshed by a background thread."""
+"""The heartbeats of running jobs: short-lived Redis keys refreshed by a background thread."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from types import TracebackType
 
 from service.core.store import RecordStore
@@ -12,22 +13,29 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Keep ``heartbeat:<job>:<dispatch>`` alive while the block runs.
+    """Keep ``heartbeat:<job>:<dispatch>`` alive for each delivery of a batch while the block runs.
 
-    A thread, not the engine's progress callback, refreshes it, so a long phase without
+    A thread, not the engine's progress callback, refreshes them, so a long phase without
     progress reports (loading, a big decomposition) does not look like a dead worker.
-    When the process dies the key expires within ``ttl_s`` and the gateway's janitor
-    re-queues the job.
+    When the process dies the keys expire within ``ttl_s`` and the gateway's janitor
+    re-queues every job of the batch.
     """
 
-    def __init__(self, store: RecordStore, job_id: str, dispatch: int, *, interval_s: float, ttl_s: float) -> None:
+    def __init__(
+        self, store: RecordStore, deliveries: Iterable[tuple[str, int]], *, interval_s: float, ttl_s: float
+    ) -> None:
         self.store = store
-        self.job_id = job_id
-        self.dispatch = dispatch
         self.interval_s = interval_s
         self.ttl_s = ttl_s
+        self._deliveries = dict(deliveries)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{next(iter(self._deliveries))}", daemon=True)
+
+    def drop(self, job_id: str) -> None:
+        """Stop beating for a job of the batch that has ended on its own (cancelled or deleted)."""
+        with self._lock:
+            self._deliveries.pop(job_id, None)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()  # the first beat was set with the claim, atomically
@@ -41,7 +49,9 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
+            with self._lock:
+                deliveries = list(self._deliveries.items())
             try:
-                self.store.beat(self.job_id, self.dispatch, self.ttl_s)
+                self.store.beat_all(deliveries, self.ttl_s)
             except Exception:
-                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+                log.warning("jobs %s: heartbeat failed", ", ".join(d[0] for d in deliveries), exc_info=True)

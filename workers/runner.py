@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -142,6 +143,52 @@ class ProgressReporter:
             raise StopJob("the job was deleted or handed to another worker")
 
 
+class BatchReporter:
+    """Follows the jobs of one engine call: routes each progress report to its job, settles a job that
+    is no longer wanted at once (``settle``), and stops the engine when none of them is.
+
+    A report of the whole batch reaches each job in the job's own terms: ``n_total`` its own initial
+    states, ``n_converged`` the batch's converged fraction of them.
+    """
+
+    def __init__(
+        self, reporters: Sequence[ProgressReporter], sizes: Sequence[int], settle: Callable[[int, StopJob], None]
+    ) -> None:
+        self.reporters = reporters
+        self.sizes = sizes
+        self.settle = settle
+        #: The jobs (their indices in the batch) that have stopped, and why.
+        self.stopped: dict[int, StopJob] = {}
+
+    def progress(self, report: dict[str, Any], job: int | None) -> None:
+        """A report of job ``job`` of the batch, or of all of them (None)."""
+        if job is not None or len(self.reporters) == 1:
+            self._follow(job or 0, lambda reporter: reporter.progress(report))
+        else:
+            for index, size in enumerate(self.sizes):
+                share = _share(report, size)
+                self._follow(index, lambda reporter, share=share: reporter.progress(share))
+        self._go_on()
+
+    def idle(self) -> None:
+        for index in range(len(self.reporters)):
+            self._follow(index, ProgressReporter.idle)
+        self._go_on()
+
+    def _follow(self, index: int, call: Callable[[ProgressReporter], None]) -> None:
+        if index in self.stopped:
+            return
+        try:
+            call(self.reporters[index])
+        except StopJob as stop:
+            self.stopped[index] = stop
+            self.settle(index, stop)
+
+    def _go_on(self) -> None:
+        if len(self.stopped) == len(self.reporters):
+            raise StopJob("no job of the batch is still wanted")
+
+
 class Models(Protocol):
     """Where models are loaded and the engine runs: a sandbox, or (trusted models only) in-process."""
 
@@ -153,12 +200,13 @@ class Models(Protocol):
         self,
         record: Model,
         path: Path,
-        arrays_path: Path,
+        arrays_paths: Sequence[Path],
         options: FinderOptions,
-        reporter: ProgressReporter,
+        reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[FixedPoints, float]:
-        """Find the fixed points of a job of the record's tenant within ``limits``; the result and the
+    ) -> tuple[list[FixedPoints | FpfError], float]:
+        """Find the fixed points of a batch of jobs of the record's tenant (their arrays files) in one
+        engine call within ``limits``; per job the result or the error that ended it alone, and the
         engine's seconds."""
 
 
@@ -175,21 +223,24 @@ class SandboxedModels:
         self,
         record: Model,
         path: Path,
-        arrays_path: Path,
+        arrays_paths: Sequence[Path],
         options: FinderOptions,
-        reporter: ProgressReporter,
+        reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[FixedPoints, float]:
+    ) -> tuple[list[FixedPoints | FpfError], float]:
+        from .sandbox import BatchJob
+
         sandbox = self.pool.get(record.tenant)
-        result, engine_s = sandbox.solve(
+        outcomes, engine_s = sandbox.solve_batch(
             _wire(record),
             path.read_bytes,
-            arrays_path.read_bytes(),
+            [BatchJob(arrays.read_bytes(), limits.max_result_bytes) for arrays in arrays_paths],
             options.model_dump(mode="json"),
             reporter,
-            limits=limits.wire(),
+            limits={"time_limit_s": limits.remaining_s()},
         )
-        return FixedPoints.load(result), engine_s  # parsed (no pickles), so only known fields are kept
+        # parsed (no pickles), so only known fields are kept
+        return [o if isinstance(o, FpfError) else FixedPoints.load(o) for o in outcomes], engine_s
 
 
 class InProcessModels:
@@ -212,28 +263,16 @@ class InProcessModels:
         self,
         record: Model,
         path: Path,
-        arrays_path: Path,
+        arrays_paths: Sequence[Path],
         options: FinderOptions,
-        reporter: ProgressReporter,
+        reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[FixedPoints, float]:
-        from workers.engine import find_fixed_points
+    ) -> tuple[list[FixedPoints | FpfError], float]:
+        from .solving import JobArrays, solve_jobs
 
         model = self._get(record, path)
-        with np.load(arrays_path, allow_pickle=False) as arrays:
-            initial_states, inputs = arrays["initial_states"], arrays["inputs"]
-            cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
-        start = time.perf_counter()
-        fixed_points = find_fixed_points(
-            model,
-            initial_states,
-            inputs,
-            options,
-            progress=reporter.progress,
-            time_limit_s=limits.remaining_s(),
-            cond_ids=cond_ids,
-        )
-        return fixed_points, time.perf_counter() - start
+        jobs = [JobArrays.load(arrays) for arrays in arrays_paths]
+        return solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.remaining_s())
 
     def _get(self, record: Model, path: Path) -> StepModel:
         from workers.engine import load_model
@@ -264,7 +303,8 @@ class JobRunner:
 
     def run(self, job_id: str, dispatch: int) -> None:
         """Claim delivery ``dispatch`` (skip it when stale, defer it while its tenant is at its
-        running-jobs quota), solve, store the result, record the end."""
+        running-jobs quota) and queued jobs of its batch key, solve them in one engine call, store
+        each result and record each end."""
         claimed_at = time.monotonic()
         job = self.store.claim(
             job_id,
@@ -275,7 +315,7 @@ class JobRunner:
             defer_s=self.settings.running_quota_retry_s,
         )
         if job is None:
-            log.info("job %s: delivery %d is stale or cancelled; skipped", job_id, dispatch)
+            log.info("job %s: delivery %d is stale, cancelled or taken in a batch; skipped", job_id, dispatch)
             return
         if job.status is JobStatus.QUEUED:
             log.info(
@@ -288,32 +328,66 @@ class JobRunner:
             )
             self.dispatcher.run_job(job_id, job.dispatch, countdown_s=self.settings.running_quota_retry_s)
             return
+        jobs = [job, *self._companions(job)]
         limits = RunLimits(
             deadline=claimed_at + self.settings.soft_time_limit_s, max_result_bytes=self.settings.max_result_bytes
         )
-        log.info("job %s: attempt %d started on %s", job_id, job.attempts, self.worker)
+        for member in jobs:
+            log.info(
+                "job %s: attempt %d started on %s%s",
+                member.id,
+                member.attempts,
+                self.worker,
+                "" if len(jobs) == 1 else f" in a batch of {len(jobs)} led by job {job.id}",
+            )
+        heartbeat = Heartbeat(
+            self.store,
+            [(member.id, member.dispatch) for member in jobs],
+            interval_s=self.settings.heartbeat_interval_s,
+            ttl_s=self.settings.heartbeat_ttl_s,
+        )
         try:
-            with Heartbeat(
-                self.store,
-                job_id,
-                dispatch,
-                interval_s=self.settings.heartbeat_interval_s,
-                ttl_s=self.settings.heartbeat_ttl_s,
-            ):
-                status, changes = self._execute(job, limits)
-                finished = self._record_end(job_id, dispatch, status, changes)
+            with heartbeat:
+                ends = self._execute(jobs, limits, heartbeat)
+                for member, end in zip(jobs, ends, strict=True):
+                    if end is not None:
+                        self._end(member, *end)
         except StoreUnavailable as exc:
             log.warning(
-                "job %s: %s; attempt %d is given up unrecorded, and the job runs again once its heartbeat expires",
-                job_id,
+                "jobs %s: %s; the attempt is given up unrecorded, and each job runs again once its heartbeat expires",
+                ", ".join(member.id for member in jobs),
                 exc,
-                job.attempts,
             )
-            return
+
+    def _companions(self, job: Job) -> list[Job]:
+        """Queued jobs of ``job``'s batch key, claimed to share its engine call (after waiting up to
+        ``FPF_BATCH_WINDOW_MS`` for more to arrive while the batch has room)."""
+        room = self.settings.batch_max_jobs
+        if room <= 1 or job.batch_key is None or not self._batchable(job):
+            return []
+        window_s = self.settings.batch_window_ms / 1000
+        if window_s > 0 and self.store.batch_depth(job.batch_key) < room - 1:
+            time.sleep(window_s)
+        return self.store.claim_batch(
+            job, room, self.worker, self.settings.heartbeat_ttl_s, max_running=self.settings.quota_running_jobs
+        )
+
+    def _batchable(self, job: Job) -> bool:
+        """Whether the engine solves jobs with ``job``'s options in one solver pass. Others it would solve
+        one after the other within the call, under one time limit: they are not batched."""
+        from workers.engine import batchable
+
+        record = self.store.get_model(job.model_id, job.tenant)
+        n_states = None if record is None else record.n_states
+        return batchable(FinderOptions.model_validate(job.options), n_states)
+
+    def _end(self, job: Job, status: JobStatus, changes: dict[str, Any]) -> None:
+        """Record one job's outcome and count it in the duration histogram."""
+        finished = self._record_end(job.id, job.dispatch, status, changes)
         if finished is None:
-            log.info("job %s: delivery %d no longer owns the job; outcome %s dropped", job_id, dispatch, status.value)
+            log.info("job %s: delivery %d no longer owns the job; %s dropped", job.id, job.dispatch, status.value)
             return
-        log.info("job %s: %s", job_id, status.value)
+        log.info("job %s: %s", job.id, status.value)
         self.store.observe_duration(finished.finished_at - finished.created_at)
 
     def _record_end(self, job_id: str, dispatch: int, status: JobStatus, changes: dict[str, Any]) -> Job | None:
@@ -332,45 +406,76 @@ class JobRunner:
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)
 
-    def _execute(self, job: Job, limits: RunLimits) -> tuple[JobStatus, dict[str, Any]]:
-        """The final status and the fields to record with it; every failure of the job becomes a
-        problem document, and a failure of Redis raises :class:`StoreUnavailable`."""
+    def _execute(
+        self, jobs: list[Job], limits: RunLimits, heartbeat: Heartbeat
+    ) -> list[tuple[JobStatus, dict[str, Any]] | None]:
+        """Per job of the batch, the final status and the fields to record with it (None: settled
+        already, when it stopped while the others went on). Every failure of a job becomes a problem
+        document; a failure of Redis raises :class:`StoreUnavailable`."""
+
+        def settle(index: int, stop: StopJob) -> None:
+            log.info("job %s: stopped: %s", jobs[index].id, stop)
+            heartbeat.drop(jobs[index].id)
+            self._end(jobs[index], JobStatus.CANCELLED, {})
+
+        reporter = BatchReporter(
+            [ProgressReporter(self.store, job.id, job.dispatch) for job in jobs],
+            [job.n_initial_states for job in jobs],
+            settle,
+        )
         try:
-            fixed_points, engine_s = self._solve(job, limits)
-            arrays = result_arrays(fixed_points, limits.max_result_bytes)
-            with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
-                # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
-                np.savez(out, **arrays)
+            outcomes, engine_s = self._solve(jobs, limits, reporter)
         except StopJob as stop:
-            log.info("job %s: stopped: %s", job.id, stop)
-            return JobStatus.CANCELLED, {}
+            log.info("jobs %s: stopped: %s", ", ".join(job.id for job in jobs), stop)
+            return [None if i in reporter.stopped else (JobStatus.CANCELLED, {}) for i in range(len(jobs))]
         except SoftTimeLimitExceeded:  # Celery's soft limit is fpf's hard one
             limit = self.settings.hard_time_limit_s
-            log.info("job %s: stopped at its hard time limit of %g s", job.id, limit)
+            log.info("jobs %s: stopped at the hard time limit of %g s", ", ".join(job.id for job in jobs), limit)
             error = TimeLimitExceeded(
                 f"the job ran past its hard time limit of {limit:g} s "
                 f"(the search itself stops at {self.settings.soft_time_limit_s:g} s)",
                 limit=limit,
             )
-            return JobStatus.FAILED, {"error": error.to_problem()}
+            outcomes, engine_s = [error] * len(jobs), 0.0
         except FpfError as exc:
-            log.info("job %s: failed: %s", job.id, exc)
-            return JobStatus.FAILED, {"error": exc.to_problem()}
+            outcomes, engine_s = [exc] * len(jobs), 0.0
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {exc})") from exc
         except Exception as exc:
-            log.exception("job %s: the engine failed", job.id)
-            return JobStatus.FAILED, {"error": FpfError(f"{type(exc).__name__}: {exc}").to_problem()}
-        partial = bool(fixed_points.info.get("partial"))
+            log.exception("jobs %s: the engine failed", ", ".join(job.id for job in jobs))
+            outcomes, engine_s = [FpfError(f"{type(exc).__name__}: {exc}")] * len(jobs), 0.0
+        return [
+            None if i in reporter.stopped else self._store_result(job, outcome, engine_s, limits)
+            for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True))
+        ]
+
+    def _store_result(
+        self, job: Job, outcome: FixedPoints | FpfError, engine_s: float, limits: RunLimits
+    ) -> tuple[JobStatus, dict[str, Any]]:
+        """Write one job's result file: succeeded (partial or not), or failed with its problem."""
+        try:
+            if isinstance(outcome, FpfError):
+                raise outcome
+            arrays = result_arrays(outcome, limits.max_result_bytes)
+            with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
+                # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
+                np.savez(out, **arrays)
+        except FpfError as exc:
+            log.info("job %s: failed: %s", job.id, exc)
+            return JobStatus.FAILED, {"error": exc.to_problem()}
+        partial = bool(outcome.info.get("partial"))
         if partial:
-            log.info("job %s: partial result: %s", job.id, fixed_points.info.get("partial_reason"))
+            log.info("job %s: partial result: %s", job.id, outcome.info.get("partial_reason"))
         return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial}
 
-    def _solve(self, job: Job, limits: RunLimits) -> tuple[FixedPoints, float]:
-        record, path = _stored_model(self.store, self.artifacts, job.model_id, job.tenant)
-        options = FinderOptions.model_validate(job.options)
-        reporter = ProgressReporter(self.store, job.id, job.dispatch)
-        return self.models.solve(record, path, self.artifacts.arrays_path(job.id), options, reporter, limits)
+    def _solve(
+        self, jobs: list[Job], limits: RunLimits, reporter: BatchReporter
+    ) -> tuple[list[FixedPoints | FpfError], float]:
+        leader = jobs[0]
+        record, path = _stored_model(self.store, self.artifacts, leader.model_id, leader.tenant)
+        options = FinderOptions.model_validate(leader.options)
+        arrays_paths = [self.artifacts.arrays_path(job.id) for job in jobs]
+        return self.models.solve(record, path, arrays_paths, options, reporter, limits)
 
 
 def validate_model(
@@ -480,6 +585,14 @@ def _load_arguments(record: Model) -> dict[str, Any]:
         "state_name": record.state_name,
         "output_name": record.output_name,
     }
+
+
+def _share(report: dict[str, Any], size: int) -> dict[str, Any]:
+    """A progress report of a whole batch as one job of ``size`` initial states sees it."""
+    n_total = report.get("n_total")
+    if not n_total:
+        return report
+    return {**report, "n_total": size, "n_converged": round(report.get("n_converged", 0) * size / n_total)}
 
 
 def _plain(progress: dict[str, Any]) -> dict[str, Any]:

@@ -378,9 +378,9 @@ class FixedPoints:
         return buffer.getvalue()
 
     @classmethod
-    def load(cls, file: str | PathLike[str] | IO[bytes] | bytes) -> FixedPoints:
-        """Read a file written by :meth:`save` (or the service's npz result)."""
-        if isinstance(file, (bytes, bytearray)):
+    def load(cls, file: str | PathLike[str] | IO[bytes] | bytes | memoryview) -> FixedPoints:
+        """Read a file written by :meth:`save` (or the service's npz result), or its bytes."""
+        if isinstance(file, (bytes, bytearray, memoryview)):
             file = io.BytesIO(file)
         with np.load(file, allow_pickle=False) as data:
             return cls.from_npz_arrays({k: data[k] for k in data.files})

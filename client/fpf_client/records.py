@@ -78,6 +78,8 @@ class JobRecord(_Record):
     error: dict[str, Any] | None = None
     #: True when the job's wall-time limit stopped the search and the result holds what was found by then.
     partial: bool | None = None
+    #: How many jobs the last attempt's engine call solved, this one included (1: it ran alone).
+    batch_size: int | None = None
 
     @property
     def is_final(self) -> bool:

@@ -110,6 +110,10 @@ class Job(_Record):
     partial: bool = False
     #: When the job's last message was sent to the queue (epoch seconds), for the janitor's re-sends.
     sent_at: float | None = None
+    #: Jobs with the same key may be solved in one engine call (service/core/batching.py); None: never batched.
+    batch_key: str | None = None
+    #: How many jobs the last attempt's engine call solved, this one included (1: it ran alone).
+    batch_size: int | None = None
 
 
 @dataclass

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         description="Wall time of loading and dry-running an uploaded model; a model past it is "
         "tried once more, then invalid with validation_timeout.",
     )
+    batch_max_jobs: int = Field(
+        32,
+        ge=1,
+        description="Most jobs a worker solves in one engine call: queued jobs of the same tenant, model "
+        "and options are taken together (service/core/batching.py). 1 turns batching off.",
+    )
+    batch_window_ms: float = Field(
+        0.0,
+        ge=0,
+        description="A worker that has claimed a job and found room in its batch waits this long for more "
+        "jobs of the same batch key to arrive before the engine starts.",
+    )
     worker_torch_threads: int | None = Field(
         None, ge=1, description="torch threads per worker process; default: CPU cores / worker concurrency."
     )

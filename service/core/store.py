@@ -66,6 +66,10 @@ class Keys:
         """Set of the ids of one tenant's jobs in ``status`` (for quotas)."""
         return f"{self.prefix}:tenant:{tenant}:jobs:{status.value}"
 
+    def batch(self, batch_key: str) -> str:
+        """Sorted set of the queued job ids of one batch key, by creation time."""
+        return f"{self.prefix}:batch:{batch_key}"
+
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idempotency:{tenant}:{key}"
 
@@ -213,6 +217,8 @@ class RecordStore:
             pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: job.created_at})
             pipe.sadd(self.keys.jobs_in(job.status), job.id)
             pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
+            if job.status is JobStatus.QUEUED and job.batch_key is not None:
+                pipe.zadd(self.keys.batch(job.batch_key), {job.id: job.created_at})
             return True
 
         return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
@@ -249,8 +255,11 @@ class RecordStore:
 
     def delete_job(self, job_id: str) -> None:
         """Remove the record and its index entries (files are the artifact store's)."""
-        tenant = self.redis.hget(self.keys.job(job_id), "tenant") or DEFAULT_TENANT
+        tenant, key = self.redis.hmget(self.keys.job(job_id), "tenant", "batch_key")
+        tenant = tenant or DEFAULT_TENANT
         pipe = self.redis.pipeline()
+        if key is not None:
+            pipe.zrem(self.keys.batch(key), job_id)
         pipe.delete(self.keys.job(job_id))
         pipe.zrem(self.keys.jobs, job_id)
         pipe.zrem(self.keys.tenant_jobs(tenant), job_id)
@@ -292,6 +301,7 @@ class RecordStore:
                 "attempts": job.attempts + 1,
                 "worker": worker,
                 "progress": None,
+                "batch_size": 1,
             }
 
         return self._transition(
@@ -302,9 +312,74 @@ class RecordStore:
             watch=(running,),
         )
 
-    def beat(self, job_id: str, dispatch: int, ttl_s: float) -> None:
-        """Refresh the heartbeat of a running delivery."""
-        self.redis.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+    def claim_batch(
+        self, leader: Job, max_jobs: int, worker: str, heartbeat_ttl_s: float, *, max_running: int | None = None
+    ) -> list[Job]:
+        """Claim up to ``max_jobs - 1`` queued jobs of the running ``leader``'s batch key for one engine call.
+
+        Each goes queued -> running under its current dispatch, as :meth:`claim` would take it (not
+        cancelled; within the tenant's ``max_running``), so its own queue message is stale when it
+        arrives; it starts when the leader did. One transaction over the batch's index, the jobs and
+        the tenant's running set; each claimed job and the leader record the batch's size. The claimed
+        jobs, oldest first.
+        """
+        if leader.batch_key is None or max_jobs <= 1:
+            return []
+        started_at = leader.started_at or time.time()  # the batch's attempt starts with its leader's
+        index = self.keys.batch(leader.batch_key)
+        running = self.keys.tenant_jobs_in(leader.tenant, JobStatus.RUNNING)
+
+        def apply(pipe: redis.client.Pipeline) -> list[Job]:
+            ids = pipe.zrange(index, 0, max_jobs - 2)
+            if not ids:
+                return []
+            pipe.watch(*(self.keys.job(i) for i in ids))
+            reads = self.redis.pipeline(transaction=False)  # after the WATCH: a change fails the MULTI
+            for job_id in ids:
+                reads.hgetall(self.keys.job(job_id))
+            room = len(ids) if max_running is None else max(0, max_running - int(pipe.scard(running)))
+            taken = [
+                job
+                for job in (Job.from_fields(raw) for raw in reads.execute() if raw)
+                if job.status is JobStatus.QUEUED and not job.cancel_requested and job.batch_key == leader.batch_key
+            ][:room]
+            if not taken:
+                return []
+            size = len(taken) + 1
+            pipe.multi()
+            pipe.hset(self.keys.job(leader.id), "batch_size", str(size))
+            for job in taken:
+                update = {
+                    "status": JobStatus.RUNNING,
+                    "started_at": started_at,
+                    "attempts": job.attempts + 1,
+                    "worker": worker,
+                    "progress": None,
+                    "batch_size": size,
+                }
+                _write_fields(pipe, self.keys.job(job.id), update)
+                pipe.zrem(index, job.id)
+                pipe.smove(self.keys.jobs_in(JobStatus.QUEUED), self.keys.jobs_in(JobStatus.RUNNING), job.id)
+                pipe.smove(self.keys.tenant_jobs_in(job.tenant, JobStatus.QUEUED), running, job.id)
+                pipe.set(self.keys.heartbeat(job.id, job.dispatch), "1", px=int(heartbeat_ttl_s * 1000))
+                pipe.publish(self.keys.events(job.id), "status")
+                for name, value in update.items():
+                    setattr(job, name, value)
+            leader.batch_size = size
+            return taken
+
+        return cast("list[Job]", self.redis.transaction(apply, index, running, value_from_callable=True))
+
+    def batch_depth(self, batch_key: str) -> int:
+        """How many queued jobs have ``batch_key``."""
+        return int(self.redis.zcard(self.keys.batch(batch_key)))
+
+    def beat_all(self, deliveries: Iterable[tuple[str, int]], ttl_s: float) -> None:
+        """Refresh the heartbeats of several running deliveries (a batch) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, dispatch in deliveries:
+            pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+        pipe.execute()
 
     def is_alive(self, job: Job) -> bool:
         return bool(self.redis.exists(self.keys.heartbeat(job.id, job.dispatch)))
@@ -373,6 +448,7 @@ class RecordStore:
                 "progress": None,
                 "started_at": None,
                 "worker": None,
+                "batch_size": None,
                 "sent_at": now,
             }
 
@@ -528,6 +604,11 @@ class RecordStore:
             pipe.multi()
             _write_fields(pipe, key, update)
             new_status = update.get("status", job.status)
+            if new_status is not job.status and job.batch_key is not None:
+                if job.status is JobStatus.QUEUED:
+                    pipe.zrem(self.keys.batch(job.batch_key), job_id)
+                elif new_status is JobStatus.QUEUED:
+                    pipe.zadd(self.keys.batch(job.batch_key), {job_id: job.created_at})
             if new_status is not job.status:
                 pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
                 pipe.smove(

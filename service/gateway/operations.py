@@ -29,6 +29,7 @@ from fpf_client.errors import (
     ServiceUnavailable,
 )
 from service.core.artifacts import ArtifactStore
+from service.core.batching import batch_key
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
@@ -157,6 +158,7 @@ def enqueue_job(
         n_initial_states=int(initial_states.shape[0]),
         options=options,
         created_at=time.time(),
+        batch_key=batch_key(tenant, model.id, options),
     )
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
         np.savez(out, initial_states=initial_states, inputs=inputs, **labelled)

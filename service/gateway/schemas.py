@@ -176,6 +176,11 @@ class JobOut(BaseModel):
         description="Succeeded with a partial result: the wall-time limit stopped the "
         "search, and the result's info says where (partial_reason).",
     )
+    batch_size: int | None = Field(
+        None,
+        description="How many jobs the last attempt's engine call solved, this one included: jobs of the same "
+        "tenant, model and options queued together are solved in one call (1: it ran alone).",
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -199,6 +204,7 @@ class JobOut(BaseModel):
             cancel_requested=job.cancel_requested,
             error=job.error,
             partial=job.partial,
+            batch_size=job.batch_size,
         )
 
 

@@ -10,9 +10,11 @@ Nothing here imports the gateway's modules or torch: the child imports this pack
 
 from .command import Limits, SandboxUnavailable, probe, spawn
 from .pool import SandboxPool
-from .process import Listener, RequestTimedOut, Sandbox, SandboxFailure
+from .process import BatchJob, BatchListener, Listener, RequestTimedOut, Sandbox, SandboxFailure
 
 __all__ = [
+    "BatchJob",
+    "BatchListener",
     "Limits",
     "Listener",
     "RequestTimedOut",

@@ -7,8 +7,11 @@ cannot corrupt it), then imports torch and the engine and says ``ready``.
 
 Requests (worker -> child): ``describe`` and ``solve`` name a model record; when the child
 does not hold that model it answers ``need_model`` and the worker sends ``model`` with the
-file's bytes. Answers (child -> worker): ``progress`` while solving, then one of
-``described``, ``result`` (payload: the result ``.npz``) or ``error`` (a problem document).
+file's bytes. A ``solve`` carries the jobs of a batch (one engine call; their arrays ``.npz``
+one after another in the payload). Answers (child -> worker): ``progress`` while solving
+(naming the job of the batch, or none for all), then one of ``described``, ``result`` (per
+job a result ``.npz`` in the payload, or a problem document) or ``error`` (a problem
+document, for the whole request).
 """
 
 from __future__ import annotations
@@ -88,8 +91,8 @@ class Child:
                 limits = dict(request.get("limits") or {})
                 if "time_limit_s" in limits:  # loading the model took part of it
                     limits["time_limit_s"] = max(0.0, limits["time_limit_s"] - (time.monotonic() - received))
-                result, engine_s = self.solve(model, payload, request["options"], **limits)
-                write_frame(self.answers, {"type": "result", "engine_s": engine_s}, result)
+                answers, results, engine_s = self.solve(model, payload, request["jobs"], request["options"], **limits)
+                write_frame(self.answers, {"type": "result", "engine_s": engine_s, "jobs": answers}, *results)
             else:
                 raise FpfError(f"unknown request {request['op']!r}")
         except FpfError as exc:
@@ -138,43 +141,51 @@ class Child:
     def solve(
         self,
         model: Any,
-        arrays_npz: bytes,
+        payload: memoryview,
+        jobs: list[dict[str, int]],
         options: dict[str, Any],
         *,
         time_limit_s: float | None = None,
-        max_result_bytes: int | None = None,
-    ) -> tuple[bytes, float]:
-        """Run the engine on the job's arrays (its search stopped after ``time_limit_s``); the result as
-        ``.npz`` bytes, refused past ``max_result_bytes``, and the engine's seconds."""
+    ) -> tuple[list[dict[str, Any]], list[bytes], float]:
+        """Run the engine once on the arrays of every job of a batch (``payload``: their ``.npz`` files
+        one after another, ``jobs``: each one's ``arrays_bytes`` and ``max_result_bytes``), its search
+        stopped after ``time_limit_s``. Per job, an answer (``result_bytes``, or a ``problem``) and its
+        result as ``.npz`` bytes; then the engine's seconds."""
         import numpy as np
 
+        from fpf_client.errors import FpfError
         from fpf_client.options import FinderOptions
-        from workers.engine import find_fixed_points
         from workers.results import result_arrays
+        from workers.solving import JobArrays, solve_jobs
 
-        with np.load(io.BytesIO(arrays_npz), allow_pickle=False) as arrays:
-            initial_states, inputs = arrays["initial_states"], arrays["inputs"]
-            cond_ids = arrays["cond_ids"] if "cond_ids" in arrays.files else None
-        start = time.perf_counter()
-        fixed_points = find_fixed_points(
-            model,
-            initial_states,
-            inputs,
-            FinderOptions.model_validate(options),
-            progress=self.report,
-            time_limit_s=time_limit_s,
-            cond_ids=cond_ids,
+        arrays, offset = [], 0
+        for job in jobs:
+            arrays.append(JobArrays.load(payload[offset : offset + job["arrays_bytes"]]))
+            offset += job["arrays_bytes"]
+        outcomes, engine_s = solve_jobs(
+            model, arrays, FinderOptions.model_validate(options), self.report, time_limit_s=time_limit_s
         )
-        engine_s = time.perf_counter() - start
-        out = io.BytesIO()
-        # uncompressed: floats hardly compress
-        np.savez(out, **result_arrays(fixed_points, max_result_bytes))
-        return out.getvalue(), engine_s
+        answers: list[dict[str, Any]] = []
+        results: list[bytes] = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            try:
+                if isinstance(outcome, FpfError):
+                    raise outcome
+                out = io.BytesIO()
+                # uncompressed: floats hardly compress
+                np.savez(out, **result_arrays(outcome, job.get("max_result_bytes")))
+            except FpfError as exc:
+                answers.append({"problem": exc.to_problem()})
+                continue
+            results.append(out.getbuffer())
+            answers.append({"result_bytes": out.getbuffer().nbytes})
+        return answers, results, engine_s
 
-    def report(self, progress: dict[str, Any]) -> None:
-        """The engine's progress callback: forward the report (numpy scalars as Python numbers)."""
+    def report(self, progress: dict[str, Any], job: int | None) -> None:
+        """The engine's progress callback: forward the report of job ``job`` of the batch (None: all of
+        them), numpy scalars as Python numbers."""
         plain = {k: v.item() if hasattr(v, "item") else v for k, v in progress.items()}
-        write_frame(self.answers, {"type": "progress", "progress": plain})
+        write_frame(self.answers, {"type": "progress", "progress": plain, "job": job})
 
 
 def warm_up() -> None:

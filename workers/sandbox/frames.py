@@ -20,17 +20,19 @@ class FrameError(Exception):
     """The stream ended or carried something that is not a well-formed frame."""
 
 
-def write_frame(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
-    """Send one frame and flush it."""
+def write_frame(stream: BinaryIO, header: dict[str, Any], *payload: bytes | memoryview) -> None:
+    """Send one frame and flush it; the payload is the parts of ``payload`` one after another (each
+    written as it is, never joined into a copy)."""
     text = json.dumps(header).encode()
-    stream.write(_PREFIX.pack(len(text), len(payload)))
+    stream.write(_PREFIX.pack(len(text), sum(memoryview(part).nbytes for part in payload)))
     stream.write(text)
-    if payload:
-        stream.write(payload)
+    for part in payload:
+        if memoryview(part).nbytes:
+            stream.write(part)
     stream.flush()
 
 
-def read_frame(stream: BinaryIO, max_payload_bytes: int) -> tuple[dict[str, Any], bytes]:
+def read_frame(stream: BinaryIO, max_payload_bytes: int) -> tuple[dict[str, Any], memoryview]:
     """Receive one frame: ``(header, payload)``.
 
     Raises
@@ -43,7 +45,7 @@ def read_frame(stream: BinaryIO, max_payload_bytes: int) -> tuple[dict[str, Any]
     if header_len > MAX_HEADER_BYTES or payload_len > max_payload_bytes:
         raise FrameError(f"frame of {header_len} + {payload_len} bytes is over the limit")
     try:
-        header = json.loads(_read_exactly(stream, header_len))
+        header = json.loads(bytes(_read_exactly(stream, header_len)))
     except ValueError as exc:
         raise FrameError(f"frame header is not JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -51,14 +53,14 @@ def read_frame(stream: BinaryIO, max_payload_bytes: int) -> tuple[dict[str, Any]
     return header, _read_exactly(stream, payload_len)
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """``size`` bytes, reading as often as it takes (an unbuffered pipe returns short reads)."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+def _read_exactly(stream: BinaryIO, size: int) -> memoryview:
+    """``size`` bytes, reading as often as it takes (an unbuffered pipe returns short reads), in the
+    buffer they were read into."""
+    view = memoryview(bytearray(size))
     done = 0
     while done < size:
         count = stream.readinto(view[done:])
         if not count:
             raise FrameError("the stream ended in the middle of a frame" if done else "the stream ended")
         done += count
-    return bytes(buffer)
+    return view

@@ -14,7 +14,8 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,37 @@ class Listener(Protocol):
         """Called every :data:`TICK_S` of work without a report."""
 
 
+class BatchListener(Protocol):
+    """Who follows the jobs of a batch in the child; either method may raise to stop them all."""
+
+    def progress(self, report: dict[str, Any], job: int | None) -> None:
+        """A progress report of job ``job`` of the batch (its index), or of every job (None)."""
+
+    def idle(self) -> None:
+        """Called every :data:`TICK_S` of work without a report."""
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One job of a batch as the child receives it: its arrays ``.npz`` and its result's size limit."""
+
+    arrays_npz: bytes | memoryview
+    max_result_bytes: int | None = None
+
+
+class _Single:
+    """A job's :class:`Listener` following a batch of one."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def progress(self, report: dict[str, Any], job: int | None) -> None:
+        self.listener.progress(report)
+
+    def idle(self) -> None:
+        self.listener.idle()
+
+
 class SandboxFailure(FpfError):
     """The child died or broke a limit; the job fails with this, the worker goes on."""
 
@@ -60,7 +92,7 @@ class _Deadline:
         self.limit_s = limit_s
         self.end = time.monotonic() + limit_s
 
-    def progress(self, report: dict[str, Any]) -> None:
+    def progress(self, report: dict[str, Any], job: int | None = None) -> None:
         self.idle()
 
     def idle(self) -> None:
@@ -105,7 +137,7 @@ class Sandbox:
         """
         self.wait_ready()
         listener = None if time_limit_s is None else _Deadline(time_limit_s)
-        header, _ = self._exchange({"op": "describe", "model": record}, b"", model_bytes, listener)
+        header, _ = self._exchange({"op": "describe", "model": record}, [], model_bytes, listener)
         return header["model"]
 
     def solve(
@@ -117,15 +149,60 @@ class Sandbox:
         listener: Listener,
         *,
         limits: dict[str, float] | None = None,
-    ) -> tuple[bytes, float]:
-        """Run the engine on a job's arrays; the result ``.npz`` bytes and the engine's seconds.
+    ) -> tuple[bytes | memoryview, float]:
+        """Run the engine on one job's arrays; the result ``.npz`` bytes and the engine's seconds.
 
         ``limits`` may hold ``time_limit_s`` (the search then stops with a partial result) and
         ``max_result_bytes`` (a larger result is refused with ``result_too_large``).
         """
-        request = {"op": "solve", "model": record, "options": options, "limits": limits or {}}
-        header, payload = self._exchange(request, arrays_npz, model_bytes, listener)
-        return payload, float(header["engine_s"])
+        limits = dict(limits or {})
+        job = BatchJob(arrays_npz, limits.pop("max_result_bytes", None))
+        [outcome], engine_s = self.solve_batch(record, model_bytes, [job], options, _Single(listener), limits=limits)
+        if isinstance(outcome, FpfError):
+            raise outcome
+        return outcome, engine_s
+
+    def solve_batch(
+        self,
+        record: dict[str, Any],
+        model_bytes: Callable[[], bytes],
+        jobs: Sequence[BatchJob],
+        options: dict[str, Any],
+        listener: BatchListener,
+        *,
+        limits: dict[str, float] | None = None,
+    ) -> tuple[list[memoryview | FpfError], float]:
+        """Run the engine once on the arrays of every job of a batch; per job its result ``.npz`` bytes
+        (or the error that ended it alone, such as ``result_too_large``), and the engine's seconds.
+
+        ``limits`` may hold ``time_limit_s``, after which the search stops with partial results.
+        """
+        request = {
+            "op": "solve",
+            "model": record,
+            "options": options,
+            "limits": limits or {},
+            "jobs": [
+                {"arrays_bytes": memoryview(job.arrays_npz).nbytes, "max_result_bytes": job.max_result_bytes}
+                for job in jobs
+            ],
+        }
+        header, payload = self._exchange(request, [job.arrays_npz for job in jobs], model_bytes, listener)
+        answers = header.get("jobs")
+        if not isinstance(answers, list) or len(answers) != len(jobs):
+            raise self._broken(f"a result of {len(jobs)} jobs came back as {answers!r}")
+        outcomes: list[memoryview | FpfError] = []
+        offset = 0
+        for answer in answers:
+            if "problem" in answer:
+                outcomes.append(FpfError.from_problem(answer["problem"]))
+                continue
+            size = int(answer["result_bytes"])
+            outcomes.append(payload[offset : offset + size])
+            offset += size
+        if offset != len(payload):
+            raise self._broken(f"a result of {len(payload)} bytes announced {offset}")
+        return outcomes, float(header["engine_s"])
 
     # --- life ---------------------------------------------------------------------------
     @property
@@ -174,11 +251,15 @@ class Sandbox:
 
     # --- the exchange -------------------------------------------------------------------
     def _exchange(
-        self, request: dict[str, Any], payload: bytes, model_bytes: Callable[[], bytes], listener: Listener | None
-    ) -> tuple[dict[str, Any], bytes]:
+        self,
+        request: dict[str, Any],
+        payload: Sequence[bytes | memoryview],
+        model_bytes: Callable[[], bytes],
+        listener: BatchListener | None,
+    ) -> tuple[dict[str, Any], memoryview]:
         self.wait_ready()
         try:
-            write_frame(self.process.stdin, request, payload)
+            write_frame(self.process.stdin, request, *payload)
             cpu_start, checked = self.cpu_s(), time.monotonic()
             while True:
                 if self._readable(TICK_S):
@@ -192,7 +273,7 @@ class Sandbox:
                         write_frame(self.process.stdin, {"op": "model", "id": request["model"]["id"]}, model_bytes())
                     elif kind == "progress":
                         if listener is not None:
-                            listener.progress(header["progress"])
+                            listener.progress(header["progress"], header.get("job"))
                     else:
                         raise FrameError(f"unexpected answer {kind!r}")
                 elif listener is not None:
@@ -220,6 +301,11 @@ class Sandbox:
             raise SandboxFailure(
                 f"the job used more than its CPU-time limit of {self.limits.cpu_s:g} s", limit="cpu_time"
             )
+
+    def _broken(self, what: str) -> SandboxFailure:
+        """Kill a child that answered out of protocol."""
+        self.kill()
+        return SandboxFailure(f"the model's sandboxed process broke the protocol: {what}")
 
     def _death(self) -> SandboxFailure:
         """Reap the child (killing what is left after a short grace) and say why it ended."""

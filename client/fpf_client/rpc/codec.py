@@ -305,6 +305,7 @@ def job_message(job: Mapping[str, Any]) -> Any:
         cancel_requested=job["cancel_requested"],
         error_json=_json_or_empty(job.get("error")),
         partial=bool(job.get("partial")),
+        batch_size=job.get("batch_size"),
     )
 
 
@@ -338,4 +339,5 @@ def job_fields(message: Any) -> dict[str, Any]:
         "cancel_requested": message.cancel_requested,
         "error": json.loads(message.error_json) if message.error_json else None,
         "partial": message.partial,
+        "batch_size": _optional(message, "batch_size"),
     }
