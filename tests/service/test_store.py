@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from recording_dispatcher import RecordingDispatcher
 from service_harness import REDIS_DB
 
 from service.core.artifacts import ArtifactStore
@@ -18,27 +18,6 @@ from service.core.records import Job, JobStatus
 from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
-
-
-class RecordingDispatcher:
-    """Stands in for the Celery queue: it records what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
-
-    def run_job(self, job_id: str, dispatch: int) -> None:
-        self.sent.append((job_id, dispatch))
-
-
-@pytest.fixture
-def store() -> Iterator[RecordStore]:
-    prefix = f"fpftest-store-{uuid.uuid4().hex[:8]}"
-    job_store = RecordStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", prefix, result_ttl_s=60)
-    yield job_store
-    keys = list(job_store.redis.scan_iter(match=f"{prefix}*"))
-    if keys:
-        job_store.redis.delete(*keys)
-    job_store.redis.close()
 
 
 def _new_job(store: RecordStore) -> Job:
