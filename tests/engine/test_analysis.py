@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from test_solvers import Tanh, roll_weights
 
@@ -56,6 +57,18 @@ def test_unique_indices_keeps_the_lowest_q_of_each_cluster():
     assert len(keep) == 5
     expected = sorted(int(np.argmin(np.where(np.arange(100) // 20 == c, q, np.inf))) for c in range(5))
     assert keep.tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unique_indices_pick_the_earliest_copy_when_q_differs_only_by_rounding(dtype):
+    """Copies of one root whose q is at the dtype's rounding floor: which is lower is noise, so the
+    first sample wins; a q clearly above the floor still loses to a lower one."""
+    eps = torch.finfo(dtype).eps
+    points = torch.tensor([[0.5, -0.25], [0.5, -0.25], [2.0, 1.0], [2.0, 1.0]], dtype=dtype)
+    noise = torch.tensor([0.9, 0.1, 0.0, 0.0], dtype=torch.float64) * eps**2
+    above = torch.tensor([0.0, 0.0, 1e6, 1.0], dtype=torch.float64) * eps**2
+    keep = unique_indices(points, (noise + above).to(dtype), 1e-3).tolist()
+    assert keep == [0, 3]
 
 
 def test_outlier_rules_follow_the_reference():

@@ -22,10 +22,17 @@ from .models.base import Dynamics, StepModel
 DENSE_PAIRS = 1 << 14
 #: Rows that choose the window index's axis (:func:`_most_spread_axis`).
 SPREAD_SAMPLE = 128
+#: q values below this many machine epsilons of rounding per coordinate are one value.
+Q_FLOOR_ULPS = 4
 
 
 def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.Tensor:
     """Indices of representatives: greedily keep the lowest-q point, drop all within ``tol`` of it.
+
+    q values at the rounding floor of the points' dtype (:func:`rounding_floor_q`) count as
+    equal and the earliest sample wins among them: which of two exact copies of a root has the
+    lower rounding noise is an accident of the arithmetic (batch size, kernels, threads), and the
+    representative, with its cond_id, must not change with it.
 
     Parameters
     ----------
@@ -41,7 +48,8 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     Tensor of int64, sorted ascending.
     """
     device = points.device
-    order = np.argsort(q.detach().cpu().numpy(), kind="stable")
+    q_np = q.detach().cpu().numpy()
+    order = np.argsort(np.where(q_np <= rounding_floor_q(points), 0.0, q_np), kind="stable")
     candidates = points.detach().cpu().numpy()[order]
     if len(order) ** 2 * candidates.shape[1] <= DENSE_PAIRS:
         within = np.abs(candidates[:, None, :] - candidates[None, :, :]).max(-1) <= tol
@@ -60,6 +68,15 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
         alive[neighbours(position)] = False
         alive[position] = False
     return torch.as_tensor(np.sort(np.array(kept, dtype=np.int64)), device=device)
+
+
+def rounding_floor_q(points: torch.Tensor) -> np.ndarray:
+    """Per point, the q = ½‖F(x) − x‖² that rounding alone can leave in the points' dtype:
+    ``Q_FLOOR_ULPS`` machine epsilons, relative to the point's largest coordinate (at least 1),
+    in every coordinate."""
+    eps = torch.finfo(points.dtype).eps if points.is_floating_point() else 0.0
+    magnitude = np.maximum(1.0, np.abs(points.detach().cpu().double().numpy()).max(-1, initial=0.0))
+    return 0.5 * points.shape[-1] * (Q_FLOOR_ULPS * eps * magnitude) ** 2
 
 
 def distance_inliers(xstar: np.ndarray, initial_states: np.ndarray, scale: float) -> np.ndarray:
