@@ -138,3 +138,20 @@ def test_host_chunks_are_bounded_by_the_data_limit():
     per_sample = 4 * (8 * 64 * 64 + 32 * 64 + 4 * 4)
     assert chunk == int(0.25 * bounded // per_sample)
     assert auto_chunk_size(64, 4, torch.float32, cpu, "lm") > chunk
+
+
+@pytest.mark.parametrize(
+    "method, d, expected",
+    [
+        ("anderson", 64, (64 << 20) // (4 * (32 * 64 + 4 * 4))),  # 8,176 samples of 8 KiB
+        ("lm", 64, 1024),  # 139 KiB a sample: the floor, not 482
+        ("lm", 4, (64 << 20) // (4 * (8 * 16 + 32 * 4 + 4 * 4))),
+    ],
+)
+def test_host_chunks_keep_their_working_set_near_the_allocators_reuse(method, d, expected):
+    """With memory to spare, a host chunk is sized by HOST_CHUNK_BYTES (and HOST_MIN_CHUNK), not by
+    free memory; Adam's chunk is its problem (the mean q), so it stays as large as memory allows."""
+    cpu = torch.device("cpu")
+    assert _free_memory(cpu) > 4 * 65536 * 4 * (32 * 64 + 4 * 4)  # room for a whole Adam chunk
+    assert auto_chunk_size(d, 4, torch.float32, cpu, method) == expected
+    assert auto_chunk_size(d, 4, torch.float32, cpu, "adam") == 65536

@@ -24,6 +24,15 @@ from .run import Run
 #: Fraction of free memory a chunk may use, and the largest chunk (keeps progress flowing).
 MEMORY_FRACTION = 0.25
 MAX_CHUNK = 65536
+#: On the host, a chunk's budgeted working set is kept near this size: each solver step allocates
+#: temporaries of the chunk's size, and past tens of MB the allocator maps fresh pages for every
+#: one of them (page faults and zeroing on each kernel) instead of reusing its heap.
+HOST_CHUNK_BYTES = 64 << 20
+#: ... but a host chunk keeps at least this many samples, or per-step Python overhead dominates.
+HOST_MIN_CHUNK = 1024
+#: Methods whose chunk is their problem: Adam minimises the mean q of its chunk, so its chunks stay
+#: as large as memory allows, as in the reference.
+WHOLE_CHUNK_METHODS = frozenset({"adam"})
 
 
 def solve(searches: list[Search], run: Run, reporter: Reporter) -> list[SolveResult]:
@@ -95,7 +104,8 @@ def auto_chunk_size(
     *,
     gmres_restart: int = NewtonKrylovOptions().gmres_restart,
 ) -> int:
-    """Initial states per chunk: what one solver iteration fits in a quarter of free memory.
+    """Initial states per chunk: what one solver iteration fits in a quarter of free memory, and on
+    the host about :data:`HOST_CHUNK_BYTES` of working set (:data:`HOST_MIN_CHUNK` at least).
 
     A dense Newton iteration holds about eight (d, d) matrices per sample (the Jacobian,
     J^T J, its Cholesky factor and the autodiff intermediates) and a few dozen vectors; a
@@ -111,7 +121,10 @@ def auto_chunk_size(
     else:
         vectors = 32 * d
     per_sample = itemsize * (vectors + 4 * m)
-    return int(min(MAX_CHUNK, max(1, MEMORY_FRACTION * free_memory(device) // per_sample)))
+    largest = MAX_CHUNK
+    if device.type == "cpu" and method not in WHOLE_CHUNK_METHODS:
+        largest = min(MAX_CHUNK, max(HOST_MIN_CHUNK, HOST_CHUNK_BYTES // per_sample))
+    return int(min(largest, max(1, MEMORY_FRACTION * free_memory(device) // per_sample)))
 
 
 def free_memory(device: torch.device) -> int:
