@@ -460,13 +460,15 @@ class JobRunner:
             with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
                 # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
                 np.savez(out, **arrays)
+                result_bytes = out.tell()
         except FpfError as exc:
             log.info("job %s: failed: %s", job.id, exc)
             return JobStatus.FAILED, {"error": exc.to_problem()}
         partial = bool(outcome.info.get("partial"))
         if partial:
             log.info("job %s: partial result: %s", job.id, outcome.info.get("partial_reason"))
-        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial}
+        # result_bytes is not a field: the store adds it to the tenant's stored bytes with the end
+        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial, "result_bytes": result_bytes}
 
     def _solve(
         self, jobs: list[Job], limits: RunLimits, reporter: BatchReporter
