@@ -77,9 +77,10 @@ def test_stored_bytes_follow_models_jobs_and_results(store: RecordStore) -> None
 
 def test_a_result_recorded_by_a_delivery_that_lost_the_job_does_not_count(store: RecordStore) -> None:
     job = _job(store, 100)
-    assert store.claim(job.id, job.dispatch, "w", heartbeat_ttl_s=5) is not None
+    running = store.claim(job.id, job.dispatch, "w", heartbeat_ttl_s=5)
+    assert running is not None
     store.redis.delete(store.keys.heartbeat(job.id, job.dispatch))
-    assert store.requeue_lost(store.get_job(job.id), max_attempts=3) is not None  # dispatch 2 now owns it
+    assert store.requeue_lost(running, max_attempts=3) is not None  # dispatch 2 now owns it
     assert store.finish(job.id, job.dispatch, JobStatus.SUCCEEDED, result_bytes=500) is None
     assert store.stored_bytes(TENANT) == 100
 
