@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 from fpf_client.options import FinderOptions
 from service.core.api_keys import KeyStore, Role
 from service.core.artifacts import ArtifactStore
-from service.core.records import JobStatus, Model, ModelStatus
+from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
 from service.core.store import RecordStore
 from service.gateway.auth import Principal
@@ -67,6 +68,7 @@ class FileScanQuotas(Quotas):
 
 
 def _files_bytes(directory: Path) -> int:
+    """Total size of the files in ``directory`` (0 when it is gone)."""
     total = 0
     try:
         for entry in directory.iterdir():
@@ -86,13 +88,22 @@ class _NoQueue:
         return None
 
 
-def _principal(tenant: str) -> Principal:
-    return Principal(tenant=tenant, role=Role.USER)
-
-
-def _submission(model_id: str, seed: int) -> Submission:
+def submit(
+    store: RecordStore,
+    artifacts: ArtifactStore,
+    settings: Settings,
+    quotas: Quotas,
+    tenant: str,
+    model_id: str,
+    seed: int,
+) -> Job:
+    """One small job of ``tenant`` through ``enqueue_job``, checked by ``quotas``."""
     states = np.random.default_rng(seed).normal(size=(N_INITIAL, N_STATES))
-    return Submission(model_id=model_id, options=FinderOptions(), initial_states=states, inputs=None)
+    submission = Submission(model_id=model_id, options=FinderOptions(), initial_states=states, inputs=None)
+    principal = Principal(tenant=tenant, role=Role.USER)
+    queue: Any = _NoQueue()
+    job, _ = enqueue_job(submission, None, settings, store, artifacts, queue, principal=principal, quotas=quotas)
+    return job
 
 
 def store_finished_jobs(
@@ -102,12 +113,12 @@ def store_finished_jobs(
     result file and finished as a worker does."""
     quotas = Quotas(LIMITS, store)
     fake = np.random.default_rng(0)
-    result = {"xstar": fake.normal(size=(4, N_STATES)), "J_xstar": fake.normal(size=(4, N_STATES, N_STATES))}
+    result: dict[str, Any] = {
+        "xstar": fake.normal(size=(4, N_STATES)),
+        "J_xstar": fake.normal(size=(4, N_STATES, N_STATES)),
+    }
     for seed in range(n):
-        job, _ = enqueue_job(
-            _submission(model_id, seed), None, settings, store, artifacts, _NoQueue(),  # type: ignore[arg-type]
-            principal=_principal(tenant), quotas=quotas,
-        )  # fmt: skip
+        job = submit(store, artifacts, settings, quotas, tenant, model_id, seed)
         assert store.claim(job.id, job.dispatch, "benchmark", heartbeat_ttl_s=60) is not None
         with artifacts.atomic_write(artifacts.result_path(job.id)) as out:
             np.savez(out, **result)
@@ -147,10 +158,7 @@ def in_process(stored: int, submissions: int, redis_url: str) -> None:
             for i in range(submissions):
                 for check, tenant in cases[i % len(cases) :] + cases[: i % len(cases)]:
                     begin = time.perf_counter()
-                    job, _ = enqueue_job(
-                        _submission(models[tenant], i), None, settings, store, artifacts, _NoQueue(),  # type: ignore[arg-type]
-                        principal=_principal(tenant), quotas=checks[check],
-                    )  # fmt: skip
+                    job = submit(store, artifacts, settings, checks[check], tenant, models[tenant], i)
                     times[check, tenant].append(time.perf_counter() - begin)
                     remove_job(job, store, artifacts)
         print(f"\nin process: enqueue_job, {submissions} submissions each (load {_load()})")
