@@ -328,7 +328,8 @@ class JobRunner:
             )
             self.dispatcher.run_job(job_id, job.dispatch, countdown_s=self.settings.running_quota_retry_s)
             return
-        jobs = [job, *self._companions(job)]
+        record = self.store.get_model(job.model_id, job.tenant)  # one read serves batching and the solve
+        jobs = [job, *self._companions(job, record)]
         limits = RunLimits(
             deadline=claimed_at + self.settings.soft_time_limit_s, max_result_bytes=self.settings.max_result_bytes
         )
@@ -348,7 +349,7 @@ class JobRunner:
         )
         try:
             with heartbeat:
-                ends = self._execute(jobs, limits, heartbeat)
+                ends = self._execute(jobs, record, limits, heartbeat)
                 for member, end in zip(jobs, ends, strict=True):
                     if end is not None:
                         self._end(member, *end)
@@ -359,11 +360,12 @@ class JobRunner:
                 exc,
             )
 
-    def _companions(self, job: Job) -> list[Job]:
+    def _companions(self, job: Job, record: Model | None) -> list[Job]:
         """Queued jobs of ``job``'s batch key, claimed to share its engine call (after waiting up to
-        ``FPF_BATCH_WINDOW_MS`` for more to arrive while the batch has room)."""
+        ``FPF_BATCH_WINDOW_MS`` for more to arrive while the batch has room); ``record`` is the
+        job's model record (None when it is gone)."""
         room = self.settings.batch_max_jobs
-        if room <= 1 or job.batch_key is None or not self._batchable(job):
+        if room <= 1 or job.batch_key is None or not self._batchable(job, record):
             return []
         window_s = self.settings.batch_window_ms / 1000
         if window_s > 0 and self.store.batch_depth(job.batch_key) < room - 1:
@@ -372,12 +374,13 @@ class JobRunner:
             job, room, self.worker, self.settings.heartbeat_ttl_s, max_running=self.settings.quota_running_jobs
         )
 
-    def _batchable(self, job: Job) -> bool:
-        """Whether the engine solves jobs with ``job``'s options in one solver pass. Others it would solve
-        one after the other within the call, under one time limit: they are not batched."""
+    @staticmethod
+    def _batchable(job: Job, record: Model | None) -> bool:
+        """Whether the engine solves jobs with ``job``'s options (on the model of ``record``) in one
+        solver pass. Others it would solve one after the other within the call, under one time limit:
+        they are not batched."""
         from workers.engine import batchable
 
-        record = self.store.get_model(job.model_id, job.tenant)
         n_states = None if record is None else record.n_states
         return batchable(FinderOptions.model_validate(job.options), n_states)
 
@@ -407,11 +410,12 @@ class JobRunner:
                 delay = min(2 * delay, 1.0)
 
     def _execute(
-        self, jobs: list[Job], limits: RunLimits, heartbeat: Heartbeat
+        self, jobs: list[Job], record: Model | None, limits: RunLimits, heartbeat: Heartbeat
     ) -> list[tuple[JobStatus, dict[str, Any]] | None]:
-        """Per job of the batch, the final status and the fields to record with it (None: settled
-        already, when it stopped while the others went on). Every failure of a job becomes a problem
-        document; a failure of Redis raises :class:`StoreUnavailable`."""
+        """Per job of the batch (on the model of ``record``, None when it is gone), the final status and
+        the fields to record with it (None: settled already, when it stopped while the others went on).
+        Every failure of a job becomes a problem document; a failure of Redis raises
+        :class:`StoreUnavailable`."""
 
         def settle(index: int, stop: StopJob) -> None:
             log.info("job %s: stopped: %s", jobs[index].id, stop)
@@ -424,7 +428,7 @@ class JobRunner:
             settle,
         )
         try:
-            outcomes, engine_s = self._solve(jobs, limits, reporter)
+            outcomes, engine_s = self._solve(jobs, record, limits, reporter)
         except StopJob as stop:
             log.info("jobs %s: stopped: %s", ", ".join(job.id for job in jobs), stop)
             return [None if i in reporter.stopped else (JobStatus.CANCELLED, {}) for i in range(len(jobs))]
@@ -460,19 +464,23 @@ class JobRunner:
             with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
                 # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
                 np.savez(out, **arrays)
+                result_bytes = out.tell()
         except FpfError as exc:
             log.info("job %s: failed: %s", job.id, exc)
             return JobStatus.FAILED, {"error": exc.to_problem()}
         partial = bool(outcome.info.get("partial"))
         if partial:
             log.info("job %s: partial result: %s", job.id, outcome.info.get("partial_reason"))
-        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial}
+        # result_bytes is not a field: the store adds it to the tenant's stored bytes with the end
+        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial, "result_bytes": result_bytes}
 
     def _solve(
-        self, jobs: list[Job], limits: RunLimits, reporter: BatchReporter
+        self, jobs: list[Job], record: Model | None, limits: RunLimits, reporter: BatchReporter
     ) -> tuple[list[FixedPoints | FpfError], float]:
         leader = jobs[0]
-        record, path = _stored_model(self.store, self.artifacts, leader.model_id, leader.tenant)
+        path = self.artifacts.model_path(leader.model_id)
+        if record is None or not path.exists():
+            raise ModelNotFound(f"model {leader.model_id} was deleted")
         options = FinderOptions.model_validate(leader.options)
         arrays_paths = [self.artifacts.arrays_path(job.id) for job in jobs]
         return self.models.solve(record, path, arrays_paths, options, reporter, limits)
@@ -557,15 +565,6 @@ def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, ma
             raise InvalidModel(
                 f"the model has {name} = {value}; this server accepts at most {limit} ({setting})", limit=limit
             )
-
-
-def _stored_model(store: RecordStore, artifacts: ArtifactStore, model_id: str, tenant: str) -> tuple[Model, Path]:
-    """``tenant``'s record and the file of a model a job names."""
-    record = store.get_model(model_id, tenant)
-    path = artifacts.model_path(model_id)
-    if record is None or not path.exists():
-        raise ModelNotFound(f"model {model_id} was deleted")
-    return record, path
 
 
 def _wire(record: Model) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Recovery of lost jobs and messages, and removal of expired results and orphaned files.
+"""Recovery of lost jobs and messages, removal of expired results and orphaned files, and the
+reconciliation of the stored-bytes counts with the records.
 
 It runs in the gateway, not in the workers: the gateway is the one process that is up
 when every worker is gone (a killed worker cannot re-queue its own job), and it never
@@ -68,13 +69,14 @@ class Janitor:
 
     def sweep(self) -> None:
         """One pass over running, queued and expired jobs, and (every ``ORPHAN_SWEEP_INTERVAL_S``) the
-        job directories."""
+        job directories and the tenants' stored-bytes counts."""
         self.recover_lost_jobs()
         self.resend_lost_messages()
         self.delete_expired_jobs()
         if time.monotonic() >= self._next_orphan_sweep:
             self._next_orphan_sweep = time.monotonic() + ORPHAN_SWEEP_INTERVAL_S
             self.delete_orphaned_files()
+            self.reconcile_stored_bytes()
 
     def recover_lost_jobs(self) -> None:
         """Running jobs whose heartbeat expired: run again, or fail past their time limit or attempts."""
@@ -137,6 +139,14 @@ class Janitor:
             if _modified_before(staged, bound):  # its writer (a gateway killed mid-upload) is gone
                 staged.unlink(missing_ok=True)
                 log.info("half-written file %s deleted", staged)
+
+    def reconcile_stored_bytes(self) -> None:
+        """Bring each tenant's stored-bytes count back in line with its records: an entry whose record
+        went without it (not through the store's own deletions) stops counting."""
+        for tenant in self.store.stored_tenants():
+            dropped = self.store.reconcile_stored(tenant)
+            if dropped:
+                log.warning("tenant %s: %d stored-bytes entries without a record dropped", tenant, dropped)
 
     async def run(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` until cancelled; a failed sweep is logged and retried."""

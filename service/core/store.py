@@ -4,6 +4,14 @@ Every status change is a compare-and-set (WATCH/MULTI) on the record, so the gat
 (cancel, reaper) and the workers (claim, progress, finish) never overwrite each other,
 and a stale or duplicate task delivery can tell that the job is no longer its own.
 Each change is announced on a per-job pub/sub channel for the event stream.
+
+The bytes each tenant stores (its model files' sizes, its jobs' arrays and results) are kept
+beside the records for the stored-bytes quota: a hash per tenant, one entry per record named by
+the record's key, and the entries' total. An entry is written and dropped in the same transaction
+as its record, and a result's bytes are added in the transaction that records the job's end, so
+reading the total is one round trip whatever the number of jobs. :meth:`RecordStore.reconcile_stored`
+(run by the janitor) heals what those transactions cannot see: it drops entries whose record went
+another way and recomputes the total.
 """
 
 from __future__ import annotations
@@ -24,6 +32,47 @@ log = logging.getLogger(__name__)
 
 #: kombu's separator between a queue name and its priority step.
 _PRIORITY_SEP = "\x06\x16"
+
+#: Set a tenant's stored-bytes entry (KEYS: the stored hash, its total; ARGV: record key, bytes) and move
+#: the total by the change, so that the total stays the sum of the entries.
+_PUT_STORED = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
+"""
+
+#: Remove a tenant's stored-bytes entry (same KEYS; ARGV: record key) and take it off the total.
+_DROP_STORED = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('DECRBY', KEYS[2], old)
+end
+return 0
+"""
+
+#: Bring a tenant's stored-bytes entries back in line with its records (KEYS: the stored hash, its
+#: total, the tenant's model index; ARGV: the key prefix of the tenant's model records): drop the
+#: entries whose record is gone, add those of model records that have none (their size is in the
+#: record), and set the total to the sum. Returns how many entries were dropped.
+_RECONCILE_STORED = """
+local dropped = 0
+local entries = redis.call('HKEYS', KEYS[1])
+for _, record in ipairs(entries) do
+  if redis.call('EXISTS', record) == 0 then
+    redis.call('HDEL', KEYS[1], record)
+    dropped = dropped + 1
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local size = redis.call('HGET', ARGV[1] .. id, 'size_bytes')
+  if size then redis.call('HSETNX', KEYS[1], ARGV[1] .. id, size) end
+end
+local total = 0
+for _, bytes in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(bytes) end
+redis.call('SET', KEYS[2], total)
+return dropped
+"""
 
 #: Upper bounds (seconds) of the job-duration histogram served on /metrics.
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -65,6 +114,19 @@ class Keys:
     def tenant_jobs_in(self, tenant: str, status: JobStatus) -> str:
         """Set of the ids of one tenant's jobs in ``status`` (for quotas)."""
         return f"{self.prefix}:tenant:{tenant}:jobs:{status.value}"
+
+    def stored(self, tenant: str) -> str:
+        """Hash of the bytes one tenant stores, by the key of the record (job or model) they belong to."""
+        return f"{self.prefix}:tenant:{tenant}:stored"
+
+    def stored_total(self, tenant: str) -> str:
+        """The sum of the values of :meth:`stored`, kept in step with it (for the stored-bytes quota)."""
+        return f"{self.prefix}:tenant:{tenant}:stored-bytes"
+
+    @property
+    def stored_tenants(self) -> str:
+        """Set of the tenants that have a :meth:`stored` hash, for the janitor's reconciliation."""
+        return f"{self.prefix}:stored-tenants"
 
     def batch(self, batch_key: str) -> str:
         """Sorted set of the queued job ids of one batch key, by creation time."""
@@ -136,6 +198,9 @@ class RecordStore:
         self.redis = client
         self.keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
+        self._put_stored = client.register_script(_PUT_STORED)
+        self._drop_stored = client.register_script(_DROP_STORED)
+        self._reconcile_stored = client.register_script(_RECONCILE_STORED)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> RecordStore:
@@ -157,6 +222,7 @@ class RecordStore:
             pipe.zadd(self.keys.models(model.tenant), {model.id: model.created_at})
             pipe.zadd(self.keys.all_models, {f"{model.tenant}:{model.id}": model.created_at})
             pipe.sadd(self.keys.model_holders(model.id), model.tenant)
+            self._put_stored_in(pipe, model.tenant, key, model.size_bytes)
             return True
 
         return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
@@ -199,13 +265,15 @@ class RecordStore:
         pipe.zrem(self.keys.models(tenant), model_id)
         pipe.zrem(self.keys.all_models, f"{tenant}:{model_id}")
         pipe.srem(self.keys.model_holders(model_id), tenant)
+        self._drop_stored(keys=self._stored_keys(tenant), args=[self.keys.model(tenant, model_id)], client=pipe)
         pipe.scard(self.keys.model_holders(model_id))
         results = pipe.execute()
         return bool(results[0]), int(results[-1])
 
     # --- jobs: creation and reading ---------------------------------------------------
-    def create_job(self, job: Job) -> bool:
-        """Store a new job record (and index it by status); False when the id exists."""
+    def create_job(self, job: Job, stored_bytes: int = 0) -> bool:
+        """Store a new job record (and index it by status) whose arrays file takes ``stored_bytes``;
+        False when the id exists."""
         key = self.keys.job(job.id)
 
         def apply(pipe: redis.client.Pipeline) -> bool:
@@ -219,6 +287,7 @@ class RecordStore:
             pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
             if job.status is JobStatus.QUEUED and job.batch_key is not None:
                 pipe.zadd(self.keys.batch(job.batch_key), {job.id: job.created_at})
+            self._put_stored_in(pipe, job.tenant, key, stored_bytes)
             return True
 
         return cast("bool", self.redis.transaction(apply, key, value_from_callable=True))
@@ -239,16 +308,30 @@ class RecordStore:
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return jobs[:limit]
 
-    def job_ids(self, tenant: str) -> list[str]:
-        """Every job id of one tenant."""
-        return list(self.redis.zrange(self.keys.tenant_jobs(tenant), 0, -1))
-
     def count_jobs(self, tenant: str | None = None) -> dict[JobStatus, int]:
         """Jobs by status, of one tenant or (None) of all."""
         pipe = self.redis.pipeline()
         for status in JobStatus:
             pipe.scard(self.keys.jobs_in(status) if tenant is None else self.keys.tenant_jobs_in(tenant, status))
         return dict(zip(JobStatus, pipe.execute()))
+
+    def stored_bytes(self, tenant: str) -> int:
+        """The bytes ``tenant`` stores (models, jobs' arrays and results), as the records count them."""
+        return int(self.redis.get(self.keys.stored_total(tenant)) or 0)
+
+    def stored_tenants(self) -> set[str]:
+        """The tenants whose stored bytes :meth:`reconcile_stored` looks at: every one with a count or a model."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smembers(self.keys.stored_tenants)
+        pipe.zrange(self.keys.all_models, 0, -1)
+        counted, models = pipe.execute()
+        return set(counted) | {ref.split(":", 1)[0] for ref in models}
+
+    def reconcile_stored(self, tenant: str) -> int:
+        """Drop ``tenant``'s stored-bytes entries whose record is gone, count model records that have no
+        entry, and set the total to the entries' sum, atomically; how many entries were dropped."""
+        keys = [*self._stored_keys(tenant), self.keys.models(tenant)]
+        return int(self._reconcile_stored(keys=keys, args=[self.keys.model(tenant, "")]))
 
     def running_job_ids(self) -> list[str]:
         return list(self.redis.smembers(self.keys.jobs_in(JobStatus.RUNNING)))
@@ -267,6 +350,7 @@ class RecordStore:
         for status in JobStatus:
             pipe.srem(self.keys.jobs_in(status), job_id)
             pipe.srem(self.keys.tenant_jobs_in(tenant, status), job_id)
+        self._drop_stored(keys=self._stored_keys(tenant), args=[self.keys.job(job_id)], client=pipe)
         pipe.publish(self.keys.events(job_id), "deleted")
         pipe.execute()
 
@@ -399,13 +483,17 @@ class RecordStore:
 
         return cast("ProgressAck", self.redis.transaction(apply, key, value_from_callable=True))
 
-    def finish(self, job_id: str, dispatch: int, status: JobStatus, **changes: Any) -> Job | None:
-        """running -> a final status, for the delivery that owns the job; None otherwise."""
+    def finish(
+        self, job_id: str, dispatch: int, status: JobStatus, *, result_bytes: int = 0, **changes: Any
+    ) -> Job | None:
+        """running -> a final status, for the delivery that owns the job; None otherwise. The job's
+        stored bytes grow by ``result_bytes`` (its result file) in the same transaction."""
         now = time.time()
         return self._transition(
             job_id,
             lambda job: job.status is JobStatus.RUNNING and job.dispatch == dispatch,
             lambda job: {"status": status, "finished_at": now, **changes},
+            stored_bytes=result_bytes,
         )
 
     def cancel(self, job_id: str) -> Job | None:
@@ -587,10 +675,11 @@ class RecordStore:
         *,
         heartbeat: tuple[int, float] | None = None,
         watch: tuple[str, ...] = (),
+        stored_bytes: int = 0,
     ) -> Job | None:
         """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
         ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
-        starts running."""
+        starts running; ``stored_bytes`` are added to the job's stored bytes."""
         key = self.keys.job(job_id)
 
         def apply(pipe: redis.client.Pipeline) -> Job | None:
@@ -622,12 +711,25 @@ class RecordStore:
             if heartbeat is not None and new_status is JobStatus.RUNNING:
                 dispatch, ttl_s = heartbeat
                 pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+            if stored_bytes:
+                stored, total = self._stored_keys(job.tenant)
+                pipe.hincrby(stored, key, stored_bytes)
+                pipe.incrby(total, stored_bytes)
             pipe.publish(self.keys.events(job_id), "status")
             for name, value in update.items():
                 setattr(job, name, value)
             return job
 
         return cast("Job | None", self.redis.transaction(apply, key, *watch, value_from_callable=True))
+
+    def _stored_keys(self, tenant: str) -> list[str]:
+        """The keys of a tenant's stored-bytes entries and their total."""
+        return [self.keys.stored(tenant), self.keys.stored_total(tenant)]
+
+    def _put_stored_in(self, pipe: redis.client.Pipeline, tenant: str, record: str, n_bytes: int) -> None:
+        """Queue on ``pipe`` the setting of the stored bytes of ``record`` (a key) to ``n_bytes``."""
+        self._put_stored(keys=self._stored_keys(tenant), args=[record, n_bytes], client=pipe)
+        pipe.sadd(self.keys.stored_tenants, tenant)
 
 
 def _write_fields(pipe: redis.client.Pipeline, key: str, changes: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.body_parser = BodyParser()
     app.state.authenticator = Authenticator(KeyStore(settings.keys_file))
-    app.state.quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
+    app.state.quotas = Quotas(QuotaLimits.of(settings), store)
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(JobMetrics(store, settings.queue))
 

@@ -162,7 +162,8 @@ def enqueue_job(
     )
     with artifacts.atomic_write(artifacts.arrays_path(job.id)) as out:
         np.savez(out, initial_states=initial_states, inputs=inputs, **labelled)
-    store.create_job(job)
+        arrays_bytes = out.tell()
+    store.create_job(job, stored_bytes=arrays_bytes)
     if idempotency_key is not None:
         bound_id, bound_digest = store.remember_idempotency(tenant, idempotency_key, job.id, digest)
         if bound_id != job.id:  # a replay: drop the copy, answer with the original

@@ -1,17 +1,30 @@
 """Per-tenant quotas on queued jobs and stored bytes, checked before anything is written.
 
-Over quota is ``429 quota_exceeded`` with ``Retry-After``. Usage is counted from the records
-and files themselves at each check (no counters that could drift after a crash); two
-requests of one tenant arriving together may each pass a check that only one of them should.
+Over quota is ``429 quota_exceeded`` with ``Retry-After``. Each check reads counts the job store
+keeps beside the records, in one Redis round trip however many jobs the tenant keeps; two requests
+of one tenant arriving together may each pass a check that only one of them should.
+
+Stored bytes are one entry per record in a per-tenant hash (service/core/store.py): a model's
+size, a job's arrays file, plus its result file once a worker writes it. They cannot drift:
+
+* an entry is written in the transaction that creates its record and dropped in the one that
+  deletes it (a job deleted, or expired and swept by the janitor; a model deleted), and a
+  result's bytes are added in the transaction that records the job's end, which fails when the
+  record is gone; so a crash between writing a file and recording it leaves the file uncounted
+  (it is an orphan, which the janitor deletes), never bytes counted without a record;
+* the janitor's reconciliation (``RecordStore.reconcile_stored``, once a minute) drops any entry
+  whose record went another way and recomputes the total from the entries, so a stale entry
+  counts for at most one sweep.
+
+A result file written by a run that then lost the job (it was re-queued and finished elsewhere)
+is counted as the finishing run's result, which replaced it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from fpf_client.errors import QuotaExceeded
-from service.core.artifacts import ArtifactStore
 from service.core.records import JobStatus
 from service.core.settings import Settings
 from service.core.store import RecordStore
@@ -37,15 +50,13 @@ class QuotaLimits:
 class Quotas:
     """Checks a tenant's usage against :class:`QuotaLimits`."""
 
-    def __init__(self, limits: QuotaLimits, store: RecordStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, limits: QuotaLimits, store: RecordStore) -> None:
         self.limits = limits
         self.store = store
-        self.artifacts = artifacts
 
     def stored_bytes(self, tenant: str) -> int:
         """Bytes a tenant keeps: its model records' sizes, its jobs' arrays and results."""
-        models = sum(m.size_bytes for m in self.store.list_models(tenant))
-        return models + sum(_files_bytes(self.artifacts.job_dir(i)) for i in self.store.job_ids(tenant))
+        return self.store.stored_bytes(tenant)
 
     def check_job(self, tenant: str, new_bytes: int) -> None:
         """Before queueing a job whose arrays take ``new_bytes``: room in the queue and the storage."""
@@ -71,17 +82,3 @@ class Quotas:
 
     def _exceeded(self, detail: str, quota: str, limit: int) -> QuotaExceeded:
         return QuotaExceeded(detail, quota=quota, limit=limit, retry_after_s=self.limits.retry_after_s)
-
-
-def _files_bytes(directory: Path) -> int:
-    """Total size of the files in ``directory`` (0 when it is gone, or going, as we look)."""
-    total = 0
-    try:
-        for entry in directory.iterdir():
-            try:
-                total += entry.stat().st_size
-            except FileNotFoundError:
-                continue
-    except FileNotFoundError:
-        pass
-    return total

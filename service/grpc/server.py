@@ -87,7 +87,7 @@ def start_server(
         options=[("grpc.max_receive_message_length", settings.max_body_bytes), ("grpc.so_reuseport", 0)],
     )
     authenticate = authenticate or Authenticator(KeyStore(settings.keys_file))
-    quotas = Quotas(QuotaLimits.of(settings), store, artifacts)
+    quotas = Quotas(QuotaLimits.of(settings), store)
     load().pb2_grpc.add_FixedPointServiceServicer_to_server(
         FixedPointServicer(settings, store, artifacts, dispatcher, authenticate, quotas), server
     )

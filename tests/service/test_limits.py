@@ -89,3 +89,32 @@ def test_job_arrays_count_against_stored_bytes(http: httpx.Client, model: dict[s
     n = STORED_BYTES // (8 * 8) + 1  # float64 initial states alone pass the quota
     refused = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(n)})
     _quota_problem(refused, "stored_bytes")
+
+
+def test_stored_bytes_are_the_files_a_tenant_keeps_and_a_deleted_job_frees_them(
+    service: LiveService, http: httpx.Client, model: dict[str, Any]
+) -> None:
+    submitted = []
+    try:
+        done = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": random_states(4)}).json()
+        submitted.append(done["id"])
+        assert service.wait_status(done["id"], {"succeeded", "failed"})["status"] == "succeeded"
+        assert (service.data_dir / "jobs" / done["id"] / "result.npz").exists()
+        kept = [service.data_dir / "models" / model["id"], *(service.data_dir / "jobs").glob("*/*")]
+        used = sum(path.stat().st_size for path in kept)  # the model, every job's arrays and result
+        row, inputs = 8 * model["n_states"], 8 * model["n_inputs"]  # float64 states; one row of zero inputs
+        n = (STORED_BYTES - used - inputs) // row  # the most initial states that fit, to the byte
+
+        over = random_states(n + 1, d=model["n_states"])
+        _quota_problem(http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": over}), "stored_bytes")
+        fits = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": over[:n]})
+        assert fits.status_code == 202, fits.text
+        assert http.delete(f"/v1/jobs/{fits.json()['id']}").status_code == 204
+
+        assert http.delete(f"/v1/jobs/{done['id']}").status_code == 204  # its arrays and result are freed
+        freed = http.post("/v1/jobs", json={"model_id": model["id"], "initial_states": over})
+        assert freed.status_code == 202, freed.text
+        submitted.append(freed.json()["id"])
+    finally:
+        for job_id in submitted:
+            http.delete(f"/v1/jobs/{job_id}")

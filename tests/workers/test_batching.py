@@ -185,6 +185,21 @@ def test_stale_deliveries_of_batched_jobs_do_nothing(service: LiveService, lab_a
         assert f"job {job.id}: delivery 1 is stale, cancelled or taken in a batch; skipped" in log
 
 
+def test_queued_jobs_of_a_model_deleted_meanwhile_fail_with_model_not_found(
+    lab_a: Client, lab_b: Client, tanh_rnn_path: Path
+) -> None:
+    model = lab_a.upload_model(tanh_rnn_path).id
+    doomed = lab_b.upload_model(tanh_rnn_path).id  # lab-b's record of the file lab-a keeps
+    with Blocked(lab_a, model):
+        jobs = [lab_b.submit(doomed, _states(6, seed=80 + i), **OPTIONS) for i in range(3)]
+        lab_b.delete_model(doomed)
+    records = [job.wait(progress=False, timeout=180) for job in jobs]
+    assert [(record.status, record.attempts) for record in records] == [("failed", 1)] * 3, records
+    for record in records:
+        assert record.error is not None and record.error["code"] == "model_not_found", record.error
+        assert record.error["detail"] == f"model {doomed} was deleted"
+
+
 def test_cancelling_one_job_of_a_running_batch_leaves_the_others_running(
     service: LiveService, lab_a: Client, tanh_rnn_path: Path, slow_model_path: Path
 ) -> None:
