@@ -203,7 +203,11 @@ class LiveService:
 def start_service(root: Path, *, redis_url: str | None = None, **settings: str) -> Iterator[LiveService]:
     """Run the gateway and one worker with their own Redis prefix and data directory under ``root``
     (on ``redis_url`` or ``FPF_REDIS_URL`` in ``settings``, by default the test database of the Redis
-    on 6379); ``settings`` add or override ``FPF_*`` variables. Stopped by PID, keys deleted, on exit."""
+    on 6379); ``settings`` add or override ``FPF_*`` variables. Stopped by PID, keys deleted, on exit.
+
+    The worker keeps no spare sandbox (``FPF_SANDBOX_SPARE=false``): a sandbox costs seconds of CPU
+    to start, a test service would start one ahead at every tenant switch and leave the last unused,
+    and no time limit counts a sandbox's start (tests/workers/test_sandbox_process.py tests the spare)."""
     prefix = f"fpftest-{uuid.uuid4().hex[:8]}"
     redis_url = redis_url or settings.pop("FPF_REDIS_URL", None) or f"redis://127.0.0.1:6379/{REDIS_DB}"
     port = free_port()
@@ -217,6 +221,7 @@ def start_service(root: Path, *, redis_url: str | None = None, **settings: str) 
         "FPF_HEARTBEAT_INTERVAL_S": "0.3",
         "FPF_HEARTBEAT_TTL_S": "1.5",
         "FPF_JANITOR_INTERVAL_S": "0.3",
+        "FPF_SANDBOX_SPARE": "false",
         "FPF_WORKER_TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
