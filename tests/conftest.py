@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from export_nets import SharedExports
 from service_harness import SLOW_OPTIONS, LiveService, grpc_server, random_states, start_service
 
 
@@ -31,6 +32,14 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
     """The whole service, started once per test session and torn down by PID."""
     with start_service(tmp_path_factory.mktemp("fpf-live")) as service:
         yield service
+
+
+@pytest.fixture(scope="session")
+def shared_exports(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SharedExports:
+    """The ONNX and SavedModel exports of tests/support/export_nets.py, written once for the whole run:
+    under xdist, in the run's directory that every worker's own temporary directory sits in."""
+    base = tmp_path_factory.getbasetemp()
+    return SharedExports((base if worker_id == "master" else base.parent) / "shared-exports")
 
 
 @pytest.fixture(scope="session")

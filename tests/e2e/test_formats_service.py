@@ -63,7 +63,7 @@ def _pack(directory: Path, path: Path) -> Path:
     return path
 
 
-def _exports(kind: str, root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+def _exports(kind: str, root: Path, shared: nets.SharedExports) -> dict[str, tuple[Path, dict[str, Any]]]:
     """Every export of one network: name -> (file, upload form fields)."""
     w, dynamics = nets.weights(kind), nets.dynamics(kind)
     cell = nets.Cell(kind, w)
@@ -75,12 +75,10 @@ def _exports(kind: str, root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     torch.jit.save(torch.jit.trace(nets.Cell(kind, w), example), str(traced))
     files["torchscript-scripted"] = (scripted, {**sizes, "format": "torchscript"})
     files["torchscript-traced"] = (traced, sizes)  # format detected
-    forms = {"cell": cell} if kind == "rate" else {"cell": cell, "layer": nets.Layer(kind, w)}
-    for form, module in forms.items():
+    for form in ("cell",) if kind == "rate" else ("cell", "layer"):
         for exporter in ("legacy", "dynamo"):
-            path = nets.export_onnx(module, kind, root / f"{kind}-{form}-{exporter}.onnx", dynamo=exporter == "dynamo")
-            files[f"onnx-{form}-{exporter}"] = (path, {})
-    saved = nets.export_savedmodel(kind, w, root / f"{kind}_savedmodel")
+            files[f"onnx-{form}-{exporter}"] = (shared.onnx(kind, form, exporter), {})
+    saved = shared.savedmodel(kind)
     files["savedmodel-zip"] = (_pack(saved, root / f"{kind}-sm.zip"), {"format": "savedmodel"})
     files["savedmodel-tar.gz"] = (_pack(saved, root / f"{kind}-sm.tar.gz"), {})
     return {name: (path, {**fields, "dynamics": dynamics}) for name, (path, fields) in files.items()}
@@ -93,11 +91,11 @@ def _upload(http: httpx.Client, path: Path, fields: dict[str, Any]) -> httpx.Res
 
 @pytest.fixture(scope="module")
 def solved(
-    live_service: LiveService, tmp_path_factory: pytest.TempPathFactory
+    live_service: LiveService, tmp_path_factory: pytest.TempPathFactory, shared_exports: nets.SharedExports
 ) -> dict[str, dict[str, tuple[dict[str, Any], FixedPoints]]]:
     """kind -> export -> (its ready model record, the fixed points its job found)."""
     root = tmp_path_factory.mktemp("exports")
-    exports = {kind: _exports(kind, root) for kind in nets.KINDS}
+    exports = {kind: _exports(kind, root, shared_exports) for kind in nets.KINDS}
     with live_service.client() as http:
         uploads = {}
         for kind, files in exports.items():

@@ -9,7 +9,9 @@ fixed points, Jacobians and eigenvalues.
 
 from __future__ import annotations
 
+import fcntl
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +169,37 @@ def export_savedmodel(kind: str, w: dict[str, np.ndarray], directory: Path, dtyp
     module = tf_module(kind, w, dtype)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.step})
     return directory
+
+
+class SharedExports:
+    """The exports of these networks (default weights), each written once per test run and shared by
+    every test file and xdist worker that asks for it: the ONNX and SavedModel exports cost seconds of
+    CPU each, and three test files load the same ones.
+
+    Files live under ``root`` (a directory every worker of the run sees); an export is written under
+    an exclusive lock of its own and marked done after, so a reader never sees half a file, and no
+    file is changed once done.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def onnx(self, kind: str, form: str, exporter: str) -> Path:
+        """``form`` ("cell" or "layer") of network ``kind`` by the "legacy" or "dynamo" exporter."""
+        module = (Cell if form == "cell" else Layer)(kind, weights(kind))
+        name = f"{kind}-{form}-{exporter}.onnx"
+        return self._once(name, lambda path: export_onnx(module, kind, path, dynamo=exporter == "dynamo"))
+
+    def savedmodel(self, kind: str) -> Path:
+        """Network ``kind`` as a float32 SavedModel directory."""
+        return self._once(f"{kind}-savedmodel", lambda path: export_savedmodel(kind, weights(kind), path))
+
+    def _once(self, name: str, export: Callable[[Path], Path]) -> Path:
+        path, done = self.root / name, self.root / f"{name}.done"
+        with open(self.root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                export(path)
+                done.touch()
+        return path

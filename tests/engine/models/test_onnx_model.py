@@ -27,15 +27,8 @@ EXPORTS = [(kind, "cell", exporter) for kind in nets.KINDS for exporter in ("leg
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], Path]:
-    root = tmp_path_factory.mktemp("onnx")
-    files = {}
-    for kind, form, exporter in EXPORTS:
-        module = (nets.Cell if form == "cell" else nets.Layer)(kind, nets.weights(kind))
-        files[kind, form, exporter] = nets.export_onnx(
-            module, kind, root / f"{kind}-{form}-{exporter}.onnx", dynamo=exporter == "dynamo"
-        )
-    return files
+def exported(shared_exports: nets.SharedExports) -> dict[tuple[str, str, str], Path]:
+    return {(kind, form, exporter): shared_exports.onnx(kind, form, exporter) for kind, form, exporter in EXPORTS}
 
 
 def _states(kind: str, n: int = 7, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,22 +24,19 @@ torch.set_num_threads(1)
 TOL = 1e-5
 
 
-def _exports(kind: str, root: Path) -> dict[str, object]:
+def _exports(kind: str, root: Path, shared: nets.SharedExports) -> dict[str, object]:
     from workers.engine.models.savedmodel import load_savedmodel
 
-    w, dyn = nets.weights(kind), nets.dynamics(kind)
-    cell = nets.Cell(kind, w)
+    dyn = nets.dynamics(kind)
     script = root / f"{kind}.pt"
-    torch.jit.save(torch.jit.script(cell), str(script))
+    torch.jit.save(torch.jit.script(nets.Cell(kind, nets.weights(kind))), str(script))
     models = {
         "torchscript": load_torchscript(script, dynamics=dyn, n_states=nets.n_states(kind), n_inputs=nets.N_INPUTS),
-        "savedmodel": load_savedmodel(nets.export_savedmodel(kind, w, root / f"{kind}-sm"), dynamics=dyn),
+        "savedmodel": load_savedmodel(shared.savedmodel(kind), dynamics=dyn),
     }
-    forms = {"cell": cell} if kind == "rate" else {"cell": cell, "layer": nets.Layer(kind, w)}
-    for form, module in forms.items():
+    for form in ("cell",) if kind == "rate" else ("cell", "layer"):
         for exporter in ("legacy", "dynamo"):
-            path = nets.export_onnx(module, kind, root / f"{kind}-{form}-{exporter}.onnx", dynamo=exporter == "dynamo")
-            models[f"onnx-{form}-{exporter}"] = load_onnx(path, dynamics=dyn)
+            models[f"onnx-{form}-{exporter}"] = load_onnx(shared.onnx(kind, form, exporter), dynamics=dyn)
     return models
 
 
@@ -48,7 +45,7 @@ def _sorted_eigenvalues(values: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", nets.KINDS)
-def test_formats_agree(kind: str, tmp_path: Path) -> None:
+def test_formats_agree(kind: str, tmp_path: Path, shared_exports: nets.SharedExports) -> None:
     initial = np.random.default_rng(0).normal(0, 0.5, (48, nets.n_states(kind))).astype(np.float32)
     inputs = np.zeros((1, nets.N_INPUTS), np.float32)
     options = {"method": "auto", "device": "cpu", "dtype": "float32"}
@@ -64,7 +61,7 @@ def test_formats_agree(kind: str, tmp_path: Path) -> None:
         **options,
     )
     assert reference.n >= 1 and not reference.is_nonisolated.any()
-    for name, model in _exports(kind, tmp_path).items():
+    for name, model in _exports(kind, tmp_path, shared_exports).items():
         found = find_fixed_points(model, initial, inputs, **options)
         assert found.n == reference.n, f"{name}: {found.n} fixed points, torch has {reference.n}"
         match = [int(np.argmin(np.abs(found.xstar - x).max(axis=1))) for x in reference.xstar]
