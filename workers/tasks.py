@@ -42,7 +42,11 @@ def _models(settings: Settings) -> runner.Models:
 
     cpu_s = settings.sandbox_cpu_s or settings.hard_time_limit_s * settings.torch_threads(runtime.POOL_CONCURRENCY)
     limits = Limits(memory_bytes=settings.sandbox_memory_bytes, cpu_s=cpu_s, disk_bytes=settings.sandbox_disk_bytes)
-    return runner.SandboxedModels(SandboxPool(limits, data_dir=settings.data_dir, spare=settings.sandbox_spare))
+    return runner.SandboxedModels(
+        SandboxPool(
+            limits, data_dir=settings.data_dir, spare=settings.sandbox_spare, warm_owners=settings.sandbox_warm_owners
+        )
+    )
 
 
 #: Time a validation may spend waiting for its sandbox to start, on top of the validation limit: the

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     )
     sandbox_disk_bytes: int = Field(2**30, ge=2**20, description="Size of a sandbox's /tmp, and its largest file.")
     sandbox_spare: bool = Field(True, description="Keep a spare sandbox started, so that a new tenant waits for none.")
+    sandbox_warm_owners: int = Field(
+        2,
+        ge=1,
+        description="Tenants per worker process whose sandbox stays started between their jobs; the least "
+        "recently served one's is closed when another tenant needs room.",
+    )
 
     # --- recovery and retention -------------------------------------------------------
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often a running job refreshes its heartbeat.")

@@ -160,7 +160,7 @@ def test_the_cpu_time_limit_kills_a_busy_child(tmp_path, model_file):
 
 def test_a_pool_keeps_a_child_per_tenant_and_switches_to_a_warm_spare(tmp_path, model_file):
     record, data, _ = model_file
-    pool = SandboxPool(LIMITS, data_dir=tmp_path, spare=True)
+    pool = SandboxPool(LIMITS, data_dir=tmp_path, spare=True, warm_owners=1)
     try:
         first = pool.get("lab-a")
         first.describe(record, lambda: data)
@@ -178,3 +178,24 @@ def test_a_pool_keeps_a_child_per_tenant_and_switches_to_a_warm_spare(tmp_path, 
     finally:
         pool.close()
     assert not second.alive
+
+
+def test_a_pool_keeps_the_children_of_its_last_owners_warm(tmp_path, model_file):
+    """Two owners taking turns keep their children; a third closes the least recently served one's."""
+    record, data, _ = model_file
+    pool = SandboxPool(LIMITS, data_dir=tmp_path, spare=False, warm_owners=2)
+    try:
+        a = pool.get("lab-a")
+        a.describe(record, lambda: data)
+        b = pool.get("lab-b")
+        assert b is not a and a.alive
+        assert pool.get("lab-a") is a  # lab-b is now the least recently served
+        c = pool.get("lab-c")
+        assert c not in (a, b) and a.alive and not b.alive
+        a.kill()  # a child that died (a cancel, a limit) is replaced at its owner's next request
+        again = pool.get("lab-a")
+        assert again is not a and again.alive and c.alive
+        again.describe(record, lambda: data)
+    finally:
+        pool.close()
+    assert not (again.alive or c.alive)
