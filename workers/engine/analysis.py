@@ -48,9 +48,10 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     Tensor of int64, sorted ascending.
     """
     device = points.device
-    q_np = q.detach().cpu().numpy()
-    order = np.argsort(np.where(q_np <= rounding_floor_q(points), 0.0, q_np), kind="stable")
-    candidates = points.detach().cpu().numpy()[order]
+    coordinates, q_np = points.detach().cpu().numpy(), q.detach().cpu().numpy()
+    eps = torch.finfo(points.dtype).eps if points.is_floating_point() else 0.0
+    order = np.argsort(np.where(q_np <= rounding_floor_q(coordinates, eps), 0.0, q_np), kind="stable")
+    candidates = coordinates[order]
     if len(order) ** 2 * candidates.shape[1] <= DENSE_PAIRS:
         within = np.abs(candidates[:, None, :] - candidates[None, :, :]).max(-1) <= tol
         neighbours: Callable[[int], np.ndarray] = within.__getitem__
@@ -70,12 +71,11 @@ def unique_indices(points: torch.Tensor, q: torch.Tensor, tol: float) -> torch.T
     return torch.as_tensor(np.sort(np.array(kept, dtype=np.int64)), device=device)
 
 
-def rounding_floor_q(points: torch.Tensor) -> np.ndarray:
-    """Per point, the q = ½‖F(x) − x‖² that rounding alone can leave in the points' dtype:
-    ``Q_FLOOR_ULPS`` machine epsilons, relative to the point's largest coordinate (at least 1),
-    in every coordinate."""
-    eps = torch.finfo(points.dtype).eps if points.is_floating_point() else 0.0
-    magnitude = np.maximum(1.0, np.abs(points.detach().cpu().double().numpy()).max(-1, initial=0.0))
+def rounding_floor_q(points: np.ndarray, eps: float) -> np.ndarray:
+    """Per point (row), the q = ½‖F(x) − x‖² that rounding alone can leave at machine epsilon ``eps``:
+    ``Q_FLOOR_ULPS`` epsilons, relative to the point's largest coordinate (at least 1), in every
+    coordinate."""
+    magnitude = np.maximum(1.0, np.abs(points).max(-1, initial=0.0).astype(np.float64))
     return 0.5 * points.shape[-1] * (Q_FLOOR_ULPS * eps * magnitude) ** 2
 
 
