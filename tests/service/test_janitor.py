@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from job_records import queued_job
 from service_harness import REDIS_DB
 
 from service.core.artifacts import ArtifactStore
@@ -57,20 +58,6 @@ def janitor(store: RecordStore, dispatcher: Dispatcher, settings: Settings, tmp_
     return Janitor(store, ArtifactStore(tmp_path), dispatcher, JanitorPolicy.of(settings))
 
 
-def _job(store: RecordStore, tenant: str = "lab", age_s: float = 0.0) -> Job:
-    job = Job(
-        id=uuid.uuid4().hex,
-        model_id="m",
-        status=JobStatus.QUEUED,
-        n_initial_states=1,
-        options={},
-        created_at=time.time() - age_s,
-        tenant=tenant,
-    )
-    assert store.create_job(job)
-    return job
-
-
 def _backdate(store: RecordStore, job: Job, **fields: float) -> None:
     store.redis.hset(store.keys.job(job.id), mapping={k: str(v) for k, v in fields.items()})
 
@@ -78,7 +65,7 @@ def _backdate(store: RecordStore, job: Job, **fields: float) -> None:
 def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
     store: RecordStore, janitor: Janitor
 ) -> None:
-    overran, young = _job(store), _job(store)
+    overran, young = queued_job(store), queued_job(store)
     for job in (overran, young):
         store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
         store.redis.delete(store.keys.heartbeat(job.id, 1))  # the worker was killed
@@ -94,7 +81,7 @@ def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
 def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
     store: RecordStore, janitor: Janitor, settings: Settings
 ) -> None:
-    lost = _job(store, age_s=RESEND_AFTER_S + 1)  # the gateway died before sending it
+    lost = queued_job(store, age_s=RESEND_AFTER_S + 1)  # the gateway died before sending it
     janitor.resend_lost_messages()
     resent = store.get_job(lost.id)
     assert resent.status is JobStatus.QUEUED and resent.dispatch == 2
@@ -106,9 +93,9 @@ def test_a_queued_job_whose_message_was_never_sent_is_sent_again(
 def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
     store: RecordStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
 ) -> None:
-    waiting = _job(store, age_s=10 * RESEND_AFTER_S)  # a long queue: old, but its message waits
+    waiting = queued_job(store, age_s=10 * RESEND_AFTER_S)  # a long queue: old, but its message waits
     dispatcher.run_job(waiting.id, 1)
-    fresh = _job(store)  # its message may still be on its way
+    fresh = queued_job(store)  # its message may still be on its way
     janitor.resend_lost_messages()
     assert store.get_job(waiting.id).dispatch == 1 and store.get_job(fresh.id).dispatch == 1
     assert store.waiting_task_ids(settings.queue) == {task_id(waiting.id, 1)}
@@ -117,7 +104,7 @@ def test_queued_jobs_waiting_in_the_queue_or_not_yet_overdue_are_left_alone(
 def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
     store: RecordStore, janitor: Janitor, dispatcher: Dispatcher, settings: Settings
 ) -> None:
-    job = _job(store, age_s=RESEND_AFTER_S + 1)
+    job = queued_job(store, age_s=RESEND_AFTER_S + 1)
     dispatcher.run_job(job.id, 1)
     queue = store.keys.broker + settings.queue
     store.redis.rpop(queue)  # a worker took the message (kombu pops from the right) and died holding it
@@ -131,7 +118,7 @@ def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
 
 def test_job_directories_without_a_record_are_swept_once_old(store: RecordStore, janitor: Janitor) -> None:
     artifacts = janitor.artifacts
-    kept = _job(store)
+    kept = queued_job(store)
     directories = {name: artifacts.job_dir(name) for name in (kept.id, "orphan-old", "orphan-new")}
     for directory in directories.values():
         directory.mkdir(parents=True)
@@ -144,7 +131,7 @@ def test_job_directories_without_a_record_are_swept_once_old(store: RecordStore,
 
 
 def test_a_tenant_at_its_running_limit_is_deferred_and_others_are_not(store: RecordStore) -> None:
-    first, second, other = _job(store, "a"), _job(store, "a"), _job(store, "b")
+    first, second, other = queued_job(store, tenant="a"), queued_job(store, tenant="a"), queued_job(store, tenant="b")
     assert store.claim(first.id, 1, "w1", 5, max_running=1, defer_s=3).status is JobStatus.RUNNING
     before = time.time()
     deferred = store.claim(second.id, 1, "w2", 5, max_running=1, defer_s=3)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from job_records import queued_job
 from recording_dispatcher import RecordingDispatcher
 from service_harness import REDIS_DB
 
@@ -18,19 +18,6 @@ from service.core.records import Job, JobStatus
 from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
-
-
-def _new_job(store: RecordStore) -> Job:
-    job = Job(
-        id=uuid.uuid4().hex,
-        model_id="m",
-        status=JobStatus.QUEUED,
-        n_initial_states=1,
-        options={},
-        created_at=time.time(),
-    )
-    assert store.create_job(job)
-    return job
 
 
 def _janitor(store: RecordStore, tmp_path: Path, max_attempts: int = 2) -> tuple[Janitor, RecordingDispatcher]:
@@ -44,7 +31,7 @@ def _expire_heartbeat(store: RecordStore, job: Job) -> None:
 
 
 def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: RecordStore) -> None:
-    job = _new_job(store)
+    job = queued_job(store)
     assert store.claim(job.id, dispatch=2, worker="w", heartbeat_ttl_s=5) is None  # not yet issued
     running = store.claim(job.id, dispatch=1, worker="w", heartbeat_ttl_s=5)
     assert running is not None and running.status is JobStatus.RUNNING and running.attempts == 1
@@ -55,7 +42,7 @@ def test_a_delivery_runs_once_and_stale_deliveries_are_refused(store: RecordStor
 
 def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: RecordStore, tmp_path: Path) -> None:
     janitor, dispatcher = _janitor(store, tmp_path, max_attempts=2)
-    job = _new_job(store)
+    job = queued_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
     janitor.sweep()
     assert dispatcher.sent == []  # heartbeat alive: left alone
@@ -77,7 +64,7 @@ def test_janitor_requeues_a_lost_job_then_fails_it_after_max_attempts(store: Rec
 
 def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: RecordStore, tmp_path: Path) -> None:
     janitor, dispatcher = _janitor(store, tmp_path)
-    job = _new_job(store)
+    job = queued_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
     assert store.cancel(job.id).status is JobStatus.RUNNING  # running: asked, not yet stopped
     assert store.report_progress(job.id, 1, {"iteration": 1}).cancel_requested
@@ -87,7 +74,7 @@ def test_a_lost_job_that_was_asked_to_stop_ends_cancelled(store: RecordStore, tm
 
 
 def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: RecordStore) -> None:
-    job = _new_job(store)
+    job = queued_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
     assert store.report_progress(job.id, 1, {"iteration": 1}).owned
     store.delete_job(job.id)
@@ -98,7 +85,7 @@ def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: RecordStore) 
 def test_expired_results_are_deleted_with_their_files(store: RecordStore, tmp_path: Path) -> None:
     store.result_ttl_s = 0.2
     janitor, _ = _janitor(store, tmp_path)
-    job = _new_job(store)
+    job = queued_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
     result = janitor.artifacts.result_path(job.id)
     with janitor.artifacts.atomic_write(result) as out:
@@ -119,7 +106,7 @@ def test_idempotency_binding_keeps_the_first_job(store: RecordStore) -> None:
 
 
 def test_concurrent_claims_let_exactly_one_win(store: RecordStore) -> None:
-    job = _new_job(store)
+    job = queued_job(store)
     clients = [
         RecordStore.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}", store.keys.prefix, result_ttl_s=60) for _ in range(8)
     ]

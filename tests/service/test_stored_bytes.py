@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from job_records import queued_job
 from recording_dispatcher import RecordingDispatcher
 
 from fpf_client.errors import QuotaExceeded
@@ -24,17 +25,7 @@ TENANT = "lab"
 
 
 def _job(store: RecordStore, arrays_bytes: int, tenant: str = TENANT) -> Job:
-    job = Job(
-        id=uuid.uuid4().hex,
-        model_id="m",
-        status=JobStatus.QUEUED,
-        n_initial_states=1,
-        options={},
-        created_at=time.time(),
-        tenant=tenant,
-    )
-    assert store.create_job(job, stored_bytes=arrays_bytes)
-    return job
+    return queued_job(store, tenant=tenant, stored_bytes=arrays_bytes)
 
 
 def _model(store: RecordStore, size_bytes: int, tenant: str = TENANT) -> Model:
