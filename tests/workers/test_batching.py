@@ -231,10 +231,17 @@ def test_every_job_of_a_batch_runs_again_after_its_worker_is_killed(
     with Blocked(lab_a, small):
         jobs = [lab_a.submit(slow, _states(128, seed=90 + i, d=128), **SLOW_LM_OPTIONS) for i in range(3)]
     _progress(lab_a, jobs[0].id)
+    # Queued behind the batch, this blocker is the first message the restarted pool process takes:
+    # it holds that process while the janitor re-queues the jobs (not necessarily in one pass).
+    blocker = lab_a.submit(small, _states(1024, 99), **SLOW_OPTIONS)
     (pool_process,) = service.pool_children()
     os.kill(pool_process, signal.SIGKILL)
+    for job in jobs:
+        _wait(lab_a, job.id, {"queued"})
+    blocker.cancel()
+    assert blocker.wait(progress=False, timeout=60).status == "cancelled"
 
-    for job in jobs:  # the janitor re-queues each one, and a new pool process batches them again
+    for job in jobs:  # the pool process takes the first and batches the others with it again
         deadline = time.monotonic() + 120
         while (record := job.refresh()).attempts < 2 or record.status != "running":
             assert record.status in ("running", "queued") and time.monotonic() < deadline, record
