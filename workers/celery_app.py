@@ -1,7 +1,8 @@
 """The Celery application of the fpf workers (``celery -A workers.celery_app:app worker -Q gpu``).
 
 The app is :func:`service.core.queue.make_celery`'s, the one the gateway sends with, plus the
-task modules (:mod:`workers.tasks`) and the pool's start-up hooks.
+task modules (:mod:`workers.tasks`), the workers' remote-control command (:mod:`workers.control`)
+and the pool's start-up hooks.
 
 Nothing here imports torch: the parent process forks its pool, and CUDA must never be
 initialised before a fork. Each pool process prepares torch in ``worker_process_init``.
@@ -14,7 +15,7 @@ from celery import signals
 from service.core.queue import make_celery
 from service.core.settings import get_settings
 
-app = make_celery(get_settings(), include=("workers.tasks",))
+app = make_celery(get_settings(), include=("workers.tasks", "workers.control"))
 
 
 @signals.celeryd_after_setup.connect

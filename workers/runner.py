@@ -330,6 +330,8 @@ class JobRunner:
             return
         record = self.store.get_model(job.model_id, job.tenant)  # one read serves batching and the solve
         jobs = [job, *self._companions(job, record)]
+        if len(jobs) > 1:
+            self._discard_deliveries(jobs[1:])
         limits = RunLimits(
             deadline=claimed_at + self.settings.soft_time_limit_s, max_result_bytes=self.settings.max_result_bytes
         )
@@ -373,6 +375,14 @@ class JobRunner:
         return self.store.claim_batch(
             job, room, self.worker, self.settings.heartbeat_ttl_s, max_running=self.settings.quota_running_jobs
         )
+
+    def _discard_deliveries(self, companions: list[Job]) -> None:
+        """Have the workers drop the companions' own queue messages unrun. Only a saving: a message
+        that still arrives is skipped as stale by its claim, so a failure here is logged and ignored."""
+        try:
+            self.dispatcher.discard_deliveries([(member.id, member.dispatch) for member in companions])
+        except Exception:  # a broker hiccup must not cost the batch its run
+            log.warning("could not tell the workers to discard batched jobs' deliveries", exc_info=True)
 
     @staticmethod
     def _batchable(job: Job, record: Model | None) -> bool:

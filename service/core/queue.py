@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 VALIDATE_MODEL = "fpf.validate_model"
 RUN_JOB = "fpf.run_job"
+#: The workers' remote-control command (:mod:`workers.control`) that drops deliveries on arrival.
+DISCARD_DELIVERIES = "fpf_discard_deliveries"
 
 
 def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
@@ -76,6 +78,13 @@ class Dispatcher:
             dispatch,
             "" if countdown_s is None else f", due in {countdown_s:g} s",
         )
+
+    def discard_deliveries(self, deliveries: Sequence[tuple[str, int]]) -> None:
+        """Tell every worker to drop the messages of these ``(job id, dispatch)`` deliveries unrun when
+        they arrive: their jobs were taken into a batch. Best effort: a message a worker takes first
+        is skipped as stale by its claim, as before."""
+        task_ids = [task_id(job_id, dispatch) for job_id, dispatch in deliveries]
+        self.celery.control.broadcast(DISCARD_DELIVERIES, arguments={"task_ids": task_ids})
 
     def ping_workers(self, timeout_s: float) -> list[dict[str, Any]]:
         """The replies of the workers that answered a control ping within ``timeout_s``.
