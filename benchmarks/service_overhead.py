@@ -15,8 +15,11 @@ the Python client, measures
   batching on (``FPF_BATCH_MAX_JOBS`` at its default) and off (``FPF_BATCH_MAX_JOBS=1``), each
   beside the same calls run back to back in this process, with the engine calls the service made
   (distinct batches, from the job records). Twice: as a burst (submitted at once by 8 client
-  threads, then every result fetched), and as a backlog (queued while a blocker job holds each
-  worker, timed from the blockers' end to the last result in hand: the workers' own rate).
+  threads, then every result fetched), and as a backlog (queued while blocker jobs of another
+  tenant hold every worker, timed from the blockers' cancel to the last result in hand: the
+  workers' own rate), with the CPU each part of the service spent on the backlog per job (this
+  process's client threads, the gateway, the workers' main processes, their pool processes, the
+  sandboxes, Redis) beside the in-process engine's time per job: where the time goes.
 
 Every in-process figure comes from the same run, so load from elsewhere falls on both sides; the
 load average is printed beside each table.
@@ -36,7 +39,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +54,8 @@ OPTIONS = {"method": "auto", "random_seed": 0}
 CLIENT_THREADS = 8
 #: A job that runs until it is cancelled (adam cannot meet tol_q; adam is never batched): it holds a worker.
 BLOCKER_OPTIONS = {"method": "adam", "lr_init": 0.01, "max_iters": 1_000_000, "tol_q": 1e-30, "tol_dq": 0}
+#: A job that runs a second or so and ends on its own: submitted one per worker, they run side by side.
+HOLDER_OPTIONS = {**BLOCKER_OPTIONS, "max_iters": 5_000}
 
 
 def small_model(path: Path, seed: int = 3) -> Path:
@@ -148,47 +155,174 @@ def fetch(job: Job) -> JobRecord:
     return record
 
 
-def backlog(url: str, model_ids: list[str], n_jobs: int, n_workers: int) -> tuple[float, int]:
-    """``n_jobs`` queued while a blocker job (adam, never batched) holds each worker, then the blockers
-    cancelled; (seconds from the cancel until the last result is in hand, engine calls)."""
-    with Client(url) as client:
-        blockers = [client.submit(model_ids[0], states(i), **BLOCKER_OPTIONS) for i in range(n_workers)]
-        while any(blocker.refresh().status != "running" for blocker in blockers):
+#: The parts of the service whose CPU the backlog row splits, in the order printed.
+PARTS = ("client", "gateway", "worker", "pool", "sandbox", "redis")
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """Every process below ``pids`` (Linux /proc)."""
+    from service_harness import children_of
+
+    below = [child for pid in pids for child in children_of(pid)]
+    return below + descendants(below) if below else []
+
+
+def redis_servers() -> list[int]:
+    """The PIDs of every ``redis-server`` on the host."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "redis-server":
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+class CpuByPart:
+    """The CPU seconds a service's processes spend, by part, between :meth:`start` and :meth:`stop`.
+
+    A process that exits in between (a cancelled job's sandbox) is left out; one that starts in
+    between counts from zero. Redis is every ``redis-server`` on the host: run it on an idle one.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._before: dict[int, float] = {}
+        self._client_s = 0.0
+
+    def _pids(self) -> dict[str, list[int]]:
+        from service_harness import children_of
+
+        workers = [worker.pid for worker in self.service.workers]
+        pools = [child for pid in workers for child in children_of(pid)]
+        gateway = self.service.gateway.pid
+        return {
+            "gateway": [gateway, *descendants([gateway])],
+            "worker": workers,
+            "pool": pools,
+            "sandbox": descendants(pools),
+            "redis": redis_servers(),
+        }
+
+    def start(self) -> None:
+        self._client_s = time.process_time()
+        self._before = {pid: cpu for pids in self._pids().values() for pid in pids if (cpu := cpu_s(pid)) is not None}
+
+    def stop(self) -> dict[str, float]:
+        spent = {"client": time.process_time() - self._client_s}
+        for part, pids in self._pids().items():
+            spent[part] = sum(cpu - self._before.get(pid, 0.0) for pid in pids if (cpu := cpu_s(pid)) is not None)
+        return spent
+
+
+@dataclass(frozen=True)
+class Labs:
+    """Clients of two tenants of one service: the lab whose jobs are measured, and the other whose
+    blocker jobs hold the workers."""
+
+    url: str
+    lab_key: str
+    other_key: str
+
+    @classmethod
+    def of(cls, service: Any) -> Labs:
+        from service.core.api_keys import KeyStore
+
+        keys = KeyStore(service.env["FPF_KEYS_FILE"])
+        return cls(service.url, keys.create("bench-lab")[1], keys.create("bench-blockers")[1])
+
+    def lab(self) -> Client:
+        return Client(self.url, api_key=self.lab_key)
+
+    def other(self) -> Client:
+        return Client(self.url, api_key=self.other_key)
+
+
+def warm_every_worker(client: Client, model_id: str, service: Any) -> None:
+    """Run jobs of ``client``'s tenant side by side until every worker's pool process has a sandbox.
+
+    Called where no other tenant's sandbox is left (the services here keep no spare, and a blocker's
+    cancel ends its sandbox), so a pool process with a child has the tenant's.
+    """
+    from service_harness import children_of
+
+    for _ in range(10):
+        pools = [pool for worker in service.workers for pool in children_of(worker.pid)]
+        if all(children_of(pool) for pool in pools):
+            return
+        holders = [client.submit(model_id, states(i), **HOLDER_OPTIONS) for i in range(len(pools))]
+        for holder in holders:
+            holder.wait(progress=False)
+    raise RuntimeError("a worker never started a sandbox for the benchmark's tenant")
+
+
+def backlog(
+    labs: Labs, model_ids: list[str], blocker_model: Path, n_jobs: int, cpu: CpuByPart
+) -> tuple[float, int, dict[str, float]]:
+    """``n_jobs`` queued while blocker jobs (adam, never batched) of another tenant hold every worker,
+    then the blockers cancelled; (seconds from the cancel until the last result is in hand, engine
+    calls, CPU seconds by part over that time). A cancel ends the blocker's sandbox; being another
+    tenant's, it leaves the backlog's warm sandbox alone."""
+    n_workers = len(cpu.service.workers)
+    with labs.lab() as client, labs.other() as other:
+        warm_every_worker(client, model_ids[0], cpu.service)
+        blocking_model = other.upload_model(blocker_model).id
+        blockers = [other.submit(blocking_model, states(i), **BLOCKER_OPTIONS) for i in range(n_workers)]
+        # Computing, not only claimed: each blocker's sandbox has started before the window opens.
+        while any(blocker.refresh().progress is None for blocker in blockers):
+            assert all(blocker.record.status in ("queued", "running") for blocker in blockers), blockers
             time.sleep(0.05)
         jobs = [
             client.submit(model_ids[seed % len(model_ids)], states(seed), **OPTIONS)
             for seed in range(3000, 3000 + n_jobs)
         ]
+        cpu.start()
         started = time.perf_counter()
         for blocker in blockers:
             blocker.cancel()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             records = list(pool.map(fetch, jobs))
         elapsed = time.perf_counter() - started
+        spent = cpu.stop()
         for blocker in blockers:
             assert blocker.wait(progress=False).status == "cancelled", "a blocker ended before the backlog was queued"
     assert all(record.status == "succeeded" for record in records), records
-    return elapsed, len({(record.started_at, record.batch_size) for record in records})
+    return elapsed, len({(record.started_at, record.batch_size) for record in records}), spent
 
 
 def measure_batching(
-    label: str, url: str, model_ids: list[str], engines: list[InProcess], n_jobs: int, n_workers: int
-) -> str:
-    """One row of the batching table: the burst and the backlog through REST beside the same calls back
-    to back in this process (measured right after each)."""
+    label: str, service: Any, labs: Labs, model_ids: list[str], paths: list[Path], engines: list[InProcess], n_jobs: int
+) -> tuple[str, str]:
+    """Rows of the batching table and the backlog's CPU table: the burst and the backlog through REST
+    beside the same calls back to back in this process (measured right after each)."""
 
     def local_s(first: int) -> float:
         return sum(engines[seed % len(engines)].solve(seed) for seed in range(first, first + n_jobs))
 
-    burst_s, burst_calls = queue_burst(lambda: Client(url), model_ids, n_jobs)
+    burst_s, burst_calls = queue_burst(labs.lab, model_ids, n_jobs)
     burst_local_s = local_s(2000)
-    backlog_s, backlog_calls = backlog(url, model_ids, n_jobs, n_workers)
+    backlog_s, backlog_calls, spent = backlog(labs, model_ids, paths[0], n_jobs, CpuByPart(service))
     backlog_local_s = local_s(3000)
+    per_job_ms = {part: 1e3 * seconds / n_jobs for part, seconds in spent.items()}
     return (
         f"| {label} | {len(model_ids)} "
         f"| {n_jobs / burst_s:.1f} / {n_jobs / burst_local_s:.1f} ({burst_local_s / burst_s:.2f}x) | {burst_calls} "
         f"| {n_jobs / backlog_s:.1f} / {n_jobs / backlog_local_s:.1f} ({backlog_local_s / backlog_s:.2f}x) "
-        f"| {backlog_calls} | {load_average()} |"
+        f"| {backlog_calls} | {load_average()} |",
+        f"| {label} | {len(model_ids)} | "
+        + " | ".join(f"{per_job_ms[part]:.2f}" for part in PARTS)
+        + f" | {sum(per_job_ms.values()):.2f} | {1e3 * backlog_local_s / n_jobs:.2f} "
+        f"| {1e3 * backlog_s / n_jobs:.2f} |",
     )
 
 
@@ -229,21 +363,19 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     from service_harness import grpc_server, start_service  # the test harness
 
-    overhead, batching = [], []
+    overhead: list[str] = []
+    batching: list[str] = []
+    backlog_cpu: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fpf-bench-") as tmp:
         paths = [small_model(Path(tmp) / f"bench-{i}.pt", seed=3 + i) for i in range(4)]
         engines = [InProcess(path) for path in paths]
         for n_workers in args.workers:
-            # The production default the test harness turns off: a blocker's cancel kills its sandbox,
-            # and the backlog behind it must not wait for a new one to start.
-            quota = {
-                "FPF_QUOTA_QUEUED_JOBS": str(max(args.burst, args.queue_burst) + n_workers),
-                "FPF_SANDBOX_SPARE": "true",
-            }
+            quota = {"FPF_QUOTA_QUEUED_JOBS": str(max(args.burst, args.queue_burst) + n_workers)}
             with ExitStack() as stack:
                 root = Path(tmp) / f"workers-{n_workers}"
                 root.mkdir()
-                service = stack.enter_context(start_service(root, **quota))
+                # With the spare sandbox of production, which the test harness turns off.
+                service = stack.enter_context(start_service(root, **quota, FPF_SANDBOX_SPARE="true"))
                 for _ in range(n_workers - 1):
                     service.start_worker()
                 target = stack.enter_context(grpc_server(service))
@@ -255,23 +387,31 @@ def main() -> None:
                     print(row, flush=True)
             # Each batching setting on a service of its own, started alike: nothing left by an earlier
             # measurement (stored jobs, a sandbox's state) falls on one setting only.
+            # No spare sandbox here: the backlog's tenant keeps its warm sandbox through the cancel of
+            # the blockers, while a spare taken by a blocker would start again in the measured window.
             for batch in ("on", "off"):
-                settings = {**quota, **({"FPF_BATCH_MAX_JOBS": "1"} if batch == "off" else {})}
+                settings = {
+                    **quota,
+                    "FPF_SANDBOX_SPARE": "false",
+                    **({"FPF_BATCH_MAX_JOBS": "1"} if batch == "off" else {}),
+                }
                 root = Path(tmp) / f"workers-{n_workers}-batching-{batch}"
                 root.mkdir()
                 with start_service(root, **settings) as service:
                     for _ in range(n_workers - 1):
                         service.start_worker()
-                    with Client(service.url) as client:
+                    labs = Labs.of(service)
+                    with labs.lab() as client:
                         model_ids = [client.upload_model(path).id for path in paths]
                         for model_id in model_ids:  # warm: each model loaded in a sandbox
                             fetch(client.submit(model_id, states(0), **OPTIONS))
                     for models in (model_ids[:1], model_ids):
-                        row = measure_batching(
-                            f"{batch}, {n_workers}", service.url, models, engines, args.queue_burst, n_workers
+                        row, cpu_row = measure_batching(
+                            f"{batch}, {n_workers}", service, labs, models, paths, engines, args.queue_burst
                         )
                         batching.append(row)
-                        print(row, flush=True)
+                        backlog_cpu.append(cpu_row)
+                        print(row, cpu_row, sep="\n", flush=True)
 
     print(f"\nsmall job: tanh RNN d={N_STATES}, {N_INITIAL} initial states, {OPTIONS}; {CLIENT_THREADS} client threads")
     print(
@@ -287,6 +427,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     print("\n".join(batching))
+    print("\nthe backlog's CPU per job (ms) by part, beside the in-process engine's and the wall time per job")
+    print(f"| batching, workers | models | {' | '.join(PARTS)} | total | in-process engine | wall |")
+    print("|---|---|" + "---|" * (len(PARTS) + 3))
+    print("\n".join(backlog_cpu))
 
 
 if __name__ == "__main__":
