@@ -25,7 +25,7 @@ Every in-process figure comes from the same run, so load from elsewhere falls on
 load average is printed beside each table.
 
 Run: ``.venv/bin/python -m benchmarks.service_overhead [--workers 1 4] [--jobs 100] [--burst 200]
-[--queue-burst 200]``.
+[--queue-burst 200] [--keep DIR]`` (``--keep``: the services' directories, logs included, stay in DIR).
 """
 
 from __future__ import annotations
@@ -358,6 +358,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--queue-burst", type=int, default=200)
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="run the services in DIR (new or empty) and keep it, logs included"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(REPO / "tests" / "support"))
@@ -366,7 +369,12 @@ def main() -> None:
     overhead: list[str] = []
     batching: list[str] = []
     backlog_cpu: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="fpf-bench-") as tmp:
+    with ExitStack() as run:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = run.enter_context(tempfile.TemporaryDirectory(prefix="fpf-bench-"))
         paths = [small_model(Path(tmp) / f"bench-{i}.pt", seed=3 + i) for i in range(4)]
         engines = [InProcess(path) for path in paths]
         for n_workers in args.workers:
