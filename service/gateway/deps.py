@@ -1,6 +1,11 @@
 """FastAPI dependencies: the app's settings, stores and dispatcher (built once in
 :func:`service.gateway.app.create_app`), the caller (:class:`~service.gateway.auth.Principal`)
-and the records it may see."""
+and the records it may see.
+
+Those that only hand out an object of the app are ``async def``: FastAPI runs a plain ``def``
+dependency in its thread pool, a hop that costs more than the dependency. Those that read Redis
+or a file stay plain functions, off the event loop.
+"""
 
 from __future__ import annotations
 
@@ -18,19 +23,19 @@ from service.gateway.quotas import Quotas
 from service.gateway.scoping import find_job, find_model
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> RecordStore:
+async def get_store(request: Request) -> RecordStore:
     return request.app.state.store
 
 
-def get_artifacts(request: Request) -> ArtifactStore:
+async def get_artifacts(request: Request) -> ArtifactStore:
     return request.app.state.artifacts
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
@@ -45,7 +50,7 @@ def get_principal(request: Request) -> Principal:
     return request.app.state.authenticator(request.headers.get("authorization"))
 
 
-def get_quotas(request: Request) -> Quotas:
+async def get_quotas(request: Request) -> Quotas:
     return request.app.state.quotas
 
 

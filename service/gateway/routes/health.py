@@ -20,7 +20,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The gateway process is up."""
     return {"status": "ok"}
 

@@ -134,7 +134,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(ErrorCode.JOB_NOT_FOUND))
-def get_job(job: JobDep) -> JobOut:
+async def get_job(job: JobDep) -> JobOut:
     return JobOut.of(job)
 
 

@@ -68,7 +68,7 @@ def list_models(store: StoreDep, principal: PrincipalDep) -> list[ModelOut]:
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(ErrorCode.MODEL_NOT_FOUND))
-def get_model(model: ModelDep) -> ModelOut:
+async def get_model(model: ModelDep) -> ModelOut:
     return ModelOut.of(model)
 
 
