@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from service_harness import SLOW_OPTIONS
 
 from fpf_client import AsyncClient, Client, FixedPoints, JobRecord, Model
 from fpf_client.errors import (
@@ -98,15 +99,28 @@ def test_an_unusable_model_raises_invalid_model_with_the_reason(client, tmp_path
     assert "garbage.pt" in caught.value.detail and len(caught.value.detail) > len("garbage.pt is invalid: ")
 
 
-def test_submit_wait_with_progress_and_the_result_equals_the_engine(client, model_path, states):
+def test_submit_wait_with_progress_and_the_result_equals_the_engine(live_service, client, model_path, states):
     from workers.engine import find_fixed_points
 
-    inputs = np.array([[0.3, -0.2]])
-    job = client.submit(model_path, states, inputs, **OPTIONS)
-    requested: list[str] = []
-    client._http.event_hooks["request"].append(lambda request: requested.append(request.url.path))
-    seen: list[JobRecord] = []
-    final = job.wait(progress=seen.append, timeout=120)
+    # A blocker holds the worker until the wait opens the event stream: the job cannot end before.
+    with Client(live_service.url, timeout=30) as other:
+        blocker = other.submit(model_path, states[:4], **SLOW_OPTIONS)
+        while blocker.refresh().status != "running":
+            assert blocker.record.status == "queued", blocker.record
+            time.sleep(0.05)
+        inputs = np.array([[0.3, -0.2]])
+        job = client.submit(model_path, states, inputs, **OPTIONS)
+        requested: list[str] = []
+
+        def record(request: httpx.Request) -> None:
+            requested.append(request.url.path)
+            if request.url.path.endswith("/events") and not blocker.record.cancel_requested:
+                blocker.cancel()
+
+        client._http.event_hooks["request"].append(record)
+        seen: list[JobRecord] = []
+        final = job.wait(progress=seen.append, timeout=120)
+        assert blocker.wait(progress=False, timeout=60).status == "cancelled"
     assert final.status == "succeeded" and job.status == "succeeded"
     assert seen[-1] == final and any(r.progress is not None and r.progress.n_total == len(states) for r in seen)
     # Fed by the event stream, not by polling: one look before it and one after its end.
