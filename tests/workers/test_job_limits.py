@@ -44,6 +44,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
         "FPF_MAX_RESULT_BYTES": str(MAX_RESULT_BYTES),
         "FPF_MAX_N_STATES": str(MAX_N_STATES),
         "FPF_RESEND_QUEUED_AFTER_S": "2",
+        # Production's spare sandbox, which the harness turns off: a job's limits count from its claim,
+        # sandbox start included, so after a kill the next job must find one started in the background.
+        "FPF_SANDBOX_SPARE": "true",
     }
     with start_service(tmp_path_factory.mktemp("fpf-job-limits"), **settings) as live:
         yield live
