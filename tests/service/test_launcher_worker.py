@@ -32,6 +32,18 @@ def _torch_loaded(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
+def _pool_process(parent: psutil.Process) -> psutil.Process | None:
+    """The child of ``parent`` that has loaded torch (the pool process), if one has yet; other children
+    (the sandbox probe at start) come and go while we look."""
+    for child in parent.children():
+        try:
+            if _torch_loaded(child.pid):
+                return child
+        except OSError:  # it exited after it was listed
+            continue
+    return None
+
+
 def test_worker_execs_a_celery_worker_pinned_to_its_gpu_with_torch_only_in_the_pool(tmp_path):
     prefix = f"fpf-test-worker-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FPF_") and k != "CUDA_VISIBLE_DEVICES"}
@@ -52,11 +64,10 @@ def test_worker_execs_a_celery_worker_pinned_to_its_gpu_with_torch_only_in_the_p
     parent = psutil.Process(worker.pid)
     try:
         deadline = time.monotonic() + 120
-        while not (parent.children() and _torch_loaded(parent.children()[0].pid)):
+        while (pool := _pool_process(parent)) is None:
             assert worker.poll() is None, f"the worker exited with {worker.returncode}"
             assert time.monotonic() < deadline, "the pool process did not load torch within 120 s"
             time.sleep(0.2)
-        (pool,) = parent.children()
         cmdline = " ".join(parent.cmdline())  # same pid: the CLI replaced itself with Celery
         assert "-m celery -A workers.celery_app:app worker -Q gpu --pool prefork --concurrency 1 -E" in cmdline
         assert "-n gpu3@%h" in cmdline
