@@ -176,6 +176,13 @@ def descendants(pids: list[int]) -> list[int]:
     return below + descendants(below) if below else []
 
 
+def pool_processes(service: Any) -> list[int]:
+    """The pool processes of every worker of ``service``."""
+    from service_harness import children_of
+
+    return [pool for worker in service.workers for pool in children_of(worker.pid)]
+
+
 def redis_servers() -> list[int]:
     """The PIDs of every ``redis-server`` on the host."""
     pids = []
@@ -201,14 +208,11 @@ class CpuByPart:
         self._client_s = 0.0
 
     def _pids(self) -> dict[str, list[int]]:
-        from service_harness import children_of
-
-        workers = [worker.pid for worker in self.service.workers]
-        pools = [child for pid in workers for child in children_of(pid)]
+        pools = pool_processes(self.service)
         gateway = self.service.gateway.pid
         return {
             "gateway": [gateway, *descendants([gateway])],
-            "worker": workers,
+            "worker": [worker.pid for worker in self.service.workers],
             "pool": pools,
             "sandbox": descendants(pools),
             "redis": redis_servers(),
@@ -257,7 +261,7 @@ def warm_every_worker(client: Client, model_id: str, service: Any) -> None:
     from service_harness import children_of
 
     for _ in range(10):
-        pools = [pool for worker in service.workers for pool in children_of(worker.pid)]
+        pools = pool_processes(service)
         if all(children_of(pool) for pool in pools):
             return
         holders = [client.submit(model_id, states(i), **HOLDER_OPTIONS) for i in range(len(pools))]
