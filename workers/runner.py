@@ -61,18 +61,12 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class RunLimits:
-    """What one run of a job may take: the engine's wall time (then it returns a partial result)
-    and the size of the result."""
+    """What one run of a job may take, in wall time counted from the moment its model's process is
+    ready (a sandbox's start is not the job's time), and in result size."""
 
-    deadline: float  #: time.monotonic() at which the engine stops searching
+    soft_s: float  #: the engine stops searching and returns a partial result
+    hard_s: float  #: the run fails with time_limit_exceeded
     max_result_bytes: int
-
-    def remaining_s(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
-    def wire(self) -> dict[str, float]:
-        """The limits as the sandboxed child receives them."""
-        return {"time_limit_s": self.remaining_s(), "max_result_bytes": self.max_result_bytes}
 
 
 class ProgressReporter:
@@ -228,16 +222,17 @@ class SandboxedModels:
         reporter: BatchReporter,
         limits: RunLimits,
     ) -> tuple[list[FixedPoints | FpfError], float]:
-        from .sandbox import BatchJob
+        from .sandbox import BatchJob, Deadline
 
         sandbox = self.pool.get(record.tenant)
+        sandbox.wait_ready()  # the limits count from here, as a validation's do
         outcomes, engine_s = sandbox.solve_batch(
             _wire(record),
             path.read_bytes,
             [BatchJob(arrays.read_bytes(), limits.max_result_bytes) for arrays in arrays_paths],
             options.model_dump(mode="json"),
-            reporter,
-            limits={"time_limit_s": limits.remaining_s()},
+            Deadline(limits.hard_s, reporter),
+            limits={"time_limit_s": limits.soft_s},
         )
         # parsed (no pickles), so only known fields are kept
         return [o if isinstance(o, FpfError) else FixedPoints.load(o) for o in outcomes], engine_s
@@ -272,7 +267,8 @@ class InProcessModels:
 
         model = self._get(record, path)
         jobs = [JobArrays.load(arrays) for arrays in arrays_paths]
-        return solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.remaining_s())
+        # Here Celery's soft time limit of the task (service/core/queue.py) is the hard limit.
+        return solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.soft_s)
 
     def _get(self, record: Model, path: Path) -> StepModel:
         from workers.engine import load_model
@@ -305,7 +301,6 @@ class JobRunner:
         """Claim delivery ``dispatch`` (skip it when stale, defer it while its tenant is at its
         running-jobs quota) and queued jobs of its batch key, solve them in one engine call, store
         each result and record each end."""
-        claimed_at = time.monotonic()
         job = self.store.claim(
             job_id,
             dispatch,
@@ -333,7 +328,9 @@ class JobRunner:
         if len(jobs) > 1:
             self._discard_deliveries(jobs[1:])
         limits = RunLimits(
-            deadline=claimed_at + self.settings.soft_time_limit_s, max_result_bytes=self.settings.max_result_bytes
+            soft_s=self.settings.soft_time_limit_s,
+            hard_s=self.settings.hard_time_limit_s,
+            max_result_bytes=self.settings.max_result_bytes,
         )
         for member in jobs:
             log.info(
@@ -442,7 +439,7 @@ class JobRunner:
         except StopJob as stop:
             log.info("jobs %s: stopped: %s", ", ".join(job.id for job in jobs), stop)
             return [None if i in reporter.stopped else (JobStatus.CANCELLED, {}) for i in range(len(jobs))]
-        except SoftTimeLimitExceeded:  # Celery's soft limit is fpf's hard one
+        except (RequestTimedOut, SoftTimeLimitExceeded):  # the sandbox's deadline, or Celery's backstop
             limit = self.settings.hard_time_limit_s
             log.info("jobs %s: stopped at the hard time limit of %g s", ", ".join(job.id for job in jobs), limit)
             error = TimeLimitExceeded(

@@ -16,7 +16,7 @@ from celery.exceptions import TimeLimitExceeded
 from service.core.artifacts import ArtifactStore
 from service.core.queue import RUN_JOB, VALIDATE_MODEL, Dispatcher
 from service.core.records import DEFAULT_TENANT
-from service.core.settings import Settings, get_settings
+from service.core.settings import SANDBOX_START_ALLOWANCE_S, Settings, get_settings
 from service.core.store import RecordStore
 
 from . import runner, runtime
@@ -49,9 +49,6 @@ def _models(settings: Settings) -> runner.Models:
     )
 
 
-#: Time a validation may spend waiting for its sandbox to start, on top of the validation limit: the
-#: limit itself counts from the moment the sandbox is ready (workers/sandbox/process.py).
-SANDBOX_START_ALLOWANCE_S = 60.0
 #: Most seconds between Celery's soft limit of a validation and its killing the pool process
 #: (``FPF_KILL_GRACE_S`` when shorter): a stuck validation holds a worker that jobs are waiting for.
 VALIDATION_KILL_GRACE_S = 10.0

@@ -36,8 +36,11 @@ class JanitorPolicy:
     """When the janitor acts (seconds); the defaults never fail, re-send or sweep anything."""
 
     max_attempts: int = 3
-    #: A lost run that had been going this long hit its time limit: it fails instead of running again.
+    #: A lost run that had been going this long (plus ``start_allowance_s``) hit its time limit: it
+    #: fails instead of running again.
     hard_time_limit_s: float = math.inf
+    #: Seconds a run may spend starting its model's sandbox before its time limits begin.
+    start_allowance_s: float = 0.0
     #: A queued job whose message is in no queue this long after it was due is sent again.
     resend_queued_after_s: float = math.inf
     #: Job directories without a job record this old are deleted.
@@ -49,6 +52,7 @@ class JanitorPolicy:
         return cls(
             max_attempts=settings.max_attempts,
             hard_time_limit_s=settings.hard_time_limit_s,
+            start_allowance_s=settings.start_allowance_s,
             resend_queued_after_s=settings.resend_queued_after_s,
             orphan_after_s=settings.orphan_after_s,
             queue=settings.queue,
@@ -84,7 +88,9 @@ class Janitor:
             job = self.store.get_job(job_id)
             if job is None or job.status is not JobStatus.RUNNING or self.store.is_alive(job):
                 continue
-            settled = self.store.requeue_lost(job, self.policy.max_attempts, self.policy.hard_time_limit_s)
+            settled = self.store.requeue_lost(
+                job, self.policy.max_attempts, self.policy.hard_time_limit_s, self.policy.start_allowance_s
+            )
             if settled is None:
                 continue
             log.warning(

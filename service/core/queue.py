@@ -40,8 +40,9 @@ def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         # The engine itself stops at FPF_SOFT_TIME_LIMIT_S (a partial result). Celery's soft limit
-        # is fpf's hard one: the task fails at once; its hard limit only kills a stuck pool process.
-        task_soft_time_limit=settings.hard_time_limit_s,
+        # is fpf's hard one (plus a sandbox's start): the task fails at once; its hard limit only
+        # kills a stuck pool process.
+        task_soft_time_limit=settings.run_task_time_limit_s,
         task_time_limit=settings.kill_time_limit_s,
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_s,

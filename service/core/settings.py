@@ -10,6 +10,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Seconds a job or a validation may wait for its model sandbox to start: their time limits count
+#: from the moment the sandbox is ready, and Celery's limits of their tasks allow this much more.
+SANDBOX_START_ALLOWANCE_S = 60.0
+
 
 class Settings(BaseSettings):
     """Every knob of the service, with its default; ``FPF_REDIS_URL`` sets ``redis_url`` and so on."""
@@ -144,9 +148,22 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def start_allowance_s(self) -> float:
+        """Seconds a run may spend starting its model's sandbox before its time limits begin (none
+        where models run in the pool process)."""
+        return SANDBOX_START_ALLOWANCE_S if self.sandbox == "on" else 0.0
+
+    @property
+    def run_task_time_limit_s(self) -> float:
+        """Celery's soft time limit of a job's task, counted from its start: the hard limit plus the
+        start allowance. Sandboxed, the worker enforces the hard limit itself from the moment the
+        sandbox is ready, and Celery's limit is a backstop."""
+        return self.hard_time_limit_s + self.start_allowance_s
+
+    @property
     def kill_time_limit_s(self) -> float:
-        """Celery kills a pool process still running a task after this (it did not stop at the hard limit)."""
-        return self.hard_time_limit_s + self.kill_grace_s
+        """Celery kills a pool process still running a job after this (it did not stop at the hard limit)."""
+        return self.run_task_time_limit_s + self.kill_grace_s
 
     @property
     def broker_visibility_timeout_s(self) -> int:

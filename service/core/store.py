@@ -508,16 +508,19 @@ class RecordStore:
         self._transition(job_id, lambda job: not job.status.is_final and not job.cancel_requested, changes)
         return self.get_job(job_id)
 
-    def requeue_lost(self, job: Job, max_attempts: int, hard_time_limit_s: float = float("inf")) -> Job | None:
+    def requeue_lost(
+        self, job: Job, max_attempts: int, hard_time_limit_s: float = float("inf"), start_allowance_s: float = 0.0
+    ) -> Job | None:
         """Settle a running job whose heartbeat expired: re-queue it with a new dispatch number,
-        or end it (cancelled when asked to, failed when its run had passed ``hard_time_limit_s``,
-        which would happen again, or after ``max_attempts``). None when it changed meanwhile."""
+        or end it (cancelled when asked to, failed when its run had passed ``hard_time_limit_s`` plus
+        the ``start_allowance_s`` of its sandbox, which would happen again, or after ``max_attempts``).
+        None when it changed meanwhile."""
         now = time.time()
 
         def changes(current: Job) -> dict[str, Any]:
             if current.cancel_requested:
                 return {"status": JobStatus.CANCELLED, "finished_at": now}
-            if current.started_at is not None and now - current.started_at >= hard_time_limit_s:
+            if current.started_at is not None and now - current.started_at >= hard_time_limit_s + start_allowance_s:
                 error = TimeLimitExceeded(
                     f"the run passed its time limit of {hard_time_limit_s:g} s and its "
                     f"worker ({current.worker}) was stopped",

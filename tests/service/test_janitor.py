@@ -18,7 +18,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.janitor import Janitor, JanitorPolicy
 from service.core.queue import Dispatcher, make_celery, task_id
 from service.core.records import Job, JobStatus
-from service.core.settings import Settings
+from service.core.settings import SANDBOX_START_ALLOWANCE_S, Settings
 from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
@@ -65,17 +65,20 @@ def _backdate(store: RecordStore, job: Job, **fields: float) -> None:
 def test_a_lost_run_past_the_hard_limit_fails_at_once_instead_of_running_again(
     store: RecordStore, janitor: Janitor
 ) -> None:
-    overran, young = queued_job(store), queued_job(store)
-    for job in (overran, young):
+    overran, slow_start, young = queued_job(store), queued_job(store), queued_job(store)
+    for job in (overran, slow_start, young):
         store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
         store.redis.delete(store.keys.heartbeat(job.id, 1))  # the worker was killed
-    _backdate(store, overran, started_at=time.time() - 21)  # past the hard limit of 20 s
+    # past the hard limit of 20 s and the sandbox's start allowance
+    _backdate(store, overran, started_at=time.time() - 21 - SANDBOX_START_ALLOWANCE_S)
+    _backdate(store, slow_start, started_at=time.time() - 21)  # its limits may have begun later
     janitor.recover_lost_jobs()
 
     failed = store.get_job(overran.id)
     assert failed.status is JobStatus.FAILED and failed.attempts == 1
     assert failed.error["code"] == "time_limit_exceeded" and failed.error["limit"] == 20
-    assert store.get_job(young.id).status is JobStatus.QUEUED  # an early loss is still run again
+    for lost in (slow_start, young):
+        assert store.get_job(lost.id).status is JobStatus.QUEUED  # an early loss is still run again
 
 
 def test_a_queued_job_whose_message_was_never_sent_is_sent_again(

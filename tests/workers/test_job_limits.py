@@ -26,7 +26,8 @@ from service.core.store import RecordStore
 pytestmark = pytest.mark.integration
 
 #: The limits leave a small job seconds to spare on a busy machine: what runs past them is the models'
-#: own slowness (validation has a limit of its own, FPF_VALIDATION_TIME_LIMIT_S, and no part here).
+#: own slowness. They count from the moment the job's sandbox is ready (a cold start after the hard
+#: limit's kill is not the next job's time); validation has a limit of its own and no part here.
 SOFT_S, HARD_S, MAX_RESULT_BYTES, MAX_N_STATES = 4, 10, 2**20, 40
 #: 512 chunks of LM on a slowed-down map: each chunk a fraction of a second, so some finish within
 #: SOFT_S even on a busy machine, and the whole a minute or more, far beyond SOFT_S even on an idle one.
@@ -44,9 +45,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
         "FPF_MAX_RESULT_BYTES": str(MAX_RESULT_BYTES),
         "FPF_MAX_N_STATES": str(MAX_N_STATES),
         "FPF_RESEND_QUEUED_AFTER_S": "2",
-        # Production's spare sandbox, which the harness turns off: a job's limits count from its claim,
-        # sandbox start included, so after a kill the next job must find one started in the background.
-        "FPF_SANDBOX_SPARE": "true",
     }
     with start_service(tmp_path_factory.mktemp("fpf-job-limits"), **settings) as live:
         yield live

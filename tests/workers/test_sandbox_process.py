@@ -1,6 +1,6 @@
 """The worker's handle on its sandboxed children (real bwrap processes, no Redis or HTTP): a child
-answers like the engine in-process, errors keep it, anything else kills it, and a pool keeps one
-warm child per tenant with a spare ready."""
+answers like the engine in-process, errors keep it, anything else kills it, a pool keeps one
+warm child per tenant with a spare ready, and a job's time limits count from its ready child."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ import torch
 from fpf_client.errors import FpfError
 from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
+from service.core.records import Model, ModelStatus
 from workers.engine import find_fixed_points, load_model
-from workers.sandbox import Limits, Sandbox, SandboxFailure, SandboxPool
+from workers.runner import RunLimits, SandboxedModels
+from workers.sandbox import Limits, RequestTimedOut, Sandbox, SandboxFailure, SandboxPool
 from workers.sandbox.process import _descendants
 
 pytestmark = pytest.mark.integration
@@ -199,3 +201,93 @@ def test_a_pool_keeps_the_children_of_its_last_owners_warm(tmp_path, model_file)
     finally:
         pool.close()
     assert not (again.alive or c.alive)
+
+
+class SlowToStart(Sandbox):
+    """A child whose start takes ``START_DELAY_S`` longer, as a cold start on a busy machine does."""
+
+    START_DELAY_S = 5.0
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        if not self._ready:
+            time.sleep(self.START_DELAY_S)
+        super().wait_ready(timeout_s)
+
+
+class OneChild:
+    """The pool's part SandboxedModels uses: one child for every owner."""
+
+    def __init__(self, child: Sandbox) -> None:
+        self.child = child
+
+    def get(self, owner: str) -> Sandbox:
+        return self.child
+
+
+class Batch:
+    """A batch's listener that follows nothing."""
+
+    def progress(self, report: dict[str, Any], job: int | None) -> None:
+        pass
+
+    def idle(self) -> None:
+        pass
+
+
+def _solve_in(child: Sandbox, path: Path, arrays_npz: bytes, limits: RunLimits, **options: Any):
+    data = path.read_bytes()
+    record = Model(
+        id=hashlib.sha256(data).hexdigest(),
+        status=ModelStatus.READY,
+        size_bytes=len(data),
+        created_at=time.time(),
+        format="torchscript",
+        n_states=8,
+        n_inputs=2,
+    )
+    arrays_path = path.parent / f"arrays-{time.monotonic_ns()}.npz"
+    arrays_path.write_bytes(arrays_npz)
+    models = SandboxedModels(OneChild(child))  # type: ignore[arg-type]
+    return models.solve(record, path, [arrays_path], FinderOptions.model_validate(options), Batch(), limits)
+
+
+def test_a_jobs_time_limits_do_not_count_its_sandboxs_start(tmp_path, model_file):
+    _, _, path = model_file
+    child = SlowToStart(LIMITS, data_dir=tmp_path / "data")
+    limits = RunLimits(soft_s=SlowToStart.START_DELAY_S - 1, hard_s=SlowToStart.START_DELAY_S, max_result_bytes=2**30)
+    try:
+        started = time.monotonic()
+        [result], _ = _solve_in(child, path, arrays(), limits, **OPTIONS)
+        elapsed_s = time.monotonic() - started
+    finally:
+        child.kill()
+    assert elapsed_s > limits.hard_s  # had the start counted, the run would have failed at the hard limit
+    assert isinstance(result, FixedPoints) and not result.info.get("partial"), result
+
+
+class EndlessStep(torch.nn.Module):
+    """tanh(h), after a loop of minutes for batches of 64 or more (model steps the engine cannot stop)."""
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(h + 0.0 * u.sum(-1, keepdim=True))
+        if h.shape[0] >= 64:
+            for _ in range(100_000_000):
+                x = torch.tanh(x)
+        return x
+
+
+def test_the_hard_limit_ends_a_run_and_kills_its_sandbox(tmp_path):
+    path = tmp_path / "endless.pt"
+    torch.jit.script(EndlessStep()).save(str(path))
+    child = Sandbox(LIMITS, data_dir=tmp_path / "data")
+    limits = RunLimits(soft_s=0.5, hard_s=2.0, max_result_bytes=2**30)
+    try:
+        child.wait_ready()
+        started = time.monotonic()
+        with pytest.raises(RequestTimedOut):
+            _solve_in(child, path, arrays(64), limits, method="auto", max_iters=3)
+        elapsed_s = time.monotonic() - started
+        assert not child.alive
+    finally:
+        child.kill()
+    assert limits.hard_s <= elapsed_s < limits.hard_s + 5

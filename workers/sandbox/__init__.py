@@ -10,11 +10,12 @@ Nothing here imports the gateway's modules or torch: the child imports this pack
 
 from .command import Limits, SandboxUnavailable, probe, spawn
 from .pool import SandboxPool
-from .process import BatchJob, BatchListener, Listener, RequestTimedOut, Sandbox, SandboxFailure
+from .process import BatchJob, BatchListener, Deadline, Listener, RequestTimedOut, Sandbox, SandboxFailure
 
 __all__ = [
     "BatchJob",
     "BatchListener",
+    "Deadline",
     "Limits",
     "Listener",
     "RequestTimedOut",

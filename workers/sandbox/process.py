@@ -85,17 +85,26 @@ class RequestTimedOut(Exception):
         self.limit_s = limit_s
 
 
-class _Deadline:
-    """The listener of a request with a wall-time limit: past it, the exchange ends and the child is killed."""
+class Deadline:
+    """A request's wall-time limit, from now: past it the exchange ends with :class:`RequestTimedOut`
+    and the child is killed. It checks before handing each event on to ``listener``, if any."""
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, listener: BatchListener | None = None) -> None:
         self.limit_s = limit_s
         self.end = time.monotonic() + limit_s
+        self.listener = listener
 
     def progress(self, report: dict[str, Any], job: int | None = None) -> None:
-        self.idle()
+        self._check()
+        if self.listener is not None:
+            self.listener.progress(report, job)
 
     def idle(self) -> None:
+        self._check()
+        if self.listener is not None:
+            self.listener.idle()
+
+    def _check(self) -> None:
         if time.monotonic() > self.end:
             raise RequestTimedOut(self.limit_s)
 
@@ -136,7 +145,7 @@ class Sandbox:
         loading and dry run count: past it the child is killed and :class:`RequestTimedOut` raised.
         """
         self.wait_ready()
-        listener = None if time_limit_s is None else _Deadline(time_limit_s)
+        listener = None if time_limit_s is None else Deadline(time_limit_s)
         header, _ = self._exchange({"op": "describe", "model": record}, [], model_bytes, listener)
         return header["model"]
 
