@@ -139,10 +139,11 @@ class AsyncClient:
         timeout: float | None = None,
         **options: Any,
     ) -> FixedPoints:
-        """Submit, wait and return the :class:`FixedPoints`."""
+        """Submit, wait and return the :class:`FixedPoints`, as :meth:`fpf_client.Client.find_fixed_points` does."""
         job = await self.submit(model, initial_states, inputs, **options)
-        await job.wait(progress=progress, timeout=timeout)
-        return await job.result()
+        if progress is not False:
+            await job.wait(progress=progress, timeout=timeout)
+        return await job.result(timeout=timeout)
 
 
 class AsyncJob:
@@ -182,10 +183,14 @@ class AsyncJob:
         return see
 
     async def result(self, timeout: float | None = None) -> FixedPoints:
-        """The fixed points, waiting until the job stops; raises JobFailed or JobCancelled otherwise."""
-        record = self.record if self.record.is_final else await self.wait(progress=False, timeout=timeout)
-        protocol.check_succeeded(record)
-        return await self._client._transport.job_result(self.id)
+        """The fixed points, waiting until the job stops, as :meth:`fpf_client.Job.result` fetches them;
+        raises JobFailed or JobCancelled otherwise."""
+        if self.record.is_final:
+            protocol.check_succeeded(self.record)
+            return await self._client._transport.job_result(self.id)
+        deadline = protocol.deadline_after(timeout)
+        with retry.until(deadline):
+            return await self._client._run(flows.result(self.id, deadline, timeout))
 
     async def cancel(self) -> JobRecord:
         """Ask the service to stop the job; returns its record."""

@@ -197,10 +197,12 @@ class Client:
         timeout: float | None = None,
         **options: Any,
     ) -> FixedPoints:
-        """Submit, wait (with a progress bar in a terminal) and return the :class:`FixedPoints`."""
+        """Submit, wait (with a progress bar in a terminal) and return the :class:`FixedPoints`;
+        without ``progress``, one request waits for the job and fetches the result."""
         job = self.submit(model, initial_states, inputs, **options)
-        job.wait(progress=progress, timeout=timeout)
-        return job.result()
+        if progress is not False:
+            job.wait(progress=progress, timeout=timeout)
+        return job.result(timeout=timeout)
 
 
 class Job:
@@ -257,14 +259,22 @@ class Job:
     def result(self, timeout: float | None = None) -> FixedPoints:
         """The fixed points, waiting (without a bar) until the job stops.
 
+        A job not known to have ended is fetched in one request that waits for it (a long poll,
+        asked again until ``timeout``); :attr:`record` is not updated: :meth:`refresh` reads it.
+
         Raises
         ------
         JobFailed, JobCancelled
             When the job did not succeed.
+        TimeoutError
+            After ``timeout`` seconds; the job keeps running.
         """
-        record = self.record if self.record.is_final else self.wait(progress=False, timeout=timeout)
-        protocol.check_succeeded(record)
-        return self._client._transport.job_result(self.id)
+        if self.record.is_final:
+            protocol.check_succeeded(self.record)
+            return self._client._transport.job_result(self.id)
+        deadline = protocol.deadline_after(timeout)
+        with retry.until(deadline):
+            return self._client._run(flows.result(self.id, deadline, timeout))
 
     def cancel(self) -> JobRecord:
         """Ask the service to stop the job (a running one stops within seconds); returns its record."""

@@ -1,7 +1,8 @@
 """The clients' job logic, written once: what to ask the service, when to pause, and what to check.
 
 Each operation that takes more than one call (upload and wait for validation, submit with an
-upload, wait for a job with its event stream and polling in between) is a generator of steps
+upload, wait for a job with its event stream and polling in between, fetch a result that is not
+there yet) is a generator of steps
 (:data:`Step`). :func:`run` carries the steps out with a :class:`~fpf_client.transport.Transport`
 for :class:`~fpf_client.Client`, :func:`arun` with an :class:`~fpf_client.transport.AsyncTransport`
 for :class:`~fpf_client.AsyncClient`: the flows themselves neither send nor sleep.
@@ -19,9 +20,11 @@ from os import PathLike
 from typing import Any, TypeVar
 
 from . import protocol
+from .errors import JobNotFinished
 from .events import NoEventStream
+from .fixed_points import FixedPoints
 from .payloads import UploadHints, arrays_payload, is_local_model, model_file, model_id, options_payload
-from .records import JobRecord, Model
+from .records import MAX_RESULT_WAIT_S, JobRecord, Model
 from .retry import RetryPolicy
 from .transport import AsyncTransport, Transport
 
@@ -167,6 +170,34 @@ def wait(job_id: str, see: Callable[[JobRecord], None], deadline: float, timeout
             return record
     status = follow.last.status if follow.last is not None else "unknown"
     raise protocol.timed_out(f"job {job_id} still {status}", timeout)
+
+
+def result(job_id: str, deadline: float, timeout: float | None) -> Flow[FixedPoints]:
+    """The fixed points of a job, in one request that has the service wait for the job to end (up to
+    :data:`~fpf_client.records.MAX_RESULT_WAIT_S`), asked again until ``deadline``.
+
+    A service that answers ``job_not_finished`` sooner than asked (one that does not wait) is polled.
+
+    Raises
+    ------
+    JobFailed, JobCancelled
+        When the job did not succeed.
+    TimeoutError
+        At ``deadline``; the job keeps running.
+    """
+    delays = protocol.poll_delays(longest=2.0)
+    while True:
+        wait_s = max(0.0, min(protocol.seconds_left(deadline), MAX_RESULT_WAIT_S))
+        asked_at = time.monotonic()
+        try:
+            fixed_points: FixedPoints = yield Ask("job_result", (job_id, wait_s))
+            return fixed_points
+        except JobNotFinished as exc:
+            left = protocol.seconds_left(deadline)
+            if left <= 0:
+                raise protocol.timed_out(exc.detail, timeout) from None
+            if time.monotonic() - asked_at < wait_s / 2:
+                yield Sleep(min(next(delays), left))
 
 
 # --- drivers ---------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class Call(Generic[T]):
     idempotent: bool = True
     #: Codes that, answered to a retry, mean an earlier attempt did the work (a delete's 404).
     done_if: tuple[ErrorCode, ...] = ()
+    #: Seconds the service may hold the answer back (a long poll): the read timeout allows that much more.
+    wait_s: float = 0.0
 
     @property
     def what(self) -> str:
@@ -68,6 +70,12 @@ class Call(Generic[T]):
         """Keyword arguments for ``httpx.Client.request`` / ``httpx.AsyncClient.request``."""
         kwargs = {"params": self.params, "json": self.json, "data": self.data, "files": self.files}
         return {"headers": self.headers, **{k: v for k, v in kwargs.items() if v is not None}}
+
+    def timeout(self, base: httpx.Timeout) -> httpx.Timeout:
+        """The client's timeouts ``base``, with the read timeout extended by the call's wait."""
+        if not self.wait_s or base.read is None:
+            return base
+        return httpx.Timeout(connect=base.connect, write=base.write, pool=base.pool, read=base.read + self.wait_s)
 
     def read(self, response: httpx.Response) -> T:
         """Decode ``response``, raising the problem's exception class for a non-2xx status."""
@@ -189,13 +197,16 @@ def delete_job(job_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/jobs/{job_id}", _nothing, done_if=(ErrorCode.JOB_NOT_FOUND,))
 
 
-def job_result(job_id: str) -> Call[FixedPoints]:
+def job_result(job_id: str, wait_s: float = 0.0) -> Call[FixedPoints]:
+    """The result ``.npz``, the service waiting up to ``wait_s`` seconds for the job to end first."""
+    params = {"format": "npz"} if wait_s <= 0 else {"format": "npz", "wait": f"{wait_s:.3f}"}
     return Call(
         "GET",
         f"/v1/jobs/{job_id}/result",
         lambda r: FixedPoints.load(r.content),
-        params={"format": "npz"},
+        params=params,
         headers={"Accept": NPZ_MEDIA_TYPE},
+        wait_s=max(wait_s, 0.0),
     )
 
 

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict
 
 #: Job statuses after which nothing changes any more.
 FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+#: Most seconds one result request may ask the service to wait for its job to end (REST's ``wait``
+#: query parameter, gRPC's ``wait_s``): a long poll, under the idle timeouts of common proxies.
+MAX_RESULT_WAIT_S = 30.0
 
 
 class _Record(BaseModel):

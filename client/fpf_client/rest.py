@@ -82,7 +82,9 @@ class HttpTransport:
 
     def _send_once(self, call: Call[T]) -> T:
         try:
-            response = self.http.request(call.method, call.path, **call.request_kwargs())
+            response = self.http.request(
+                call.method, call.path, timeout=call.timeout(self.http.timeout), **call.request_kwargs()
+            )
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
         self.reached = True
@@ -120,8 +122,8 @@ class HttpTransport:
     def delete_job(self, job_id: str) -> None:
         self.send(protocol.delete_job(job_id))
 
-    def job_result(self, job_id: str) -> FixedPoints:
-        return self.send(protocol.job_result(job_id))
+    def job_result(self, job_id: str, wait_s: float = 0.0) -> FixedPoints:
+        return self.send(protocol.job_result(job_id, wait_s))
 
     def job_events(self, job_id: str, deadline: float) -> Generator[JobRecord, None, None]:
         """Job records from the event stream until it ends, breaks or the deadline passes.
@@ -174,7 +176,9 @@ class AsyncHttpTransport:
 
     async def _send_once(self, call: Call[T]) -> T:
         try:
-            response = await self.http.request(call.method, call.path, **call.request_kwargs())
+            response = await self.http.request(
+                call.method, call.path, timeout=call.timeout(self.http.timeout), **call.request_kwargs()
+            )
         except httpx.TransportError as exc:
             raise protocol.unreachable(self.url, exc) from exc
         self.reached = True
@@ -212,8 +216,8 @@ class AsyncHttpTransport:
     async def delete_job(self, job_id: str) -> None:
         await self.send(protocol.delete_job(job_id))
 
-    async def job_result(self, job_id: str) -> FixedPoints:
-        return await self.send(protocol.job_result(job_id))
+    async def job_result(self, job_id: str, wait_s: float = 0.0) -> FixedPoints:
+        return await self.send(protocol.job_result(job_id, wait_s))
 
     async def job_events(self, job_id: str, deadline: float) -> AsyncGenerator[JobRecord, None]:
         """Job records from the event stream, as :meth:`HttpTransport.job_events` gives them."""

@@ -1,12 +1,16 @@
-"""The server-sent event stream of one job, driven by the store's pub/sub notices."""
+"""Following one job through the store's pub/sub notices: its server-sent event stream, and the
+wait of a result request."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
 
+from fpf_client.errors import JobNotFound
+from service.core.records import Job
 from service.core.store import RecordStore
 from service.gateway.schemas import JobOut
 
@@ -38,3 +42,21 @@ async def job_events(client: aioredis.Redis, store: RecordStore, job_id: str) ->
             notice = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_S)
             if notice is None:
                 yield ": keep-alive\n\n"
+
+
+async def ended_job(client: aioredis.Redis, store: RecordStore, job: Job, wait_s: float) -> Job:
+    """``job`` once it has ended, or as it stands after ``wait_s`` seconds; JobNotFound when it is
+    deleted meanwhile. It subscribes before reading the job, so no change between the two is missed."""
+    if job.status.is_final or wait_s <= 0:
+        return job
+    give_up = time.monotonic() + wait_s
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe(store.keys.events(job.id))
+        while True:
+            current = await run_in_threadpool(store.get_job, job.id)
+            if current is None:
+                raise JobNotFound(f"job {job.id} was deleted")
+            left = give_up - time.monotonic()
+            if current.status.is_final or left <= 0:
+                return current
+            await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)

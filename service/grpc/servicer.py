@@ -11,6 +11,7 @@ import functools
 import inspect
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -18,13 +19,14 @@ import grpc
 from google.protobuf import empty_pb2
 from pydantic import ValidationError
 
-from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, PayloadTooLarge
+from fpf_client.errors import FpfError, InvalidArray, InvalidRequest, JobNotFound, PayloadTooLarge
+from fpf_client.records import MAX_RESULT_WAIT_S
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import load
 from service.core.artifacts import ArtifactStore
 from service.core.outages import OUTAGE_ERRORS, unavailable
 from service.core.queue import Dispatcher
-from service.core.records import JobStatus
+from service.core.records import Job, JobStatus
 from service.core.settings import Settings
 from service.core.store import RecordStore
 from service.gateway.auth import Principal
@@ -44,7 +46,8 @@ pb2, pb2_grpc = load().pb2, load().pb2_grpc
 #: gateway calls with its ``Authorization`` header.
 Authenticate = Callable[[str | None], Principal]
 
-#: How long WatchJob waits on the job's notices before it looks at the job (and the client) again.
+#: How long WatchJob and a waiting GetResult wait on the job's notices before they look at the job
+#: (and the client) again.
 WATCH_POLL_S = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -220,11 +223,34 @@ class FixedPointServicer(pb2_grpc.FixedPointServiceServicer):
 
     @rpc
     def GetResult(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Iterator[Any]:
-        path = result_path(find_job(self.store, caller, request.job_id), self.artifacts)
+        if not 0 <= request.wait_s <= MAX_RESULT_WAIT_S:
+            raise InvalidRequest(f"wait_s must be between 0 and {MAX_RESULT_WAIT_S:g} seconds", field="wait_s")
+        job = self._ended(find_job(self.store, caller, request.job_id), request.wait_s, context)
+        path = result_path(job, self.artifacts)
         for chunk in result_chunks(path):
             yield pb2.ResultChunk(
                 name=chunk.name, dtype=chunk.dtype, shape=chunk.shape, offset=chunk.offset, data=chunk.data
             )
+
+    def _ended(self, job: Job, wait_s: float, context: grpc.ServicerContext) -> Job:
+        """``job`` once it has ended, or as it stands after ``wait_s`` seconds or when the caller left;
+        JobNotFound when it is deleted meanwhile (REST: :func:`service.gateway.events.ended_job`)."""
+        if job.status.is_final or wait_s <= 0:
+            return job
+        give_up = time.monotonic() + wait_s
+        pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.store.keys.events(job.id))  # before reading: no change is missed
+        try:
+            while True:
+                current = self.store.get_job(job.id)
+                if current is None:
+                    raise JobNotFound(f"job {job.id} was deleted")
+                left = give_up - time.monotonic()
+                if current.status.is_final or left <= 0 or not context.is_active():
+                    return current
+                pubsub.get_message(timeout=min(left, WATCH_POLL_S))
+        finally:
+            pubsub.close()
 
     @rpc
     def DeleteJob(self, request: Any, context: grpc.ServicerContext, caller: Principal) -> Any:

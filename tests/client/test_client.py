@@ -17,6 +17,7 @@ import torch
 from service_harness import SLOW_OPTIONS
 
 from fpf_client import AsyncClient, Client, FixedPoints, JobRecord, Model
+from fpf_client.aio import AsyncJob
 from fpf_client.errors import (
     ErrorCode,
     FpfError,
@@ -131,6 +132,47 @@ def test_submit_wait_with_progress_and_the_result_equals_the_engine(live_service
     expected = find_fixed_points(TanhStep(), states, inputs, **OPTIONS)
     assert_same_fixed_points(fps, expected)
     assert fps.info["n_samples"] == len(states)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_the_result_of_a_job_not_yet_ended_is_one_request_that_waits_for_it(
+    live_service, client, model_path, states, flavour
+):
+    # A blocker holds the worker until the result is asked for: the job cannot end before.
+    with Client(live_service.url, timeout=30) as other:
+        blocker = other.submit(model_path, states[:4], **SLOW_OPTIONS)
+        while blocker.refresh().status != "running":
+            assert blocker.record.status == "queued", blocker.record
+            time.sleep(0.05)
+        job = client.submit(model_path, states, **OPTIONS)
+        requested: list[str] = []
+
+        def record(request: httpx.Request) -> None:
+            requested.append(request.url.path)
+            if request.url.path.endswith("/result") and not blocker.record.cancel_requested:
+                blocker.cancel()
+
+        async def in_asyncio() -> FixedPoints:
+            async with AsyncClient(live_service.url) as async_client:
+                async_client._transport.http.event_hooks["request"].append(_async(record))
+                return await AsyncJob(async_client, job.record).result(timeout=120)
+
+        client._http.event_hooks["request"].append(record)
+        assert not job.record.is_final
+        fps = job.result(timeout=120) if flavour == "sync" else asyncio.run(in_asyncio())
+        assert blocker.wait(progress=False, timeout=60).status == "cancelled"
+    assert requested == [f"/v1/jobs/{job.id}/result"]  # no look at the job, no event stream
+    assert same_bits(fps, client.get_job(job.id).result())
+    assert fps.info["n_samples"] == len(states)
+
+
+def _async(hook: Callable[[httpx.Request], None]) -> Callable[[httpx.Request], Any]:
+    """``hook`` as an httpx.AsyncClient event hook."""
+
+    async def call(request: httpx.Request) -> None:
+        hook(request)
+
+    return call
 
 
 def test_roots_float32_cannot_certify_come_back_refined_in_float64(client, model_path, states):
@@ -346,20 +388,27 @@ def test_async_client_raises_what_the_sync_client_raises(live_service, async_url
 
 class NoStreamProxy(BaseHTTPRequestHandler):
     """A reverse proxy to the gateway that answers every ``/events`` request with plain JSON, as a proxy
-    that cannot stream would; it keeps the paths it was asked for."""
+    that cannot stream would; it keeps the paths it was asked for, and when they were asked. With
+    ``drop_wait`` it also leaves out result requests' ``wait``, as a gateway without it would ignore it."""
 
     upstream = ""
     paths: list[str] = []
+    times: list[float] = []
+    drop_wait = False
 
     def _forward(self) -> None:
         self.paths.append(self.path)
+        self.times.append(time.monotonic())
         if self.path.endswith("/events"):
             status, headers, body = 200, {"content-type": "application/json"}, b"{}"
         else:
+            url = httpx.URL(self.upstream + self.path)
+            if self.drop_wait:
+                url = url.copy_remove_param("wait")
             length = int(self.headers.get("content-length") or 0)
             answer = httpx.request(
                 self.command,
-                self.upstream + self.path,
+                url,
                 headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")},
                 content=self.rfile.read(length),
                 timeout=60,
@@ -380,7 +429,17 @@ class NoStreamProxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def no_stream_proxy(live_service) -> Iterator[type[NoStreamProxy]]:
-    handler = type("Handler", (NoStreamProxy,), {"upstream": live_service.url, "paths": []})
+    yield from _proxy(live_service)
+
+
+@pytest.fixture
+def no_wait_proxy(live_service) -> Iterator[type[NoStreamProxy]]:
+    yield from _proxy(live_service, drop_wait=True)
+
+
+def _proxy(live_service, drop_wait: bool = False) -> Iterator[type[NoStreamProxy]]:
+    attributes = {"upstream": live_service.url, "paths": [], "times": [], "drop_wait": drop_wait}
+    handler = type("Handler", (NoStreamProxy,), attributes)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -420,3 +479,29 @@ def test_without_an_event_stream_the_wait_polls(live_service, no_stream_proxy, m
     paths = no_stream_proxy.paths
     assert paths.count(f"/v1/jobs/{final.id}/events") == 1
     assert paths.count(f"/v1/jobs/{final.id}") == len(seen)
+
+
+def test_a_gateway_that_does_not_wait_has_the_result_polled(live_service, no_wait_proxy, model_path, states):
+    """A result asked for with a wait that the gateway ignores (answered job_not_finished at once) is
+    asked again after growing pauses, not in a tight loop; here until the job is cancelled."""
+    endless = {"method": "adam", "max_iters": 1_000_000, "tol_q": 1e-300, "tol_dq": 0.0}
+    with Client(live_service.url) as direct, Client(no_wait_proxy.url) as client:
+        job = client.submit(model_path, states, **endless)
+        result_path = f"/v1/jobs/{job.id}/result"
+
+        def cancel_after_six_asks() -> None:
+            while sum(path.startswith(result_path) for path in no_wait_proxy.paths) < 6:
+                time.sleep(0.01)
+            direct.get_job(job.id).cancel()
+
+        canceller = threading.Thread(target=cancel_after_six_asks, daemon=True)
+        canceller.start()
+        with pytest.raises(JobCancelled):
+            job.result(timeout=120)
+        canceller.join(timeout=60)
+    asked = [
+        at for at, path in zip(no_wait_proxy.times, no_wait_proxy.paths, strict=True) if path.startswith(result_path)
+    ]
+    assert len(asked) >= 6
+    pauses = np.diff(asked)[:5]
+    assert (pauses >= 0.05 * 1.5 ** np.arange(5)).all(), pauses  # the client's poll delays, at least

@@ -15,6 +15,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,10 @@ from fpf_client.errors import (
     ShapeMismatch,
 )
 from fpf_client.options import FinderOptions
+from fpf_client.records import MAX_RESULT_WAIT_S
 from fpf_client.rpc import codec
 from fpf_client.rpc.stubs import SERVICE_NAME, load
+from service.core.store import RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -284,12 +288,60 @@ def test_watch_job_streams_progress_until_the_end_and_cancel_stops_it(
             client.get_job(job.id)
 
 
+def test_a_result_request_waits_for_its_job_to_end_over_both_transports(
+    stub: Any, rpc: Client, rest: Client, live_service: LiveService, tanh_model: dict[str, Any]
+) -> None:
+    """REST's ``?wait=`` and gRPC's ``wait_s``: a job still running at the end of the wait answers
+    job_not_finished, a job that ends during it answers at once with its outcome, a wait out of
+    range is refused, and the client fetches a queued job's result that way."""
+    slow = rest.submit(tanh_model["id"], random_states(1024), **SLOW_OPTIONS)
+    result_path = f"/v1/jobs/{slow.id}/result"
+    try:
+        started = time.monotonic()
+        answer = rest._http.get(result_path, params={"wait": 1})
+        assert answer.status_code == 409 and answer.json()["code"] == "job_not_finished", answer.text
+        assert time.monotonic() - started >= 1
+        started = time.monotonic()
+        failure = rpc_failure(lambda: stub.GetResult(pb2.GetResultRequest(job_id=slow.id, wait_s=1)))
+        assert failure[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "job_not_finished")
+        assert time.monotonic() - started >= 1
+        for wait in (-1, MAX_RESULT_WAIT_S + 1):
+            refused = rest._http.get(result_path, params={"wait": wait})
+            assert refused.status_code == 400 and refused.json()["code"] == "invalid_request", refused.text
+            failure = rpc_failure(partial(stub.GetResult, pb2.GetResultRequest(job_id=slow.id, wait_s=wait)))
+            assert failure[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_request")
+
+        # Both requests are waiting on the job's notices (subscribed) before the cancel.
+        notices = RecordStore.from_url(live_service.redis_url, live_service.prefix, result_ttl_s=60)
+        channel = notices.keys.events(slow.id)
+        with ThreadPoolExecutor(2) as pool:
+            over_rest = pool.submit(rest._http.get, result_path, params={"wait": MAX_RESULT_WAIT_S}, timeout=120)
+            over_grpc = pool.submit(
+                rpc_failure, lambda: stub.GetResult(pb2.GetResultRequest(job_id=slow.id, wait_s=MAX_RESULT_WAIT_S))
+            )
+            while notices.redis.pubsub_numsub(channel)[0][1] < 2:
+                assert not over_rest.done() and not over_grpc.done()
+                time.sleep(0.05)
+            started = time.monotonic()
+            slow.cancel()
+            answer, failure = over_rest.result(), over_grpc.result()
+        notices.redis.close()
+        assert time.monotonic() - started < MAX_RESULT_WAIT_S / 2
+        assert answer.status_code == 409 and answer.json()["code"] == "job_cancelled", answer.text
+        assert failure[1] == "job_cancelled"
+    finally:
+        slow.cancel()
+
+    quick = rpc.submit(tanh_model["id"], random_states(16), **OPTIONS)
+    assert not quick.record.is_final
+    assert same_arrays_bit_for_bit(quick.result(timeout=120), rest.get_job(quick.id).result())
+
+
 def test_a_100_mb_result_streams_in_messages_within_the_default_limit(
     stub: Any, rpc: Client, rest: Client, live_service: LiveService
 ) -> None:
     from service.core.artifacts import ArtifactStore
     from service.core.records import Job, JobStatus
-    from service.core.store import RecordStore
 
     k, d = 400, 256  # J_xstar alone: 400 * 256 * 256 float32 = 105 MB
     rng = np.random.default_rng(0)

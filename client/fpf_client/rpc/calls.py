@@ -135,9 +135,10 @@ def delete_job(job_id: str) -> RpcCall[None]:
     )
 
 
-def get_result_request(job_id: str) -> Any:
-    """The request of the ``GetResult`` stream, whose chunks :class:`~fpf_client.rpc.codec.ResultAssembler` joins."""
-    return load().pb2.GetResultRequest(job_id=job_id)
+def get_result_request(job_id: str, wait_s: float = 0.0) -> Any:
+    """The request of the ``GetResult`` stream, whose chunks :class:`~fpf_client.rpc.codec.ResultAssembler`
+    joins; the server waits up to ``wait_s`` seconds for the job to end first."""
+    return load().pb2.GetResultRequest(job_id=job_id, wait_s=max(wait_s, 0.0))
 
 
 def watch_job_request(job_id: str) -> Any:

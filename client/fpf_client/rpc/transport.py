@@ -158,13 +158,13 @@ class GrpcTransport(_GrpcBase):
     def delete_job(self, job_id: str) -> None:
         self.send(calls.delete_job(job_id))
 
-    def job_result(self, job_id: str) -> FixedPoints:
+    def job_result(self, job_id: str, wait_s: float = 0.0) -> FixedPoints:
         """Assemble the streamed arrays in place; equal, bit for bit, to the REST ``.npz``. A stream
         broken by an outage is fetched again from its start."""
 
         def fetch() -> FixedPoints:
             assembler = codec.ResultAssembler()
-            stream = self.stub.GetResult(calls.get_result_request(job_id), metadata=self.metadata)
+            stream = self.stub.GetResult(calls.get_result_request(job_id, wait_s), metadata=self.metadata)
             try:
                 for chunk in stream:
                     assembler.add(chunk)
@@ -263,12 +263,12 @@ class AsyncGrpcTransport(_GrpcBase):
     async def delete_job(self, job_id: str) -> None:
         await self.send(calls.delete_job(job_id))
 
-    async def job_result(self, job_id: str) -> FixedPoints:
+    async def job_result(self, job_id: str, wait_s: float = 0.0) -> FixedPoints:
         """The result as :meth:`GrpcTransport.job_result` assembles it."""
 
         async def fetch() -> FixedPoints:
             assembler = codec.ResultAssembler()
-            stream = self.stub.GetResult(calls.get_result_request(job_id), metadata=self.metadata)
+            stream = self.stub.GetResult(calls.get_result_request(job_id, wait_s), metadata=self.metadata)
             try:
                 async for chunk in stream:
                     assembler.add(chunk)

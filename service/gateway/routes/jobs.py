@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from fpf_client.errors import ErrorCode
 from fpf_client.fixed_points import FixedPoints
+from fpf_client.records import MAX_RESULT_WAIT_S
 from service.core.records import JobStatus
 from service.gateway.deps import (
     ArtifactsDep,
@@ -22,7 +23,7 @@ from service.gateway.deps import (
     get_principal,
     require_job,
 )
-from service.gateway.events import job_events
+from service.gateway.events import ended_job, job_events
 from service.gateway.operations import enqueue_job, remove_job, result_path
 from service.gateway.problems import problem_responses
 from service.gateway.schemas import JobOut, JobRequest
@@ -170,18 +171,36 @@ async def stream_job_events(
             "description": "FixedPoints as JSON (to_json_dict) or .npz (FixedPoints.load)",
         },
         **problem_responses(
-            ErrorCode.JOB_NOT_FOUND, ErrorCode.JOB_NOT_FINISHED, ErrorCode.JOB_FAILED, ErrorCode.JOB_CANCELLED
+            ErrorCode.INVALID_REQUEST,
+            ErrorCode.JOB_NOT_FOUND,
+            ErrorCode.JOB_NOT_FINISHED,
+            ErrorCode.JOB_FAILED,
+            ErrorCode.JOB_CANCELLED,
         ),
     },
 )
-def get_result(
-    job: JobDep, request: Request, artifacts: ArtifactsDep, format: Literal["json", "npz"] | None = None
+async def get_result(
+    job: JobDep,
+    request: Request,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    format: Literal["json", "npz"] | None = None,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_RESULT_WAIT_S,
+            description="Seconds to wait for a queued or running job to end before answering (a long poll); "
+            "one request then waits for the job and fetches its result.",
+        ),
+    ] = 0.0,
 ) -> Response:
     """The fixed points: ``.npz`` for ``?format=npz`` or ``Accept: application/x-npz``, JSON otherwise."""
+    job = await ended_job(request.app.state.async_redis, store, job, wait)
     path = result_path(job, artifacts)
     if format == "npz" or (format is None and NPZ in request.headers.get("accept", "")):
         return FileResponse(path, media_type=NPZ, filename=f"{job.id}.npz")
-    return JSONResponse(FixedPoints.load(path).to_json_dict())
+    return JSONResponse(await run_in_threadpool(lambda: FixedPoints.load(path).to_json_dict()))
 
 
 @router.delete("/{job_id}", status_code=204, responses=problem_responses(ErrorCode.JOB_NOT_FOUND))
