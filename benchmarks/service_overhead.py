@@ -5,9 +5,10 @@ the Redis at 127.0.0.1:6379; models run in the bubblewrap sandbox, as in product
 queued-jobs quota that admits the whole burst, then, for each transport (REST and gRPC) through
 the Python client, measures
 
-* latency: ``--jobs`` small jobs one after another, client -> result in hand (submit, wait, fetch
-  the result), against the same call of the engine in this process: the overhead is the
-  difference (p50, p95), and the worker's recorded engine time is set beside the in-process one;
+* latency: ``--jobs`` small jobs one after another, client -> result in hand (submit, then
+  ``Job.result()``: one request that waits for the job), against the same call of the engine in
+  this process: the overhead is the difference (p50, p95), and the worker's recorded engine time
+  is set beside the in-process one;
 * throughput: ``--burst`` small jobs from 8 client threads, each submitting and waiting, against
   the same jobs run back to back in this process (the ratio is what the service keeps of the
   engine's rate on the same cores);
@@ -104,13 +105,12 @@ def load_average() -> str:
     return "load average " + " ".join(f"{load:.1f}" for load in os.getloadavg())
 
 
-def one_job(client: Client, model_id: str, seed: int) -> tuple[float, float]:
-    """Submit, wait and fetch the result: (client seconds, the worker's engine seconds)."""
+def one_job(client: Client, model_id: str, seed: int) -> tuple[float, Job]:
+    """Submit and fetch the result: (client seconds, the job)."""
     started = time.perf_counter()
     job = client.submit(model_id, states(seed), **OPTIONS)
-    record = job.wait(progress=False)
     job.result()
-    return time.perf_counter() - started, record.timings.engine_s
+    return time.perf_counter() - started, job
 
 
 def burst(connect: Callable[[], Client], model_id: str, n_jobs: int) -> float:
@@ -140,19 +140,18 @@ def queue_burst(client_for: Callable[[], Client], model_ids: list[str], n_jobs: 
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         submitted = list(pool.map(submit, chunks))
-        records = [r for rs in pool.map(lambda jobs: [fetch(job) for _, job in jobs], submitted) for r in rs]
+        list(pool.map(lambda jobs: [job.result() for _, job in jobs], submitted))
     elapsed = time.perf_counter() - started
+    records = [job.refresh() for jobs in submitted for _, job in jobs]
     for jobs in submitted:
         jobs[0][0].close()
+    return elapsed, engine_calls(records)
+
+
+def engine_calls(records: list[JobRecord]) -> int:
+    """The engine calls that ran ``records``' jobs (distinct batches), once each has succeeded."""
     assert all(record.status == "succeeded" for record in records), records
-    return elapsed, len({(record.started_at, record.batch_size) for record in records})
-
-
-def fetch(job: Job) -> JobRecord:
-    """Wait for a job and fetch its result; its final record."""
-    record = job.wait(progress=False)
-    job.result()
-    return record
+    return len({(record.started_at, record.batch_size) for record in records})
 
 
 #: The parts of the service whose CPU the backlog row splits, in the order printed.
@@ -295,13 +294,13 @@ def backlog(
         for blocker in blockers:
             blocker.cancel()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
-            records = list(pool.map(fetch, jobs))
+            list(pool.map(Job.result, jobs))
         elapsed = time.perf_counter() - started
         spent = cpu.stop()
+        records = [job.refresh() for job in jobs]
         for blocker in blockers:
             assert blocker.wait(progress=False).status == "cancelled", "a blocker ended before the backlog was queued"
-    assert all(record.status == "succeeded" for record in records), records
-    return elapsed, len({(record.started_at, record.batch_size) for record in records}), spent
+    return elapsed, engine_calls(records), spent
 
 
 def measure_batching(
@@ -340,9 +339,9 @@ def measure(
         overheads, worker_engine, local_engine = [], [], []
         for seed in range(n_jobs):
             local = engine.solve(seed)
-            end_to_end, in_worker = one_job(client, model_id, seed)
+            end_to_end, job = one_job(client, model_id, seed)
             overheads.append(end_to_end - local)
-            worker_engine.append(in_worker)
+            worker_engine.append(job.refresh().timings.engine_s)
             local_engine.append(local)
     burst_s = burst(connect, model_id, n_burst)
     local_burst_s = sum(engine.solve(seed) for seed in range(1000, 1000 + n_burst))
@@ -416,7 +415,7 @@ def main() -> None:
                     with labs.lab() as client:
                         model_ids = [client.upload_model(path).id for path in paths]
                         for model_id in model_ids:  # warm: each model loaded in a sandbox
-                            fetch(client.submit(model_id, states(0), **OPTIONS))
+                            client.submit(model_id, states(0), **OPTIONS).result()
                     for models in (model_ids[:1], model_ids):
                         row, cpu_row = measure_batching(
                             f"{batch}, {n_workers}", service, labs, models, paths, engines, args.queue_burst
