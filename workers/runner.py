@@ -392,13 +392,11 @@ class JobRunner:
         return batchable(FinderOptions.model_validate(job.options), n_states)
 
     def _end(self, job: Job, status: JobStatus, changes: dict[str, Any]) -> None:
-        """Record one job's outcome and count it in the duration histogram."""
-        finished = self._record_end(job.id, job.dispatch, status, changes)
-        if finished is None:
+        """Record one job's outcome (the store counts it in the duration histogram)."""
+        if self._record_end(job.id, job.dispatch, status, changes) is None:
             log.info("job %s: delivery %d no longer owns the job; %s dropped", job.id, job.dispatch, status.value)
             return
         log.info("job %s: %s", job.id, status.value)
-        self.store.observe_duration(finished.finished_at - finished.created_at)
 
     def _record_end(self, job_id: str, dispatch: int, status: JobStatus, changes: dict[str, Any]) -> Job | None:
         """Record the outcome, waiting out a Redis outage while the heartbeat still holds the job."""

@@ -486,14 +486,16 @@ class RecordStore:
     def finish(
         self, job_id: str, dispatch: int, status: JobStatus, *, result_bytes: int = 0, **changes: Any
     ) -> Job | None:
-        """running -> a final status, for the delivery that owns the job; None otherwise. The job's
-        stored bytes grow by ``result_bytes`` (its result file) in the same transaction."""
+        """running -> a final status, for the delivery that owns the job; None otherwise. In the same
+        transaction the job's stored bytes grow by ``result_bytes`` (its result file), and its
+        duration is counted in the histogram of job durations."""
         now = time.time()
         return self._transition(
             job_id,
             lambda job: job.status is JobStatus.RUNNING and job.dispatch == dispatch,
             lambda job: {"status": status, "finished_at": now, **changes},
             stored_bytes=result_bytes,
+            count_duration=True,
         )
 
     def cancel(self, job_id: str) -> Job | None:
@@ -628,15 +630,13 @@ class RecordStore:
         return {name: json.loads(found) for name, found in zip(names, devices, strict=True) if found}
 
     # --- metrics ----------------------------------------------------------------------
-    def observe_duration(self, seconds: float) -> None:
-        """Count one finished job in the duration histogram (cumulative buckets)."""
-        pipe = self.redis.pipeline()
+    def _count_duration(self, pipe: redis.client.Pipeline, seconds: float) -> None:
+        """Count one finished job in the duration histogram (cumulative buckets), within ``pipe``."""
         for bound in DURATION_BUCKETS:
             if seconds <= bound:
                 pipe.hincrby(self.keys.durations, repr(float(bound)), 1)
         pipe.hincrby(self.keys.durations, "+Inf", 1)
         pipe.hincrbyfloat(self.keys.durations, "sum", seconds)
-        pipe.execute()
 
     def queue_depth(self, queue: str) -> int:
         """Messages waiting in a Celery queue (kombu keeps one Redis list per priority step)."""
@@ -679,10 +679,12 @@ class RecordStore:
         heartbeat: tuple[int, float] | None = None,
         watch: tuple[str, ...] = (),
         stored_bytes: int = 0,
+        count_duration: bool = False,
     ) -> Job | None:
         """Apply ``changes(job)`` when ``allowed(job)``, atomically (also against changes of the keys
         ``watch``, which ``changes`` may read); the new job, or None. ``heartbeat`` is set when the job
-        starts running; ``stored_bytes`` are added to the job's stored bytes."""
+        starts running; ``stored_bytes`` are added to the job's stored bytes; with ``count_duration``
+        a job that ends is counted in the duration histogram."""
         key = self.keys.job(job_id)
 
         def apply(pipe: redis.client.Pipeline) -> Job | None:
@@ -711,6 +713,8 @@ class RecordStore:
                 if new_status.is_final:
                     pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
                     pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
+                    if count_duration:
+                        self._count_duration(pipe, update["finished_at"] - job.created_at)
             if heartbeat is not None and new_status is JobStatus.RUNNING:
                 dispatch, ttl_s = heartbeat
                 pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))

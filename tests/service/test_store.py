@@ -82,6 +82,18 @@ def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: RecordStore) 
     assert store.get_job(job.id) is None  # the report did not resurrect the record
 
 
+def test_the_end_a_delivery_records_is_counted_once_in_the_duration_histogram(store: RecordStore) -> None:
+    job = queued_job(store)
+    store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    finished = store.finish(job.id, 1, JobStatus.SUCCEEDED)
+    assert finished is not None
+    assert store.finish(job.id, 1, JobStatus.FAILED) is None  # not the owner any more: nothing counted
+    counts = store.durations()
+    duration = finished.finished_at - finished.created_at
+    assert counts["+Inf"] == 1 and counts["sum"] == pytest.approx(duration)
+    assert all(counts[bound] == (duration <= float(bound)) for bound in counts if bound not in ("+Inf", "sum"))
+
+
 def test_expired_results_are_deleted_with_their_files(store: RecordStore, tmp_path: Path) -> None:
     store.result_ttl_s = 0.2
     janitor, _ = _janitor(store, tmp_path)
