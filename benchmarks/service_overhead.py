@@ -8,7 +8,8 @@ the Python client, measures
 * latency: ``--jobs`` small jobs one after another, client -> result in hand (submit, then
   ``Job.result()``: one request that waits for the job), against the same call of the engine in
   this process: the overhead is the difference (p50, p95), and the worker's recorded engine time
-  is set beside the in-process one;
+  is set beside the in-process one (measured once every worker has served the tenant and the
+  service has gone idle: no sandbox starting in the background);
 * throughput: ``--burst`` small jobs from 8 client threads, each submitting and waiting, against
   the same jobs run back to back in this process (the ratio is what the service keeps of the
   engine's rate on the same cores);
@@ -251,6 +252,14 @@ class Labs:
         return Client(self.url, api_key=self.other_key)
 
 
+def hold_every_worker(client: Client, model_id: str, n_workers: int) -> None:
+    """Run one job of ``client``'s tenant per worker, side by side (each a second or so): a worker
+    takes one at a time, so each serves the tenant."""
+    holders = [client.submit(model_id, states(i), **HOLDER_OPTIONS) for i in range(n_workers)]
+    for holder in holders:
+        holder.wait(progress=False)
+
+
 def warm_every_worker(client: Client, model_id: str, service: Any) -> None:
     """Run jobs of ``client``'s tenant side by side until every worker's pool process has a sandbox.
 
@@ -263,10 +272,23 @@ def warm_every_worker(client: Client, model_id: str, service: Any) -> None:
         pools = pool_processes(service)
         if all(children_of(pool) for pool in pools):
             return
-        holders = [client.submit(model_id, states(i), **HOLDER_OPTIONS) for i in range(len(pools))]
-        for holder in holders:
-            holder.wait(progress=False)
+        hold_every_worker(client, model_id, len(pools))
     raise RuntimeError("a worker never started a sandbox for the benchmark's tenant")
+
+
+def settle(service: Any, window_s: float = 0.5, idle_share: float = 0.05, give_up_s: float = 120.0) -> None:
+    """Wait until the service's processes are idle (under ``idle_share`` of a core over ``window_s``):
+    sandboxes that start in the background, such as a spare replacing the one a tenant took, would
+    otherwise share the cores with the first jobs measured."""
+    cpu = CpuByPart(service)
+    give_up = time.monotonic() + give_up_s
+    while time.monotonic() < give_up:
+        cpu.start()
+        time.sleep(window_s)
+        spent = cpu.stop()
+        if sum(seconds for part, seconds in spent.items() if part != "client") < idle_share * window_s:
+            return
+    raise RuntimeError(f"the service did not go idle within {give_up_s:g} s")
 
 
 def backlog(
@@ -330,12 +352,20 @@ def measure_batching(
 
 
 def measure(
-    name: str, connect: Callable[[], Client], model_path: Path, engine: InProcess, n_jobs: int, n_burst: int
+    name: str,
+    service: Any,
+    connect: Callable[[], Client],
+    model_path: Path,
+    engine: InProcess,
+    n_jobs: int,
+    n_burst: int,
 ) -> str:
     with connect() as client:
         model_id = client.upload_model(model_path).id
-        for seed in range(5):  # warm: the worker's model cache and sandbox, first-call paths
+        hold_every_worker(client, model_id, len(service.workers))  # each worker's sandbox for the tenant
+        for seed in range(5):  # warm: the workers' model caches, first-call paths
             one_job(client, model_id, seed)
+        settle(service)
         overheads, worker_engine, local_engine = [], [], []
         for seed in range(n_jobs):
             local = engine.solve(seed)
@@ -392,7 +422,13 @@ def main() -> None:
                 target = stack.enter_context(grpc_server(service))
                 for name, url in (("REST", service.url), ("gRPC", f"grpc://{target}")):
                     row = measure(
-                        f"{name}, {n_workers}", lambda url=url: Client(url), paths[0], engines[0], args.jobs, args.burst
+                        f"{name}, {n_workers}",
+                        service,
+                        lambda url=url: Client(url),
+                        paths[0],
+                        engines[0],
+                        args.jobs,
+                        args.burst,
                     )
                     overhead.append(row)
                     print(row, flush=True)
