@@ -70,6 +70,8 @@ class Janitor:
         self.dispatcher = dispatcher
         self.policy = policy
         self._next_orphan_sweep = 0.0
+        #: Whether queued jobs stored before the due index existed have been put in it (once per start).
+        self._queued_indexed = False
 
     def sweep(self) -> None:
         """One pass over running, queued and expired jobs, and (every ``ORPHAN_SWEEP_INTERVAL_S``) the
@@ -106,8 +108,11 @@ class Janitor:
     def resend_lost_messages(self) -> None:
         """Queued jobs whose message no queue holds long after it was due: the gateway died before
         sending it, or a worker that took it died (or sits on it) without starting the job."""
+        if not self._queued_indexed:
+            self.store.index_queued_jobs()
+            self._queued_indexed = True
         bound = time.time() - self.policy.resend_queued_after_s
-        overdue = [job for job in self.store.queued_jobs() if (job.sent_at or job.created_at) < bound]
+        overdue = [job for job in self.store.overdue_queued_jobs(bound) if (job.sent_at or job.created_at) < bound]
         if not overdue:
             return
         waiting = self.store.waiting_task_ids(self.policy.queue)

@@ -107,6 +107,12 @@ class Keys:
         """Sorted set of finished job ids by the time their results expire."""
         return f"{self.prefix}:expiry"
 
+    @property
+    def queued_due(self) -> str:
+        """Sorted set of queued job ids by when their message was due (``sent_at``, else
+        ``created_at``): the janitor reads only the overdue ones, however long the queue."""
+        return f"{self.prefix}:jobs:queued-due"
+
     def tenant_jobs(self, tenant: str) -> str:
         """Sorted set of one tenant's job ids by creation time."""
         return f"{self.prefix}:tenant:{tenant}:jobs"
@@ -285,6 +291,8 @@ class RecordStore:
             pipe.zadd(self.keys.tenant_jobs(job.tenant), {job.id: job.created_at})
             pipe.sadd(self.keys.jobs_in(job.status), job.id)
             pipe.sadd(self.keys.tenant_jobs_in(job.tenant, job.status), job.id)
+            if job.status is JobStatus.QUEUED:
+                pipe.zadd(self.keys.queued_due, {job.id: job.sent_at or job.created_at})
             if job.status is JobStatus.QUEUED and job.batch_key is not None:
                 pipe.zadd(self.keys.batch(job.batch_key), {job.id: job.created_at})
             self._put_stored_in(pipe, job.tenant, key, stored_bytes)
@@ -347,6 +355,7 @@ class RecordStore:
         pipe.zrem(self.keys.jobs, job_id)
         pipe.zrem(self.keys.tenant_jobs(tenant), job_id)
         pipe.zrem(self.keys.expiry, job_id)
+        pipe.zrem(self.keys.queued_due, job_id)
         for status in JobStatus:
             pipe.srem(self.keys.jobs_in(status), job_id)
             pipe.srem(self.keys.tenant_jobs_in(tenant, status), job_id)
@@ -443,6 +452,7 @@ class RecordStore:
                 }
                 _write_fields(pipe, self.keys.job(job.id), update)
                 pipe.zrem(index, job.id)
+                pipe.zrem(self.keys.queued_due, job.id)
                 pipe.smove(self.keys.jobs_in(JobStatus.QUEUED), self.keys.jobs_in(JobStatus.RUNNING), job.id)
                 pipe.smove(self.keys.tenant_jobs_in(job.tenant, JobStatus.QUEUED), running, job.id)
                 pipe.set(self.keys.heartbeat(job.id, job.dispatch), "1", px=int(heartbeat_ttl_s * 1000))
@@ -562,12 +572,29 @@ class RecordStore:
             lambda current: {"dispatch": current.dispatch + 1, "sent_at": now},
         )
 
-    def queued_jobs(self) -> list[Job]:
-        """Every queued job, read in one round trip."""
+    def overdue_queued_jobs(self, due_before: float) -> list[Job]:
+        """The queued jobs whose message was due before ``due_before`` (``time.time()`` seconds), found
+        through their index: the cost follows the overdue jobs, not the queue's length."""
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)):
+        for job_id in self.redis.zrangebyscore(self.keys.queued_due, "-inf", f"({due_before!r}"):
             pipe.hgetall(self.keys.job(job_id))
-        return [Job.from_fields(raw) for raw in pipe.execute() if raw]
+        jobs = (Job.from_fields(raw) for raw in pipe.execute() if raw)
+        return [job for job in jobs if job.status is JobStatus.QUEUED]
+
+    def index_queued_jobs(self) -> int:
+        """Put the queued jobs that the due index lacks (records written before it existed) in it; how
+        many were added."""
+        indexed = set(self.redis.zrange(self.keys.queued_due, 0, -1))
+        missing = [i for i in self.redis.smembers(self.keys.jobs_in(JobStatus.QUEUED)) if i not in indexed]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in missing:
+            pipe.hmget(self.keys.job(job_id), "sent_at", "created_at")
+        due = {
+            job_id: float(sent_at or created_at)
+            for job_id, (sent_at, created_at) in zip(missing, pipe.execute(), strict=True)
+            if sent_at or created_at
+        }
+        return int(self.redis.zadd(self.keys.queued_due, due, nx=True)) if due else 0
 
     def existing_job_ids(self, job_ids: list[str]) -> set[str]:
         """Those of ``job_ids`` that have a record, in one round trip."""
@@ -698,6 +725,10 @@ class RecordStore:
             pipe.multi()
             _write_fields(pipe, key, update)
             new_status = update.get("status", job.status)
+            if new_status is JobStatus.QUEUED:
+                pipe.zadd(self.keys.queued_due, {job_id: update.get("sent_at", job.sent_at) or job.created_at})
+            elif job.status is JobStatus.QUEUED:
+                pipe.zrem(self.keys.queued_due, job_id)
             if new_status is not job.status and job.batch_key is not None:
                 if job.status is JobStatus.QUEUED:
                     pipe.zrem(self.keys.batch(job.batch_key), job_id)

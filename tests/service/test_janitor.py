@@ -119,6 +119,54 @@ def test_a_message_taken_by_a_worker_that_never_started_it_is_sent_again(
     assert store.claim(job.id, 2, "w", heartbeat_ttl_s=5).status is JobStatus.RUNNING
 
 
+def test_the_due_index_holds_exactly_the_queued_jobs_through_every_transition(store: RecordStore) -> None:
+    """Claimed, batched, deferred, lost and re-queued, cancelled, deleted: the index the janitor reads
+    agrees with the queued set, each job due at its ``sent_at`` (else ``created_at``)."""
+
+    def agrees() -> bool:
+        due = dict(store.redis.zrange(store.keys.queued_due, 0, -1, withscores=True))
+        queued = store.redis.smembers(store.keys.jobs_in(JobStatus.QUEUED))
+        records = {job_id: store.get_job(job_id) for job_id in queued}
+        return due.keys() == queued and all(
+            due[i] == pytest.approx(job.sent_at or job.created_at) for i, job in records.items()
+        )
+
+    def batched() -> Job:
+        job = queued_job(store)
+        store.redis.hset(store.keys.job(job.id), "batch_key", "k")
+        store.redis.zadd(store.keys.batch("k"), {job.id: job.created_at})
+        return store.get_job(job.id)
+
+    leader, companion, cancelled, deleted, deferred = (
+        batched(),
+        batched(),
+        queued_job(store),
+        queued_job(store),
+        queued_job(store),
+    )
+    assert agrees()
+    running = store.claim(leader.id, 1, "w", heartbeat_ttl_s=5)
+    assert [job.id for job in store.claim_batch(running, 4, "w", heartbeat_ttl_s=5)] == [companion.id]
+    store.cancel(cancelled.id)
+    store.delete_job(deleted.id)
+    store.claim(deferred.id, 1, "w", heartbeat_ttl_s=5, max_running=0, defer_s=30)  # due 30 s from now
+    assert agrees() and store.redis.zcard(store.keys.queued_due) == 1
+    store.redis.delete(store.keys.heartbeat(leader.id, 1))  # its worker was lost
+    assert store.requeue_lost(store.get_job(leader.id), max_attempts=3).status is JobStatus.QUEUED
+    assert agrees() and store.redis.zcard(store.keys.queued_due) == 2
+
+
+def test_queued_jobs_stored_before_the_due_index_are_indexed_and_sent_again(
+    store: RecordStore, janitor: Janitor, settings: Settings
+) -> None:
+    lost = queued_job(store, age_s=RESEND_AFTER_S + 1)
+    store.redis.delete(store.keys.queued_due)  # as a store written by an earlier version left it
+    assert store.overdue_queued_jobs(time.time()) == []
+    janitor.resend_lost_messages()
+    assert store.get_job(lost.id).dispatch == 2
+    assert store.waiting_task_ids(settings.queue) == {task_id(lost.id, 2)}
+
+
 def test_job_directories_without_a_record_are_swept_once_old(store: RecordStore, janitor: Janitor) -> None:
     artifacts = janitor.artifacts
     kept = queued_job(store)
