@@ -1,4 +1,4 @@
-"""Step modules shared by the model tests, and the float64 finite-difference reference (no tests here)."""
+"""Step modules shared by the tests, and the float64 finite-difference reference (no tests here)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ class LSTMLayerStep(torch.nn.Module):
         state = (h[None, :, :HIDDEN].contiguous(), h[None, :, HIDDEN:].contiguous())
         y, (h_next, c_next) = self.lstm(u[None], state)
         return y[0], torch.cat([h_next[0], c_next[0]], dim=1)
+
+
+class EndlessStep(torch.nn.Module):
+    """tanh(h); a batch of 64 or more loops for minutes per step, in a model step the engine cannot
+    stop (the dry run of validation is small)."""
+
+    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(h + 0.0 * u.sum(-1, keepdim=True))
+        if h.shape[0] >= 64:
+            for _ in range(100_000_000):
+                x = torch.tanh(x)
+        return x
 
 
 class _NumpyTanh(torch.autograd.Function):

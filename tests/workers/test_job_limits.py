@@ -74,16 +74,7 @@ def _scripted(module: Any, directory: Path, name: str) -> Path:
 def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Scripted models, each with its part in these tests."""
     import torch
-
-    class SlowStep(torch.nn.Module):
-        """tanh(h); a batch of 64 or more takes minutes per step (the dry run of validation is small)."""
-
-        def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-            x = torch.tanh(h + 0.0 * u.sum(-1, keepdim=True))
-            if h.shape[0] >= 64:
-                for _ in range(100_000_000):
-                    x = torch.tanh(x)
-            return x
+    from model_steps import EndlessStep
 
     class SlowTanh(torch.nn.Module):
         """h' = tanh(1.5 h) per unit, slowed down by a thousand passes that change nothing."""
@@ -113,7 +104,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         name: _scripted(module, directory, f"{name}.pt")
         for name, module in (
             ("slow_tanh", SlowTanh()),
-            ("slow", SlowStep()),
+            ("slow", EndlessStep()),
             ("identity", Identity()),
             ("wide", Wide()),
         )

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from model_steps import EndlessStep
 
 from fpf_client.errors import FpfError
 from fpf_client.fixed_points import FixedPoints
@@ -23,7 +24,7 @@ from service.core.records import Model, ModelStatus
 from workers.engine import find_fixed_points, load_model
 from workers.runner import RunLimits, SandboxedModels
 from workers.sandbox import Limits, RequestTimedOut, Sandbox, SandboxFailure, SandboxPool
-from workers.sandbox.process import _descendants
+from workers.sandbox.process import START_TIMEOUT_S, _descendants
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +209,7 @@ class SlowToStart(Sandbox):
 
     START_DELAY_S = 5.0
 
-    def wait_ready(self, timeout_s: float = 300.0) -> None:
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         if not self._ready:
             time.sleep(self.START_DELAY_S)
         super().wait_ready(timeout_s)
@@ -263,17 +264,6 @@ def test_a_jobs_time_limits_do_not_count_its_sandboxs_start(tmp_path, model_file
         child.kill()
     assert elapsed_s > limits.hard_s  # had the start counted, the run would have failed at the hard limit
     assert isinstance(result, FixedPoints) and not result.info.get("partial"), result
-
-
-class EndlessStep(torch.nn.Module):
-    """tanh(h), after a loop of minutes for batches of 64 or more (model steps the engine cannot stop)."""
-
-    def forward(self, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(h + 0.0 * u.sum(-1, keepdim=True))
-        if h.shape[0] >= 64:
-            for _ in range(100_000_000):
-                x = torch.tanh(x)
-        return x
 
 
 def test_the_hard_limit_ends_a_run_and_kills_its_sandbox(tmp_path):
