@@ -32,7 +32,7 @@ from service.core.settings import Settings
 from service.core.store import RecordStore
 
 from .heartbeat import Heartbeat
-from .results import result_arrays
+from .results import ResultFile
 from .sandbox.process import RequestTimedOut
 
 if TYPE_CHECKING:
@@ -198,10 +198,10 @@ class Models(Protocol):
         options: FinderOptions,
         reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[list[FixedPoints | FpfError], float]:
+    ) -> tuple[list[ResultFile | FpfError], float]:
         """Find the fixed points of a batch of jobs of the record's tenant (their arrays files) in one
-        engine call within ``limits``; per job the result or the error that ended it alone, and the
-        engine's seconds."""
+        engine call within ``limits``; per job its result file or the error that ended it alone, and
+        the engine's seconds."""
 
 
 class SandboxedModels:
@@ -221,7 +221,7 @@ class SandboxedModels:
         options: FinderOptions,
         reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[list[FixedPoints | FpfError], float]:
+    ) -> tuple[list[ResultFile | FpfError], float]:
         from .sandbox import BatchJob, Deadline
 
         sandbox = self.pool.get(record.tenant)
@@ -234,8 +234,7 @@ class SandboxedModels:
             Deadline(limits.hard_s, reporter),
             limits={"time_limit_s": limits.soft_s},
         )
-        # parsed (no pickles), so only known fields are kept
-        return [o if isinstance(o, FpfError) else FixedPoints.load(o) for o in outcomes], engine_s
+        return [_verified(outcome, limits.max_result_bytes) for outcome in outcomes], engine_s
 
 
 class InProcessModels:
@@ -262,13 +261,14 @@ class InProcessModels:
         options: FinderOptions,
         reporter: BatchReporter,
         limits: RunLimits,
-    ) -> tuple[list[FixedPoints | FpfError], float]:
+    ) -> tuple[list[ResultFile | FpfError], float]:
         from .solving import JobArrays, solve_jobs
 
         model = self._get(record, path)
         jobs = [JobArrays.load(arrays) for arrays in arrays_paths]
         # Here Celery's soft time limit of the task (service/core/queue.py) is the hard limit.
-        return solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.soft_s)
+        outcomes, engine_s = solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.soft_s)
+        return [_result_file(outcome, limits.max_result_bytes) for outcome in outcomes], engine_s
 
     def _get(self, record: Model, path: Path) -> StepModel:
         from workers.engine import load_model
@@ -454,34 +454,28 @@ class JobRunner:
             log.exception("jobs %s: the engine failed", ", ".join(job.id for job in jobs))
             outcomes, engine_s = [FpfError(f"{type(exc).__name__}: {exc}")] * len(jobs), 0.0
         return [
-            None if i in reporter.stopped else self._store_result(job, outcome, engine_s, limits)
+            None if i in reporter.stopped else self._store_result(job, outcome, engine_s)
             for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True))
         ]
 
     def _store_result(
-        self, job: Job, outcome: FixedPoints | FpfError, engine_s: float, limits: RunLimits
+        self, job: Job, outcome: ResultFile | FpfError, engine_s: float
     ) -> tuple[JobStatus, dict[str, Any]]:
         """Write one job's result file: succeeded (partial or not), or failed with its problem."""
-        try:
-            if isinstance(outcome, FpfError):
-                raise outcome
-            arrays = result_arrays(outcome, limits.max_result_bytes)
-            with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
-                # Uncompressed: float results hardly compress, and zlib costs a small job several ms.
-                np.savez(out, **arrays)
-                result_bytes = out.tell()
-        except FpfError as exc:
-            log.info("job %s: failed: %s", job.id, exc)
-            return JobStatus.FAILED, {"error": exc.to_problem()}
-        partial = bool(outcome.info.get("partial"))
-        if partial:
-            log.info("job %s: partial result: %s", job.id, outcome.info.get("partial_reason"))
+        if isinstance(outcome, FpfError):
+            log.info("job %s: failed: %s", job.id, outcome)
+            return JobStatus.FAILED, {"error": outcome.to_problem()}
+        with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
+            out.write(outcome.npz)
+            result_bytes = out.tell()
+        if outcome.partial:
+            log.info("job %s: partial result: %s", job.id, outcome.partial_reason)
         # result_bytes is not a field: the store adds it to the tenant's stored bytes with the end
-        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": partial, "result_bytes": result_bytes}
+        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": outcome.partial, "result_bytes": result_bytes}
 
     def _solve(
         self, jobs: list[Job], record: Model | None, limits: RunLimits, reporter: BatchReporter
-    ) -> tuple[list[FixedPoints | FpfError], float]:
+    ) -> tuple[list[ResultFile | FpfError], float]:
         leader = jobs[0]
         path = self.artifacts.model_path(leader.model_id)
         if record is None or not path.exists():
@@ -570,6 +564,26 @@ def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, ma
             raise InvalidModel(
                 f"the model has {name} = {value}; this server accepts at most {limit} ({setting})", limit=limit
             )
+
+
+def _verified(outcome: memoryview | FpfError, max_result_bytes: int) -> ResultFile | FpfError:
+    """A sandbox's outcome of one job: its result file once checked (the sandbox runs untrusted code)."""
+    if isinstance(outcome, FpfError):
+        return outcome
+    try:
+        return ResultFile.verified(outcome, max_result_bytes)
+    except FpfError as exc:
+        return exc
+
+
+def _result_file(outcome: FixedPoints | FpfError, max_result_bytes: int) -> ResultFile | FpfError:
+    """An in-process outcome of one job as its result file, or the error that ended it."""
+    if isinstance(outcome, FpfError):
+        return outcome
+    try:
+        return ResultFile.of(outcome, max_result_bytes)
+    except FpfError as exc:
+        return exc
 
 
 def _wire(record: Model) -> dict[str, Any]:

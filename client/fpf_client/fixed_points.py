@@ -42,9 +42,12 @@ POINT_FIELDS: dict[str, str] = {
     "cond_id": "() index of the input condition",
 }
 
-_META_KEY = "__meta__"
+#: The ``.npz`` member holding a result's scalar fields and run information, as JSON.
+META_KEY = "__meta__"
 _SLOW_PREFIX = "slow_points."
 _ALL_PREFIX = "all_samples."
+#: Prefixes of the ``.npz`` members of the nested results (``slow_points``, ``all_samples``).
+NESTED_PREFIXES = (_SLOW_PREFIX, _ALL_PREFIX)
 
 
 @dataclass(eq=False)
@@ -348,7 +351,7 @@ class FixedPoints:
     def to_npz_arrays(self) -> dict[str, np.ndarray]:
         """Flat ``name -> array`` mapping as stored in ``.npz`` (no pickled objects)."""
         out = dict(self.arrays())
-        out[_META_KEY] = np.array(json.dumps(self._meta(), default=_json_default))
+        out[META_KEY] = np.array(json.dumps(self._meta(), default=_json_default))
         for prefix, nested in ((_SLOW_PREFIX, self.slow_points), (_ALL_PREFIX, self.all_samples)):
             if nested is not None:
                 out.update({prefix + k: v for k, v in nested.to_npz_arrays().items()})
@@ -356,7 +359,7 @@ class FixedPoints:
 
     @classmethod
     def from_npz_arrays(cls, arrays: dict[str, np.ndarray]) -> FixedPoints:
-        meta = json.loads(str(arrays[_META_KEY])) if _META_KEY in arrays else {}
+        meta = json.loads(str(arrays[META_KEY])) if META_KEY in arrays else {}
         slow = {k[len(_SLOW_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_SLOW_PREFIX)}
         every = {k[len(_ALL_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_ALL_PREFIX)}
         own: dict[str, Any] = {k: v for k, v in arrays.items() if k in POINT_FIELDS}

@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 from service.core.records import Model, ModelStatus
 from workers.engine import find_fixed_points, load_model
+from workers.results import MalformedResult, ResultFile
 from workers.runner import RunLimits, SandboxedModels
 from workers.sandbox import Limits, RequestTimedOut, Sandbox, SandboxFailure, SandboxPool
 from workers.sandbox.process import START_TIMEOUT_S, _descendants
@@ -235,7 +237,8 @@ class Batch:
         pass
 
 
-def _solve_in(child: Sandbox, path: Path, arrays_npz: bytes, limits: RunLimits, **options: Any):
+def _solve_in(child: Sandbox, path: Path, arrays_npzs: list[bytes], limits: RunLimits, **options: Any):
+    """The outcomes of one batch of jobs (their arrays files' bytes) run by SandboxedModels in ``child``."""
     data = path.read_bytes()
     record = Model(
         id=hashlib.sha256(data).hexdigest(),
@@ -246,10 +249,11 @@ def _solve_in(child: Sandbox, path: Path, arrays_npz: bytes, limits: RunLimits, 
         n_states=8,
         n_inputs=2,
     )
-    arrays_path = path.parent / f"arrays-{time.monotonic_ns()}.npz"
-    arrays_path.write_bytes(arrays_npz)
+    arrays_paths = [path.parent / f"arrays-{time.monotonic_ns()}-{i}.npz" for i in range(len(arrays_npzs))]
+    for arrays_path, arrays_npz in zip(arrays_paths, arrays_npzs, strict=True):
+        arrays_path.write_bytes(arrays_npz)
     models = SandboxedModels(OneChild(child))  # type: ignore[arg-type]
-    return models.solve(record, path, [arrays_path], FinderOptions.model_validate(options), Batch(), limits)
+    return models.solve(record, path, arrays_paths, FinderOptions.model_validate(options), Batch(), limits)
 
 
 def test_a_jobs_time_limits_do_not_count_its_sandboxs_start(tmp_path, model_file):
@@ -258,12 +262,13 @@ def test_a_jobs_time_limits_do_not_count_its_sandboxs_start(tmp_path, model_file
     limits = RunLimits(soft_s=SlowToStart.START_DELAY_S - 1, hard_s=SlowToStart.START_DELAY_S, max_result_bytes=2**30)
     try:
         started = time.monotonic()
-        [result], _ = _solve_in(child, path, arrays(), limits, **OPTIONS)
+        [result], _ = _solve_in(child, path, [arrays()], limits, **OPTIONS)
         elapsed_s = time.monotonic() - started
     finally:
         child.kill()
     assert elapsed_s > limits.hard_s  # had the start counted, the run would have failed at the hard limit
-    assert isinstance(result, FixedPoints) and not result.info.get("partial"), result
+    assert isinstance(result, ResultFile) and not result.partial, result
+    assert FixedPoints.load(result.npz).n > 0
 
 
 def test_the_hard_limit_ends_a_run_and_kills_its_sandbox(tmp_path):
@@ -275,9 +280,33 @@ def test_the_hard_limit_ends_a_run_and_kills_its_sandbox(tmp_path):
         child.wait_ready()
         started = time.monotonic()
         with pytest.raises(RequestTimedOut):
-            _solve_in(child, path, arrays(64), limits, method="auto", max_iters=3)
+            _solve_in(child, path, [arrays(64)], limits, method="auto", max_iters=3)
         elapsed_s = time.monotonic() - started
         assert not child.alive
     finally:
         child.kill()
     assert limits.hard_s <= elapsed_s < limits.hard_s + 5
+
+
+class Tampering(Sandbox):
+    """A real child whose result for the batch's last job comes back with one more member, as a child
+    taken over by its model could send it."""
+
+    def solve_batch(self, *args: Any, **kwargs: Any) -> tuple[list[memoryview | FpfError], float]:
+        outcomes, engine_s = super().solve_batch(*args, **kwargs)
+        archive = io.BytesIO(bytes(outcomes[-1]))
+        with zipfile.ZipFile(archive, "a") as extended:
+            extended.writestr("payload.npy", b"anything")
+        return [*outcomes[:-1], archive.getbuffer()], engine_s
+
+
+def test_a_result_the_engine_does_not_write_fails_its_own_job_only(tmp_path, model_file):
+    _, _, path = model_file
+    child = Tampering(LIMITS, data_dir=tmp_path / "data")
+    limits = RunLimits(soft_s=60, hard_s=120, max_result_bytes=2**30)
+    try:
+        (kept, refused), _ = _solve_in(child, path, [arrays(), arrays(16)], limits, **OPTIONS)
+    finally:
+        child.kill()
+    assert isinstance(kept, ResultFile) and FixedPoints.load(kept.npz).n > 0
+    assert isinstance(refused, MalformedResult) and "payload.npy" in refused.detail, refused

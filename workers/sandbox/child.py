@@ -17,7 +17,6 @@ document, for the whole request).
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import resource
@@ -146,16 +145,14 @@ class Child:
         options: dict[str, Any],
         *,
         time_limit_s: float | None = None,
-    ) -> tuple[list[dict[str, Any]], list[bytes], float]:
+    ) -> tuple[list[dict[str, Any]], list[bytes | memoryview], float]:
         """Run the engine once on the arrays of every job of a batch (``payload``: their ``.npz`` files
         one after another, ``jobs``: each one's ``arrays_bytes`` and ``max_result_bytes``), its search
         stopped after ``time_limit_s``. Per job, an answer (``result_bytes``, or a ``problem``) and its
         result as ``.npz`` bytes; then the engine's seconds."""
-        import numpy as np
-
         from fpf_client.errors import FpfError
         from fpf_client.options import FinderOptions
-        from workers.results import result_arrays
+        from workers.results import ResultFile
         from workers.solving import JobArrays, solve_jobs
 
         arrays, offset = [], 0
@@ -166,19 +163,17 @@ class Child:
             model, arrays, FinderOptions.model_validate(options), self.report, time_limit_s=time_limit_s
         )
         answers: list[dict[str, Any]] = []
-        results: list[bytes] = []
+        results: list[bytes | memoryview] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             try:
                 if isinstance(outcome, FpfError):
                     raise outcome
-                out = io.BytesIO()
-                # uncompressed: floats hardly compress
-                np.savez(out, **result_arrays(outcome, job.get("max_result_bytes")))
+                npz = ResultFile.of(outcome, job.get("max_result_bytes")).npz
             except FpfError as exc:
                 answers.append({"problem": exc.to_problem()})
                 continue
-            results.append(out.getbuffer())
-            answers.append({"result_bytes": out.getbuffer().nbytes})
+            results.append(npz)
+            answers.append({"result_bytes": memoryview(npz).nbytes})
         return answers, results, engine_s
 
     def report(self, progress: dict[str, Any], job: int | None) -> None:
