@@ -29,7 +29,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
-from service.core.store import RecordStore
+from service.core.store import ProgressAck, RecordStore
 
 from .heartbeat import Heartbeat
 from .results import ResultFile
@@ -83,15 +83,26 @@ class ProgressReporter:
     def progress(self, report: dict[str, Any]) -> None:
         """The engine's progress callback. A report Redis cannot take is skipped and the search goes
         on: progress is advisory, and the engine must not fail for the store's outage."""
-        now = time.monotonic()
-        if now - self._last_report < PROGRESS_MIN_INTERVAL_S:
+        if not self.due():
             return
-        self._last_report = self._last_check = now
         try:
             ack = self.store.report_progress(self.job_id, self.dispatch, _plain(report))
         except redis.RedisError as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return
+        self.acknowledged(ack)
+
+    def due(self) -> bool:
+        """Whether a report now is to be written (at most one each ``PROGRESS_MIN_INTERVAL_S``); a
+        True counts as the report."""
+        now = time.monotonic()
+        if now - self._last_report < PROGRESS_MIN_INTERVAL_S:
+            return False
+        self._last_report = self._last_check = now
+        return True
+
+    def acknowledged(self, ack: ProgressAck) -> None:
+        """The store took a report: raise :class:`StopJob` when the job is no longer wanted."""
         self._store_back()
         self._stop_unless(ack.owned, ack.cancel_requested)
 
@@ -104,13 +115,14 @@ class ProgressReporter:
         try:
             job = self.store.get_job(self.job_id)
         except redis.RedisError as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return
         self._store_back()
         owned = job is not None and job.status is JobStatus.RUNNING and job.dispatch == self.dispatch
         self._stop_unless(owned, job is not None and job.cancel_requested)
 
-    def _store_failed(self, exc: redis.RedisError) -> None:
+    def store_failed(self, exc: redis.RedisError) -> None:
+        """Redis could not take a report or answer a check: logged once per outage, the search goes on."""
         if self._store_down_since is None:
             self._store_down_since = time.monotonic()
             log.warning(
@@ -146,8 +158,13 @@ class BatchReporter:
     """
 
     def __init__(
-        self, reporters: Sequence[ProgressReporter], sizes: Sequence[int], settle: Callable[[int, StopJob], None]
+        self,
+        store: RecordStore,
+        reporters: Sequence[ProgressReporter],
+        sizes: Sequence[int],
+        settle: Callable[[int, StopJob], None],
     ) -> None:
+        self.store = store
         self.reporters = reporters
         self.sizes = sizes
         self.settle = settle
@@ -155,14 +172,27 @@ class BatchReporter:
         self.stopped: dict[int, StopJob] = {}
 
     def progress(self, report: dict[str, Any], job: int | None) -> None:
-        """A report of job ``job`` of the batch, or of all of them (None)."""
+        """A report of job ``job`` of the batch, or of all of them (None: written to every job in one
+        round trip)."""
         if job is not None or len(self.reporters) == 1:
             self._follow(job or 0, lambda reporter: reporter.progress(report))
         else:
-            for index, size in enumerate(self.sizes):
-                share = _share(report, size)
-                self._follow(index, lambda reporter, share=share: reporter.progress(share))
+            self._report_to_all(report)
         self._go_on()
+
+    def _report_to_all(self, report: dict[str, Any]) -> None:
+        due = [i for i, reporter in enumerate(self.reporters) if i not in self.stopped and reporter.due()]
+        if not due:
+            return
+        shares = [(self.reporters[i], _plain(_share(report, self.sizes[i]))) for i in due]
+        try:
+            acks = self.store.report_progress_of([(r.job_id, r.dispatch, share) for r, share in shares])
+        except redis.RedisError as exc:
+            for reporter, _ in shares:
+                reporter.store_failed(exc)
+            return
+        for index, ack in zip(due, acks, strict=True):
+            self._follow(index, lambda reporter, ack=ack: reporter.acknowledged(ack))
 
     def idle(self) -> None:
         for index in range(len(self.reporters)):
@@ -428,6 +458,7 @@ class JobRunner:
             self._end(jobs[index], JobStatus.CANCELLED, {})
 
         reporter = BatchReporter(
+            self.store,
             [ProgressReporter(self.store, job.id, job.dispatch) for job in jobs],
             [job.n_initial_states for job in jobs],
             settle,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -39,6 +39,24 @@ _PUT_STORED = """
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
+"""
+
+#: Record the progress of running jobs, each only while its delivery owns it (KEYS: per job its record
+#: and its events channel; ARGV: per job its dispatch and the progress as JSON). Returns per job
+#: {owned, cancel_requested} as 0 or 1: one round trip for every job of a batch.
+_REPORT_PROGRESS = """
+local acks = {}
+for i = 1, #KEYS / 2 do
+  local record, channel = KEYS[2 * i - 1], KEYS[2 * i]
+  local fields = redis.call('HMGET', record, 'status', 'dispatch', 'cancel_requested')
+  local owned = fields[1] == 'running' and fields[2] == ARGV[2 * i - 1]
+  if owned then
+    redis.call('HSET', record, 'progress', ARGV[2 * i])
+    redis.call('PUBLISH', channel, 'progress')
+  end
+  acks[i] = {owned and 1 or 0, fields[3] == '1' and 1 or 0}
+end
+return acks
 """
 
 #: Remove a tenant's stored-bytes entry (same KEYS; ARGV: record key) and take it off the total.
@@ -207,6 +225,7 @@ class RecordStore:
         self._put_stored = client.register_script(_PUT_STORED)
         self._drop_stored = client.register_script(_DROP_STORED)
         self._reconcile_stored = client.register_script(_RECONCILE_STORED)
+        self._report_progress = client.register_script(_REPORT_PROGRESS)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, *, result_ttl_s: float) -> RecordStore:
@@ -480,18 +499,15 @@ class RecordStore:
 
     def report_progress(self, job_id: str, dispatch: int, progress: dict[str, Any]) -> ProgressAck:
         """Record progress of the running delivery ``dispatch`` and tell it whether to go on."""
-        key = self.keys.job(job_id)
+        return self.report_progress_of([(job_id, dispatch, progress)])[0]
 
-        def apply(pipe: redis.client.Pipeline) -> ProgressAck:
-            status, current, cancel = pipe.hmget(key, "status", "dispatch", "cancel_requested")
-            if status != JobStatus.RUNNING.value or current != str(dispatch):
-                return ProgressAck(owned=False, cancel_requested=cancel == "1")
-            pipe.multi()
-            pipe.hset(key, "progress", json.dumps(progress))
-            pipe.publish(self.keys.events(job_id), "progress")
-            return ProgressAck(owned=True, cancel_requested=cancel == "1")
-
-        return cast("ProgressAck", self.redis.transaction(apply, key, value_from_callable=True))
+    def report_progress_of(self, reports: Sequence[tuple[str, int, dict[str, Any]]]) -> list[ProgressAck]:
+        """Record each ``(job_id, dispatch, progress)`` of the jobs of a batch, in one round trip; per job
+        whether its delivery still owns it and whether it was asked to stop."""
+        keys = [key for job_id, _, _ in reports for key in (self.keys.job(job_id), self.keys.events(job_id))]
+        args = [arg for _, dispatch, progress in reports for arg in (dispatch, json.dumps(progress))]
+        acks = self._report_progress(keys=keys, args=args) if reports else []
+        return [ProgressAck(owned=owned == 1, cancel_requested=cancel == 1) for owned, cancel in acks]
 
     def finish(
         self, job_id: str, dispatch: int, status: JobStatus, *, result_bytes: int = 0, **changes: Any

@@ -82,6 +82,36 @@ def test_progress_of_a_deleted_job_tells_the_worker_to_stop(store: RecordStore) 
     assert store.get_job(job.id) is None  # the report did not resurrect the record
 
 
+def test_the_progress_of_a_batch_is_written_to_each_job_its_delivery_still_owns(store: RecordStore) -> None:
+    owned, cancelling, handed_on, deleted = (queued_job(store) for _ in range(4))
+    for job in (owned, cancelling, handed_on, deleted):
+        store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    store.cancel(cancelling.id)
+    _expire_heartbeat(store, store.get_job(handed_on.id))
+    assert store.requeue_lost(store.get_job(handed_on.id), max_attempts=3).dispatch == 2
+    store.delete_job(deleted.id)
+    events = store.redis.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(*(store.keys.events(job.id) for job in (owned, cancelling, handed_on)))
+    reports = [(job.id, 1, {"iteration": i}) for i, job in enumerate((owned, cancelling, handed_on, deleted))]
+
+    acks = store.report_progress_of(reports)
+
+    assert [(ack.owned, ack.cancel_requested) for ack in acks] == [
+        (True, False),
+        (True, True),
+        (False, False),
+        (False, False),
+    ]
+    assert store.get_job(owned.id).progress == {"iteration": 0} and store.get_job(cancelling.id).progress == {
+        "iteration": 1
+    }
+    assert store.get_job(handed_on.id).progress is None and store.get_job(deleted.id) is None
+    notices = [message for _ in range(6) if (message := events.get_message(timeout=0.2))]  # 3 confirmations first
+    assert sorted(n["channel"] for n in notices) == sorted(store.keys.events(j.id) for j in (owned, cancelling))
+    events.close()
+    assert store.report_progress_of([]) == []
+
+
 def test_the_end_a_delivery_records_is_counted_once_in_the_duration_histogram(store: RecordStore) -> None:
     job = queued_job(store)
     store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
