@@ -29,7 +29,7 @@ from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
 from service.core.records import Job, JobStatus, Model, ModelStatus
 from service.core.settings import Settings
-from service.core.store import ProgressAck, RecordStore
+from service.core.store import JobEnd, ProgressAck, RecordStore
 
 from .heartbeat import Heartbeat
 from .results import ResultFile
@@ -378,10 +378,7 @@ class JobRunner:
         )
         try:
             with heartbeat:
-                ends = self._execute(jobs, record, limits, heartbeat)
-                for member, end in zip(jobs, ends, strict=True):
-                    if end is not None:
-                        self._end(member, *end)
+                self._end([end for end in self._execute(jobs, record, limits, heartbeat) if end is not None])
         except StoreUnavailable as exc:
             log.warning(
                 "jobs %s: %s; the attempt is given up unrecorded, and each job runs again once its heartbeat expires",
@@ -421,41 +418,47 @@ class JobRunner:
         n_states = None if record is None else record.n_states
         return batchable(FinderOptions.model_validate(job.options), n_states)
 
-    def _end(self, job: Job, status: JobStatus, changes: dict[str, Any]) -> None:
-        """Record one job's outcome (the store counts it in the duration histogram)."""
-        if self._record_end(job.id, job.dispatch, status, changes) is None:
-            log.info("job %s: delivery %d no longer owns the job; %s dropped", job.id, job.dispatch, status.value)
-            return
-        log.info("job %s: %s", job.id, status.value)
+    def _end(self, ends: list[JobEnd]) -> None:
+        """Record the outcomes of jobs of a batch, in one transaction (the store counts each in the
+        duration histogram)."""
+        for end, job in zip(ends, self._record_ends(ends), strict=True):
+            if job is None:
+                log.info(
+                    "job %s: delivery %d no longer owns the job; %s dropped", end.job_id, end.dispatch, end.status.value
+                )
+            else:
+                log.info("job %s: %s", end.job_id, end.status.value)
 
-    def _record_end(self, job_id: str, dispatch: int, status: JobStatus, changes: dict[str, Any]) -> Job | None:
-        """Record the outcome, waiting out a Redis outage while the heartbeat still holds the job."""
+    def _record_ends(self, ends: list[JobEnd]) -> list[Job | None]:
+        """Record the outcomes, waiting out a Redis outage while the heartbeats still hold the jobs."""
         give_up = time.monotonic() + self.settings.heartbeat_ttl_s
         delay = 0.1
         while True:
             try:
-                return self.store.finish(job_id, dispatch, status, **changes)
+                return self.store.finish_all(ends)
             except redis.RedisError as exc:
                 if time.monotonic() + delay > give_up:
                     raise StoreUnavailable(
-                        f"Redis is unavailable ({type(exc).__name__}: {exc}); "
-                        f"the outcome {status.value} could not be recorded"
+                        f"Redis is unavailable ({type(exc).__name__}: {exc}); the outcomes "
+                        + ", ".join(f"{end.job_id} {end.status.value}" for end in ends)
+                        + " could not be recorded"
                     ) from exc
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)
 
     def _execute(
         self, jobs: list[Job], record: Model | None, limits: RunLimits, heartbeat: Heartbeat
-    ) -> list[tuple[JobStatus, dict[str, Any]] | None]:
-        """Per job of the batch (on the model of ``record``, None when it is gone), the final status and
-        the fields to record with it (None: settled already, when it stopped while the others went on).
+    ) -> list[JobEnd | None]:
+        """Per job of the batch (on the model of ``record``, None when it is gone), its end: the final
+        status and the fields to record with it (None: settled already, when it stopped while the others
+        went on).
         Every failure of a job becomes a problem document; a failure of Redis raises
         :class:`StoreUnavailable`."""
 
         def settle(index: int, stop: StopJob) -> None:
             log.info("job %s: stopped: %s", jobs[index].id, stop)
             heartbeat.drop(jobs[index].id)
-            self._end(jobs[index], JobStatus.CANCELLED, {})
+            self._end([JobEnd(jobs[index].id, jobs[index].dispatch, JobStatus.CANCELLED)])
 
         reporter = BatchReporter(
             self.store,
@@ -467,7 +470,10 @@ class JobRunner:
             outcomes, engine_s = self._solve(jobs, record, limits, reporter)
         except StopJob as stop:
             log.info("jobs %s: stopped: %s", ", ".join(job.id for job in jobs), stop)
-            return [None if i in reporter.stopped else (JobStatus.CANCELLED, {}) for i in range(len(jobs))]
+            return [
+                None if i in reporter.stopped else JobEnd(job.id, job.dispatch, JobStatus.CANCELLED)
+                for i, job in enumerate(jobs)
+            ]
         except (RequestTimedOut, SoftTimeLimitExceeded):  # the sandbox's deadline, or Celery's backstop
             limit = self.settings.hard_time_limit_s
             log.info("jobs %s: stopped at the hard time limit of %g s", ", ".join(job.id for job in jobs), limit)
@@ -489,20 +495,18 @@ class JobRunner:
             for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True))
         ]
 
-    def _store_result(
-        self, job: Job, outcome: ResultFile | FpfError, engine_s: float
-    ) -> tuple[JobStatus, dict[str, Any]]:
+    def _store_result(self, job: Job, outcome: ResultFile | FpfError, engine_s: float) -> JobEnd:
         """Write one job's result file: succeeded (partial or not), or failed with its problem."""
         if isinstance(outcome, FpfError):
             log.info("job %s: failed: %s", job.id, outcome)
-            return JobStatus.FAILED, {"error": outcome.to_problem()}
+            return JobEnd(job.id, job.dispatch, JobStatus.FAILED, {"error": outcome.to_problem()})
         with self.artifacts.atomic_write(self.artifacts.result_path(job.id)) as out:
             out.write(outcome.npz)
             result_bytes = out.tell()
         if outcome.partial:
             log.info("job %s: partial result: %s", job.id, outcome.partial_reason)
-        # result_bytes is not a field: the store adds it to the tenant's stored bytes with the end
-        return JobStatus.SUCCEEDED, {"engine_s": engine_s, "partial": outcome.partial, "result_bytes": result_bytes}
+        changes = {"engine_s": engine_s, "partial": outcome.partial}
+        return JobEnd(job.id, job.dispatch, JobStatus.SUCCEEDED, changes, result_bytes=result_bytes)
 
     def _solve(
         self, jobs: list[Job], record: Model | None, limits: RunLimits, reporter: BatchReporter

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -195,6 +195,18 @@ class Keys:
     def broker(self) -> str:
         """The global key prefix given to the Celery broker."""
         return f"{self.prefix}:broker:"
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """A delivery's outcome of one job, for :meth:`RecordStore.finish_all`: the final status, the fields
+    recorded with it, and the bytes of the result file it stored."""
+
+    job_id: str
+    dispatch: int
+    status: JobStatus
+    changes: dict[str, Any] = field(default_factory=dict)
+    result_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -515,14 +527,33 @@ class RecordStore:
         """running -> a final status, for the delivery that owns the job; None otherwise. In the same
         transaction the job's stored bytes grow by ``result_bytes`` (its result file), and its
         duration is counted in the histogram of job durations."""
+        return self.finish_all([JobEnd(job_id, dispatch, status, changes, result_bytes)])[0]
+
+    def finish_all(self, ends: Sequence[JobEnd]) -> list[Job | None]:
+        """:meth:`finish` for each of ``ends`` (the jobs of a batch), in one transaction; per end the
+        finished job, or None where its delivery does not own the job."""
+        if not ends:
+            return []
         now = time.time()
-        return self._transition(
-            job_id,
-            lambda job: job.status is JobStatus.RUNNING and job.dispatch == dispatch,
-            lambda job: {"status": status, "finished_at": now, **changes},
-            stored_bytes=result_bytes,
-            count_duration=True,
-        )
+        keys = [self.keys.job(end.job_id) for end in ends]
+
+        def apply(pipe: redis.client.Pipeline) -> list[Job | None]:
+            reads = self.redis.pipeline(transaction=False)  # after the WATCH: a change fails the MULTI
+            for key in keys:
+                reads.hgetall(key)
+            owned = [
+                job if job is not None and job.status is JobStatus.RUNNING and job.dispatch == end.dispatch else None
+                for job, end in zip((Job.from_fields(raw) if raw else None for raw in reads.execute()), ends)
+            ]
+            if any(job is not None for job in owned):
+                pipe.multi()
+            for job, end in zip(owned, ends, strict=True):
+                if job is not None:
+                    update = {"status": end.status, "finished_at": now, **end.changes}
+                    self._write_transition(pipe, job, update, stored_bytes=end.result_bytes, count_duration=True)
+            return owned
+
+        return cast("list[Job | None]", self.redis.transaction(apply, *keys, value_from_callable=True))
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, or ask a running one to stop; None when there is no such job."""
@@ -739,42 +770,59 @@ class RecordStore:
                 return None
             update = changes(job)
             pipe.multi()
-            _write_fields(pipe, key, update)
-            new_status = update.get("status", job.status)
-            if new_status is JobStatus.QUEUED:
-                pipe.zadd(self.keys.queued_due, {job_id: update.get("sent_at", job.sent_at) or job.created_at})
-            elif job.status is JobStatus.QUEUED:
-                pipe.zrem(self.keys.queued_due, job_id)
-            if new_status is not job.status and job.batch_key is not None:
-                if job.status is JobStatus.QUEUED:
-                    pipe.zrem(self.keys.batch(job.batch_key), job_id)
-                elif new_status is JobStatus.QUEUED:
-                    pipe.zadd(self.keys.batch(job.batch_key), {job_id: job.created_at})
-            if new_status is not job.status:
-                pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
-                pipe.smove(
-                    self.keys.tenant_jobs_in(job.tenant, job.status),
-                    self.keys.tenant_jobs_in(job.tenant, new_status),
-                    job_id,
-                )
-                if new_status.is_final:
-                    pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
-                    pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
-                    if count_duration:
-                        self._count_duration(pipe, update["finished_at"] - job.created_at)
-            if heartbeat is not None and new_status is JobStatus.RUNNING:
-                dispatch, ttl_s = heartbeat
-                pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
-            if stored_bytes:
-                stored, total = self._stored_keys(job.tenant)
-                pipe.hincrby(stored, key, stored_bytes)
-                pipe.incrby(total, stored_bytes)
-            pipe.publish(self.keys.events(job_id), "status")
-            for name, value in update.items():
-                setattr(job, name, value)
+            self._write_transition(
+                pipe, job, update, heartbeat=heartbeat, stored_bytes=stored_bytes, count_duration=count_duration
+            )
             return job
 
         return cast("Job | None", self.redis.transaction(apply, key, *watch, value_from_callable=True))
+
+    def _write_transition(
+        self,
+        pipe: redis.client.Pipeline,
+        job: Job,
+        update: dict[str, Any],
+        *,
+        heartbeat: tuple[int, float] | None = None,
+        stored_bytes: int = 0,
+        count_duration: bool = False,
+    ) -> None:
+        """Queue on ``pipe`` (in MULTI) the change of ``job`` by ``update`` with every index, set and
+        counter that follows it (see :meth:`_transition`), then apply ``update`` to ``job``."""
+        job_id, key = job.id, self.keys.job(job.id)
+        _write_fields(pipe, key, update)
+        new_status = update.get("status", job.status)
+        if new_status is JobStatus.QUEUED:
+            pipe.zadd(self.keys.queued_due, {job_id: update.get("sent_at", job.sent_at) or job.created_at})
+        elif job.status is JobStatus.QUEUED:
+            pipe.zrem(self.keys.queued_due, job_id)
+        if new_status is not job.status and job.batch_key is not None:
+            if job.status is JobStatus.QUEUED:
+                pipe.zrem(self.keys.batch(job.batch_key), job_id)
+            elif new_status is JobStatus.QUEUED:
+                pipe.zadd(self.keys.batch(job.batch_key), {job_id: job.created_at})
+        if new_status is not job.status:
+            pipe.smove(self.keys.jobs_in(job.status), self.keys.jobs_in(new_status), job_id)
+            pipe.smove(
+                self.keys.tenant_jobs_in(job.tenant, job.status),
+                self.keys.tenant_jobs_in(job.tenant, new_status),
+                job_id,
+            )
+            if new_status.is_final:
+                pipe.zadd(self.keys.expiry, {job_id: time.time() + self.result_ttl_s})
+                pipe.delete(self.keys.heartbeat(job_id, job.dispatch))
+                if count_duration:
+                    self._count_duration(pipe, update["finished_at"] - job.created_at)
+        if heartbeat is not None and new_status is JobStatus.RUNNING:
+            dispatch, ttl_s = heartbeat
+            pipe.set(self.keys.heartbeat(job_id, dispatch), "1", px=int(ttl_s * 1000))
+        if stored_bytes:
+            stored, total = self._stored_keys(job.tenant)
+            pipe.hincrby(stored, key, stored_bytes)
+            pipe.incrby(total, stored_bytes)
+        pipe.publish(self.keys.events(job_id), "status")
+        for name, value in update.items():
+            setattr(job, name, value)
 
     def _stored_keys(self, tenant: str) -> list[str]:
         """The keys of a tenant's stored-bytes entries and their total."""

@@ -15,7 +15,7 @@ from service_harness import REDIS_DB
 from service.core.artifacts import ArtifactStore
 from service.core.janitor import Janitor, JanitorPolicy
 from service.core.records import Job, JobStatus
-from service.core.store import RecordStore
+from service.core.store import JobEnd, RecordStore
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,39 @@ def test_the_progress_of_a_batch_is_written_to_each_job_its_delivery_still_owns(
     assert sorted(n["channel"] for n in notices) == sorted(store.keys.events(j.id) for j in (owned, cancelling))
     events.close()
     assert store.report_progress_of([]) == []
+
+
+def test_the_ends_of_a_batch_are_recorded_in_one_transaction_for_the_deliveries_that_own_them(
+    store: RecordStore,
+) -> None:
+    succeeded, failed, handed_on, deleted = (queued_job(store, stored_bytes=100) for _ in range(4))
+    for job in (succeeded, failed, handed_on, deleted):
+        store.claim(job.id, 1, "w", heartbeat_ttl_s=5)
+    _expire_heartbeat(store, store.get_job(handed_on.id))
+    store.requeue_lost(store.get_job(handed_on.id), max_attempts=3)
+    store.claim(handed_on.id, 2, "another worker", heartbeat_ttl_s=5)  # running again, under dispatch 2
+    store.delete_job(deleted.id)
+    before = store.stored_bytes(succeeded.tenant)
+
+    ends = store.finish_all(
+        [
+            JobEnd(succeeded.id, 1, JobStatus.SUCCEEDED, {"engine_s": 0.5, "partial": False}, result_bytes=40),
+            JobEnd(failed.id, 1, JobStatus.FAILED, {"error": {"code": "internal", "detail": "x"}}),
+            JobEnd(handed_on.id, 1, JobStatus.SUCCEEDED, result_bytes=1000),
+            JobEnd(deleted.id, 1, JobStatus.SUCCEEDED, result_bytes=1000),
+        ]
+    )
+
+    assert [None if job is None else job.status for job in ends] == [JobStatus.SUCCEEDED, JobStatus.FAILED, None, None]
+    stored = {job.id: store.get_job(job.id) for job in (succeeded, failed, handed_on)}
+    assert stored[succeeded.id].status is JobStatus.SUCCEEDED and stored[succeeded.id].engine_s == 0.5
+    assert stored[failed.id].status is JobStatus.FAILED and stored[failed.id].error["detail"] == "x"
+    assert stored[handed_on.id].status is JobStatus.RUNNING and stored[handed_on.id].dispatch == 2
+    assert store.stored_bytes(succeeded.tenant) == before + 40  # only the owned result's bytes
+    assert store.count_jobs()[JobStatus.RUNNING] == 1
+    assert not store.is_alive(stored[succeeded.id]) and not store.is_alive(stored[failed.id])
+    assert store.durations()["+Inf"] == 2
+    assert store.redis.zscore(store.keys.expiry, succeeded.id) and store.redis.zscore(store.keys.expiry, failed.id)
 
 
 def test_the_end_a_delivery_records_is_counted_once_in_the_duration_histogram(store: RecordStore) -> None:
