@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from fpf_client.fixed_points import META_KEY
+
 #: Most eigenvalues sent for the spectra, over all points; each point gets its leading share.
 MAX_SPECTRUM_VALUES = 20_000
 #: Unstable modes drawn per point: the leading ones (eigenvalues come by decreasing |lambda|).
@@ -28,7 +30,6 @@ POWER_ITERATIONS = 8
 #: A mode's segment reaches this fraction of the points' RMS distance from their mean on each side.
 MODE_SCALE = 0.1
 
-_META_KEY = "__meta__"
 _SLOW = "slow_points."
 
 
@@ -40,7 +41,7 @@ def result_view(path: Path) -> dict[str, Any]:
         def read(name: str) -> np.ndarray | None:
             return archive[name] if name in members else None
 
-        meta = json.loads(str(archive[_META_KEY])) if _META_KEY in members else {}
+        meta = json.loads(str(archive[META_KEY])) if META_KEY in members else {}
         xstar = np.atleast_2d(read("xstar")).astype(np.float64)
         qstar, eigval = read("qstar"), read("eigval_J_xstar")
         is_stable, n_unstable = read("is_stable"), read("n_unstable")
