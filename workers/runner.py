@@ -451,8 +451,7 @@ class JobRunner:
     ) -> list[JobEnd | None]:
         """Per job of the batch (on the model of ``record``, None when it is gone), its end: the final
         status and the fields to record with it (None: settled already, when it stopped while the others
-        went on).
-        Every failure of a job becomes a problem document; a failure of Redis raises
+        went on). Every failure of a job becomes a problem document; a failure of Redis raises
         :class:`StoreUnavailable`."""
 
         def settle(index: int, stop: StopJob) -> None:
