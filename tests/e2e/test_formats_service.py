@@ -11,21 +11,17 @@ solved in this process (float32, like every job).
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import export_nets as nets
-import grpc
 import httpx
 import numpy as np
 import onnx
@@ -33,7 +29,7 @@ import pytest
 import torch
 from onnx import TensorProto
 from onnx import helper as oh
-from service_harness import REPO, LiveService, free_port
+from service_harness import LiveService, grpc_server
 
 from fpf_client import Client, FixedPoints
 from fpf_client.errors import InvalidModel, InvalidRequest
@@ -366,35 +362,8 @@ def test_unknown_format_is_refused_as_an_invalid_request(http: httpx.Client, tmp
 @pytest.fixture(scope="module")
 def grpc_url(live_service: LiveService) -> Iterator[str]:
     """``grpc://host:port`` of an ``fpf-server grpc`` process beside the live gateway (same Redis and data)."""
-    port = free_port()
-    log = open(live_service.log_dir / "grpc-formats.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
-        cwd=REPO,
-        env=live_service.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            while not _serving(channel):
-                assert process.poll() is None and time.monotonic() < deadline, "the gRPC server did not start"
-                time.sleep(0.2)
-        yield f"grpc://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(15)
-        log.close()
-
-
-def _serving(channel: grpc.Channel) -> bool:
-    try:
-        grpc.channel_ready_future(channel).result(timeout=1)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
+    with grpc_server(live_service) as target:
+        yield f"grpc://{target}"
 
 
 def test_names_given_through_grpc_and_the_client(grpc_url: str, tmp_path: Path) -> None:

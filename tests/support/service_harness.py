@@ -268,8 +268,6 @@ def random_states(n: int, d: int = 8, seed: int = 0) -> list[list[float]]:
 @contextmanager
 def grpc_server(service: LiveService, timeout_s: float = START_TIMEOUT_S) -> Iterator[str]:
     """An ``fpf-server grpc`` process on ``service``'s Redis and data; yields its ``host:port``."""
-    import grpc
-
     port = free_port()
     target = f"127.0.0.1:{port}"
     with open(service.log_dir / "grpc.log", "wb") as log:
@@ -282,8 +280,34 @@ def grpc_server(service: LiveService, timeout_s: float = START_TIMEOUT_S) -> Ite
             start_new_session=True,
         )
         try:
-            with grpc.insecure_channel(target) as channel:
-                grpc.channel_ready_future(channel).result(timeout=timeout_s)
+            wait_for_grpc(target, process, timeout_s)
             yield target
         finally:
             _stop(process)
+
+
+def wait_for_grpc(target: str, process: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Ask the gRPC server ``process`` at ``target`` for its health until it answers SERVING.
+
+    A plain RPC, not ``grpc.channel_ready_future``: that one subscribes a connectivity-polling
+    thread to the channel, which raises "Channel closed!" when the channel closes under it.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+            if process.poll() is not None:
+                raise RuntimeError(f"the gRPC server at {target} exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gRPC server at {target} did not serve within {timeout_s} s")
+            time.sleep(0.1)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from service_harness import REPO, LiveService, free_port, random_states
+from service_harness import REPO, LiveService, free_port, random_states, wait_for_grpc
 
 from fpf_client import AsyncClient, Client, Job, JobRecord
 from service.core.store import RecordStore
@@ -129,8 +129,6 @@ def test_wait_returns_the_result_through_a_gateway_restart(
 
 def _grpc_server(service: LiveService, port: int) -> subprocess.Popen:
     """An ``fpf-server grpc`` process on ``service``'s Redis and data, answering on ``port``."""
-    import grpc
-
     with open(service.log_dir / "grpc-restarts.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "service.ops.cli", "--log-level", "warning", "grpc", "--port", str(port)],
@@ -140,8 +138,7 @@ def _grpc_server(service: LiveService, port: int) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=120)
+    wait_for_grpc(f"127.0.0.1:{port}", process, timeout_s=120)
     return process
 
 
