@@ -16,14 +16,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from fpf_client.errors import FpfError, InvalidModel, ModelNotFound, TimeLimitExceeded, ValidationTimeout
-from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 from service.core.artifacts import ArtifactStore
 from service.core.queue import Dispatcher
@@ -40,6 +39,9 @@ if TYPE_CHECKING:
     from workers.sandbox import SandboxPool
 
 log = logging.getLogger(__name__)
+
+#: An engine outcome of one job: its fixed points (in-process) or its result file's bytes (a sandbox).
+T = TypeVar("T")
 
 #: Progress reports closer together than this are dropped (the engine may report every few iterations).
 PROGRESS_MIN_INTERVAL_S = 0.1
@@ -264,7 +266,8 @@ class SandboxedModels:
             Deadline(limits.hard_s, reporter),
             limits={"time_limit_s": limits.soft_s},
         )
-        return [_verified(outcome, limits.max_result_bytes) for outcome in outcomes], engine_s
+        # the sandbox runs untrusted code: its result files are checked before they are stored
+        return [_result_file(o, ResultFile.verified, limits.max_result_bytes) for o in outcomes], engine_s
 
 
 class InProcessModels:
@@ -298,7 +301,7 @@ class InProcessModels:
         jobs = [JobArrays.load(arrays) for arrays in arrays_paths]
         # Here Celery's soft time limit of the task (service/core/queue.py) is the hard limit.
         outcomes, engine_s = solve_jobs(model, jobs, options, reporter.progress, time_limit_s=limits.soft_s)
-        return [_result_file(outcome, limits.max_result_bytes) for outcome in outcomes], engine_s
+        return [_result_file(o, ResultFile.of, limits.max_result_bytes) for o in outcomes], engine_s
 
     def _get(self, record: Model, path: Path) -> StepModel:
         from workers.engine import load_model
@@ -600,22 +603,15 @@ def _check_dimensions(described: dict[str, Any], *, max_n_states: int | None, ma
             )
 
 
-def _verified(outcome: memoryview | FpfError, max_result_bytes: int) -> ResultFile | FpfError:
-    """A sandbox's outcome of one job: its result file once checked (the sandbox runs untrusted code)."""
+def _result_file(
+    outcome: T | FpfError, make: Callable[[T, int], ResultFile], max_result_bytes: int
+) -> ResultFile | FpfError:
+    """One job's outcome as its result file made by ``make`` (``ResultFile.of`` from fixed points,
+    ``ResultFile.verified`` from a sandbox's bytes), or the error that ended it."""
     if isinstance(outcome, FpfError):
         return outcome
     try:
-        return ResultFile.verified(outcome, max_result_bytes)
-    except FpfError as exc:
-        return exc
-
-
-def _result_file(outcome: FixedPoints | FpfError, max_result_bytes: int) -> ResultFile | FpfError:
-    """An in-process outcome of one job as its result file, or the error that ended it."""
-    if isinstance(outcome, FpfError):
-        return outcome
-    try:
-        return ResultFile.of(outcome, max_result_bytes)
+        return make(outcome, max_result_bytes)
     except FpfError as exc:
         return exc
 
