@@ -1,7 +1,8 @@
-"""Closed-form Jacobians of single-layer RNN/GRU/LSTM steps against float64 finite differences.
+"""Closed forms of single-layer RNN/GRU/LSTM steps: the step against the module's own forward,
+the Jacobians against float64 finite differences.
 
-TorchStepModel would quietly fall back to autograd if a closed form disagreed, so the
-formulas are tested on their own here.
+TorchStepModel would quietly fall back to the module and autograd if a closed form disagreed,
+so the formulas are tested on their own here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from model_steps import HIDDEN, N_IN, central_differences, random_batch
 
 from workers.engine.models import as_step_model
-from workers.engine.models.analytic import analytic_jacobians
+from workers.engine.models.analytic import analytic_jacobians, analytic_step
 
 
 class UserLSTMStep(torch.nn.Module):
@@ -60,17 +61,38 @@ def test_closed_forms_match_finite_differences(name: str) -> None:
     torch.testing.assert_close(only_inputs, dfdu)
 
 
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_closed_form_steps_match_the_modules_forward(name: str) -> None:
+    """In float64, with inputs per sample and one input row broadcast to every sample."""
+    torch.manual_seed(0)
+    checked = as_step_model(LAYERS[name]())
+    assert checked._step_path.chosen == "analytic"  # its dry run found the closed form correct
+    model = checked.to(dtype=torch.float64)
+    closed_form = analytic_step(model.fn)
+    assert closed_form is not None
+    h, u = random_batch(7, model.n_states, model.n_inputs)
+    shared = u[:1].expand(len(h), -1)
+    for inputs in (u, shared):
+        with torch.no_grad():
+            by_module = model._call(h, inputs)
+        torch.testing.assert_close(closed_form(h, inputs), by_module, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(model.step(h, inputs), by_module, atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "layer", [torch.nn.GRU(N_IN, HIDDEN, 2), torch.nn.LSTM(N_IN, HIDDEN, proj_size=2), torch.nn.Linear(2, 2)]
 )
 def test_no_closed_form_for_stacked_or_projected_layers(layer: torch.nn.Module) -> None:
-    assert analytic_jacobians(as_step_model(layer).fn if not isinstance(layer, torch.nn.Linear) else layer) is None
+    fn = as_step_model(layer).fn if not isinstance(layer, torch.nn.Linear) else layer
+    assert analytic_jacobians(fn) is None
+    assert analytic_step(fn) is None
 
 
 def test_a_wrapped_lstm_cell_with_another_packing_keeps_autograd() -> None:
     torch.manual_seed(0)
     model = as_step_model(torch.jit.script(UserLSTMStep(swapped=True)), n_states=2 * HIDDEN, n_inputs=N_IN)
     assert "analytic" not in model._jacobian_path.correct  # offered, checked, refused
+    assert model._step_path.chosen == "module"
     model = model.to(dtype=torch.float64)
     h, u = random_batch(7, model.n_states, model.n_inputs)
     torch.testing.assert_close(

@@ -97,7 +97,8 @@ def module_step_model(
 
 
 def check_derivatives(model: StepModel) -> None:
-    """Take every derivative once on a small random batch (this also checks the fast paths).
+    """Take the step and every derivative once on a small random batch (this also checks the fast
+    paths, the closed-form step among them).
 
     Raises
     ------
@@ -108,7 +109,7 @@ def check_derivatives(model: StepModel) -> None:
     n, d, m = 3, model.n_states, model.n_inputs
     h, u, v = (0.5 * torch.randn(n, k, generator=generator, dtype=model.dtype).to(model.device) for k in (d, m, d))
     try:
-        results = [*model.jacobians(h, u), *model.jvp(h, u, v), *model.vjp(h, u, v)]
+        results = [model.step(h, u), *model.jacobians(h, u), *model.jvp(h, u, v), *model.vjp(h, u, v)]
     except Exception as error:
         raise InvalidModel(f"torch autograd cannot differentiate the model: {type(error).__name__}: {error}") from None
     if not all(bool(torch.isfinite(r).all()) for r in results):

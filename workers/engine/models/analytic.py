@@ -1,11 +1,14 @@
-"""Closed-form Jacobians of single-layer torch RNN, GRU and LSTM steps.
+"""Closed forms of single-layer torch RNN, GRU and LSTM steps: the step itself and its Jacobians.
 
 Reverse-mode autograd needs d backward passes of O(n·d²) flops each for one batch of
 Jacobians; the closed forms below cost a few O(n·d²) element-wise products (each
-Jacobian is a sum of diagonally scaled weight matrices). They are offered to
-:class:`~.torch_step.TorchStepModel` as one more candidate path, checked against
-autograd on every model before use. Multi-layer layers and projected LSTMs have no
-closed form here and use autograd.
+Jacobian is a sum of diagonally scaled weight matrices). The step's closed form computes
+what torch's cell computes in fewer kernels: one matrix product for the recurrent part
+(the input part is one row when every sample shares its input), and one kernel per
+non-linearity over all the gates that share it. Both are offered to
+:class:`~.torch_step.TorchStepModel` as one more candidate path, checked against the
+model's own forward and autograd on every model before use. Multi-layer layers and
+projected LSTMs have no closed form here and use the module and autograd.
 
 Gate conventions are torch's: GRU rows (r, z, n), LSTM rows (i, f, g, o).
 """
@@ -20,6 +23,8 @@ from .recurrent import LayerStep, LSTMCellStep, recurrent_shape
 
 # (h, u, want_states, want_inputs) -> [dF/dh, dF/du] (only the wanted ones, in that order)
 JacobianFn = Callable[[torch.Tensor, torch.Tensor, bool, bool], list[torch.Tensor]]
+# (h, u) -> F(h, u), with u one row per sample or one row for all
+ClosedStepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def analytic_jacobians(fn: object) -> JacobianFn | None:
@@ -27,13 +32,31 @@ def analytic_jacobians(fn: object) -> JacobianFn | None:
     layer, suffix = _single_layer(fn)
     if layer is None:
         return None
-    kind = recurrent_shape(layer).kind.removesuffix("Cell")
+    kind, weights = recurrent_shape(layer).kind.removesuffix("Cell"), _weights(layer, suffix)
     if kind == "RNN":
-        relu = getattr(layer, "nonlinearity", None) == "relu" or getattr(layer, "mode", "") == "RNN_RELU"
-        return lambda h, u, s, i: _rnn(_weights(layer, suffix), h, u, s, i, relu)
+        relu = _is_relu(layer)
+        return lambda h, u, s, i: _rnn(weights, h, u, s, i, relu)
     if kind == "GRU":
-        return lambda h, u, s, i: _gru(_weights(layer, suffix), h, u, s, i)
-    return lambda h, u, s, i: _lstm(_weights(layer, suffix), h, u, s, i)
+        return lambda h, u, s, i: _gru(weights, h, u, s, i)
+    return lambda h, u, s, i: _lstm(weights, h, u, s, i)
+
+
+def analytic_step(fn: object) -> ClosedStepFn | None:
+    """The closed-form step of a step function, when it is a single-layer recurrent step."""
+    layer, suffix = _single_layer(fn)
+    if layer is None:
+        return None
+    kind, weights = recurrent_shape(layer).kind.removesuffix("Cell"), _weights(layer, suffix)
+    if kind == "RNN":
+        relu = _is_relu(layer)
+        return lambda h, u: _rnn_step(weights, h, u, relu)
+    if kind == "GRU":
+        return lambda h, u: _gru_step(weights, h, u)
+    return lambda h, u: _lstm_step(weights, h, u)
+
+
+def _is_relu(layer: torch.nn.Module) -> bool:
+    return getattr(layer, "nonlinearity", None) == "relu" or getattr(layer, "mode", "") == "RNN_RELU"
 
 
 def _single_layer(fn: object) -> tuple[torch.nn.Module | None, str]:
@@ -61,18 +84,28 @@ def _wrapped_lstm_cell(fn: object) -> torch.nn.Module | None:
 
 
 class _Weights:
-    """A layer's input and recurrent weights and the sum of its biases, split by gate."""
+    """A layer's input and recurrent weights and biases (the module's own tensors, read once: a
+    step model's module keeps its parameters)."""
 
     def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
         self.w_ih, self.w_hh, self.b_ih, self.b_hh = w_ih, w_hh, b_ih, b_hh
 
     def input_part(self, u: torch.Tensor) -> torch.Tensor:
-        x = u @ self.w_ih.T
-        return x + self.b_ih if self.b_ih is not None else x
+        """W_ih u + b_ih; one row for inputs broadcast from one row (a stride-0 view)."""
+        if u.shape[0] > 1 and u.stride(0) == 0:
+            u = u[:1]
+        return torch.addmm(self.b_ih, u, self.w_ih.T) if self.b_ih is not None else u @ self.w_ih.T
 
     def hidden_part(self, h: torch.Tensor) -> torch.Tensor:
-        x = h @ self.w_hh.T
-        return x + self.b_hh if self.b_hh is not None else x
+        return torch.addmm(self.b_hh, h, self.w_hh.T) if self.b_hh is not None else h @ self.w_hh.T
+
+    def preactivation(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """W_ih u + b_ih + W_hh h + b_hh, (n, gates · hidden), with the input part added to the
+        product's output (a single row of ``u`` is broadcast, not repeated)."""
+        x = self.input_part(u)
+        if self.b_hh is not None:
+            x = x + self.b_hh
+        return torch.addmm(x, h, self.w_hh.T)
 
 
 def _weights(layer: torch.nn.Module, suffix: str) -> _Weights:
@@ -98,9 +131,36 @@ def _add_diagonal(jac: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return jac
 
 
+def _rnn_step(w: _Weights, h: torch.Tensor, u: torch.Tensor, relu: bool) -> torch.Tensor:
+    """h' = phi(W_ih u + b_ih + W_hh h + b_hh)."""
+    a = w.preactivation(h, u)
+    return torch.relu(a) if relu else torch.tanh(a)
+
+
+def _gru_step(w: _Weights, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """h' = n + z (h - n), n = tanh(i_n + r (W_hn h + b_hn)), r, z = sigmoid(i + W_h h + b_h)."""
+    hidden = h.shape[1]
+    gi, gh = w.input_part(u), w.hidden_part(h)
+    rz = torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden])  # both gates in one kernel
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = torch.tanh(torch.addcmul(gi[:, 2 * hidden :], r, gh[:, 2 * hidden :]))
+    return torch.addcmul(n, z, h - n)
+
+
+def _lstm_step(w: _Weights, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """[h', c'] with c' = f c + i g, h' = o tanh(c'), gates from W_ih u + W_hh h + biases."""
+    hidden = w.w_hh.shape[1]
+    h, c = state[:, :hidden], state[:, hidden:]
+    gates = w.preactivation(h, u)
+    sig = torch.sigmoid(gates)  # i, f and o in one kernel (g's quarter is computed and not used)
+    i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
+    c_next = torch.addcmul(f * c, i, torch.tanh(gates[:, 2 * hidden : 3 * hidden]))
+    return torch.cat([o * torch.tanh(c_next), c_next], dim=1)
+
+
 def _rnn(w: _Weights, h: torch.Tensor, u: torch.Tensor, states: bool, inputs: bool, relu: bool) -> list[torch.Tensor]:
     """h' = phi(W_ih u + b_ih + W_hh h + b_hh)."""
-    a = w.input_part(u) + w.hidden_part(h)
+    a = w.preactivation(h, u)
     slope = (a > 0).to(a.dtype) if relu else 1 - torch.tanh(a) ** 2
     wanted = [(states, w.w_hh), (inputs, w.w_ih)]
     return [_scaled([(slope, weight)]) for want, weight in wanted if want]
@@ -129,7 +189,7 @@ def _lstm(w: _Weights, state: torch.Tensor, u: torch.Tensor, states: bool, input
     """[h', c'] with c' = f c + i g, h' = o tanh(c'), gates from W_ih u + W_hh h + biases."""
     hidden = w.w_hh.shape[1]
     h, c = state[:, :hidden], state[:, hidden:]
-    gates = (w.input_part(u) + w.hidden_part(h)).chunk(4, dim=1)
+    gates = w.preactivation(h, u).chunk(4, dim=1)
     i, f, o = torch.sigmoid(gates[0]), torch.sigmoid(gates[1]), torch.sigmoid(gates[3])
     g = torch.tanh(gates[2])
     tanh_c = torch.tanh(f * c + i * g)

@@ -4,6 +4,12 @@ The wrapped function has the step signature ``fn(u: (n, m), h: (n, d)) -> (n, d)
 (or a tuple whose last element is that tensor): a Python nn.Module, a TorchScript
 module, or any differentiable callable.
 
+Single-layer torch RNN/GRU/LSTM steps run by their closed form (:mod:`.analytic`) once it
+agrees with the module's own forward: the same map in fewer kernels, with the input part of
+a shared input computed once per call instead of once per sample. On the CPU it is taken
+once correct; on a GPU, where torch fuses a cell's element-wise work into one kernel, it
+must also be the faster of the two at the first realistic batch.
+
 Jacobians come from closed forms for single-layer torch RNN/GRU/LSTM steps
 (:mod:`.analytic`), or from one forward pass and either one ``autograd.grad(...,
 is_grads_batched=True)`` call (vmap over the backward pass) or d ordinary backward
@@ -28,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .analytic import analytic_jacobians
+from .analytic import analytic_jacobians, analytic_step
 from .base import Dynamics, StepModel
 from .derivative_paths import PathChoice
 
@@ -81,6 +87,12 @@ class TorchStepModel(StepModel):
         self.format = format
         self._dtype, self._device = placement(fn, dtype, device)
         self._analytic = analytic_jacobians(fn)
+        self._analytic_step = analytic_step(fn)
+        self._step_path: PathChoice[torch.Tensor] = PathChoice(
+            ("analytic",) if self._analytic_step is not None else (),
+            reference="module",
+            decisive=("analytic",) if self._device.type == "cpu" else (),
+        )
         candidates = ("analytic", "batched") if self._analytic is not None else ("batched",)
         self._jacobian_path: PathChoice[Rows] = PathChoice(candidates, reference="loop", decisive=("analytic",))
         self._small_jacobian_path: PathChoice[Rows] = PathChoice(
@@ -135,6 +147,7 @@ class TorchStepModel(StepModel):
                 device=device,
             )
             if device == self._device:
+                cast._step_path = self._step_path.copy()
                 cast._jacobian_path = self._jacobian_path.copy()
                 cast._small_jacobian_path = self._small_jacobian_path.copy()
                 cast._jvp_path = self._jvp_path.copy()
@@ -142,8 +155,11 @@ class TorchStepModel(StepModel):
         return cast
 
     def step(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        with self._plain():
-            return self._call(h, _batch_inputs(h, u))
+        """F(h, u): by the closed form once it agrees with the module, else by the module."""
+        path = self._step_path.chosen
+        if path is not None:  # the common case, without a closure per call
+            return self._step_by(path, h, u)
+        return self._step_path.run(lambda path: self._step_by(path, h, u), _close, batch=h.shape[0], device=h.device)
 
     def jacobian_states(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self._jacobians(h, u, states=True, inputs=False)[0]
@@ -177,6 +193,13 @@ class TorchStepModel(StepModel):
     def _plain(self) -> AbstractContextManager[None]:
         """Plain interpreter execution for TorchScript, and on a GPU torch's own RNN kernels."""
         return _without_cudnn() if self._device.type == "cuda" else torch.jit.optimized_execution(False)
+
+    def _step_by(self, path: str, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if path == "analytic":
+            assert self._analytic_step is not None
+            return self._analytic_step(h, u)
+        with self._plain():
+            return self._call(h, _batch_inputs(h, u))
 
     def _call(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         out = self.fn(u, h)
