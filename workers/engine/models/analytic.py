@@ -84,20 +84,21 @@ def _wrapped_lstm_cell(fn: object) -> torch.nn.Module | None:
 
 
 class _Weights:
-    """A layer's input and recurrent weights and biases (the module's own tensors, read once: a
-    step model's module keeps its parameters)."""
+    """A layer's input and recurrent weights and biases: the module's own tensors, read once (a step
+    model's module keeps its parameters), with their transposes as views."""
 
     def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
         self.w_ih, self.w_hh, self.b_ih, self.b_hh = w_ih, w_hh, b_ih, b_hh
+        self.w_ih_t, self.w_hh_t = w_ih.T, w_hh.T
 
     def input_part(self, u: torch.Tensor) -> torch.Tensor:
         """W_ih u + b_ih; one row for inputs broadcast from one row (a stride-0 view)."""
-        if u.shape[0] > 1 and u.stride(0) == 0:
+        if u.stride(0) == 0:
             u = u[:1]
-        return torch.addmm(self.b_ih, u, self.w_ih.T) if self.b_ih is not None else u @ self.w_ih.T
+        return torch.addmm(self.b_ih, u, self.w_ih_t) if self.b_ih is not None else u @ self.w_ih_t
 
     def hidden_part(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.b_hh, h, self.w_hh.T) if self.b_hh is not None else h @ self.w_hh.T
+        return torch.addmm(self.b_hh, h, self.w_hh_t) if self.b_hh is not None else h @ self.w_hh_t
 
     def preactivation(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """W_ih u + b_ih + W_hh h + b_hh, (n, gates · hidden), with the input part added to the
@@ -105,7 +106,7 @@ class _Weights:
         x = self.input_part(u)
         if self.b_hh is not None:
             x = x + self.b_hh
-        return torch.addmm(x, h, self.w_hh.T)
+        return torch.addmm(x, h, self.w_hh_t)
 
 
 def _weights(layer: torch.nn.Module, suffix: str) -> _Weights:
