@@ -16,6 +16,8 @@ Gate conventions are torch's: GRU rows (r, z, n), LSTM rows (i, f, g, o).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -29,34 +31,26 @@ ClosedStepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def analytic_jacobians(fn: object) -> JacobianFn | None:
     """The closed-form Jacobians of a step function, when it is a single-layer recurrent step."""
-    layer, suffix = _single_layer(fn)
-    if layer is None:
-        return None
-    kind, weights = recurrent_shape(layer).kind.removesuffix("Cell"), _weights(layer, suffix)
-    if kind == "RNN":
-        relu = _is_relu(layer)
-        return lambda h, u, s, i: _rnn(weights, h, u, s, i, relu)
-    if kind == "GRU":
-        return lambda h, u, s, i: _gru(weights, h, u, s, i)
-    return lambda h, u, s, i: _lstm(weights, h, u, s, i)
+    return _bound(fn, {"RNN": _rnn, "GRU": _gru, "LSTM": _lstm})
 
 
 def analytic_step(fn: object) -> ClosedStepFn | None:
     """The closed-form step of a step function, when it is a single-layer recurrent step."""
+    return _bound(fn, {"RNN": _rnn_step, "GRU": _gru_step, "LSTM": _lstm_step})
+
+
+def _bound(fn: object, formulas: dict[str, Callable[..., Any]]) -> Any:
+    """The formula for the kind of layer inside ``fn``, bound to its weights (and an RNN's
+    non-linearity); None when ``fn`` is no single-layer recurrent step."""
     layer, suffix = _single_layer(fn)
     if layer is None:
         return None
-    kind, weights = recurrent_shape(layer).kind.removesuffix("Cell"), _weights(layer, suffix)
+    kind = recurrent_shape(layer).kind.removesuffix("Cell")
+    formula, weights = formulas[kind], _weights(layer, suffix)
     if kind == "RNN":
-        relu = _is_relu(layer)
-        return lambda h, u: _rnn_step(weights, h, u, relu)
-    if kind == "GRU":
-        return lambda h, u: _gru_step(weights, h, u)
-    return lambda h, u: _lstm_step(weights, h, u)
-
-
-def _is_relu(layer: torch.nn.Module) -> bool:
-    return getattr(layer, "nonlinearity", None) == "relu" or getattr(layer, "mode", "") == "RNN_RELU"
+        relu = getattr(layer, "nonlinearity", None) == "relu" or getattr(layer, "mode", "") == "RNN_RELU"
+        return partial(formula, weights, relu=relu)
+    return partial(formula, weights)
 
 
 def _single_layer(fn: object) -> tuple[torch.nn.Module | None, str]:
