@@ -8,8 +8,8 @@ import torch
 from test_solvers import Tanh, roll_weights
 
 from fpf_client.fixed_points import FixedPoints
-from workers.engine import approximate_updates, find_fixed_points
-from workers.engine.analysis import decompose, distance_inliers, q_outliers, unique_indices
+from workers.engine import analysis, approximate_updates, find_fixed_points
+from workers.engine.analysis import decompose, discovery_curve, distance_inliers, q_outliers, unique_indices
 
 torch.set_num_threads(1)
 
@@ -69,6 +69,28 @@ def test_unique_indices_pick_the_earliest_copy_when_q_differs_only_by_rounding(d
     above = torch.tensor([0.0, 0.0, 1e6, 1.0], dtype=torch.float64) * eps**2
     keep = unique_indices(points, (noise + above).to(dtype), 1e-3).tolist()
     assert keep == [0, 3]
+
+
+@pytest.mark.parametrize("pair_elements", [analysis.PAIR_ELEMENTS, 50])
+def test_discovery_curve_matches_a_brute_force_count(monkeypatch, pair_elements):
+    """The first sample within tol of each point, counted per prefix of the samples, against all
+    pairs compared in a loop; also with the pairs found in many small slices."""
+    monkeypatch.setattr(analysis, "PAIR_ELEMENTS", pair_elements)
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-1, 1, (30, 4))
+    centres[:, 0] = 1.0  # a coordinate every point shares, as saturated units do
+    n = 300
+    sample_index = np.sort(rng.choice(n, 250, replace=False))
+    samples = centres[rng.integers(0, 25, 250)] + rng.uniform(-4e-4, 4e-4, (250, 4))  # centres 25-29: unreached
+    certified = rng.random(30) < 0.8
+    curve = discovery_curve(sample_index, samples, centres, certified, n, 1e-3)
+    first = [
+        min((int(i) for i, x in zip(sample_index, samples, strict=True) if np.abs(x - c).max() <= 1e-3), default=n)
+        for c in centres[certified]
+    ]
+    assert curve["n_initial_states"] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    assert curve["n_certified_roots"] == [sum(f < size for f in first) for size in curve["n_initial_states"]]
+    assert 0 < curve["n_certified_roots"][-1] < certified.sum()  # some certified points were never reached
 
 
 def test_outlier_rules_follow_the_reference():
