@@ -154,11 +154,24 @@ class ResultBuffers:
         self.n_iters = torch.empty(n, dtype=torch.int64, device=x.device)
         self.status = torch.empty(n, dtype=torch.int64, device=x.device)
 
-    def write(self, index: torch.Tensor, iteration: int, **fields: torch.Tensor) -> None:
-        """Store ``x``, ``q``, ``dq``, ``status`` and ``step_norm`` of the samples ``index``."""
+    def retire(
+        self, done: torch.Tensor, index: torch.Tensor, iteration: int, **fields: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Store the rows ``done`` (a mask over a running batch) of the batch's ``x``, ``q``, ``dq``,
+        ``status`` and ``step_norm`` as the samples ``index[done]``.
+
+        Returns the positions of the rows still running, to compact the batch with, or None when
+        no row is done. Rows are gathered by index, not by mask: a mask finds its rows again for
+        every field.
+        """
+        finished = torch.nonzero(done).squeeze(-1)
+        if not finished.numel():
+            return None
+        samples = index.index_select(0, finished)
         for name, value in fields.items():
-            getattr(self, name)[index] = value
-        self.n_iters[index] = iteration
+            getattr(self, name).index_copy_(0, samples, value.index_select(0, finished))
+        self.n_iters.index_fill_(0, samples, iteration)
+        return torch.nonzero(~done).squeeze(-1)
 
     def result(self, iterations: int) -> SolveResult:
         return SolveResult(

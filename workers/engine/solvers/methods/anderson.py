@@ -142,20 +142,19 @@ def solve_anderson(
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.best_q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
-        done = status >= 0
-        if done.any():
-            out.write(
-                batch.index[done],
-                iteration,
-                x=batch.best_x[done],
-                q=batch.best_q[done],
-                dq=batch.dq[done],
-                status=status[done],
-                step_norm=torch.linalg.vector_norm(batch.best_g[done], dim=-1),
-            )
-            keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
-            batch = batch.keep(keep)
-            problem = problem.subset(keep)
+        running = out.retire(
+            status >= 0,
+            batch.index,
+            iteration,
+            x=batch.best_x,
+            q=batch.best_q,
+            dq=batch.dq,
+            status=status,
+            step_norm=torch.linalg.vector_norm(batch.best_g, dim=-1),
+        )
+        if running is not None:
+            batch = batch.keep(running)
+            problem = problem.subset(running)
     return out.result(iteration)
 
 

@@ -114,20 +114,19 @@ def levenberg_marquardt(
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
-        done = status >= 0
-        if done.any():
-            out.write(
-                batch.index[done],
-                iteration,
-                x=batch.x[done],
-                q=batch.q[done],
-                dq=batch.dq[done],
-                status=status[done],
-                step_norm=batch.step_norm[done],
-            )
-            keep = torch.nonzero(~done).squeeze(-1)  # once, not once per field as a mask would
-            batch = batch.keep(keep)
-            problem = problem.subset(keep)
+        running = out.retire(
+            status >= 0,
+            batch.index,
+            iteration,
+            x=batch.x,
+            q=batch.q,
+            dq=batch.dq,
+            status=status,
+            step_norm=batch.step_norm,
+        )
+        if running is not None:
+            batch = batch.keep(running)
+            problem = problem.subset(running)
     return out.result(iteration)
 
 

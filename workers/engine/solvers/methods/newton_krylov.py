@@ -104,20 +104,12 @@ def solve_newton_krylov(
         n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, s.q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
-        done = status >= 0
-        if done.any():
-            out.write(
-                s.index[done],
-                iteration,
-                x=s.x[done],
-                q=s.q[done],
-                dq=s.dq[done],
-                status=status[done],
-                step_norm=s.newton_norm[done],
-            )
-            keep = torch.nonzero(~done).squeeze(-1)
-            s.select(keep)
-            problem = problem.subset(keep)
+        running = out.retire(
+            status >= 0, s.index, iteration, x=s.x, q=s.q, dq=s.dq, status=status, step_norm=s.newton_norm
+        )
+        if running is not None:
+            s.select(running)
+            problem = problem.subset(running)
     return out.result(iteration)
 
 
