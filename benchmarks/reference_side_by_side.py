@@ -231,8 +231,8 @@ def side_by_side(finder_class: type, case: Case, cell: str, repeats: int) -> Sid
 #: Stages of find_fixed_points (the pipeline's functions as the finder module calls them), and the
 #: operations inside them; the other stages (input checks, uniqueness, the info record) are the rest.
 STAGES = {
-    "solve": "first pass (Anderson, then LM)",
-    "complete": "restarts (completeness)",
+    "solve": "first pass (Anderson mixing)",
+    "complete": "restarts, with the first pass's LM",
     "refine": "float64 refinement",
     "polish": "polish (one Newton step per root)",
     "screen": "outliers (distance, q reruns)",

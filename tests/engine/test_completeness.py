@@ -20,8 +20,10 @@ from examples.flipflop.task import FlipFlopTask
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points, load_model, sample_states
 from workers.engine.analysis import unique_indices
+from workers.engine.pipeline import run
 from workers.engine.solvers import Problem
-from workers.engine.solvers.strategies.completeness import midpoint_restarts
+from workers.engine.solvers.methods.lm import MIXING_ITERS, solve_lm
+from workers.engine.solvers.strategies.completeness import Unfinished, midpoint_restarts
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -168,3 +170,45 @@ def test_unique_indices_keep_far_out_points_whose_float32_spacing_exceeds_the_to
     points = torch.tensor([[3e7, 0.0], [3e7, 0.0], [3e7, 5.0], [-1.0, 0.0]], dtype=torch.float32)
     keep = unique_indices(points, torch.tensor([0.1, 0.2, 0.3, 0.4]), 1e-3)
     assert keep.tolist() == [0, 2, 3]
+
+
+def test_lm_steps_taken_with_the_restarts_change_no_result(monkeypatch):
+    """With restarts, the initial states Anderson mixing does not converge take their LM steps in one
+    call with the first restarts: each ends where the first pass's own LM call would leave it, and
+    the search reports the same points and samples."""
+    step, x0 = _flipflop_states("tanh")
+    u = np.zeros((1, 3), dtype=np.float32)
+    together = find_fixed_points(step, x0, u, return_all_samples=True, device="cpu")
+    monkeypatch.setattr(run, "newton_with_restarts", lambda method, restarts: False)
+    apart = find_fixed_points(step, x0, u, return_all_samples=True, device="cpu")
+    assert together.info["method"] == "lm" and together.info["n_restarts"] == apart.info["n_restarts"] > 0
+    assert (together.all_samples.n_iters > MIXING_ITERS).sum() >= 5  # initial states that LM finished
+    # equal up to float32 rounding, which differs with the size of the batch a row is computed in
+    for fps, other in ((together.all_samples, apart.all_samples), (together, apart)):
+        np.testing.assert_array_equal(fps.n_iters, other.n_iters)
+        np.testing.assert_array_equal(fps.cond_id, other.cond_id)
+        np.testing.assert_allclose(fps.xstar, other.xstar, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(fps.qstar, other.qstar, rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(together.is_stable, apart.is_stable)
+    np.testing.assert_allclose(together.eigval_J_xstar, apart.eigval_J_xstar, rtol=0, atol=1e-5)
+    assert {k: v for k, v in together.info.items() if k != "wall_time_s"} == {
+        k: v for k, v in apart.info.items() if k != "wall_time_s"
+    }
+
+
+def test_unfinished_samples_are_solved_even_without_restarts_to_take_them_along():
+    model = DoubleWells(np.eye(2))
+    problem = Problem(model, torch.zeros(1, 1, dtype=torch.float64))
+    x0 = torch.tensor([[0.9, -1.2], [0.1, 0.05]], dtype=torch.float64)
+    unfinished = Unfinished(x0, torch.zeros(2, dtype=torch.int64), FinderOptions())
+    no_roots = torch.zeros(0, 2, dtype=torch.float64)
+    restarts = midpoint_restarts(
+        problem, no_roots, torch.zeros(0, dtype=torch.int64), FinderOptions(), torch.Generator(), unfinished=unfinished
+    )
+    expected = solve_lm(problem, x0, FinderOptions(), warm_start=False)
+    assert restarts.unfinished is not None and restarts.unfinished.converged.all()
+    torch.testing.assert_close(restarts.unfinished.x, expected.x, rtol=0, atol=0)
+    # their roots, a corner and the centre, are the seeds: one attractor is too few to pair, so the
+    # first restart starts between the two isolated roots
+    torch.testing.assert_close(restarts.starts[0], expected.x.mean(0), rtol=0, atol=0)
+    assert restarts.passes >= 1

@@ -20,7 +20,7 @@ from fpf_client.fixed_points import FixedPoints
 from fpf_client.options import FinderOptions
 
 from .pipeline.assembly import analyse
-from .pipeline.chunking import auto_chunk_size, solve
+from .pipeline.chunking import FirstPass, auto_chunk_size, solve
 from .pipeline.chunking import free_memory as _free_memory  # re-exported: tests of the memory bounds use it
 from .pipeline.completion import complete, refine
 from .pipeline.info import record
@@ -28,7 +28,6 @@ from .pipeline.inputs import Search, SearchRequest, prepare
 from .pipeline.reporting import ProgressCallback, Reporter
 from .pipeline.run import Run, batchable, start_run
 from .pipeline.selection import polish, screen, select_unique
-from .solvers import SolveResult
 
 
 def find_fixed_points(
@@ -121,13 +120,14 @@ def find_fixed_points_batch(
     run = start_run(model, options, option_overrides)
     searches = [prepare(request, run.model, run.dtype, run.device) for request in requests]
     reporter = Reporter(progress, sum(search.n for search in searches), time_limit_s)
-    results = solve(searches, run, reporter)
-    return [_after_the_solve(search, result, run, reporter) for search, result in zip(searches, results, strict=True)]
+    first_passes = solve(searches, run, reporter)
+    return [_after_the_solve(s, first, run, reporter) for s, first in zip(searches, first_passes, strict=True)]
 
 
-def _after_the_solve(search: Search, result: SolveResult, run: Run, reporter: Reporter) -> FixedPoints:
+def _after_the_solve(search: Search, first: FirstPass, run: Run, reporter: Reporter) -> FixedPoints:
     """One request's stages after the solve, from its solver outcome to its analysed points."""
-    samples = select_unique(search, result, run.options)
+    result, unfinished = first
+    samples = select_unique(search, result, run.options, unfinished)
     samples = complete(samples, run, reporter)
     samples = refine(samples, run, reporter)
     samples = polish(samples, run)

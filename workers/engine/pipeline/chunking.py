@@ -2,7 +2,10 @@
 
 The requests of a batch share one pass when their method's samples are independent of their
 batch (:func:`.run.batchable`); otherwise they are solved one after the other. Either way each
-request gets back a :class:`~workers.engine.solvers.SolveResult` of its own initial states.
+request gets back a :class:`~workers.engine.solvers.SolveResult` of its own initial states, and,
+where the samples the mixing leaves take their LM steps with the midpoint restarts
+(:attr:`.run.Run.newton_with_restarts`), the :class:`~workers.engine.solvers.strategies.warm_start.Handover`
+of those samples.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from fpf_client.options import FinderOptions, NewtonKrylovOptions
 
 from ..models import StepModel
 from ..solvers import Problem, SolveResult, Status, get_solver
+from ..solvers.methods.lm import mix_before_lm
+from ..solvers.strategies.warm_start import Handover
 from .inputs import Search
 from .reporting import Reporter
 from .run import Run
@@ -35,22 +40,34 @@ HOST_MIN_CHUNK = 1024
 WHOLE_CHUNK_METHODS = frozenset({"adam"})
 
 
-def solve(searches: list[Search], run: Run, reporter: Reporter) -> list[SolveResult]:
-    """Each request's solver outcome, from one shared pass where the method allows it."""
+FirstPass = tuple[SolveResult, Handover | None]
+
+
+def solve(searches: list[Search], run: Run, reporter: Reporter) -> list[FirstPass]:
+    """Each request's solver outcome, and what its mixing left to the restarts' LM (or None), from
+    one shared pass where the method allows it."""
     if run.batchable and len(searches) > 1:
         return _solve_together(searches, run, reporter)
-    return [solve_in_chunks(run.model, s.x0, s.sample_inputs(), run.dynamics, run.options, reporter) for s in searches]
+    return [_solve_one(run, s.x0, s.sample_inputs(), reporter) for s in searches]
 
 
-def _solve_together(searches: list[Search], run: Run, reporter: Reporter) -> list[SolveResult]:
+def _solve_together(searches: list[Search], run: Run, reporter: Reporter) -> list[FirstPass]:
     """One solver pass over the initial states of every request, split back into one result each."""
     rows = [s.sample_inputs() for s in searches]
     shared = all(len(r) == 1 and torch.equal(r, rows[0]) for r in rows)
     inputs = rows[0] if shared else torch.cat([r.expand(s.n, -1) for r, s in zip(rows, searches, strict=True)])
-    x0 = torch.cat([s.x0 for s in searches])
-    result = solve_in_chunks(run.model, x0, inputs, run.dynamics, run.options, reporter)
+    result, handover = _solve_one(run, torch.cat([s.x0 for s in searches]), inputs, reporter)
     ends = np.cumsum([s.n for s in searches]).tolist()
-    return [result.select(slice(end - s.n, end)) for s, end in zip(searches, ends, strict=True)]
+    return [
+        (result.select(slice(end - s.n, end)), None if handover is None else handover.within(end - s.n, end))
+        for s, end in zip(searches, ends, strict=True)
+    ]
+
+
+def _solve_one(run: Run, x0: torch.Tensor, sample_inputs: torch.Tensor, reporter: Reporter) -> FirstPass:
+    return solve_in_chunks(
+        run.model, x0, sample_inputs, run.dynamics, run.options, reporter, mix_only=run.newton_with_restarts
+    )
 
 
 def solve_in_chunks(
@@ -60,9 +77,12 @@ def solve_in_chunks(
     dynamics: str,
     options: FinderOptions,
     reporter: Reporter,
-) -> SolveResult:
+    *,
+    mix_only: bool = False,
+) -> FirstPass:
     """Run the chosen solver over chunks of the initial states that fit in memory;
-    ``sample_inputs: (1 | n, m)`` is one shared row or one row per state."""
+    ``sample_inputs: (1 | n, m)`` is one shared row or one row per state. With ``mix_only``
+    (method ``lm``), run only its Anderson warm start and return what it leaves to LM."""
     n, d = x0.shape
     solver = get_solver(options.method)
     size = options.batch_size or auto_chunk_size(
@@ -73,7 +93,7 @@ def solve_in_chunks(
         options.method,
         gmres_restart=options.newton_krylov.gmres_restart,
     )
-    parts = []
+    parts, handovers = [], []
     for start in range(0, n, size):
         part = slice(start, start + size)
         if reporter.stopped is not None:
@@ -81,9 +101,14 @@ def solve_in_chunks(
             continue
         inputs = sample_inputs if len(sample_inputs) == 1 else sample_inputs[part]
         problem = Problem(model, inputs, dynamics)
-        parts.append(solver(problem, x0[part], options, progress=reporter.hook("solve")))
+        mixed = mix_before_lm(problem, x0[part], options, progress=reporter.hook("solve")) if mix_only else None
+        if mixed is None:
+            parts.append(solver(problem, x0[part], options, progress=reporter.hook("solve")))
+        else:
+            parts.append(mixed[0])
+            handovers.append((start, mixed[1]))
         reporter.finish_chunk(int((parts[-1].status == Status.CONVERGED).sum()))
-    return SolveResult.concatenate(parts)
+    return SolveResult.concatenate(parts), Handover.concatenate(handovers)
 
 
 def _not_started(x0: torch.Tensor) -> SolveResult:

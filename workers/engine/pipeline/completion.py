@@ -10,7 +10,8 @@ import torch
 
 from ..precision import refine_in_float64
 from ..solvers import Problem, SolveResult
-from ..solvers.strategies.completeness import midpoint_restarts
+from ..solvers.strategies.completeness import Unfinished, midpoint_restarts
+from ..solvers.strategies.warm_start import finish
 from .reporting import Reporter
 from .run import Run, wants_refinement
 from .samples import Samples
@@ -18,10 +19,11 @@ from .selection import unique_among
 
 
 def complete(samples: Samples, run: Run, reporter: Reporter) -> Samples:
-    """Add the midpoint restarts' samples (when :attr:`.Run.restarts`) and their new roots."""
+    """Add the midpoint restarts' samples (when :attr:`.Run.restarts`) and their new roots, and
+    finish the initial states the first pass left to them (:attr:`.Samples.unfinished`)."""
     if not run.restarts or reporter.stopped is not None:
         return samples
-    search = samples.search
+    search, handover = samples.search, samples.unfinished
     restarts = midpoint_restarts(
         Problem(run.model, search.u_rows, run.dynamics),
         samples.result.x[samples.unique],
@@ -29,17 +31,26 @@ def complete(samples: Samples, run: Run, reporter: Reporter) -> Samples:
         run.options,
         torch.Generator().manual_seed(run.options.random_seed),
         progress=reporter.hook("completeness"),
+        unfinished=None
+        if handover is None
+        else Unfinished(handover.starts, samples.group[handover.rows], handover.options),
     )
+    # The first pass's representatives stand for all its converged samples.
+    candidates = [samples.unique]
+    if handover is not None and restarts.unfinished is not None:
+        finish(samples.result, handover, restarts.unfinished)
+        candidates.append(handover.rows[restarts.unfinished.converged])
+    candidates.append(samples.n + torch.nonzero(restarts.result.converged).squeeze(-1))
     extended = replace(
         samples,
         result=SolveResult.concatenate([samples.result, restarts.result]),
         starts=torch.cat([samples.starts, restarts.starts]),
         group=torch.cat([samples.group, restarts.group]),
         completeness_passes=restarts.passes,
+        unfinished=None,
     )
-    # The first pass's representatives stand for all its converged samples.
-    candidates = torch.cat([samples.unique, samples.n + torch.nonzero(restarts.result.converged).squeeze(-1)])
-    return replace(extended, unique=unique_among(extended, candidates, run.options))
+    # in order of sample: among copies of a root at the rounding floor the earliest sample wins
+    return replace(extended, unique=unique_among(extended, torch.cat(candidates).sort().values, run.options))
 
 
 def refine(samples: Samples, run: Run, reporter: Reporter) -> Samples:

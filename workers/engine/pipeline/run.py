@@ -43,6 +43,9 @@ class Run:
     device : torch.device
     restarts : bool
         Whether the midpoint restarts run (:func:`wants_restarts`).
+    newton_with_restarts : bool
+        Whether the first pass stops after its Anderson mixing and the samples it leaves take their
+        LM steps in one batch with the first midpoint restarts (:func:`newton_with_restarts`).
     batchable : bool
         Whether requests may share one solver pass (:func:`batchable`).
     started : float
@@ -54,6 +57,7 @@ class Run:
     options: FinderOptions
     device: torch.device
     restarts: bool
+    newton_with_restarts: bool
     batchable: bool
     started: float
 
@@ -69,12 +73,15 @@ def start_run(model: Any, options: FinderOptions | None, overrides: dict[str, An
     device = resolve_device(options.device)
     step_model = as_step_model(model).to(device, getattr(torch, options.dtype))
     d = step_model.n_states
+    method = resolve_method(options.method, d)
+    restarts = wants_restarts(options, d)
     return Run(
         model=step_model,
         dynamics=options.dynamics or step_model.dynamics,
-        options=options.model_copy(update={"method": resolve_method(options.method, d)}),
+        options=options.model_copy(update={"method": method}),
         device=device,
-        restarts=wants_restarts(options, d),
+        restarts=restarts,
+        newton_with_restarts=newton_with_restarts(method, restarts),
         batchable=batchable(options, d),
         started=started,
     )
@@ -94,6 +101,15 @@ def wants_restarts(options: FinderOptions, n_states: int) -> bool:
     if options.completeness == "auto":
         return options.method == "auto" and n_states < COMPLETENESS_MAX_STATES
     return options.completeness == "midpoints"
+
+
+def newton_with_restarts(method: str, restarts: bool) -> bool:
+    """Whether the samples ``lm``'s mixing leaves take their LM steps with the first midpoint restarts:
+    both are small batches of dense LM steps, and on them an LM call costs its kernel launches, not
+    its arithmetic, so one call for both costs about what each costs alone. Each sample's steps are
+    its own (LM damps, accepts and stops per sample), so the samples end where a separate call
+    would leave them."""
+    return restarts and method == "lm"
 
 
 def wants_refinement(options: FinderOptions) -> bool:

@@ -9,6 +9,7 @@ import torch
 
 from ..precision import Refinement
 from ..solvers import SolveResult
+from ..solvers.strategies.warm_start import Handover
 from .inputs import Search, labels
 
 
@@ -32,6 +33,9 @@ class Samples:
         Passes of the midpoint restarts.
     refinement : Refinement
         What the float64 refinement did.
+    unfinished : Handover or None
+        Initial states the first pass's mixing left for LM steps that the midpoint restarts take
+        along (:attr:`.run.Run.newton_with_restarts`); None once they are solved.
     """
 
     search: Search
@@ -41,6 +45,7 @@ class Samples:
     unique: torch.Tensor
     completeness_passes: int = 0
     refinement: Refinement = field(default_factory=Refinement)
+    unfinished: Handover | None = None
 
     @property
     def n(self) -> int:

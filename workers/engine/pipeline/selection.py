@@ -13,15 +13,19 @@ from fpf_client.options import FinderOptions
 
 from ..analysis import distance_inliers, q_outliers, unique_indices
 from ..solvers import Problem, SolveResult, get_solver
+from ..solvers.strategies.warm_start import Handover
 from .inputs import Search
 from .run import Run
 from .samples import Samples
 
 
-def select_unique(search: Search, result: SolveResult, options: FinderOptions) -> Samples:
-    """The request's samples after the solve, with one representative per distinct root."""
+def select_unique(
+    search: Search, result: SolveResult, options: FinderOptions, unfinished: Handover | None = None
+) -> Samples:
+    """The request's samples after the solve, with one representative per distinct root (and the
+    samples still to be finished by the restarts' LM)."""
     unique = unique_converged(result, search.u_rows[search.group], options)
-    return Samples(search, result, search.x0, search.group, unique)
+    return Samples(search, result, search.x0, search.group, unique, unfinished=unfinished)
 
 
 def unique_converged(result: SolveResult, inputs: torch.Tensor, options: FinderOptions) -> torch.Tensor:

@@ -13,13 +13,14 @@ batch at each host check: every iteration on the CPU, where checking is free, ev
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 
 from fpf_client.options import FinderOptions
 
 from ..base import Problem, ProgressHook, SolveResult
-from ..strategies.warm_start import MEMORY, anderson_then
+from ..strategies.warm_start import MEMORY, Handover, anderson_then, mix
 from .levenberg_marquardt import DampedBatch, levenberg_marquardt
 
 #: Iterations between host synchronisations (status checks, compaction, progress) on a GPU.
@@ -69,27 +70,42 @@ def solve_lm(
         above ``SMALL_MAX_STATES`` states) Anderson steps first (:func:`.warm_start.anderson_then`), at
         most half of ``options.max_iters``, which counts the steps of both.
     """
-    small = x0.shape[1] <= SMALL_MAX_STATES
-    wanted = options.lm.warm_start_iters
-    if wanted is None:
-        wanted = MIXING_ITERS if small else LONG_MIXING_ITERS
-    mixing_iters = min(wanted, options.max_iters // 2)  # Newton gets half
-    if warm_start and mixing_iters > 0:
-        return anderson_then(
-            partial(solve_lm, warm_start=False),
-            problem,
-            x0,
-            options,
-            progress,
-            mixing_iters=mixing_iters,
-            resume_capped=True,
-            memory=1 if small else MEMORY,
-            hand_over_slow=not small,
-        )
+    settings = _warm_start(options, x0.shape[1]) if warm_start else None
+    if settings is not None:
+        return anderson_then(partial(solve_lm, warm_start=False), problem, x0, options, progress, **settings)
     check_every = GPU_CHECK_EVERY if x0.device.type == "cuda" else 1
     return levenberg_marquardt(
         problem, x0, options, progress, dense_step, lambda_init=options.lm.lambda_init, check_every=check_every
     )
+
+
+def mix_before_lm(
+    problem: Problem, x0: torch.Tensor, options: FinderOptions, *, progress: ProgressHook | None = None
+) -> tuple[SolveResult, Handover | None] | None:
+    """The warm start of :func:`solve_lm` alone: the mixing's outcome and what it leaves to LM
+    (:func:`.warm_start.mix`), for a caller that runs LM on those samples later, together with
+    others; None when ``options`` ask for no warm start."""
+    settings = _warm_start(options, x0.shape[1])
+    if settings is None:
+        return None
+    return mix(problem, x0, options, progress, **settings)
+
+
+def _warm_start(options: FinderOptions, n_states: int) -> dict[str, Any] | None:
+    """The Anderson warm start's settings for a network of ``n_states`` (None: no warm start)."""
+    small = n_states <= SMALL_MAX_STATES
+    wanted = options.lm.warm_start_iters
+    if wanted is None:
+        wanted = MIXING_ITERS if small else LONG_MIXING_ITERS
+    mixing_iters = min(wanted, options.max_iters // 2)  # Newton gets half
+    if mixing_iters <= 0:
+        return None
+    return {
+        "mixing_iters": mixing_iters,
+        "resume_capped": True,
+        "memory": 1 if small else MEMORY,
+        "hand_over_slow": not small,
+    }
 
 
 def dense_step(problem: Problem, b: DampedBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,9 @@ joining them, so Newton restarted from the midpoint of two attractors of the sam
 condition lands on the saddle between them: the classic way to find the saddles connecting
 attractors. Attractors are the stable, isolated roots found so far; a condition with fewer
 than two uses its isolated roots instead. A pass restarts from every pair not tried before
-and passes repeat while they add seeds, so each pair is solved once.
+and passes repeat while they add seeds, so each pair is solved once. The first pass can also
+take along samples of the first search that still need their Newton steps (:class:`Unfinished`):
+their roots count as found by it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ MAX_PASSES = 3
 
 
 @dataclass
+class Unfinished:
+    """Samples of the first search whose LM steps the first pass of restarts runs with its own."""
+
+    starts: torch.Tensor  #: (k, d) where their LM starts
+    group: torch.Tensor  #: (k,) input condition of each
+    options: FinderOptions  #: their options, with the iteration budget left to them
+
+
+@dataclass
 class Restarts:
     """The restarts of a completeness search and what they found."""
 
@@ -36,6 +47,7 @@ class Restarts:
     group: torch.Tensor  #: (s,) input condition of each
     result: SolveResult  #: their outcome (``x``: a root where converged, new or not)
     passes: int  #: passes that ran restarts
+    unfinished: SolveResult | None = None  #: the outcome of the :class:`Unfinished` samples taken along
 
 
 def midpoint_restarts(
@@ -46,6 +58,7 @@ def midpoint_restarts(
     generator: torch.Generator,
     *,
     progress: ProgressHook | None = None,
+    unfinished: Unfinished | None = None,
 ) -> Restarts:
     """Restart Newton between the roots found so far, until no new attractor turns up.
 
@@ -59,27 +72,51 @@ def midpoint_restarts(
         Solver settings, ``tol_unique`` (what counts as a new root) and ``tol_nonisolated``.
     generator : torch.Generator
         Draws the restarts when a pass has more than ``MAX_STARTS`` candidates.
+    unfinished : Unfinished, optional
+        Samples the first pass solves in the same LM call as its restarts, with their options
+        (the restarts of that pass share their iteration budget); it runs for them even without
+        restarts.
     """
     seeds = _Seeds(problem, options)
     seeds.add(roots, root_group)
     starts_all, groups_all, results = [], [], []
-    for _ in range(MAX_PASSES):
+    taken_along = unfinished
+    unfinished_result = None
+    while len(results) < MAX_PASSES:
         starts, start_group = seeds.untried_midpoints(generator)
-        if len(starts) == 0:
+        if len(starts) == 0 and taken_along is None:
             break
-        result = solve_lm(problem.subset(start_group), starts, options, progress=progress, warm_start=False)
-        starts_all.append(starts)
-        groups_all.append(start_group)
-        results.append(result)
-        new = result.converged & _far_from(result.x, start_group, seeds.roots, seeds.group, options.tol_unique)
+        k, settings = 0, options
+        if taken_along is not None:
+            k, settings = len(taken_along.starts), taken_along.options
+            starts, start_group = torch.cat([taken_along.starts, starts]), torch.cat([taken_along.group, start_group])
+            taken_along = None
+        solved = solve_lm(problem.subset(start_group), starts, settings, progress=progress, warm_start=False)
+        new = solved.converged & _far_from(solved.x, start_group, seeds.roots, seeds.group, options.tol_unique)
         new = torch.nonzero(new).squeeze(-1)
-        keys = torch.cat([result.x[new], start_group[new].unsqueeze(-1).to(result.x.dtype)], dim=1)
-        new = new[unique_indices(keys, result.q[new], options.tol_unique)]
-        seeds.add(result.x[new], start_group[new])
+        keys = torch.cat([solved.x[new], start_group[new].unsqueeze(-1).to(solved.x.dtype)], dim=1)
+        new = new[unique_indices(keys, solved.q[new], options.tol_unique)]
+        seeds.add(solved.x[new], start_group[new])
+        if k:
+            unfinished_result = _own_part(solved, slice(0, k))
+        if len(starts) > k:
+            starts_all.append(starts[k:])
+            groups_all.append(start_group[k:])
+            results.append(_own_part(solved, slice(k, None)))
     if not results:
         empty = roots[:0]
-        return Restarts(empty, root_group[:0], ResultBuffers(empty).result(0), 0)
-    return Restarts(torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), len(results))
+        return Restarts(empty, root_group[:0], ResultBuffers(empty).result(0), 0, unfinished_result)
+    return Restarts(
+        torch.cat(starts_all), torch.cat(groups_all), SolveResult.concatenate(results), len(results), unfinished_result
+    )
+
+
+def _own_part(result: SolveResult, rows: slice) -> SolveResult:
+    """The samples ``rows`` of a solver call's result, with the iterations its longest one took (as a
+    call of their own would report them)."""
+    part = result.select(rows)
+    part.iterations = int(part.n_iters.max()) if len(part.q) else 0
+    return part
 
 
 class _Seeds:
