@@ -153,6 +153,8 @@ def solve_anderson(
             step_norm=torch.linalg.vector_norm(batch.best_g, dim=-1),
         )
         if running is not None:
+            if not running.numel():
+                break  # all done: no batch left to compact
             batch = batch.keep(running)
             problem = problem.subset(running)
     return out.result(iteration)
@@ -236,7 +238,7 @@ def _mixing_coefficients(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 def _status(b: _Batch, iteration: int, cap: int, options: FinderOptions, hand_over_slow: bool) -> torch.Tensor:
     """Per-sample status code, or -1 while a sample is still running."""
-    status = torch.where((b.since_best >= PATIENCE) | ~torch.isfinite(b.best_q), int(Status.STALLED), -1)
+    status = torch.where((b.since_best >= PATIENCE) | ~(b.best_q < math.inf), int(Status.STALLED), -1)  # NaN too
     if iteration >= cap:
         status = torch.where(status < 0, int(Status.CAPPED), status)
     elif hand_over_slow and iteration >= RATE_MIN_STEPS:

@@ -9,6 +9,7 @@ acceptance, stall detection and dropping finished samples from the batch are the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -125,6 +126,8 @@ def levenberg_marquardt(
             step_norm=batch.step_norm,
         )
         if running is not None:
+            if not running.numel():
+                break  # all done: no batch left to compact
             batch = batch.keep(running)
             problem = problem.subset(running)
     return out.result(iteration)
@@ -153,7 +156,7 @@ def _iterate(problem: Problem, b: DampedBatch, step_rule: StepRule) -> None:
 
 def _status(b: DampedBatch, iteration: int, options: FinderOptions) -> torch.Tensor:
     """Per-sample status code, or -1 while a sample is still running."""
-    stalled = (b.lam > LAMBDA_MAX) | (b.slow >= STALL_PATIENCE) | (b.dq < options.tol_dq) | ~torch.isfinite(b.q)
+    stalled = (b.lam > LAMBDA_MAX) | (b.slow >= STALL_PATIENCE) | (b.dq < options.tol_dq) | ~(b.q < math.inf)  # NaN too
     stalled |= b.crawling
     status = torch.where(stalled, int(Status.STALLED), -1)
     if iteration >= options.max_iters:

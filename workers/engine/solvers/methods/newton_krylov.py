@@ -108,6 +108,8 @@ def solve_newton_krylov(
             status >= 0, s.index, iteration, x=s.x, q=s.q, dq=s.dq, status=status, step_norm=s.newton_norm
         )
         if running is not None:
+            if not running.numel():
+                break  # all done: no batch left to compact
             s.select(running)
             problem = problem.subset(running)
     return out.result(iteration)
