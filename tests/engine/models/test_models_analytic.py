@@ -79,6 +79,27 @@ def test_closed_form_steps_match_the_modules_forward(name: str) -> None:
         torch.testing.assert_close(model.step(h, inputs), by_module, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["rnn_tanh", "gru_batch_first", "lstm_cell"])
+def test_a_shared_input_row_is_projected_again_once_it_changes(name: str) -> None:
+    """The step keeps what it computed from a broadcast input row: it must notice a row written in
+    place, another row, and rows taken one per sample."""
+    torch.manual_seed(1)
+    model = as_step_model(LAYERS[name]()).to(dtype=torch.float64)
+    h, u = random_batch(5, model.n_states, model.n_inputs)
+    row = u[:1].clone()
+
+    def check(inputs: torch.Tensor) -> None:
+        with torch.no_grad():
+            torch.testing.assert_close(model.step(h, inputs), model._call(h, inputs), atol=1e-12, rtol=1e-12)
+
+    check(row.expand(len(h), -1))
+    check(row.expand(len(h), -1))  # the kept projection
+    row.mul_(-3.0)
+    check(row.expand(len(h), -1))
+    check(u[1:2].clone().expand(len(h), -1))
+    check(u)
+
+
 @pytest.mark.parametrize(
     "layer", [torch.nn.GRU(N_IN, HIDDEN, 2), torch.nn.LSTM(N_IN, HIDDEN, proj_size=2), torch.nn.Linear(2, 2)]
 )

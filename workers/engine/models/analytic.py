@@ -84,12 +84,12 @@ class _Weights:
     def __init__(self, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None):
         self.w_ih, self.w_hh, self.b_ih, self.b_hh = w_ih, w_hh, b_ih, b_hh
         self.w_ih_t, self.w_hh_t = w_ih.T, w_hh.T
+        self._row: _SharedRow | None = None
 
     def input_part(self, u: torch.Tensor) -> torch.Tensor:
-        """W_ih u + b_ih; one row for inputs broadcast from one row (a stride-0 view)."""
-        if u.stride(0) == 0:
-            u = u[:1]
-        return torch.addmm(self.b_ih, u, self.w_ih_t) if self.b_ih is not None else u @ self.w_ih_t
+        """W_ih u + b_ih; for inputs broadcast from one row (a stride-0 view), that row's, computed
+        once while the row stays the same (:class:`_SharedRow`)."""
+        return self._shared(u, "input", self._input_part)
 
     def hidden_part(self, h: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.b_hh, h, self.w_hh_t) if self.b_hh is not None else h @ self.w_hh_t
@@ -97,10 +97,50 @@ class _Weights:
     def preactivation(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """W_ih u + b_ih + W_hh h + b_hh, (n, gates · hidden), with the input part added to the
         product's output (a single row of ``u`` is broadcast, not repeated)."""
-        x = self.input_part(u)
-        if self.b_hh is not None:
-            x = x + self.b_hh
-        return torch.addmm(x, h, self.w_hh_t)
+        return torch.addmm(self._shared(u, "input and bias", self._input_and_bias), h, self.w_hh_t)
+
+    def _input_part(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.b_ih, u, self.w_ih_t) if self.b_ih is not None else u @ self.w_ih_t
+
+    def _input_and_bias(self, u: torch.Tensor) -> torch.Tensor:
+        part = self._input_part(u)
+        return part + self.b_hh if self.b_hh is not None else part
+
+    def _shared(self, u: torch.Tensor, name: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``compute(u)``, for a broadcast row once per row (outside autograd: it depends on no
+        state, and on inputs only where they need no gradient)."""
+        if u.stride(0) != 0 or u.requires_grad:
+            return compute(u)
+        row = self._row  # one row throughout, whatever another thread stores meanwhile
+        if row is None or not row.holds(u):
+            row = self._row = _SharedRow(u)
+        part = row.parts.get(name)
+        if part is None:
+            with torch.no_grad():
+                part = row.parts[name] = compute(u[:1])
+        return part
+
+
+class _SharedRow:
+    """The row a batch's inputs are broadcast from, and what the step computed from it alone.
+
+    A search steps thousands of times with the inputs of its problem, one row broadcast over the
+    batch, and on a small network the input part costs as much as the rest of the step. The row
+    is recognised by its memory and its version counter, which every in-place write advances; the
+    reference held here keeps that memory from being reused by another tensor.
+    """
+
+    def __init__(self, u: torch.Tensor) -> None:
+        self.u = u
+        self.key = self._key(u)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def holds(self, u: torch.Tensor) -> bool:
+        return self._key(u) == self.key
+
+    @staticmethod
+    def _key(u: torch.Tensor) -> tuple[object, ...]:
+        return (u.data_ptr(), u._version, u.shape[1], u.stride(1), u.dtype, u.device)
 
 
 def _weights(layer: torch.nn.Module, suffix: str) -> _Weights:
