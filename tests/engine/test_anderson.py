@@ -10,12 +10,15 @@ from test_solvers import Linear, Tanh, grid, roll_weights, same_set, true_roots
 from fpf_client.options import FinderOptions
 from workers.engine import find_fixed_points
 from workers.engine.solvers import Problem, Status, get_solver
-from workers.engine.solvers.methods.anderson import CHECK_EVERY, RATE_MIN_STEPS
+from workers.engine.solvers.methods.anderson import CHECK_EVERY, CHECK_EVERY_SINGLE, RATE_MIN_STEPS
 
 torch.set_num_threads(1)
 solve = get_solver("anderson")
-#: Samples are judged at host checks: the first one from RATE_MIN_STEPS on.
-FIRST_RATE_CHECK = -(-RATE_MIN_STEPS // CHECK_EVERY) * CHECK_EVERY
+
+
+def first_rate_check(check_every: int) -> int:
+    """Samples are judged at host checks: the first one from RATE_MIN_STEPS on."""
+    return -(-RATE_MIN_STEPS // check_every) * check_every
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,7 @@ def test_hand_over_slow_ends_samples_that_would_not_converge_in_the_steps_left()
     problem = Problem(Ghost(np.eye(1)), torch.zeros(1, 1, dtype=torch.float64))
     x0 = torch.tensor([[0.3], [-0.3]], dtype=torch.float64)
     slow = solve(problem, x0, FinderOptions(), max_iters=300, memory=1, hand_over_slow=True)
-    assert (slow.status == Status.CAPPED).all() and (slow.n_iters == FIRST_RATE_CHECK).all()
+    assert (slow.status == Status.CAPPED).all() and (slow.n_iters == first_rate_check(CHECK_EVERY_SINGLE)).all()
     G = problem.residual(slow.x)
     torch.testing.assert_close(slow.q, 0.5 * (G * G).sum(-1))  # at its best point
     patient = solve(problem, x0, FinderOptions(), max_iters=300, memory=1)
@@ -100,6 +103,6 @@ def test_hand_over_slow_ends_samples_that_would_not_converge_in_the_steps_left()
     x0 = torch.as_tensor(rng.standard_normal((4, d)))
     options = FinderOptions(tol_q=1e-20)
     early = solve(problem, x0, options, max_iters=20, hand_over_slow=True)
-    assert (early.status == Status.CAPPED).all() and (early.n_iters == FIRST_RATE_CHECK).all()
+    assert (early.status == Status.CAPPED).all() and (early.n_iters == first_rate_check(CHECK_EVERY)).all()
     full = solve(problem, x0, options, max_iters=300, hand_over_slow=True)
     assert (full.status == Status.CONVERGED).all()  # the same rate is fast enough for 300 steps
