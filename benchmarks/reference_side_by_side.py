@@ -24,9 +24,9 @@ Then ``--repeats`` more fpf calls per network run with explicit timers (CPU time
 engine's stages and operations, wrapped in this process only, and the median call shows where
 the time goes, in milliseconds and in units of one batched Newton step on all initial states
 (one forward pass, one batched Jacobian, one batched LU solve), timed on its own (best of 20).
-It also counts the torch calls one fpf call makes from Python and times the cheapest such call (an
-element-wise op on a 16 x 16 tensor): their product is what the run costs before any arithmetic,
-a floor that fewer calls lower and faster kernels do not.
+It also counts the torch operations one fpf call dispatches and times the cheapest such operation
+(an element-wise op on a 16 x 16 tensor): their product is what the run costs before any
+arithmetic, a floor that fewer operations lower and faster kernels do not.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.flipflops import Case, flipflop_case, flipflop_step
 from examples.flipflop.networks import CELLS, WEIGHT_NAMES, FlipFlopNetwork, cell_weights
@@ -319,28 +319,28 @@ def newton_step_seconds(case: Case, repeats: int = 20) -> float:
     return best
 
 
-class _CallCounter(TorchFunctionMode):
-    """Counts the torch functions and tensor methods called from Python."""
+class _OperationCounter(TorchDispatchMode):
+    """Counts the operations torch's dispatcher runs (reads of a tensor's shape or strides run none)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls = 0
+        self.operations = 0
 
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.calls += 1
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.operations += 1
         return func(*args, **(kwargs or {}))
 
 
-def torch_calls(case: Case) -> int:
-    """Torch calls one fpf call makes from Python (a TorchScript forward counts once)."""
-    with _CallCounter() as counter:
+def torch_operations(case: Case) -> int:
+    """Torch operations one fpf call dispatches (each operation of a TorchScript forward counts)."""
+    with _OperationCounter() as counter:
         find_fixed_points(case.model, case.initial_states, np.zeros((1, case.n_inputs), dtype=np.float32))
-    return counter.calls
+    return counter.operations
 
 
-def call_seconds(repeats: int = 200) -> float:
-    """Best CPU time of one element-wise torch call on a small (16, 16) tensor: what a call costs
-    before it does any arithmetic to speak of."""
+def operation_seconds(repeats: int = 200) -> float:
+    """Best CPU time of one element-wise torch operation on a small (16, 16) tensor: what an
+    operation costs before it does any arithmetic to speak of."""
     x = torch.ones(16, 16)
     best = float("inf")
     for _ in range(repeats):
@@ -364,11 +364,11 @@ def breakdown(case: Case, repeats: int) -> list[str]:
         clocks.append((total, clock))
     total, clock = sorted(clocks, key=lambda pair: pair[0])[len(clocks) // 2]
     step = newton_step_seconds(case)
-    calls, per_call = torch_calls(case), call_seconds()
+    operations, per_operation = torch_operations(case), operation_seconds()
     lines = [
         f"\n{case.name}: {1e3 * total:.1f} ms = {total / step:.1f} batched Newton steps "
-        f"(one step on all {len(case.initial_states)} states: {1e3 * step:.2f} ms); {calls} torch calls "
-        f"from Python, at >= {1e6 * per_call:.1f} us each >= {1e3 * calls * per_call:.1f} ms",
+        f"(one step on all {len(case.initial_states)} states: {1e3 * step:.2f} ms); {operations} torch "
+        f"operations, at >= {1e6 * per_operation:.1f} us each >= {1e3 * operations * per_operation:.1f} ms",
         "| stage | " + " | ".join(f"{c} ms" for c in COLUMNS) + " | total ms | Newton steps | calls (fwd / Jac) |",
         "|" + "---|" * (len(COLUMNS) + 4),
     ]
