@@ -183,7 +183,7 @@ class _WindowIndex:
         lo = np.searchsorted(self.sorted, point[self.axis] - 2 * self.tol, side="left")
         hi = np.searchsorted(self.sorted, point[self.axis] + 2 * self.tol, side="right")
         rows = self.order[lo:hi]
-        return rows[np.abs(self.points[rows] - point).max(-1) <= self.tol]
+        return rows[(np.abs(self.points[rows] - point) <= self.tol).all(-1)]
 
     def pairs(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (query, row) pair within tol, in order of query, for all rows of ``queries: (m, k)``
