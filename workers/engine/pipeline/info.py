@@ -9,7 +9,7 @@ order, that ``info`` has always had in JSON and in the npz result.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -78,8 +78,9 @@ class SearchInfo:
     wall_time_s: float
 
     def as_dict(self) -> dict[str, Any]:
-        """``FixedPoints.info``: one key per field, in this order."""
-        return asdict(self)
+        """``FixedPoints.info``: one key per field, in this order (the record is built for this
+        result alone, so its lists are handed over, not deep-copied as ``dataclasses.asdict`` would)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def record(samples: Samples, fps: FixedPoints, run: Run, reporter: Reporter) -> SearchInfo:
@@ -89,14 +90,15 @@ def record(samples: Samples, fps: FixedPoints, run: Run, reporter: Reporter) -> 
     at_floor = at_rounding_floor(first_pass)
     advice = _precision_warning(first_pass, at_floor, samples.refinement, run.options)
     status = result.status
+    first_outcomes = torch.bincount(status[:n], minlength=len(Status)).tolist()
     return SearchInfo(
         discovery_curve=_discovery_curve(samples, fps, run.options),
         n_fixed_points=fps.n,
         n_certified=int(fps.certified.sum()) if fps.certified is not None else None,
         n_samples=n,
-        n_converged=int((status[:n] == Status.CONVERGED).sum()),
-        n_stalled=int((status[:n] == Status.STALLED).sum()),
-        n_capped=int((status[:n] == Status.CAPPED).sum()),
+        n_converged=first_outcomes[Status.CONVERGED],
+        n_stalled=first_outcomes[Status.STALLED],
+        n_capped=first_outcomes[Status.CAPPED],
         n_stalled_at_rounding_floor=int(at_floor.sum()),
         n_refined_in_float64=len(samples.refinement.converged),
         warnings=[advice] if advice else [],
