@@ -23,7 +23,7 @@ from workers.engine.analysis import unique_indices
 from workers.engine.pipeline import run
 from workers.engine.solvers import Problem
 from workers.engine.solvers.methods.lm import MIXING_ITERS, solve_lm
-from workers.engine.solvers.strategies.completeness import Unfinished, midpoint_restarts
+from workers.engine.solvers.strategies.completeness import Unfinished, _certified, midpoint_restarts
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -212,3 +212,66 @@ def test_unfinished_samples_are_solved_even_without_restarts_to_take_them_along(
     # first restart starts between the two isolated roots
     torch.testing.assert_close(restarts.starts[0], expected.x.mean(0), rtol=0, atol=0)
     assert restarts.passes >= 1
+
+
+def _with_spectrum(eigenvalues: np.ndarray, rng: np.random.Generator, skew: float) -> np.ndarray:
+    """A real matrix with these eigenvalues (real, or conjugate pairs in consecutive entries),
+    made non-normal by a random similarity whose condition grows with ``skew``."""
+    d = len(eigenvalues)
+    blocks = np.zeros((d, d))
+    i = 0
+    while i < d:
+        lam = eigenvalues[i]
+        if abs(lam.imag) > 0:
+            blocks[i : i + 2, i : i + 2] = [[lam.real, lam.imag], [-lam.imag, lam.real]]
+            i += 2
+        else:
+            blocks[i, i] = lam.real
+            i += 1
+    basis = np.eye(d) + skew * np.triu(rng.standard_normal((d, d)), 1)
+    basis = rng.standard_normal((d, d)) @ np.diag(rng.uniform(0.5, 2.0, d)) @ basis
+    return basis @ blocks @ np.linalg.inv(basis)
+
+
+def test_power_certificates_never_contradict_the_eigenvalues():
+    """Attractor: every |lambda| < 1 and |lambda - 1| >= tol; unstable: some |lambda| > 1. Checked on
+    random matrices with spectra across the unit circle, conjugate pairs and strongly non-normal
+    ones (a nilpotent-like part times 20), and clear cases must be settled."""
+    rng = np.random.default_rng(7)
+    d, tol = 16, 1e-3
+    matrices, radii = [], []
+    for skew in (0.0, 1.0, 20.0):
+        for radius in (0.3, 0.6, 0.9, 0.99, 0.999, 1.0, 1.001, 1.02, 1.2, 1.8, 3.0):
+            magnitudes = radius * rng.uniform(0.1, 1.0, d)
+            magnitudes[0] = radius
+            values = []
+            for m1, m2 in magnitudes.reshape(-1, 2):
+                if rng.random() < 0.5:  # a conjugate pair
+                    angle = rng.uniform(0.1, np.pi - 0.1)
+                    values += [m1 * np.exp(1j * angle), m1 * np.exp(-1j * angle)]
+                else:
+                    values += list(rng.choice([-1.0, 1.0], 2) * [m1, m2])
+            matrices.append(_with_spectrum(np.array(values, dtype=complex), rng, skew))
+            radii.append(radius)
+    jac = torch.tensor(np.array(matrices)) - torch.eye(d, dtype=torch.float64)  # dG/dx = dF/dx - I
+    attractor, unstable = _certified(jac, tol)
+    eig = np.linalg.eigvals(np.array(matrices))
+    assert not (attractor & unstable).any()
+    for k in torch.nonzero(attractor).squeeze(-1).tolist():
+        assert np.abs(eig[k]).max() < 1 and np.abs(eig[k] - 1).min() >= tol
+    for k in torch.nonzero(unstable).squeeze(-1).tolist():
+        assert np.abs(eig[k]).max() > 1
+    radii = np.array(radii)
+    assert attractor.numpy()[radii <= 0.6].mean() > 0.6  # clear cases are settled without eigenvalues
+    assert unstable.numpy()[radii >= 1.8].mean() > 0.6
+
+
+def test_roots_the_certificates_classify_match_the_eigenvalues_on_the_flip_flop():
+    step, x0 = _flipflop_states("tanh")
+    fps = find_fixed_points(step, x0, np.zeros((1, 3), dtype=np.float32), device="cpu")
+    model = load_model(DATA / "flipflop_tanh.pt").to(torch.device("cpu"), torch.float64)
+    problem = Problem(model, torch.zeros(1, 3, dtype=torch.float64))
+    roots = torch.tensor(fps.xstar, dtype=torch.float64)
+    attractor, unstable = _certified(problem.jacobian(roots), 1e-3)
+    assert attractor.numpy().tolist() == fps.is_stable.tolist()  # every one settled, as the analysis says
+    assert unstable.numpy().tolist() == (~fps.is_stable).tolist()

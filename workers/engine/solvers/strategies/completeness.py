@@ -28,6 +28,13 @@ from ..methods.lm import solve_lm
 #: At most this many restarts per pass (drawn at random from the untried pairs beyond it).
 MAX_STARTS = 1024
 MAX_PASSES = 3
+#: The power certificates of a root's class (:func:`_certified`) look at A^k, k = 2^CERTIFICATE_SQUARINGS,
+#: A = dF/dx: they settle roots whose eigenvalues stay clear of the unit circle, all but the rare
+#: roots with |lambda| within a few percent of 1 (which take eigenvalues).
+CERTIFICATE_SQUARINGS = 7
+#: |trace A^k| above INSTABILITY_MARGIN * d certifies an eigenvalue outside the unit circle (above d
+#: would, as |trace A^k| <= d rho^k; the margin is for rounding in the powers).
+INSTABILITY_MARGIN = 1e3
 
 
 @dataclass
@@ -135,7 +142,7 @@ class _Seeds:
 
     def add(self, roots: torch.Tensor, group: torch.Tensor) -> None:
         """Record new roots of the conditions ``group`` and classify them."""
-        stable, isolated = _classify(self.problem.subset(group), roots, self.tol_nonisolated)
+        stable, isolated = self._classify(roots, group)
         k, new = len(self.roots), len(roots)
         self.roots = torch.cat([self.roots, roots])
         self.group = torch.cat([self.group, group])
@@ -149,9 +156,7 @@ class _Seeds:
         """Midpoints of the seed pairs not tried yet (at most ``MAX_STARTS``), and their conditions."""
         same = self.group.unsqueeze(1) == self.group.unsqueeze(0)
         attractor = self.stable & self.isolated
-        per_group = torch.zeros(
-            int(self.group.max()) + 1 if len(self.group) else 0, dtype=torch.int64, device=self.group.device
-        ).index_add_(0, self.group, attractor.long())
+        per_group = _count_per_group(self.group, attractor)
         seed = torch.where(per_group[self.group] >= 2, attractor, self.isolated)
         pairs = (same & seed.unsqueeze(1) & seed.unsqueeze(0) & ~self.tried).triu(diagonal=1)
         i, j = torch.nonzero(pairs, as_tuple=True)
@@ -161,19 +166,66 @@ class _Seeds:
         self.tried[i, j] = True
         return 0.5 * (self.roots[i] + self.roots[j]), self.group[i]
 
+    def _classify(self, roots: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stable, isolated) masks of ``roots``: by power certificates where they settle what pairing
+        needs (discrete time, :func:`_certified`), by eigenvalues elsewhere.
 
-def _classify(problem: Problem, roots: torch.Tensor, tol_nonisolated: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(stable, isolated) masks of ``roots``, from the eigenvalues of dG/dx there (in float64)."""
-    if len(roots) == 0:
-        empty = torch.zeros(0, dtype=torch.bool, device=roots.device)
-        return empty, empty
-    eig = torch.linalg.eigvals(problem.jacobian(roots).double().cpu())
-    if problem.dynamics == "discrete":  # eigenvalues of dF/dx are those of dG/dx plus one
+        A root certified unstable in a condition that has two attractors is never paired, since
+        seeds are then attractors only (and stay so: attractors are never removed), so whether it
+        is isolated does not matter; it is recorded as not isolated.
+        """
+        if not len(roots):
+            empty = torch.zeros(0, dtype=torch.bool, device=roots.device)
+            return empty, empty
+        problem = self.problem.subset(group)
+        jac = problem.jacobian(roots)
+        if problem.dynamics != "discrete":
+            return _eigen_classes(jac, problem.dynamics, self.tol_nonisolated)
+        attractor, unstable = _certified(jac, self.tol_nonisolated)
+        stable, isolated = attractor.clone(), attractor.clone()
+        if bool(attractor.all()):
+            return stable, isolated
+        counts = _count_per_group(torch.cat([self.group, group]), torch.cat([self.stable & self.isolated, attractor]))
+        rest = torch.nonzero(~attractor & ~(unstable & (counts[group] >= 2))).squeeze(-1)
+        if rest.numel():
+            stable[rest], isolated[rest] = _eigen_classes(jac[rest], problem.dynamics, self.tol_nonisolated)
+        return stable, isolated
+
+
+def _count_per_group(group: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How many rows of each condition (0 .. max(group)) ``mask`` holds."""
+    size = int(group.max()) + 1 if len(group) else 0
+    return torch.zeros(size, dtype=torch.int64, device=group.device).index_add_(0, group, mask.long())
+
+
+def _certified(jac: torch.Tensor, tol_nonisolated: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attractor, unstable) masks that powers of A = dF/dx = dG/dx + I prove, from dG/dx ``jac: (k, d, d)``.
+
+    For every norm rho(A) <= |A^n|^(1/n): |A^n|_F <= (1 - tol_nonisolated)^n puts every eigenvalue
+    within 1 - tol_nonisolated of 0, so the root is stable and isolated (|lambda - 1| >= tol). And
+    |trace A^n| = |sum lambda^n| <= d rho^n, so a trace above d puts an eigenvalue outside the unit
+    circle. A few squarings cost less than one eigenvalue decomposition; neither mask holds for
+    roots near the unit circle (nor where the powers overflow to NaN), which are left to eigenvalues.
+    """
+    d = jac.shape[-1]
+    power = jac.double() + torch.eye(d, dtype=torch.float64, device=jac.device)
+    for _ in range(CERTIFICATE_SQUARINGS):
+        power = power @ power
+    n = 2**CERTIFICATE_SQUARINGS
+    attractor = torch.linalg.matrix_norm(power) <= (1.0 - tol_nonisolated) ** n
+    unstable = power.diagonal(dim1=-2, dim2=-1).sum(-1).abs() > INSTABILITY_MARGIN * d
+    return attractor, unstable
+
+
+def _eigen_classes(jac: torch.Tensor, dynamics: str, tol_nonisolated: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stable, isolated) masks from the eigenvalues of dG/dx ``jac: (k, d, d)`` (in float64)."""
+    eig = torch.linalg.eigvals(jac.double().cpu())
+    if dynamics == "discrete":  # eigenvalues of dF/dx are those of dG/dx plus one
         stable = ((eig + 1).abs() < 1).all(-1)
     else:
         stable = (eig.real < 0).all(-1)
     isolated = (eig.abs() >= tol_nonisolated).all(-1)
-    return stable.to(roots.device), isolated.to(roots.device)
+    return stable.to(jac.device), isolated.to(jac.device)
 
 
 def _far_from(
