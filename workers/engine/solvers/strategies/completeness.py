@@ -89,7 +89,7 @@ def midpoint_restarts(
     starts_all, groups_all, results = [], [], []
     taken_along = unfinished
     unfinished_result = None
-    while len(results) < MAX_PASSES:
+    while len(results) < MAX_PASSES and (seeds.untried or taken_along is not None):
         starts, start_group = seeds.untried_midpoints(generator)
         if len(starts) == 0 and taken_along is None:
             break
@@ -139,6 +139,9 @@ class _Seeds:
         self.stable = torch.zeros(0, dtype=torch.bool, device=device)
         self.isolated = torch.zeros(0, dtype=torch.bool, device=device)
         self.tried = torch.zeros(0, 0, dtype=torch.bool, device=device)
+        #: Whether a pair may be left untried: only a new seed or a pass capped at MAX_STARTS leaves one
+        #: (seeds of a condition change only when it gains its second attractor, itself a new seed).
+        self.untried = False
 
     def add(self, roots: torch.Tensor, group: torch.Tensor) -> None:
         """Record new roots of the conditions ``group`` and classify them."""
@@ -151,20 +154,25 @@ class _Seeds:
         tried = torch.zeros(k + new, k + new, dtype=torch.bool, device=self.tried.device)
         tried[:k, :k] = self.tried
         self.tried = tried
+        self.untried = self.untried or bool(self._seeds()[k:].any())
 
     def untried_midpoints(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Midpoints of the seed pairs not tried yet (at most ``MAX_STARTS``), and their conditions."""
         same = self.group.unsqueeze(1) == self.group.unsqueeze(0)
-        attractor = self.stable & self.isolated
-        per_group = _count_per_group(self.group, attractor)
-        seed = torch.where(per_group[self.group] >= 2, attractor, self.isolated)
+        seed = self._seeds()
         pairs = (same & seed.unsqueeze(1) & seed.unsqueeze(0) & ~self.tried).triu(diagonal=1)
         i, j = torch.nonzero(pairs, as_tuple=True)
-        if len(i) > MAX_STARTS:
+        self.untried = len(i) > MAX_STARTS
+        if self.untried:
             pick = torch.randperm(len(i), generator=generator)[:MAX_STARTS].to(i.device)
             i, j = i[pick], j[pick]
         self.tried[i, j] = True
         return 0.5 * (self.roots[i] + self.roots[j]), self.group[i]
+
+    def _seeds(self) -> torch.Tensor:
+        """Mask of the roots restarts pair: the attractors of a condition with two, else its isolated roots."""
+        attractor = self.stable & self.isolated
+        return torch.where(_count_per_group(self.group, attractor)[self.group] >= 2, attractor, self.isolated)
 
     def _classify(self, roots: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(stable, isolated) masks of ``roots``: by power certificates where they settle what pairing
