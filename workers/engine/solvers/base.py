@@ -123,7 +123,9 @@ class SolveResult:
 
     @classmethod
     def concatenate(cls, parts: list[SolveResult]) -> SolveResult:
-        """Join the results of consecutive chunks."""
+        """Join the results of consecutive chunks (a single one is returned as it is)."""
+        if len(parts) == 1:
+            return parts[0]
         cat = {
             name: torch.cat([getattr(p, name) for p in parts])
             for name in ("x", "q", "dq", "n_iters", "status", "step_norm")

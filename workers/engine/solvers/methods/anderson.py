@@ -145,7 +145,8 @@ def solve_anderson(
             iteration += 1
         _track_best(batch, steps)
         status = _status(batch, iteration, cap, options, hand_over_slow)
-        n_converged += int((status == Status.CONVERGED).sum())
+        if progress is not None:  # the count is for progress reports only (one host sync)
+            n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.best_q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
         running = out.retire(

@@ -112,7 +112,8 @@ def levenberg_marquardt(
                 batch.crawling = batch.q > batch.anchor_q / CRAWL_FACTOR
                 batch.anchor_q = batch.q  # q is replaced, never updated in place
         status = _status(batch, iteration, options)
-        n_converged += int((status == Status.CONVERGED).sum())
+        if progress is not None:  # the count is for progress reports only (one host sync)
+            n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, batch.q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
         running = out.retire(

@@ -101,7 +101,8 @@ def solve_newton_krylov(
 
         floor = RADIUS_EPS * torch.finfo(x0.dtype).eps * (1.0 + x_norm)
         status = _status(s.q, s.radius < floor, s.slow, s.dq, iteration, options)
-        n_converged += int((status == Status.CONVERGED).sum())
+        if progress is not None:  # the count is for progress reports only (one host sync)
+            n_converged += int((status == Status.CONVERGED).sum())
         if time_up(progress, iteration, s.q, n_converged):
             status = torch.where(status < 0, int(Status.CAPPED), status)
         running = out.retire(
