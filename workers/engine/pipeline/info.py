@@ -120,8 +120,8 @@ def _discovery_curve(samples: Samples, fps: FixedPoints, options: FinderOptions)
     n, result = samples.n, samples.result
     converged = torch.nonzero(result.converged[:n]).squeeze(-1)
     inputs = samples.search.u_rows[samples.search.group[converged]]
-    points_reached = torch.cat([result.x[converged], inputs], dim=1).cpu().double().numpy()
-    points = np.concatenate([fps.xstar, fps.inputs], axis=1).astype(np.float64) if fps.n else points_reached[:0]
+    points_reached = torch.cat([result.x[converged], inputs], dim=1).cpu().numpy()  # compared in the search's dtype
+    points = np.concatenate([fps.xstar, fps.inputs], axis=1).astype(points_reached.dtype)
     certified = fps.certified if fps.certified is not None else np.ones(fps.n, dtype=bool)
     return discovery_curve(converged.cpu().numpy(), points_reached, points, certified, n, options.tol_unique)
 

@@ -121,13 +121,13 @@ def solve_anderson(
     q = 0.5 * (g * g).sum(-1)
     history = torch.zeros(n, memory, d, dtype=x0.dtype, device=x0.device)
     gram_dtype = torch.float64 if memory > 1 else x0.dtype  # a least-squares solve needs the precision
-    batch = _Batch(
+    batch = _Batch(  # iterates and best points are replaced, never written in place: no copies needed
         index=torch.arange(n, device=x0.device),
-        x=x0.clone(),
+        x=x0,
         g=g,
-        best_x=x0.clone(),
-        best_g=g.clone(),
-        best_q=q.clone(),
+        best_x=x0,
+        best_g=g,
+        best_q=q,
         start_q=q,
         since_best=torch.zeros(n, dtype=torch.int32, device=x0.device),
         df=history,
