@@ -10,6 +10,7 @@ from test_solvers import Tanh, roll_weights
 from fpf_client.fixed_points import FixedPoints
 from workers.engine import analysis, approximate_updates, find_fixed_points
 from workers.engine.analysis import decompose, discovery_curve, distance_inliers, q_outliers, unique_indices
+from workers.engine.pipeline.selection import newton_steps
 
 torch.set_num_threads(1)
 
@@ -116,3 +117,19 @@ def test_approximate_updates_use_input_jacobians():
     )
     out = approximate_updates(fps, np.array([[2.0, 4.0]]), np.array([[1.0]]))
     np.testing.assert_allclose(out, [[[2.0, 4.0]]])
+
+
+def test_newton_steps_solve_well_conditioned_systems_and_leave_a_continuum_alone():
+    """LU where the pivots allow it, torch's least squares on a singular system, where the step at a
+    root on a line attractor has no component along the line."""
+    rng = np.random.default_rng(2)
+    jac = torch.tensor(rng.standard_normal((6, 5, 5)) + 3 * np.eye(5))
+    g = torch.tensor(rng.standard_normal((6, 5)))
+    jac[0] = torch.diag(torch.tensor([0.0, -0.5, -1.0, -2.0, -0.25], dtype=torch.float64))  # a line of roots along e0
+    steps = newton_steps(jac, g)
+    np.testing.assert_allclose(
+        steps[1:].numpy(), np.linalg.solve(jac[1:].numpy(), -g[1:].numpy()[..., None])[..., 0], rtol=1e-12, atol=1e-12
+    )
+    least_squares = torch.linalg.lstsq(jac[:1], -g[:1].unsqueeze(-1)).solution.squeeze(-1)
+    torch.testing.assert_close(steps[:1], least_squares, rtol=0, atol=0)
+    assert steps[0, 0] == 0.0

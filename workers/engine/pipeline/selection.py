@@ -3,6 +3,7 @@ screened for distance and q outliers and capped at ``max_n_unique``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -64,13 +65,29 @@ def polish(samples: Samples, run: Run) -> Samples:
     roots = Problem(run.model, samples.inputs[keep], run.dynamics)
     x = result.x[keep]
     g = roots.residual(x)
-    step = torch.linalg.lstsq(roots.jacobian(x), -g.unsqueeze(-1)).solution.squeeze(-1)
+    step = newton_steps(roots.jacobian(x), g)
     g_try = roots.residual(x + step)
     q_try = 0.5 * (g_try * g_try).sum(-1)
     better = torch.isfinite(q_try) & (q_try < result.q[keep])
     result.x[keep[better]] = x[better] + step[better]
     result.q[keep[better]] = q_try[better]
     return replace(samples, unique=unique_among(samples, samples.unique, run.options))
+
+
+def newton_steps(jac: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The Newton step ``jac @ step = -g`` of each row: by LU where its pivots show ``jac`` well
+    conditioned (ratio above sqrt(eps)), else by least squares, which takes no step along a
+    continuum of roots (a singular ``jac``). LU costs a third of least squares on the few dozen
+    16 x 16 systems of a search's roots, and solves a well-conditioned system alike."""
+    rhs = -g.unsqueeze(-1)
+    lu, pivots, info = torch.linalg.lu_factor_ex(jac)
+    step = torch.linalg.lu_solve(lu, pivots, rhs).squeeze(-1)
+    pivot = lu.diagonal(dim1=-2, dim2=-1).abs()
+    rank_doubt = pivot.amin(-1) <= math.sqrt(torch.finfo(jac.dtype).eps) * pivot.amax(-1)
+    rows = torch.nonzero(rank_doubt | (info != 0) | ~torch.isfinite(step).all(-1)).squeeze(-1)
+    if rows.numel():
+        step[rows] = torch.linalg.lstsq(jac[rows], rhs[rows]).solution.squeeze(-1)
+    return step
 
 
 def screen(samples: Samples, run: Run) -> Samples:
