@@ -76,9 +76,11 @@ def polish(samples: Samples, run: Run) -> Samples:
 
 def newton_steps(jac: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The Newton step ``jac @ step = -g`` of each row: by LU where its pivots show ``jac`` well
-    conditioned (ratio above sqrt(eps)), else by least squares, which takes no step along a
-    continuum of roots (a singular ``jac``). LU costs a third of least squares on the few dozen
-    16 x 16 systems of a search's roots, and solves a well-conditioned system alike."""
+    conditioned (ratio above sqrt(eps)), else the minimum-norm least-squares step (by SVD, LAPACK's
+    gelsd, on the host: the default gelsy returned zeros or that step at random on an exactly
+    singular ``jac``), which takes no step along a continuum of roots. LU costs a third of least
+    squares on the few dozen 16 x 16 systems of a search's roots, and solves a well-conditioned
+    system alike."""
     rhs = -g.unsqueeze(-1)
     lu, pivots, info = torch.linalg.lu_factor_ex(jac)
     step = torch.linalg.lu_solve(lu, pivots, rhs).squeeze(-1)
@@ -86,7 +88,8 @@ def newton_steps(jac: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     rank_doubt = pivot.amin(-1) <= math.sqrt(torch.finfo(jac.dtype).eps) * pivot.amax(-1)
     rows = torch.nonzero(rank_doubt | (info != 0) | ~torch.isfinite(step).all(-1)).squeeze(-1)
     if rows.numel():
-        step[rows] = torch.linalg.lstsq(jac[rows], rhs[rows]).solution.squeeze(-1)
+        driver = "gelsd" if jac.device.type == "cpu" else None  # CUDA offers gels only
+        step[rows] = torch.linalg.lstsq(jac[rows], rhs[rows], driver=driver).solution.squeeze(-1)
     return step
 
 
