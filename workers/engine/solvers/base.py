@@ -212,6 +212,25 @@ def time_up(progress: ProgressHook | None, iteration: int, q: torch.Tensor, n_do
     return False
 
 
+class HostChecks:
+    """What a compacting solver does with its statuses at each host check: count the converged
+    samples for the progress hook (only when there is one: the count costs a host sync) and, once
+    the hook raises :class:`TimeUp`, end the running samples as ``CAPPED``."""
+
+    def __init__(self, progress: ProgressHook | None) -> None:
+        self.progress = progress
+        self.n_converged = 0
+
+    def status(self, iteration: int, q: torch.Tensor, status: torch.Tensor) -> torch.Tensor:
+        """``status`` (per sample, -1 while running) after reporting ``iteration`` and best ``q``."""
+        if self.progress is None:
+            return status
+        self.n_converged += int((status == Status.CONVERGED).sum())
+        if time_up(self.progress, iteration, q, self.n_converged):
+            return torch.where(status < 0, int(Status.CAPPED), status)
+        return status
+
+
 class WatchedHook:
     """A progress hook that passes calls on to ``progress`` and remembers whether it raised
     :class:`TimeUp`: a solver swallows TimeUp, and its caller may need to know that it fired."""

@@ -27,7 +27,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..base import HostChecks, Problem, ProgressHook, ResultBuffers, SolveResult, Status
 
 #: A residual norm this many times a sample's best restarts its history from its best point.
 GROWTH = 10.0
@@ -137,18 +137,14 @@ def solve_anderson(
     )
     check_every = CHECK_EVERY_SINGLE if memory == 1 else CHECK_EVERY
     iteration = 0
-    n_converged = 0
+    checks = HostChecks(progress)
     while batch.index.numel():
         steps = min(check_every, cap - iteration)  # never past the cap
         for _ in range(steps):
             _iterate(problem, batch, iteration % memory)
             iteration += 1
         _track_best(batch, steps)
-        status = _status(batch, iteration, cap, options, hand_over_slow)
-        if progress is not None:  # the count is for progress reports only (one host sync)
-            n_converged += int((status == Status.CONVERGED).sum())
-        if time_up(progress, iteration, batch.best_q, n_converged):
-            status = torch.where(status < 0, int(Status.CAPPED), status)
+        status = checks.status(iteration, batch.best_q, _status(batch, iteration, cap, options, hand_over_slow))
         running = out.retire(
             status >= 0,
             batch.index,

@@ -17,7 +17,7 @@ import torch
 
 from fpf_client.options import FinderOptions
 
-from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..base import HostChecks, Problem, ProgressHook, ResultBuffers, SolveResult, Status
 
 LAMBDA_MIN = 1e-12
 #: A sample whose damping exceeds this cannot decrease q any more: it has stalled.
@@ -103,7 +103,7 @@ def levenberg_marquardt(
         crawling=torch.zeros(n, dtype=torch.bool, device=x0.device),
     )
     iteration = 0
-    n_converged = 0
+    checks = HostChecks(progress)
     while batch.index.numel():
         for _ in range(min(check_every, options.max_iters - iteration)):  # never past the cap
             iteration += 1
@@ -111,11 +111,7 @@ def levenberg_marquardt(
             if iteration % CRAWL_WINDOW == 0:
                 batch.crawling = batch.q > batch.anchor_q / CRAWL_FACTOR
                 batch.anchor_q = batch.q  # q is replaced, never updated in place
-        status = _status(batch, iteration, options)
-        if progress is not None:  # the count is for progress reports only (one host sync)
-            n_converged += int((status == Status.CONVERGED).sum())
-        if time_up(progress, iteration, batch.q, n_converged):
-            status = torch.where(status < 0, int(Status.CAPPED), status)
+        status = checks.status(iteration, batch.q, _status(batch, iteration, options))
         running = out.retire(
             status >= 0,
             batch.index,

@@ -24,7 +24,7 @@ import torch
 
 from fpf_client.options import FinderOptions, NewtonKrylovOptions
 
-from ..base import Problem, ProgressHook, ResultBuffers, SolveResult, Status, time_up
+from ..base import HostChecks, Problem, ProgressHook, ResultBuffers, SolveResult, Status
 from ..linalg.krylov import gmres
 from .levenberg_marquardt import SLOW_DECREASE, STALL_PATIENCE, STEP_TOL
 
@@ -69,7 +69,7 @@ def solve_newton_krylov(
     eta_floor = 100.0 * torch.finfo(x0.dtype).eps
     s = _State.start(problem, x0)
     iteration = 0
-    n_converged = 0
+    checks = HostChecks(progress)
     while s.index.numel():
         iteration += 1
         fresh = torch.nonzero(s.fresh).squeeze(-1)
@@ -100,11 +100,7 @@ def solve_newton_krylov(
         s.fresh = accept
 
         floor = RADIUS_EPS * torch.finfo(x0.dtype).eps * (1.0 + x_norm)
-        status = _status(s.q, s.radius < floor, s.slow, s.dq, iteration, options)
-        if progress is not None:  # the count is for progress reports only (one host sync)
-            n_converged += int((status == Status.CONVERGED).sum())
-        if time_up(progress, iteration, s.q, n_converged):
-            status = torch.where(status < 0, int(Status.CAPPED), status)
+        status = checks.status(iteration, s.q, _status(s.q, s.radius < floor, s.slow, s.dq, iteration, options))
         running = out.retire(
             status >= 0, s.index, iteration, x=s.x, q=s.q, dq=s.dq, status=status, step_norm=s.newton_norm
         )

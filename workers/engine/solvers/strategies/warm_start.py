@@ -115,7 +115,7 @@ def anderson_then(
     )
     if handover is None:
         return first
-    n_before = int(first.converged.sum())
+    n_before = int(first.converged.sum()) if progress else 0  # for the reports only (a host sync)
 
     def report(iteration: int, q: torch.Tensor, n_done: int) -> None:
         progress(handover.offset + iteration, q, n_before + n_done)
